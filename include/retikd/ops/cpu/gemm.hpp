@@ -1,0 +1,455 @@
+// retikd/ops/cpu/gemm.hpp — the CPU matrix multiply every dense op stands on (matmul, linear, attention,
+// conv2d through im2col), plus the naive reference the tests check it against.
+//
+// Goto/BLIS structure: C is walked in NC-wide column blocks; K in KC-deep slices; for each slice a KC×NC
+// block of op(B) is packed once into NR-wide micro-panels (shared by all threads), and each thread packs
+// MC×KC blocks of op(A) into MR-tall micro-panels (thread-local) and runs the MR×NR micro-kernel over them.
+// Packing handles the transposes and zero-pads the edges, so the micro-kernel only ever sees full, unit-stride,
+// 64-byte-aligned panels; edge tiles of C go through a small stack tile. A micro-panel of B (KC×NR) stays in
+// L1 while the loop over A micro-panels streams the packed A block from L2.
+//
+// The micro-kernel is written with GCC/Clang vector extensions (no intrinsics headers): the vector width
+// and the tile follow the ISA the compiler targets — 16-wide zmm on AVX-512 (14×32 floats, 28 accumulator
+// registers of 32), 8-wide ymm on AVX2 (6×16), 4-wide q registers on NEON/SSE. The accumulators are a
+// fixed-size array indexed only by fully unrolled constants, so the compiler keeps them in registers and
+// contracts `acc += a * b` into FMAs. Other compilers get a scalar fallback with the same structure.
+#pragma once
+
+#include <algorithm>
+#include <cstddef>
+#include <cstdint>
+#include <cstring>
+#include <new>
+#include <stdexcept>
+#include <string>
+#include <type_traits>
+
+#include <retikd/core/parallel.hpp>
+
+namespace retikd {
+namespace cpu {
+
+namespace gemm_detail {
+
+// ---------------------------------------------------------------------------------------------------------
+// ISA-dependent shape of the vectors and of the register tile.
+#if defined(__GNUC__) || defined(__clang__)
+#define RETIKD_GEMM_VECTOR_EXTENSIONS 1
+#if defined(__AVX512F__)
+constexpr int kVectorBytes = 64;
+constexpr int kVectorRegisters = 32;
+#elif defined(__AVX__)
+constexpr int kVectorBytes = 32;
+constexpr int kVectorRegisters = 16;
+#elif defined(__aarch64__)
+constexpr int kVectorBytes = 16;
+constexpr int kVectorRegisters = 32;
+#else  // SSE2, 32-bit NEON, or anything else GCC can lower 16-byte vectors for
+constexpr int kVectorBytes = 16;
+constexpr int kVectorRegisters = 16;
+#endif
+#else
+constexpr int kVectorBytes = static_cast<int>(sizeof(double));  // one double: the scalar fallback
+constexpr int kVectorRegisters = 16;
+#endif
+
+// Register tile MR × (NV vectors) and the cache blocks, per element type.
+//  - 32 registers: MR = 14 rows × 2 vectors = 28 accumulators + 2 for the B row + 1 broadcast of A.
+//    Per k step: 2 vector loads, 14 broadcasts (folded into the FMA as an embedded broadcast on AVX-512),
+//    28 FMAs — enough independent chains to cover a 4-cycle FMA latency on two FMA pipes.
+//  - 16 registers: the classic 6 × 2 (12 accumulators).
+// KC: a B micro-panel (KC × NR) must stay in L1 next to the streaming A micro-panel (MR × KC).
+// MC: the packed A block (MC × KC) lives in L2. NC: the packed B block (KC × NC) lives in L2/L3.
+template <class T>
+struct Blocking {
+  static constexpr int L = kVectorBytes / static_cast<int>(sizeof(T)) > 0
+                               ? kVectorBytes / static_cast<int>(sizeof(T))
+                               : 1;                           // lanes per vector
+  static constexpr int NV = 2;                                // vectors per tile row
+  static constexpr int NR = NV * L;                           // tile width (columns of C)
+  static constexpr int MR = kVectorRegisters >= 32 ? 14 : 6;  // tile height (rows of C)
+  static constexpr int64_t KC = (kVectorBytes >= 64 ? 24576 : 16384) / (NR * static_cast<int>(sizeof(T)));
+  static constexpr int64_t MC = MR * ((262144 / static_cast<int64_t>(sizeof(T))) / KC / MR);
+  static constexpr int64_t NC = 4096;
+};
+
+#if defined(RETIKD_GEMM_VECTOR_EXTENSIONS)
+template <class T>
+struct Vector {
+  typedef T type __attribute__((vector_size(kVectorBytes)));
+};
+#endif
+
+// ---------------------------------------------------------------------------------------------------------
+// Thread-local, 64-byte-aligned scratch that grows and is reused across calls (slot 0: packed A, 1: packed B).
+template <class T>
+T* scratch(int slot, std::size_t count) {
+  struct Buffer {
+    void* data = nullptr;
+    std::size_t bytes = 0;
+    ~Buffer() {
+      if (data) ::operator delete(data, std::align_val_t(64));
+    }
+  };
+  static thread_local Buffer buffers[2];
+  Buffer& b = buffers[slot];
+  const std::size_t need = (count * sizeof(T) + 63) / 64 * 64;
+  if (need > b.bytes) {
+    if (b.data) ::operator delete(b.data, std::align_val_t(64));
+    b.data = nullptr;
+    b.bytes = 0;
+    b.data = ::operator new(need, std::align_val_t(64));
+    b.bytes = need;
+  }
+  return static_cast<T*>(b.data);
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Packing. op(A) is M×K with op(A)(i,k) = trans_a ? A[k*lda + i] : A[i*lda + k]; a packed A micro-panel is
+// dst[k*MR + i] (rows past `rows` are zero). op(B) is K×N; a packed B micro-panel is dst[k*NR + j].
+
+template <class T>
+void pack_a_panel(bool trans_a, const T* A, int64_t lda, int64_t i0, int64_t rows, int64_t k0, int64_t kc,
+                  T* __restrict dst) {
+  constexpr int MR = Blocking<T>::MR;
+  if (trans_a) {  // the MR values of one k are contiguous in memory
+    for (int64_t k = 0; k < kc; ++k) {
+      const T* src = A + (k0 + k) * lda + i0;
+      T* d = dst + k * MR;
+      int64_t i = 0;
+      for (; i < rows; ++i) d[i] = src[i];
+      for (; i < MR; ++i) d[i] = T(0);
+    }
+  } else if (rows == MR) {  // MR row streams read in lockstep: each source row is read sequentially
+    const T* src[MR];
+    for (int i = 0; i < MR; ++i) src[i] = A + (i0 + i) * lda + k0;
+    for (int64_t k = 0; k < kc; ++k) {
+#pragma GCC unroll 16
+      for (int i = 0; i < MR; ++i) dst[k * MR + i] = src[i][k];
+    }
+  } else {
+    for (int64_t k = 0; k < kc; ++k) {
+      T* d = dst + k * MR;
+      int64_t i = 0;
+      for (; i < rows; ++i) d[i] = A[(i0 + i) * lda + k0 + k];
+      for (; i < MR; ++i) d[i] = T(0);
+    }
+  }
+}
+
+template <class T>
+void pack_b_panel(bool trans_b, const T* B, int64_t ldb, int64_t j0, int64_t cols, int64_t k0, int64_t kc,
+                  T* __restrict dst) {
+  constexpr int NR = Blocking<T>::NR;
+  if (!trans_b) {  // one row of op(B) is contiguous: a copy per k
+    for (int64_t k = 0; k < kc; ++k) {
+      const T* src = B + (k0 + k) * ldb + j0;
+      T* d = dst + k * NR;
+      if (cols == NR) {
+#pragma GCC unroll 64
+        for (int j = 0; j < NR; ++j) d[j] = src[j];
+      } else {
+        int64_t j = 0;
+        for (; j < cols; ++j) d[j] = src[j];
+        for (; j < NR; ++j) d[j] = T(0);
+      }
+    }
+  } else {  // op(B)(k, j) = B[j*ldb + k]: walk each stored row sequentially, scatter with stride NR
+    int64_t j = 0;
+    for (; j < cols; ++j) {
+      const T* src = B + (j0 + j) * ldb + k0;
+      for (int64_t k = 0; k < kc; ++k) dst[k * NR + j] = src[k];
+    }
+    for (; j < NR; ++j)
+      for (int64_t k = 0; k < kc; ++k) dst[k * NR + j] = T(0);
+  }
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// The micro-kernel: C[0:MR, 0:NR] = alpha * Apanel · Bpanel + beta * C (beta == 0: C is not read).
+template <class T>
+inline void micro_kernel(int64_t kc, const T* __restrict a, const T* __restrict b, T* __restrict c,
+                         int64_t ldc, T alpha, T beta) {
+  constexpr int MR = Blocking<T>::MR;
+  constexpr int NV = Blocking<T>::NV;
+  constexpr int L = Blocking<T>::L;
+#if defined(RETIKD_GEMM_VECTOR_EXTENSIONS)
+  typedef typename Vector<T>::type V;
+  V acc[MR][NV];
+#pragma GCC unroll 16
+  for (int i = 0; i < MR; ++i)
+#pragma GCC unroll 8
+    for (int v = 0; v < NV; ++v) acc[i][v] = V{};
+  // Warm the C tile while the first products are computed; it is written once, at the end.
+#pragma GCC unroll 16
+  for (int i = 0; i < MR; ++i) __builtin_prefetch(c + i * ldc, 1, 3);
+
+#pragma GCC unroll 2
+  for (int64_t k = 0; k < kc; ++k) {
+    V bv[NV];
+#pragma GCC unroll 8
+    for (int v = 0; v < NV; ++v) std::memcpy(&bv[v], b + v * L, sizeof(V));
+#pragma GCC unroll 16
+    for (int i = 0; i < MR; ++i) {
+      const T ai = a[i];
+#pragma GCC unroll 8
+      for (int v = 0; v < NV; ++v) acc[i][v] += ai * bv[v];
+    }
+    a += MR;
+    b += NV * L;
+  }
+
+  if (beta == T(0)) {
+#pragma GCC unroll 16
+    for (int i = 0; i < MR; ++i)
+#pragma GCC unroll 8
+      for (int v = 0; v < NV; ++v) {
+        V out = alpha * acc[i][v];
+        std::memcpy(c + i * ldc + v * L, &out, sizeof(V));
+      }
+  } else {
+#pragma GCC unroll 16
+    for (int i = 0; i < MR; ++i)
+#pragma GCC unroll 8
+      for (int v = 0; v < NV; ++v) {
+        V old;
+        std::memcpy(&old, c + i * ldc + v * L, sizeof(V));
+        V out = alpha * acc[i][v] + beta * old;
+        std::memcpy(c + i * ldc + v * L, &out, sizeof(V));
+      }
+  }
+#else
+  constexpr int NR = NV * L;
+  T acc[MR][NR] = {};
+  for (int64_t k = 0; k < kc; ++k) {
+    for (int i = 0; i < MR; ++i)
+      for (int j = 0; j < NR; ++j) acc[i][j] += a[i] * b[j];
+    a += MR;
+    b += NR;
+  }
+  for (int i = 0; i < MR; ++i)
+    for (int j = 0; j < NR; ++j)
+      c[i * ldc + j] = beta == T(0) ? alpha * acc[i][j] : alpha * acc[i][j] + beta * c[i * ldc + j];
+#endif
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// One packed A block (mc rows in MR panels) times one packed B block (nc columns in NR panels) into C.
+template <class T>
+void macro_kernel(int64_t mc, int64_t nc, int64_t kc, const T* ap, const T* bp, T* C, int64_t ldc, T alpha,
+                  T beta) {
+  constexpr int MR = Blocking<T>::MR;
+  constexpr int NR = Blocking<T>::NR;
+  for (int64_t jr = 0; jr < nc; jr += NR) {
+    const int64_t nr = std::min<int64_t>(NR, nc - jr);
+    const T* b_panel = bp + jr * kc;  // panel jr/NR starts at (jr/NR) * kc * NR
+    for (int64_t ir = 0; ir < mc; ir += MR) {
+      const int64_t mr = std::min<int64_t>(MR, mc - ir);
+      const T* a_panel = ap + ir * kc;
+      T* c = C + ir * ldc + jr;
+      if (mr == MR && nr == NR) {
+        micro_kernel<T>(kc, a_panel, b_panel, c, ldc, alpha, beta);
+      } else {  // edge tile: full tile into a stack buffer, then only the valid part into C
+        alignas(64) T tile[MR * NR];
+        micro_kernel<T>(kc, a_panel, b_panel, tile, NR, T(1), T(0));
+        for (int64_t i = 0; i < mr; ++i) {
+          T* crow = c + i * ldc;
+          const T* trow = tile + i * NR;
+          if (beta == T(0)) {
+            for (int64_t j = 0; j < nr; ++j) crow[j] = alpha * trow[j];
+          } else {
+            for (int64_t j = 0; j < nr; ++j) crow[j] = alpha * trow[j] + beta * crow[j];
+          }
+        }
+      }
+    }
+  }
+}
+
+// C = beta * C, where beta == 0 writes zeros (NaN-safe).
+template <class T>
+void scale_c(int64_t M, int64_t N, T beta, T* C, int64_t ldc) {
+  if (beta == T(1)) return;
+  for (int64_t i = 0; i < M; ++i) {
+    T* row = C + i * ldc;
+    if (beta == T(0)) {
+      std::fill(row, row + N, T(0));
+    } else {
+      for (int64_t j = 0; j < N; ++j) row[j] *= beta;
+    }
+  }
+}
+
+// Problems below this many multiply-adds run on the calling thread: waking the pool costs more than it saves.
+constexpr double kThreadingMinMacs = 96.0 * 96.0 * 96.0;
+
+// The blocked GEMM with validated arguments, M, N, K > 0 and alpha != 0. `threads` > 1 lets it use the pool.
+template <class T>
+void gemm_blocked(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, T alpha, const T* A,
+                  int64_t lda, const T* B, int64_t ldb, T beta, T* C, int64_t ldc, int threads) {
+  using Cfg = Blocking<T>;
+  constexpr int64_t MR = Cfg::MR, NR = Cfg::NR, KC = Cfg::KC, MC = Cfg::MC, NC = Cfg::NC;
+  const int64_t m_panels = (M + MR - 1) / MR;
+  const int64_t n_panels = (N + NR - 1) / NR;
+
+  if (threads > 1 && m_panels < 2 * threads && n_panels >= 2 * threads) {
+    // Short and wide (e.g. a linear layer on a small batch): split the columns; each slice is an
+    // independent single-threaded GEMM that packs its own (small) A.
+    parallel_for(0, n_panels, (n_panels + threads - 1) / threads, [&](int64_t lo, int64_t hi) {
+      const int64_t j0 = lo * NR, j1 = std::min(N, hi * NR);
+      const T* b_slice = trans_b ? B + j0 * ldb : B + j0;
+      gemm_blocked<T>(trans_a, trans_b, M, j1 - j0, K, alpha, A, lda, b_slice, ldb, beta, C + j0, ldc, 1);
+    });
+    return;
+  }
+
+  const int64_t nc_max = std::min(N, NC);
+  const int64_t kc_max = std::min(K, KC);
+  // Packed B is written by the pool and read by every thread, so it belongs to the calling thread.
+  T* bp = scratch<T>(1, static_cast<std::size_t>(kc_max * ((nc_max + NR - 1) / NR) * NR));
+
+  for (int64_t jc = 0; jc < N; jc += NC) {
+    const int64_t nc = std::min(NC, N - jc);
+    const int64_t nc_panels = (nc + NR - 1) / NR;
+    for (int64_t pc = 0; pc < K; pc += KC) {
+      const int64_t kc = std::min(KC, K - pc);
+      const T beta_now = pc == 0 ? beta : T(1);  // later K slices accumulate onto the first
+
+      auto pack_b = [&](int64_t lo, int64_t hi) {
+        for (int64_t p = lo; p < hi; ++p)
+          pack_b_panel<T>(trans_b, B, ldb, jc + p * NR, std::min(NR, nc - p * NR), pc, kc, bp + p * NR * kc);
+      };
+      // Rows of C in whole MR panels [lo, hi): packed MC rows at a time into this thread's A buffer.
+      auto compute = [&](int64_t lo, int64_t hi) {
+        T* ap = scratch<T>(0, static_cast<std::size_t>(MC * kc_max));
+        for (int64_t p0 = lo; p0 < hi; p0 += MC / MR) {
+          const int64_t p1 = std::min(hi, p0 + MC / MR);
+          const int64_t i0 = p0 * MR, i1 = std::min(M, p1 * MR);
+          for (int64_t p = p0; p < p1; ++p)
+            pack_a_panel<T>(trans_a, A, lda, p * MR, std::min(MR, M - p * MR), pc, kc, ap + (p - p0) * MR * kc);
+          macro_kernel<T>(i1 - i0, nc, kc, ap, bp, C + i0 * ldc + jc, ldc, alpha, beta_now);
+        }
+      };
+      if (threads > 1) {
+        parallel_for(0, nc_panels, (nc_panels + threads - 1) / threads, pack_b);
+        parallel_for(0, m_panels, (m_panels + threads - 1) / threads, compute);
+      } else {
+        pack_b(0, nc_panels);
+        compute(0, m_panels);
+      }
+    }
+  }
+}
+
+// Everything after argument checking: the degenerate cases, then the blocked GEMM.
+template <class T>
+void gemm_unchecked(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, T alpha, const T* A,
+                    int64_t lda, const T* B, int64_t ldb, T beta, T* C, int64_t ldc, bool allow_threads) {
+  if (M == 0 || N == 0) return;
+  if (K == 0 || alpha == T(0)) {  // BLAS semantics: A and B are not read
+    scale_c(M, N, beta, C, ldc);
+    return;
+  }
+  int threads = 1;
+  if (allow_threads && static_cast<double>(M) * static_cast<double>(N) * static_cast<double>(K) >= kThreadingMinMacs)
+    threads = thread_pool().num_threads();
+  gemm_blocked<T>(trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc, threads);
+}
+
+inline void check_gemm_args(const char* op, bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K,
+                            const void* A, int64_t lda, const void* B, int64_t ldb, const void* C, int64_t ldc) {
+  auto where = [&] {
+    return std::string(op) + "(trans_a=" + (trans_a ? "true" : "false") + ", trans_b=" +
+           (trans_b ? "true" : "false") + ", M=" + std::to_string(M) + ", N=" + std::to_string(N) +
+           ", K=" + std::to_string(K) + ", lda=" + std::to_string(lda) + ", ldb=" + std::to_string(ldb) +
+           ", ldc=" + std::to_string(ldc) + "): ";
+  };
+  if (M < 0 || N < 0 || K < 0) throw std::invalid_argument(where() + "sizes must be non-negative");
+  // Row strides of the stored matrices: A is M×K (K×M when transposed), B is K×N (N×K), C is M×N.
+  const int64_t a_cols = trans_a ? M : K, b_cols = trans_b ? K : N;
+  if (lda < std::max<int64_t>(1, a_cols))
+    throw std::invalid_argument(where() + "lda must be >= max(1, " + std::to_string(a_cols) + ")");
+  if (ldb < std::max<int64_t>(1, b_cols))
+    throw std::invalid_argument(where() + "ldb must be >= max(1, " + std::to_string(b_cols) + ")");
+  if (ldc < std::max<int64_t>(1, N))
+    throw std::invalid_argument(where() + "ldc must be >= max(1, " + std::to_string(N) + ")");
+  if ((M > 0 && K > 0 && A == nullptr) || (K > 0 && N > 0 && B == nullptr) || (M > 0 && N > 0 && C == nullptr))
+    throw std::invalid_argument(where() + "null matrix pointer");
+}
+
+}  // namespace gemm_detail
+
+// Row-major C[M,N] = alpha * op(A)[M,K] · op(B)[K,N] + beta * C, op(X) = X or Xᵀ. lda/ldb/ldc are the row
+// strides of the stored (untransposed) matrices. beta == 0 ignores C's old content (NaN-safe); K == 0 or
+// alpha == 0 gives C = beta * C without reading A or B. Threads from the shared pool on large problems.
+template <class T>
+void gemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, T alpha, const T* A, int64_t lda,
+          const T* B, int64_t ldb, T beta, T* C, int64_t ldc) {
+  static_assert(std::is_same<T, float>::value || std::is_same<T, double>::value, "gemm: float or double");
+  gemm_detail::check_gemm_args("gemm", trans_a, trans_b, M, N, K, A, lda, B, ldb, C, ldc);
+  gemm_detail::gemm_unchecked<T>(trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc, true);
+}
+
+// `batch` independent GEMMs; matrix b uses A + b*stride_a, B + b*stride_b, C + b*stride_c (element strides;
+// stride_a or stride_b 0 broadcasts that operand). The C matrices must not overlap. Many small GEMMs are
+// spread over the pool one matrix per task; few large ones are threaded inside each GEMM instead.
+template <class T>
+void gemm_batched(int64_t batch, bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, T alpha,
+                  const T* A, int64_t lda, int64_t stride_a, const T* B, int64_t ldb, int64_t stride_b, T beta,
+                  T* C, int64_t ldc, int64_t stride_c) {
+  static_assert(std::is_same<T, float>::value || std::is_same<T, double>::value,
+                "gemm_batched: float or double");
+  gemm_detail::check_gemm_args("gemm_batched", trans_a, trans_b, M, N, K, A, lda, B, ldb, C, ldc);
+  auto where = [&] {
+    return "gemm_batched(batch=" + std::to_string(batch) + ", M=" + std::to_string(M) + ", N=" +
+           std::to_string(N) + ", K=" + std::to_string(K) + ", stride_a=" + std::to_string(stride_a) +
+           ", stride_b=" + std::to_string(stride_b) + ", stride_c=" + std::to_string(stride_c) + "): ";
+  };
+  if (batch < 0) throw std::invalid_argument(where() + "batch must be non-negative");
+  if (stride_a < 0 || stride_b < 0 || stride_c < 0)
+    throw std::invalid_argument(where() + "strides must be non-negative");
+  if (batch == 0 || M == 0 || N == 0) return;
+  if (batch > 1 && stride_c < (M - 1) * ldc + N)  // overlapping outputs would race
+    throw std::invalid_argument(where() + "stride_c must be >= (M-1)*ldc + N = " +
+                                std::to_string((M - 1) * ldc + N) + " so the C matrices do not overlap");
+
+  auto one = [&](int64_t b, bool allow_threads) {
+    gemm_detail::gemm_unchecked<T>(trans_a, trans_b, M, N, K, alpha, A + b * stride_a, lda, B + b * stride_b,
+                                   ldb, beta, C + b * stride_c, ldc, allow_threads);
+  };
+  const int threads = thread_pool().num_threads();
+  const double macs = static_cast<double>(M) * static_cast<double>(N) * static_cast<double>(K);
+  // Inside one GEMM the threads share packed B and split rows; that only pays off for large matrices, so
+  // smaller ones (attention heads, grouped convolutions) go one matrix per task.
+  if (threads > 1 && batch > 1 && macs * static_cast<double>(batch) >= gemm_detail::kThreadingMinMacs &&
+      (batch >= 2 * threads || macs < 256.0 * 256.0 * 256.0)) {
+    parallel_for(0, batch, 1, [&](int64_t lo, int64_t hi) {
+      for (int64_t b = lo; b < hi; ++b) one(b, false);
+    });
+  } else {
+    for (int64_t b = 0; b < batch; ++b) one(b, true);
+  }
+}
+
+// The readable reference the tests compare against: a naive triple loop accumulating in double.
+template <class T>
+void gemm_reference(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, T alpha, const T* A,
+                    int64_t lda, const T* B, int64_t ldb, T beta, T* C, int64_t ldc) {
+  gemm_detail::check_gemm_args("gemm_reference", trans_a, trans_b, M, N, K, A, lda, B, ldb, C, ldc);
+  for (int64_t i = 0; i < M; ++i) {
+    for (int64_t j = 0; j < N; ++j) {
+      double sum = 0.0;
+      for (int64_t k = 0; k < K; ++k) {
+        const T a = trans_a ? A[k * lda + i] : A[i * lda + k];
+        const T b = trans_b ? B[j * ldb + k] : B[k * ldb + j];
+        sum += static_cast<double>(a) * static_cast<double>(b);
+      }
+      double out = static_cast<double>(alpha) * sum;
+      if (beta != T(0)) out += static_cast<double>(beta) * static_cast<double>(C[i * ldc + j]);
+      C[i * ldc + j] = static_cast<T>(out);
+    }
+  }
+}
+
+}  // namespace cpu
+}  // namespace retikd
