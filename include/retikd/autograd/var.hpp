@@ -41,6 +41,7 @@ struct VarImpl {
   Tensor grad;
   bool requires_grad = false;
   std::shared_ptr<Node> grad_fn;
+  ~VarImpl();
 };
 
 // Grad mode is per thread, like PyTorch's: a loader thread never records onto the training thread's tape.
@@ -128,8 +129,26 @@ class Var {
 
  private:
   friend Var make_result(Tensor, const char*, std::vector<Var>, BackwardFn);
+  friend struct VarImpl;
   std::shared_ptr<VarImpl> impl_;
 };
+
+// Tears a graph down iteratively: the default recursive destruction (Var → Node → input Var → …) would
+// overflow the stack on a long chain (an RNN-like loop, or many small ops in a training step).
+inline VarImpl::~VarImpl() {
+  if (!grad_fn) return;
+  std::vector<std::shared_ptr<Node>> pending;
+  pending.push_back(std::move(grad_fn));
+  while (!pending.empty()) {
+    std::shared_ptr<Node> node = std::move(pending.back());
+    pending.pop_back();
+    if (node.use_count() != 1) continue;  // still referenced elsewhere: not ours to tear down
+    for (Var& in : node->inputs) {
+      if (in.impl_ && in.impl_.use_count() == 1 && in.impl_->grad_fn)
+        pending.push_back(std::move(in.impl_->grad_fn));
+    }
+  }  // each node dies here with inputs that no longer own a grad_fn: no recursion
+}
 
 // Wraps an op's output: records a node when grad mode is on and some input requires a gradient.
 inline Var make_result(Tensor value, const char* op, std::vector<Var> inputs, BackwardFn backward) {

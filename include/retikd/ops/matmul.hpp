@@ -1,0 +1,162 @@
+// retikd/ops/matmul.hpp — matrix products: matmul (torch.matmul semantics: 1-D, 2-D and broadcast batched
+// operands) and linear (x · Wᵀ + b with PyTorch's (out, in) weight layout), forward and backward.
+//
+// Everything lands on cpu::gemm / cpu::gemm_batched. Transposed views (Kᵀ in attention, the gradients'
+// Aᵀ and Bᵀ) are passed to the GEMM as transpose flags with their leading dimension, never copied; a
+// matrix operand shared by the whole batch is passed with batch stride 0.
+#pragma once
+
+#include <vector>
+
+#include "retikd/autograd/var.hpp"
+#include "retikd/ops/common.hpp"
+#include "retikd/ops/cpu/gemm.hpp"
+#include "retikd/ops/elementwise.hpp"
+
+namespace retikd {
+namespace ops {
+namespace impl {
+
+// A (batch, rows, cols) operand as the GEMM sees it: base pointer offset, transpose flag, leading dim and
+// batch stride. Made from a 3-D view whose last two dims are row- or column-major.
+struct GemmOperand {
+  Tensor keep_alive;
+  bool trans = false;
+  int64_t ld = 0;
+  int64_t batch_stride = 0;
+};
+
+inline GemmOperand as_gemm_operand(const Tensor& t3) {
+  // t3: (B, R, C)
+  GemmOperand op;
+  const int64_t R = t3.size(1), C = t3.size(2);
+  const int64_t sR = t3.stride(1), sC = t3.stride(2);
+  // Any batch stride works (reads may overlap); only the matrix layout decides the transpose flag.
+  if ((sC == 1 || C == 1) && sR >= std::max<int64_t>(C, 1)) {
+    op.keep_alive = t3;
+    op.ld = std::max<int64_t>(sR, std::max<int64_t>(C, 1));
+  } else if ((sR == 1 || R == 1) && sC >= std::max<int64_t>(R, 1)) {
+    op.keep_alive = t3;
+    op.trans = true;
+    op.ld = std::max<int64_t>(sC, std::max<int64_t>(R, 1));
+  } else {
+    op.keep_alive = t3.contiguous();
+    op.ld = std::max<int64_t>(C, 1);
+  }
+  op.batch_stride = op.keep_alive.size(0) == 1 ? 0 : op.keep_alive.stride(0);
+  return op;
+}
+
+// (…, M, K) · (…, K, N) with broadcast batch dims; both operands at least 2-D here.
+inline Tensor matmul_nd(const Tensor& a, const Tensor& b) {
+  check_cpu("matmul", a);
+  check_cpu("matmul", b);
+  check_same_dtype("matmul", a, b);
+  const int64_t M = a.size(-2), K = a.size(-1), K2 = b.size(-2), N = b.size(-1);
+  RETIKD_CHECK(K == K2, "matmul: inner dimensions differ: ", shape_str(a.shape()), " · ", shape_str(b.shape()));
+  Shape batch_a(a.shape().begin(), a.shape().end() - 2), batch_b(b.shape().begin(), b.shape().end() - 2);
+  const Shape batch = broadcast_shapes(batch_a, batch_b, "matmul");
+  const int64_t B = shape_numel(batch);
+  Shape out_shape = batch;
+  out_shape.push_back(M);
+  out_shape.push_back(N);
+  Tensor out = Tensor::empty(out_shape, a.dtype());
+  if (out.numel() == 0) return out;
+  auto to3 = [&](const Tensor& t, const Shape& tb, int64_t r, int64_t c) {
+    Shape full = batch;
+    full.push_back(r);
+    full.push_back(c);
+    Tensor e = t.expand(full);
+    // Collapse batch dims into one when the view allows it; an operand broadcast over the whole batch
+    // keeps stride 0.
+    if (shape_numel(tb) == 1) return t.reshape({1, r, c}).expand({B, r, c});
+    return e.reshape({B, r, c});
+  };
+  GemmOperand ga = as_gemm_operand(to3(a, batch_a, M, K));
+  GemmOperand gb = as_gemm_operand(to3(b, batch_b, K, N));
+  dispatch_floating(a.dtype(), "matmul", [&](auto tag) {
+    using T = typename decltype(tag)::type;
+    const T* pa = static_cast<const T*>(ga.keep_alive.raw_data());
+    const T* pb = static_cast<const T*>(gb.keep_alive.raw_data());
+    T* pc = out.data<T>();
+    if (B == 1) {
+      cpu::gemm<T>(ga.trans, gb.trans, M, N, K, T(1), pa, ga.ld, pb, gb.ld, T(0), pc, N);
+    } else {
+      cpu::gemm_batched<T>(B, ga.trans, gb.trans, M, N, K, T(1), pa, ga.ld, ga.batch_stride, pb, gb.ld,
+                           gb.batch_stride, T(0), pc, N, M * N);
+    }
+  });
+  return out;
+}
+
+inline Tensor matmul(const Tensor& a, const Tensor& b) {
+  RETIKD_CHECK(a.dim() >= 1 && b.dim() >= 1, "matmul: operands must be at least 1-D, got ",
+               shape_str(a.shape()), " and ", shape_str(b.shape()));
+  const bool a_vec = a.dim() == 1, b_vec = b.dim() == 1;
+  Tensor out = matmul_nd(a_vec ? a.unsqueeze(0) : a, b_vec ? b.unsqueeze(1) : b);
+  if (a_vec) out = out.squeeze(-2);
+  if (b_vec) out = out.squeeze(-1);
+  return out;
+}
+
+}  // namespace impl
+
+// torch.matmul: (…, M, K) · (…, K, N) → (…, M, N), batch dims broadcast; a 1-D operand is a vector.
+inline Var matmul(const Var& a, const Var& b) {
+  Tensor va = a.value(), vb = b.value();
+  Tensor out = impl::matmul(va, vb);
+  const bool ga = a.requires_grad(), gb = b.requires_grad();
+  return make_result(out, "matmul", {a, b}, [va, vb, ga, gb](const Tensor& g) -> std::vector<Tensor> {
+    // Work with ≥2-D forms: vectors become a row (left operand) or a column (right operand).
+    const Tensor a2 = va.dim() == 1 ? va.unsqueeze(0) : va;
+    const Tensor b2 = vb.dim() == 1 ? vb.unsqueeze(1) : vb;
+    Tensor g2 = g;
+    if (va.dim() == 1 && vb.dim() == 1) {
+      g2 = g.reshape({1, 1});
+    } else if (va.dim() == 1) {
+      g2 = g.unsqueeze(-2);
+    } else if (vb.dim() == 1) {
+      g2 = g.unsqueeze(-1);
+    }
+    Tensor da, db;
+    if (ga) {
+      Tensor full = impl::matmul_nd(g2, b2.transpose(-1, -2));  // (…, M, K)
+      da = impl::sum_to(full, a2.shape()).reshape(va.shape());
+    }
+    if (gb) {
+      Tensor full = impl::matmul_nd(a2.transpose(-1, -2), g2);  // (…, K, N)
+      db = impl::sum_to(full, b2.shape()).reshape(vb.shape());
+    }
+    return {da, db};
+  });
+}
+
+// y = x · Wᵀ + b over the last dim of x: x (…, in), weight (out, in), bias (out) or undefined.
+inline Var linear(const Var& x, const Var& weight, const Var& bias = Var()) {
+  RETIKD_CHECK(weight.dim() == 2, "linear: weight ", shape_str(weight.shape()), " must be 2-D (out, in)");
+  RETIKD_CHECK(x.dim() >= 1 && x.size(-1) == weight.size(1), "linear: input ", shape_str(x.shape()),
+               " does not end in the weight's in-features ", weight.size(1));
+  const bool has_bias = bias.defined();
+  if (has_bias)
+    RETIKD_CHECK(bias.dim() == 1 && bias.size(0) == weight.size(0), "linear: bias ", shape_str(bias.shape()),
+                 " must be (", weight.size(0), ",)");
+  Tensor xv = x.value();
+  const Tensor& wv = weight.value();
+  const bool gx = x.requires_grad(), gw = weight.requires_grad(), gbias = has_bias && bias.requires_grad();
+  Tensor out = impl::matmul(xv, wv.transpose(0, 1));
+  if (has_bias) out = impl::add(out, bias.value());
+  std::vector<Var> inputs{x, weight};
+  if (has_bias) inputs.push_back(bias);
+  return make_result(out, "linear", inputs, [xv, wv, gx, gw, gbias, has_bias](const Tensor& g) {
+    std::vector<Tensor> grads(has_bias ? 3 : 2);
+    const int64_t in = wv.size(1), outf = wv.size(0);
+    const Tensor g2 = g.reshape({-1, outf});
+    if (gx) grads[0] = impl::matmul_nd(g2, wv).reshape(xv.shape());
+    if (gw) grads[1] = impl::matmul_nd(g2.transpose(0, 1), xv.reshape({-1, in}));
+    if (gbias) grads[2] = impl::sum_to(g2, {outf});
+    return grads;
+  });
+}
+
+}  // namespace ops
+}  // namespace retikd

@@ -1,0 +1,199 @@
+// retikd/ops/reduce.hpp — reductions over dimensions: sum, mean, max (values, with backward), argmax.
+//
+// The CPU path moves the reduced dimensions last (a permuted view made contiguous), then reduces each row
+// with a double accumulator, threaded over rows; that keeps one simple kernel for any set of dimensions.
+// max's backward sends the gradient to the first maximal element of each row, as PyTorch's max(dim) does.
+#pragma once
+
+#include <algorithm>
+#include <limits>
+#include <vector>
+
+#include "retikd/autograd/var.hpp"
+#include "retikd/ops/common.hpp"
+
+namespace retikd {
+namespace ops {
+namespace impl {
+
+// Normalised reduction plan: which dims are reduced, the kept shape and the output shape.
+struct ReducePlan {
+  std::vector<bool> reduced;
+  Shape out_shape;      // with keepdim applied
+  Shape keep_shape;     // reduced dims set to 1 (for broadcasting the gradient back)
+  int64_t rows = 1;     // product of kept sizes
+  int64_t row_len = 1;  // product of reduced sizes
+  std::vector<int64_t> perm;  // kept dims first, reduced dims last
+};
+
+inline ReducePlan make_reduce_plan(const Tensor& x, std::vector<int64_t> dims, bool keepdim, const char* op) {
+  ReducePlan p;
+  const int64_t nd = x.dim();
+  p.reduced.assign(static_cast<std::size_t>(nd), dims.empty());
+  for (int64_t d : dims) {
+    const int64_t w = wrap_dim(d, nd, op);
+    RETIKD_CHECK(!p.reduced[w] || dims.empty(), op, ": dimension ", d, " listed twice");
+    p.reduced[w] = true;
+  }
+  for (int64_t d = 0; d < nd; ++d) {
+    if (p.reduced[d]) {
+      p.row_len *= x.size(d);
+      p.keep_shape.push_back(1);
+      if (keepdim) p.out_shape.push_back(1);
+    } else {
+      p.rows *= x.size(d);
+      p.keep_shape.push_back(x.size(d));
+      p.out_shape.push_back(x.size(d));
+      p.perm.push_back(d);
+    }
+  }
+  for (int64_t d = 0; d < nd; ++d)
+    if (p.reduced[d]) p.perm.push_back(d);
+  return p;
+}
+
+// rows × row_len view of x with the reduced dims last (contiguous).
+inline Tensor rows_view(const Tensor& x, const ReducePlan& p) {
+  if (x.dim() == 0) return x.reshape({1, 1});
+  return x.permute(p.perm).contiguous().reshape({p.rows, p.row_len});
+}
+
+// fn(row_pointer, row_len) -> value, for every row; the output has the plan's out_shape.
+template <class F>
+Tensor reduce_rows(const Tensor& x, const ReducePlan& p, const char* op, DType out_dtype, F&& fn) {
+  check_cpu(op, x);
+  Tensor out = Tensor::empty(p.out_shape, out_dtype);
+  dispatch_floating(x.dtype(), op, [&](auto tag) {
+    using T = typename decltype(tag)::type;
+    Tensor r = rows_view(x, p);
+    const T* px = r.data<T>();
+    dispatch_all(out_dtype, op, [&](auto out_tag) {
+      using O = typename decltype(out_tag)::type;
+      O* po = out.data<O>();
+      const int64_t len = p.row_len;
+      parallel_for(0, p.rows, std::max<int64_t>(1, (1 << 14) / std::max<int64_t>(len, 1)),
+                   [&](int64_t lo, int64_t hi) {
+                     for (int64_t i = lo; i < hi; ++i) po[i] = convert_scalar<O>(fn(px + i * len, len));
+                   });
+    });
+  });
+  return out;
+}
+
+inline Tensor sum(const Tensor& x, const std::vector<int64_t>& dims = {}, bool keepdim = false) {
+  ReducePlan p = make_reduce_plan(x, dims, keepdim, "sum");
+  return reduce_rows(x, p, "sum", x.dtype(), [](const auto* row, int64_t n) {
+    double s = 0.0;
+    for (int64_t k = 0; k < n; ++k) s += static_cast<double>(row[k]);
+    return s;
+  });
+}
+inline Tensor mean(const Tensor& x, const std::vector<int64_t>& dims = {}, bool keepdim = false) {
+  ReducePlan p = make_reduce_plan(x, dims, keepdim, "mean");
+  RETIKD_CHECK(p.row_len > 0, "mean: reducing over an empty dimension of ", x.describe());
+  return reduce_rows(x, p, "mean", x.dtype(), [](const auto* row, int64_t n) {
+    double s = 0.0;
+    for (int64_t k = 0; k < n; ++k) s += static_cast<double>(row[k]);
+    return s / static_cast<double>(n);
+  });
+}
+// Index of the first maximum along one dimension (int64). NaN counts as the maximum, as in PyTorch.
+inline Tensor argmax(const Tensor& x, int64_t dim, bool keepdim = false) {
+  ReducePlan p = make_reduce_plan(x, {dim}, keepdim, "argmax");
+  RETIKD_CHECK(p.row_len > 0, "argmax: empty dimension in ", x.describe());
+  return reduce_rows(x, p, "argmax", DType::int64, [](const auto* row, int64_t n) {
+    int64_t best = 0;
+    for (int64_t k = 1; k < n; ++k) {
+      if (row[best] != row[best]) break;  // NaN already found
+      if (row[k] > row[best] || row[k] != row[k]) best = k;
+    }
+    return best;
+  });
+}
+inline Tensor amax(const Tensor& x, const std::vector<int64_t>& dims = {}, bool keepdim = false) {
+  ReducePlan p = make_reduce_plan(x, dims, keepdim, "max");
+  RETIKD_CHECK(p.row_len > 0, "max: empty reduction over ", x.describe());
+  return reduce_rows(x, p, "max", x.dtype(), [](const auto* row, int64_t n) {
+    auto best = row[0];
+    for (int64_t k = 1; k < n; ++k)
+      if (row[k] > best || row[k] != row[k]) best = row[k];
+    return static_cast<double>(best);
+  });
+}
+
+// Broadcasts a reduced gradient (shape out_shape) back over the input's shape as a contiguous tensor.
+inline Tensor expand_reduced_grad(const Tensor& g, const ReducePlan& p, const Shape& in_shape) {
+  return g.reshape(p.keep_shape).expand(in_shape).contiguous();
+}
+
+}  // namespace impl
+
+inline Var sum(const Var& x, const std::vector<int64_t>& dims = {}, bool keepdim = false) {
+  impl::ReducePlan p = impl::make_reduce_plan(x.value(), dims, keepdim, "sum");
+  const Shape in_shape = x.shape();
+  return make_result(impl::sum(x.value(), dims, keepdim), "sum", {x},
+                     [p, in_shape](const Tensor& g) -> std::vector<Tensor> {
+                       return {impl::expand_reduced_grad(g, p, in_shape)};
+                     });
+}
+inline Var mean(const Var& x, const std::vector<int64_t>& dims = {}, bool keepdim = false) {
+  impl::ReducePlan p = impl::make_reduce_plan(x.value(), dims, keepdim, "mean");
+  const Shape in_shape = x.shape();
+  const double scale = 1.0 / static_cast<double>(p.row_len);
+  return make_result(impl::mean(x.value(), dims, keepdim), "mean", {x},
+                     [p, in_shape, scale](const Tensor& g) -> std::vector<Tensor> {
+                       return {impl::mul_scalar(impl::expand_reduced_grad(g, p, in_shape), scale)};
+                     });
+}
+// Maximum along one dimension (or over everything when dim is omitted); the gradient goes to the first
+// maximal element.
+inline Var max(const Var& x, int64_t dim, bool keepdim = false) {
+  Tensor xv = x.value();
+  Tensor values = impl::amax(xv, {dim}, keepdim);
+  Tensor index = impl::argmax(xv, dim, true);  // keepdim: one index per row
+  const int64_t d = wrap_dim(dim, x.dim(), "max");
+  return make_result(values, "max", {x}, [xv, index, d, keepdim](const Tensor& g) -> std::vector<Tensor> {
+    Tensor gk = keepdim ? g : g.unsqueeze(d);
+    Tensor out = Tensor::zeros(xv.shape(), xv.dtype());
+    dispatch_floating(xv.dtype(), "max", [&](auto tag) {
+      using T = typename decltype(tag)::type;
+      // Walk the index tensor; scatter each row's gradient to its argmax along d.
+      Tensor gc = gk.contiguous();
+      const T* pg = gc.data<T>();
+      const int64_t* pi = index.data<int64_t>();
+      T* po = out.data<T>();
+      const Shape& os = out.strides();
+      const Shape& is = index.shape();
+      const Shape ic = contiguous_strides(is);
+      for (int64_t flat = 0; flat < index.numel(); ++flat) {
+        int64_t off = 0, rem = flat;
+        for (int64_t k = 0; k < static_cast<int64_t>(is.size()); ++k) {
+          const int64_t c = rem / ic[k];
+          rem -= c * ic[k];
+          off += (k == d ? pi[flat] : c) * os[k];
+        }
+        po[off] += pg[flat];
+      }
+    });
+    return {out};
+  });
+}
+// Maximum over every element (a scalar); the gradient goes to the first maximal element in row-major order.
+inline Var max(const Var& x) {
+  Tensor xv = x.value().contiguous();
+  RETIKD_CHECK(xv.numel() > 0, "max: empty tensor ", xv.describe());
+  Tensor flat_index = impl::argmax(xv.reshape({xv.numel()}), 0, false);
+  const int64_t at = flat_index.item<int64_t>();
+  return make_result(impl::amax(xv), "max", {x}, [xv, at](const Tensor& g) -> std::vector<Tensor> {
+    Tensor out = Tensor::zeros(xv.shape(), xv.dtype());
+    Tensor flat = out.reshape({out.numel()});
+    flat.narrow(0, at, 1).copy_(g.reshape({1}));
+    return {out};
+  });
+}
+inline Tensor argmax(const Var& x, int64_t dim, bool keepdim = false) {
+  return impl::argmax(x.value(), dim, keepdim);
+}
+
+}  // namespace ops
+}  // namespace retikd

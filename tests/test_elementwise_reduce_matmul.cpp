@@ -1,0 +1,213 @@
+// tests/test_elementwise_reduce_matmul.cpp — broadcasting arithmetic, unary math, comparisons, reductions,
+// matmul (all operand ranks, broadcast batches, transposed views) and linear: forward values against
+// hand-computed or independently computed ones, backward against the gradient checker.
+#include <doctest/doctest.h>
+
+#include <cmath>
+
+#include "retikd/autograd/gradcheck.hpp"
+#include "retikd/core/random.hpp"
+#include "retikd/ops/elementwise.hpp"
+#include "retikd/ops/matmul.hpp"
+#include "retikd/ops/reduce.hpp"
+
+using namespace retikd;
+
+namespace {
+Tensor dvec(std::vector<double> v, Shape s) { return Tensor::from_vector(v, s); }
+std::vector<double> vals(const Var& v) { return v.value().to_vector<double>(); }
+void require_gradcheck(const std::function<Var(const std::vector<Var>&)>& fn, const std::vector<Tensor>& in,
+                       GradcheckOptions opt = {}) {
+  GradcheckResult r = gradcheck(fn, in, opt);
+  INFO(r.message);
+  CHECK(r.ok);
+}
+Tensor rnd(const Shape& s, uint64_t seed, double lo = -1, double hi = 1) {
+  Generator g(seed);
+  Tensor t = Tensor::empty(s, DType::float64);
+  return uniform_(t, lo, hi, g);
+}
+// C = A·B by the definition, in double.
+Tensor naive_matmul(const Tensor& a, const Tensor& b) {
+  const int64_t M = a.size(0), K = a.size(1), N = b.size(1);
+  Tensor c = Tensor::zeros({M, N}, DType::float64);
+  for (int64_t i = 0; i < M; ++i)
+    for (int64_t j = 0; j < N; ++j) {
+      double s = 0;
+      for (int64_t k = 0; k < K; ++k) s += a.at({i, k}) * b.at({k, j});
+      c.data<double>()[i * N + j] = s;
+    }
+  return c;
+}
+void check_close(const Tensor& a, const Tensor& b, double tol) {
+  REQUIRE(a.shape() == b.shape());
+  auto va = a.to_vector<double>(), vb = b.to_vector<double>();
+  for (std::size_t i = 0; i < va.size(); ++i) CHECK(va[i] == doctest::Approx(vb[i]).epsilon(tol).scale(1.0));
+}
+}  // namespace
+
+TEST_CASE("broadcasting arithmetic forward") {
+  Var a(dvec({1, 2, 3, 4, 5, 6}, {2, 3})), b(dvec({10, 20, 30}, {3})), c(dvec({100, 200}, {2, 1}));
+  CHECK(vals(a + b) == std::vector<double>{11, 22, 33, 14, 25, 36});
+  CHECK(vals(a - c) == std::vector<double>{-99, -98, -97, -196, -195, -194});
+  CHECK(vals(a * b) == std::vector<double>{10, 40, 90, 40, 100, 180});
+  CHECK(vals(b / a) == std::vector<double>{10, 10, 10, 2.5, 4, 5});
+  CHECK((b + c).shape() == Shape{2, 3});
+  CHECK(vals(ops::maximum(a, Var(dvec({3}, {1})))) == std::vector<double>{3, 3, 3, 4, 5, 6});
+  CHECK(vals(ops::minimum(a, Var(dvec({3}, {1})))) == std::vector<double>{1, 2, 3, 3, 3, 3});
+  CHECK(vals(a * 2.0 + 1.0) == std::vector<double>{3, 5, 7, 9, 11, 13});
+  CHECK(vals(-a) == std::vector<double>{-1, -2, -3, -4, -5, -6});
+  CHECK_THROWS_AS(a + Var(dvec({1, 2}, {2})), Error);
+  CHECK_THROWS_AS(a + Var(Tensor::ones({3})), Error);  // float32 + float64: explicit conversion required
+}
+
+TEST_CASE("broadcasting arithmetic backward") {
+  for (auto op : {0, 1, 2, 3, 4, 5}) {
+    CAPTURE(op);
+    require_gradcheck(
+        [op](const std::vector<Var>& v) {
+          switch (op) {
+            case 0: return v[0] + v[1];
+            case 1: return v[0] - v[1];
+            case 2: return v[0] * v[1];
+            case 3: return v[0] / v[1];
+            case 4: return ops::maximum(v[0], v[1]);
+            default: return ops::minimum(v[0], v[1]);
+          }
+        },
+        {rnd({2, 3, 4}, 1), rnd({3, 1}, 2, 0.5, 2.0)});
+  }
+  // Non-contiguous operand: a transposed view.
+  require_gradcheck([](const std::vector<Var>& v) { return Var(v[0]) * Var(v[1]); },
+                    {rnd({3, 2}, 3).transpose(0, 1), rnd({2, 3}, 4)});
+}
+
+TEST_CASE("unary math forward and backward") {
+  Var x(dvec({0.25, 1.0, 4.0}, {3}));
+  auto e = vals(ops::exp(x));
+  CHECK(e[1] == doctest::Approx(std::exp(1.0)));
+  CHECK(vals(ops::log(x))[2] == doctest::Approx(std::log(4.0)));
+  CHECK(vals(ops::sqrt(x)) == std::vector<double>{0.5, 1.0, 2.0});
+  CHECK(vals(ops::square(x)) == std::vector<double>{0.0625, 1.0, 16.0});
+  CHECK(vals(ops::pow(x, 1.5))[2] == doctest::Approx(8.0));
+  CHECK(vals(ops::abs(Var(dvec({-2, 0, 3}, {3})))) == std::vector<double>{2, 0, 3});
+  CHECK(vals(ops::clamp(Var(dvec({-2, 0.5, 3}, {3})), 0, 1)) == std::vector<double>{0, 0.5, 1});
+  CHECK_THROWS_AS(ops::clamp(x, 1, 0), Error);
+  Tensor pos = rnd({2, 3}, 5, 0.5, 2.0);
+  Tensor any = rnd({2, 3}, 6);
+  require_gradcheck([](const std::vector<Var>& v) { return ops::exp(v[0]); }, {any});
+  require_gradcheck([](const std::vector<Var>& v) { return ops::log(v[0]); }, {pos});
+  require_gradcheck([](const std::vector<Var>& v) { return ops::sqrt(v[0]); }, {pos});
+  require_gradcheck([](const std::vector<Var>& v) { return ops::square(v[0]); }, {any});
+  require_gradcheck([](const std::vector<Var>& v) { return ops::pow(v[0], 2.5); }, {pos});
+  require_gradcheck([](const std::vector<Var>& v) { return ops::abs(v[0]); }, {any});
+  require_gradcheck([](const std::vector<Var>& v) { return ops::clamp(v[0], -0.3, 0.4); }, {any});
+  require_gradcheck([](const std::vector<Var>& v) { return v[0] * 3.0 - 1.0; }, {any});
+  require_gradcheck([](const std::vector<Var>& v) { return v[0] / 4.0 + 2.0; }, {any});
+}
+
+TEST_CASE("comparisons give 0/1 masks without gradients") {
+  Var a(dvec({1, 2, 3}, {3}), true), b(dvec({2}, {1}));
+  CHECK(vals(ops::lt(a, b)) == std::vector<double>{1, 0, 0});
+  CHECK(vals(ops::le(a, b)) == std::vector<double>{1, 1, 0});
+  CHECK(vals(ops::gt(a, b)) == std::vector<double>{0, 0, 1});
+  CHECK(vals(ops::ge(a, b)) == std::vector<double>{0, 1, 1});
+  CHECK(vals(ops::eq(a, b)) == std::vector<double>{0, 1, 0});
+  CHECK(vals(ops::ne(a, b)) == std::vector<double>{1, 0, 1});
+  CHECK(!ops::lt(a, b).requires_grad());
+}
+
+TEST_CASE("reductions forward") {
+  Var t(Tensor::arange(0.0, 24.0, 1.0, DType::float64).reshape({2, 3, 4}));
+  CHECK(ops::sum(t).item<double>() == 276);
+  CHECK(vals(ops::sum(t, {1})) == std::vector<double>{12, 15, 18, 21, 48, 51, 54, 57});
+  CHECK(ops::sum(t, {1}, true).shape() == Shape{2, 1, 4});
+  CHECK(vals(ops::sum(t, {0, 2})) == std::vector<double>{60, 92, 124});
+  CHECK(vals(ops::sum(t, {-1})) == std::vector<double>{6, 22, 38, 54, 70, 86});
+  CHECK(vals(ops::mean(t, {2})) == std::vector<double>{1.5, 5.5, 9.5, 13.5, 17.5, 21.5});
+  CHECK(ops::mean(t).item<double>() == 11.5);
+  Var m(dvec({1, 7, 7, -2, 0, 3}, {2, 3}));
+  CHECK(vals(ops::max(m, 1)) == std::vector<double>{7, 3});
+  CHECK(vals(ops::max(m, 0)) == std::vector<double>{1, 7, 7});
+  CHECK(ops::argmax(m, 1).to_vector<int64_t>() == std::vector<int64_t>{1, 2});  // first of the tie
+  CHECK(ops::argmax(m, 0, true).shape() == Shape{1, 3});
+  CHECK(ops::max(m).item<double>() == 7);
+  // A permuted view reduces like its contiguous copy.
+  Var p(t.value().permute({2, 0, 1}));
+  CHECK(vals(ops::sum(p, {0})) == vals(ops::sum(Var(p.value().contiguous()), {0})));
+  CHECK_THROWS_AS(ops::sum(t, {3}), Error);
+  CHECK_THROWS_AS(ops::sum(t, {1, 1}), Error);
+}
+
+TEST_CASE("reductions backward") {
+  Tensor x = rnd({3, 4, 5}, 7);
+  require_gradcheck([](const std::vector<Var>& v) { return ops::sum(v[0]); }, {x});
+  require_gradcheck([](const std::vector<Var>& v) { return ops::sum(v[0], {0, 2}); }, {x});
+  require_gradcheck([](const std::vector<Var>& v) { return ops::sum(v[0], {1}, true); }, {x});
+  require_gradcheck([](const std::vector<Var>& v) { return ops::mean(v[0], {2}); }, {x});
+  require_gradcheck([](const std::vector<Var>& v) { return ops::mean(v[0]); }, {x});
+  require_gradcheck([](const std::vector<Var>& v) { return ops::max(v[0], 1); }, {x});
+  require_gradcheck([](const std::vector<Var>& v) { return ops::max(v[0], 0, true); }, {x});
+  require_gradcheck([](const std::vector<Var>& v) { return ops::max(v[0]); }, {x});
+  require_gradcheck([](const std::vector<Var>& v) { return ops::sum(v[0], {0}); }, {x.transpose(0, 2)});
+  // batch 1 and 1×1
+  require_gradcheck([](const std::vector<Var>& v) { return ops::mean(v[0], {1}); }, {rnd({1, 1}, 8)});
+}
+
+TEST_CASE("matmul forward against the definition, every rank and layout") {
+  Tensor a = rnd({5, 7}, 11), b = rnd({7, 3}, 12);
+  check_close(ops::impl::matmul(a, b), naive_matmul(a, b), 1e-12);
+  // Transposed views reach the GEMM as flags.
+  Tensor at = rnd({7, 5}, 13), bt = rnd({3, 7}, 14);
+  check_close(ops::impl::matmul(at.transpose(0, 1), bt.transpose(0, 1)),
+              naive_matmul(at.transpose(0, 1).contiguous(), bt.transpose(0, 1).contiguous()), 1e-12);
+  // A strided (sliced) operand.
+  Tensor wide = rnd({5, 14}, 15);
+  Tensor sl = wide.slice(1, 0, 14, 2);
+  check_close(ops::impl::matmul(sl, b), naive_matmul(sl.contiguous(), b), 1e-12);
+  // Vectors.
+  Tensor v = rnd({7}, 16);
+  check_close(ops::impl::matmul(a, v), naive_matmul(a, v.reshape({7, 1})).reshape({5}), 1e-12);
+  check_close(ops::impl::matmul(v, b), naive_matmul(v.reshape({1, 7}), b).reshape({3}), 1e-12);
+  CHECK(ops::impl::matmul(v, v).item<double>() ==
+        doctest::Approx(naive_matmul(v.reshape({1, 7}), v.reshape({7, 1})).item<double>()));
+  // Broadcast batches: (2, 1, 5, 7) · (3, 7, 3) → (2, 3, 5, 3).
+  Tensor ba = rnd({2, 1, 5, 7}, 17), bb = rnd({3, 7, 3}, 18);
+  Tensor out = ops::impl::matmul(ba, bb);
+  REQUIRE(out.shape() == Shape{2, 3, 5, 3});
+  for (int64_t i = 0; i < 2; ++i)
+    for (int64_t j = 0; j < 3; ++j)
+      check_close(out.narrow(0, i, 1).narrow(1, j, 1).reshape({5, 3}),
+                  naive_matmul(ba.narrow(0, i, 1).reshape({5, 7}), bb.narrow(0, j, 1).reshape({7, 3})), 1e-12);
+  // A batch against one matrix (stride-0 operand), in float32.
+  Tensor fa = rnd({4, 6, 9}, 19).to(DType::float32), fb = rnd({9, 2}, 20).to(DType::float32);
+  Tensor fo = ops::impl::matmul(fa, fb);
+  for (int64_t i = 0; i < 4; ++i)
+    check_close(fo.narrow(0, i, 1).reshape({6, 2}).to(DType::float64),
+                naive_matmul(fa.narrow(0, i, 1).reshape({6, 9}).to(DType::float64), fb.to(DType::float64)), 1e-5);
+  CHECK_THROWS_AS(ops::impl::matmul(a, a), Error);
+  CHECK_THROWS_AS(ops::impl::matmul(rnd({2, 5, 7}, 1), rnd({3, 7, 2}, 2)), Error);
+  CHECK_THROWS_AS(ops::impl::matmul(Tensor::scalar(1.0, DType::float64), a), Error);
+}
+
+TEST_CASE("matmul and linear backward") {
+  require_gradcheck([](const std::vector<Var>& v) { return ops::matmul(v[0], v[1]); },
+                    {rnd({3, 4}, 21), rnd({4, 2}, 22)});
+  require_gradcheck([](const std::vector<Var>& v) { return ops::matmul(v[0], v[1]); },
+                    {rnd({2, 1, 3, 4}, 23), rnd({3, 4, 2}, 24)});
+  require_gradcheck([](const std::vector<Var>& v) { return ops::matmul(v[0], v[1]); },
+                    {rnd({2, 3, 4}, 25), rnd({4, 5}, 26)});
+  require_gradcheck([](const std::vector<Var>& v) { return ops::matmul(v[0], v[1]); }, {rnd({4}, 27), rnd({4, 3}, 28)});
+  require_gradcheck([](const std::vector<Var>& v) { return ops::matmul(v[0], v[1]); }, {rnd({2, 4}, 29), rnd({4}, 30)});
+  require_gradcheck([](const std::vector<Var>& v) { return ops::matmul(v[0], v[1]); }, {rnd({4}, 31), rnd({4}, 32)});
+  require_gradcheck([](const std::vector<Var>& v) { return ops::matmul(v[0], v[1]); },
+                    {rnd({4, 3}, 33).transpose(0, 1), rnd({1, 1}, 34).expand({4, 1})});
+  require_gradcheck([](const std::vector<Var>& v) { return ops::linear(v[0], v[1], v[2]); },
+                    {rnd({2, 3, 5}, 35), rnd({4, 5}, 36), rnd({4}, 37)});
+  require_gradcheck([](const std::vector<Var>& v) { return ops::linear(v[0], v[1]); }, {rnd({1, 5}, 38), rnd({2, 5}, 39)});
+  Tensor x = rnd({3, 5}, 40), w = rnd({4, 5}, 41), b = rnd({4}, 42);
+  Var y = ops::linear(Var(x), Var(w), Var(b));
+  check_close(y.value(), ops::impl::add(naive_matmul(x, w.transpose(0, 1).contiguous()), b), 1e-12);
+  CHECK_THROWS_AS(ops::linear(Var(x), Var(rnd({4, 6}, 1))), Error);
+  CHECK_THROWS_AS(ops::linear(Var(x), Var(w), Var(rnd({3}, 1))), Error);
+}
