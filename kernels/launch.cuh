@@ -1,0 +1,92 @@
+// kernels/launch.cuh — what every kernel family shares on the host side of a launch: a guard that makes a
+// device current for the duration of a launcher, and the one grid-stride launch helper that all
+// elementwise-shaped kernels go through (tiny-cuda-nn style: the kernel is generic, the work is a small
+// functor struct passed by value, so each family only writes `operator()(index)`).
+#pragma once
+
+#include <cuda_runtime.h>
+
+#include <atomic>
+#include <cstdint>
+#include <stdexcept>
+#include <string>
+
+#include "cuda_check.cuh"
+
+namespace retikd {
+namespace cuda {
+namespace detail {
+
+// Makes `device` current and restores the previous device on scope exit, so launchers never leak a
+// cudaSetDevice into the caller's thread state.
+class DeviceGuard {
+ public:
+  explicit DeviceGuard(int device) {
+    int count = 0;
+    RETIKD_CUDA_CHECK(cudaGetDeviceCount(&count));
+    if (device < 0 || device >= count)
+      throw std::runtime_error("retikd::cuda: device " + std::to_string(device) + " does not exist (" +
+                               std::to_string(count) + " CUDA device(s) present)");
+    RETIKD_CUDA_CHECK(cudaGetDevice(&previous_));
+    if (previous_ != device) {
+      RETIKD_CUDA_CHECK(cudaSetDevice(device));
+      changed_ = true;
+    }
+  }
+  ~DeviceGuard() {
+    if (changed_) cudaSetDevice(previous_);  // cannot throw from a destructor; the next call reports errors
+  }
+  DeviceGuard(const DeviceGuard&) = delete;
+  DeviceGuard& operator=(const DeviceGuard&) = delete;
+
+ private:
+  int previous_ = 0;
+  bool changed_ = false;
+};
+
+// Multiprocessor count of the current device, cached (the attribute query costs a driver call).
+inline int current_sm_count() {
+  constexpr int kMaxDevices = 64;
+  static std::atomic<int> cache[kMaxDevices];  // zero-initialised: 0 = not queried yet
+  int device = 0;
+  RETIKD_CUDA_CHECK(cudaGetDevice(&device));
+  if (device >= 0 && device < kMaxDevices) {
+    const int cached = cache[device].load(std::memory_order_relaxed);
+    if (cached > 0) return cached;
+  }
+  int sms = 0;
+  RETIKD_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device));
+  if (sms < 1) sms = 1;
+  if (device >= 0 && device < kMaxDevices) cache[device].store(sms, std::memory_order_relaxed);
+  return sms;
+}
+
+constexpr int kGridStrideThreads = 256;
+
+// The generic kernel: every thread walks the index space with the grid's stride. Index is int32_t or
+// uint32_t for the common case (64-bit integer division and multiplication are emulated on the GPU) and
+// int64_t where a launcher needs it; launchers keep n + stride within Index's range.
+template <typename Index, typename Work>
+__global__ void __launch_bounds__(kGridStrideThreads) grid_stride_kernel(Index n, Work work) {
+  const Index stride = static_cast<Index>(blockDim.x) * static_cast<Index>(gridDim.x);
+  for (Index i = static_cast<Index>(blockIdx.x) * static_cast<Index>(blockDim.x) + static_cast<Index>(threadIdx.x);
+       i < n; i += stride)
+    work(i);
+}
+
+// Launches work(i) for i in [0, n) on the current device's default stream. The grid is capped at what the
+// device keeps resident (8 blocks of 256 threads per SM: 2048 threads, the limit from sm_53 to sm_90), so
+// large n reuse threads instead of queueing millions of blocks.
+template <typename Index, typename Work>
+void launch_grid_stride(Index n, const Work& work) {
+  if (n <= 0) return;
+  const long long wanted = (static_cast<long long>(n) + kGridStrideThreads - 1) / kGridStrideThreads;
+  const long long cap = static_cast<long long>(current_sm_count()) * (2048 / kGridStrideThreads);
+  const unsigned blocks = static_cast<unsigned>(wanted < cap ? wanted : cap);
+  grid_stride_kernel<Index, Work><<<blocks, kGridStrideThreads>>>(n, work);
+  RETIKD_CUDA_CHECK_LAUNCH();
+}
+
+}  // namespace detail
+}  // namespace cuda
+}  // namespace retikd
