@@ -19,6 +19,7 @@
 #include <memory>
 #include <ostream>
 #include <sstream>
+#include <stdexcept>
 #include <type_traits>
 #include <vector>
 
@@ -524,8 +525,19 @@ class Tensor {
 #ifdef RETIKD_WITH_CUDA
   Tensor gathered_on_device() const {
     Tensor out = empty(shape_, dtype_, device());
-    cuda::strided_copy(storage_->data(), static_cast<int>(dtype_), static_cast<int>(dim()), shape_.data(),
-                       strides_.data(), offset_, out.raw_data(), device().index);
+    try {
+      cuda::strided_copy(storage_->data(), static_cast<int>(dtype_), static_cast<int>(dim()), shape_.data(),
+                         strides_.data(), offset_, out.raw_data(), device().index);
+    } catch (const std::invalid_argument&) {
+      // More than 8 non-mergeable dimensions: gather on the host (rare, correct, slow).
+      Tensor span = empty({static_cast<int64_t>(storage_->bytes() / element_size())}, dtype_);
+      copy_bytes(span.raw_data(), Device::cpu(), storage_->data(), device(), storage_->bytes());
+      Tensor view_on_host = span;
+      view_on_host.shape_ = shape_;
+      view_on_host.strides_ = strides_;
+      view_on_host.offset_ = offset_;
+      return view_on_host.contiguous().to(device());
+    }
     return out;
   }
   // Writes a host tensor of this shape into this strided device view, element by element of its storage span.

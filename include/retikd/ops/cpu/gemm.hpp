@@ -9,8 +9,8 @@
 // L1 while the loop over A micro-panels streams the packed A block from L2.
 //
 // The micro-kernel is written with GCC/Clang vector extensions (no intrinsics headers): the vector width
-// and the tile follow the ISA the compiler targets — 16-wide zmm on AVX-512 (14×32 floats, 28 accumulator
-// registers of 32), 8-wide ymm on AVX2 (6×16), 4-wide q registers on NEON/SSE. The accumulators are a
+// and the tile follow the ISA the compiler targets — 16-wide zmm on AVX-512 (8×32 floats), 8-wide ymm on
+// AVX2 (6×16), 4-wide q registers on NEON (8×12) and SSE (4×8). The accumulators are a
 // fixed-size array indexed only by fully unrolled constants, so the compiler keeps them in registers and
 // contracts `acc += a * b` into FMAs. Other compilers get a scalar fallback with the same structure.
 #pragma once
@@ -32,43 +32,42 @@ namespace cpu {
 namespace gemm_detail {
 
 // ---------------------------------------------------------------------------------------------------------
-// ISA-dependent shape of the vectors and of the register tile.
+// ISA-dependent vector width and register tile: MR rows × NV vectors of C live in registers.
+//  - AVX-512 (32 zmm): 8 × 2 vectors = 16 accumulators (8×32 floats, 8×16 doubles). Per k step: 2 vector
+//    loads of B, 8 broadcasts of A, 16 FMAs. Measured here (Zen 5, docs/results.md) it matches 14×2 and
+//    8×3 on 1024³ and beats them on DL shapes, because 8 rows and 32 columns waste less on edge tiles.
+//  - AVX2 (16 ymm): the classic 6 × 2 (12 accumulators + 2 B vectors + 1 broadcast).
+//  - AArch64 NEON (32 q registers, Cortex-A57): 8 × 3 (8×12 floats): 24 accumulators, 3 B vectors.
+//  - other 128-bit SIMD (SSE2 without FMA needs temporaries): 4 × 2.
 #if defined(__GNUC__) || defined(__clang__)
 #define RETIKD_GEMM_VECTOR_EXTENSIONS 1
 #if defined(__AVX512F__)
-constexpr int kVectorBytes = 64;
-constexpr int kVectorRegisters = 32;
+constexpr int kVectorBytes = 64, kTileRows = 8, kTileVectors = 2;
 #elif defined(__AVX__)
-constexpr int kVectorBytes = 32;
-constexpr int kVectorRegisters = 16;
+constexpr int kVectorBytes = 32, kTileRows = 6, kTileVectors = 2;
 #elif defined(__aarch64__)
-constexpr int kVectorBytes = 16;
-constexpr int kVectorRegisters = 32;
-#else  // SSE2, 32-bit NEON, or anything else GCC can lower 16-byte vectors for
-constexpr int kVectorBytes = 16;
-constexpr int kVectorRegisters = 16;
-#endif
+constexpr int kVectorBytes = 16, kTileRows = 8, kTileVectors = 3;
 #else
-constexpr int kVectorBytes = static_cast<int>(sizeof(double));  // one double: the scalar fallback
-constexpr int kVectorRegisters = 16;
+constexpr int kVectorBytes = 16, kTileRows = 4, kTileVectors = 2;
+#endif
+#else  // no vector extensions: a scalar tile with the same structure
+constexpr int kVectorBytes = 0, kTileRows = 4, kTileVectors = 4;
 #endif
 
-// Register tile MR × (NV vectors) and the cache blocks, per element type.
-//  - 32 registers: MR = 14 rows × 2 vectors = 28 accumulators + 2 for the B row + 1 broadcast of A.
-//    Per k step: 2 vector loads, 14 broadcasts (folded into the FMA as an embedded broadcast on AVX-512),
-//    28 FMAs — enough independent chains to cover a 4-cycle FMA latency on two FMA pipes.
-//  - 16 registers: the classic 6 × 2 (12 accumulators).
-// KC: a B micro-panel (KC × NR) must stay in L1 next to the streaming A micro-panel (MR × KC).
-// MC: the packed A block (MC × KC) lives in L2. NC: the packed B block (KC × NC) lives in L2/L3.
+// Tile and cache blocks per element type.
+// KC: a B micro-panel (KC × NR, 32 KB for AVX-512 floats) stays in L1 while A micro-panels stream past it.
+// MC: the packed A block (MC × KC, 256 KB for floats) stays in L2 across the sweep over B micro-panels.
+// NC: the packed B block (KC × NC) is streamed from L2/L3 once per A block.
+// Measured on 1024³ (docs/results.md): KC 192..512 and MC 128..512 are all within noise of each other.
 template <class T>
 struct Blocking {
   static constexpr int L = kVectorBytes / static_cast<int>(sizeof(T)) > 0
                                ? kVectorBytes / static_cast<int>(sizeof(T))
-                               : 1;                           // lanes per vector
-  static constexpr int NV = 2;                                // vectors per tile row
-  static constexpr int NR = NV * L;                           // tile width (columns of C)
-  static constexpr int MR = kVectorRegisters >= 32 ? 14 : 6;  // tile height (rows of C)
-  static constexpr int64_t KC = (kVectorBytes >= 64 ? 24576 : 16384) / (NR * static_cast<int>(sizeof(T)));
+                               : 1;  // lanes per vector
+  static constexpr int NV = kTileVectors;
+  static constexpr int NR = NV * L;
+  static constexpr int MR = kTileRows;
+  static constexpr int64_t KC = 256;
   static constexpr int64_t MC = MR * ((262144 / static_cast<int64_t>(sizeof(T))) / KC / MR);
   static constexpr int64_t NC = 4096;
 };
@@ -357,7 +356,8 @@ void gemm_unchecked(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K,
 }
 
 inline void check_gemm_args(const char* op, bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K,
-                            const void* A, int64_t lda, const void* B, int64_t ldb, const void* C, int64_t ldc) {
+                            const void* A, int64_t lda, const void* B, int64_t ldb, const void* C, int64_t ldc,
+                            bool check_pointers = true) {
   auto where = [&] {
     return std::string(op) + "(trans_a=" + (trans_a ? "true" : "false") + ", trans_b=" +
            (trans_b ? "true" : "false") + ", M=" + std::to_string(M) + ", N=" + std::to_string(N) +
@@ -373,6 +373,7 @@ inline void check_gemm_args(const char* op, bool trans_a, bool trans_b, int64_t 
     throw std::invalid_argument(where() + "ldb must be >= max(1, " + std::to_string(b_cols) + ")");
   if (ldc < std::max<int64_t>(1, N))
     throw std::invalid_argument(where() + "ldc must be >= max(1, " + std::to_string(N) + ")");
+  if (!check_pointers) return;
   if ((M > 0 && K > 0 && A == nullptr) || (K > 0 && N > 0 && B == nullptr) || (M > 0 && N > 0 && C == nullptr))
     throw std::invalid_argument(where() + "null matrix pointer");
 }
@@ -399,7 +400,7 @@ void gemm_batched(int64_t batch, bool trans_a, bool trans_b, int64_t M, int64_t 
                   T* C, int64_t ldc, int64_t stride_c) {
   static_assert(std::is_same<T, float>::value || std::is_same<T, double>::value,
                 "gemm_batched: float or double");
-  gemm_detail::check_gemm_args("gemm_batched", trans_a, trans_b, M, N, K, A, lda, B, ldb, C, ldc);
+  gemm_detail::check_gemm_args("gemm_batched", trans_a, trans_b, M, N, K, A, lda, B, ldb, C, ldc, batch > 0);
   auto where = [&] {
     return "gemm_batched(batch=" + std::to_string(batch) + ", M=" + std::to_string(M) + ", N=" +
            std::to_string(N) + ", K=" + std::to_string(K) + ", stride_a=" + std::to_string(stride_a) +
