@@ -38,8 +38,8 @@ inline void check_cpu(const char* op, const Tensor& t) {
 
 namespace impl {
 
-// out[i] = f(in[i]) elementwise on the CPU into a new contiguous tensor of `out_dtype` (default: the
-// input's). f is a generic lambda called with the input's C++ type.
+// out[i] = f(in[i]) elementwise on the CPU into a new contiguous tensor of the input's dtype; f is a generic
+// lambda called with the input's C++ type (float or double).
 template <class F>
 Tensor cpu_map(const Tensor& in, const char* op, F&& f) {
   check_cpu(op, in);

@@ -1,0 +1,563 @@
+// retikd/ops/loss.hpp — the training losses: cross-entropy (class weights, label smoothing, ignore_index),
+// binary cross-entropy with logits (pos_weight), mean squared error, and the distillation KL divergence with
+// temperature, plus PyTorch's lower-level kl_div on log-probabilities.
+//
+// Each loss is one fused, numerically stable CPU pass (log-sum-exp on every softmax row, softplus for the
+// sigmoid), with its gradient computed directly from the saved inputs and per-row statistics — no
+// intermediate probability tensors on the tape. Semantics follow PyTorch exactly, including what is summed
+// and what it is divided by; each function's comment states both. Per-row work is threaded; totals are summed
+// sequentially in double, so results do not depend on the thread count.
+#pragma once
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <limits>
+#include <vector>
+
+#include "retikd/autograd/var.hpp"
+#include "retikd/ops/common.hpp"
+
+namespace retikd {
+namespace ops {
+
+// none: one loss per element (per sample for cross_entropy); sum: the total; mean: the total divided by the
+// number of terms (cross_entropy: by the summed weights of the counted targets); batchmean (kl_div and
+// kl_div_log_input only): the total divided by the size of the first dimension.
+enum class Reduction { none, mean, sum, batchmean };
+
+inline const char* reduction_name(Reduction r) {
+  switch (r) {
+    case Reduction::none: return "none";
+    case Reduction::mean: return "mean";
+    case Reduction::sum: return "sum";
+    case Reduction::batchmean: return "batchmean";
+  }
+  return "unknown";
+}
+
+namespace impl {
+
+inline void check_loss_input(const char* op, const char* what, const Tensor& t) {
+  RETIKD_CHECK(t.defined(), op, ": ", what, " is undefined");
+  check_cpu(op, t);
+  RETIKD_CHECK(t.dtype() == DType::float32 || t.dtype() == DType::float64, op, ": ", what,
+               " must be float32 or float64, got ", t.describe());
+}
+inline void check_loss_pair(const char* op, const char* a_name, const Tensor& a, const char* b_name,
+                            const Tensor& b) {
+  RETIKD_CHECK(a.shape() == b.shape(), op, ": ", a_name, " ", shape_str(a.shape()), " and ", b_name, " ",
+               shape_str(b.shape()), " must have the same shape");
+  check_same_dtype(op, a, b);
+}
+inline void check_no_batchmean(const char* op, Reduction r) {
+  RETIKD_CHECK(r != Reduction::batchmean, op,
+               ": reduction batchmean is only defined for kl_div (use mean or sum)");
+}
+
+// What a reduced loss is divided by: 1 (none, sum), the element count (mean), the first dimension (batchmean;
+// PyTorch divides a 0-D input by nothing).
+inline double loss_divisor(Reduction r, const Shape& shape) {
+  switch (r) {
+    case Reduction::none:
+    case Reduction::sum: return 1.0;
+    case Reduction::mean: return static_cast<double>(shape_numel(shape));
+    case Reduction::batchmean: return shape.empty() ? 1.0 : static_cast<double>(shape[0]);
+  }
+  return 1.0;
+}
+
+// Reduces a contiguous tensor of elementwise losses: itself (none) or a 0-D total divided by loss_divisor.
+inline Tensor reduce_elementwise_loss(const Tensor& e, Reduction r) {
+  if (r == Reduction::none) return e;
+  const double div = loss_divisor(r, e.shape());
+  return dispatch_floating(e.dtype(), "loss", [&](auto tag) {
+    using T = typename decltype(tag)::type;
+    const T* p = e.data<T>();
+    double s = 0.0;
+    for (int64_t i = 0; i < e.numel(); ++i) s += static_cast<double>(p[i]);
+    return Tensor::scalar(s / div, e.dtype());
+  });
+}
+
+// The gradient of the reduction with respect to each elementwise loss, as a contiguous tensor of `shape`:
+// g itself (none) or g / divisor everywhere.
+inline Tensor loss_grad_per_element(const Tensor& g, const Shape& shape, Reduction r) {
+  if (r == Reduction::none) return g.contiguous();
+  return Tensor::full(shape, g.item<double>() / loss_divisor(r, shape), g.dtype());
+}
+
+// ---- cross-entropy ----------------------------------------------------------------------------------------
+// Per-row statistics saved by the forward pass for the backward pass.
+struct CrossEntropySaved {
+  Tensor logits;   // (N, C) contiguous
+  Tensor targets;  // (N,) int64 contiguous
+  Tensor weight;   // (C,) logits' dtype, contiguous, or undefined
+  Tensor lse;      // (N,) log Σ_c exp(z_ic)
+  double label_smoothing = 0.0;
+  int64_t ignore_index = -100;
+  double denominator = 1.0;  // what the mean divides by
+};
+
+}  // namespace impl
+
+struct CrossEntropyOptions {
+  Tensor weight;                 // (C) class weights; undefined: all 1
+  double label_smoothing = 0.0;  // ε in [0, 1]
+  Reduction reduction = Reduction::mean;
+  int64_t ignore_index = -100;  // targets equal to this contribute nothing (PyTorch's default, -100)
+};
+
+namespace impl {
+
+// Forward of cross_entropy; fills `saved` for the backward. See ops::cross_entropy for the definition.
+inline Tensor cross_entropy_forward(const Tensor& logits, const Tensor& targets,
+                                    const CrossEntropyOptions& opt, CrossEntropySaved& saved) {
+  const char* op = "cross_entropy";
+  check_loss_input(op, "logits", logits);
+  RETIKD_CHECK(logits.dim() == 2, op, ": logits ", shape_str(logits.shape()), " must be 2-D (N, C)");
+  const int64_t N = logits.size(0), C = logits.size(1);
+  RETIKD_CHECK(C > 0, op, ": logits ", shape_str(logits.shape()), " have no classes");
+  RETIKD_CHECK(targets.defined(), op, ": targets are undefined");
+  RETIKD_CHECK(targets.dtype() == DType::int64, op, ": targets must be int64 class indices, got ",
+               targets.describe());
+  check_cpu(op, targets);
+  RETIKD_CHECK(targets.dim() == 1 && targets.size(0) == N, op, ": targets ", shape_str(targets.shape()),
+               " must be (N,) = (", N, ",) for logits ", shape_str(logits.shape()));
+  RETIKD_CHECK(opt.label_smoothing >= 0.0 && opt.label_smoothing <= 1.0, op,
+               ": label_smoothing must be in [0, 1], got ", opt.label_smoothing);
+  check_no_batchmean(op, opt.reduction);
+  saved.logits = logits.contiguous();
+  saved.targets = targets.contiguous();
+  if (saved.targets.shares_storage_with(targets))
+    saved.targets = saved.targets.clone();  // freeze for backward
+  const int64_t* pt = saved.targets.data<int64_t>();
+  for (int64_t i = 0; i < N; ++i)
+    RETIKD_CHECK(pt[i] == opt.ignore_index || (pt[i] >= 0 && pt[i] < C), op, ": target ", pt[i], " at index ",
+                 i, " is out of range for ", C, " classes (logits ", shape_str(logits.shape()), ")");
+  if (opt.weight.defined()) {
+    RETIKD_CHECK(opt.weight.dim() == 1 && opt.weight.size(0) == C, op, ": class weights ",
+                 shape_str(opt.weight.shape()), " must be (C,) = (", C, ",)");
+    RETIKD_CHECK(is_floating(opt.weight.dtype()), op, ": class weights must be floating, got ",
+                 opt.weight.describe());
+    check_cpu(op, opt.weight);
+    saved.weight = opt.weight.to(logits.dtype()).contiguous().clone();
+  }
+  saved.label_smoothing = opt.label_smoothing;
+  saved.ignore_index = opt.ignore_index;
+  saved.lse = Tensor::empty({N}, logits.dtype());
+  Tensor per_row = Tensor::empty({N}, logits.dtype());
+  return dispatch_floating(logits.dtype(), op, [&](auto tag) {
+    using T = typename decltype(tag)::type;
+    const T* pz = saved.logits.data<T>();
+    const T* pw = saved.weight.defined() ? saved.weight.data<T>() : nullptr;
+    T* plse = saved.lse.data<T>();
+    T* pl = per_row.data<T>();
+    const T eps = static_cast<T>(opt.label_smoothing);
+    parallel_for(0, N, std::max<int64_t>(1, (int64_t(1) << 14) / C), [&](int64_t lo, int64_t hi) {
+      for (int64_t i = lo; i < hi; ++i) {
+        const T* z = pz + i * C;
+        T m = z[0];
+        for (int64_t c = 1; c < C; ++c) m = std::max(m, z[c]);
+        T s = T(0);
+        for (int64_t c = 0; c < C; ++c) s += std::exp(z[c] - m);
+        const T lse = m + std::log(s);
+        plse[i] = lse;
+        const int64_t t = pt[i];
+        if (t == opt.ignore_index) {
+          pl[i] = T(0);
+          continue;
+        }
+        const T wt = pw ? pw[t] : T(1);
+        T loss = (T(1) - eps) * wt * (lse - z[t]);
+        if (eps != T(0)) {
+          // −Σ_c w_c log p_ic, the smoothing term of PyTorch's formula
+          T smooth = T(0);
+          for (int64_t c = 0; c < C; ++c) smooth += (pw ? pw[c] : T(1)) * (lse - z[c]);
+          loss += eps / static_cast<T>(C) * smooth;
+        }
+        pl[i] = loss;
+      }
+    });
+    double total = 0.0, denom = 0.0;
+    for (int64_t i = 0; i < N; ++i) {
+      if (pt[i] == opt.ignore_index) continue;
+      total += static_cast<double>(pl[i]);
+      denom += pw ? static_cast<double>(pw[pt[i]]) : 1.0;
+    }
+    saved.denominator = opt.reduction == Reduction::mean ? denom : 1.0;
+    if (opt.reduction == Reduction::none) return per_row;
+    return Tensor::scalar(total / saved.denominator, logits.dtype());
+  });
+}
+
+// Gradient of cross_entropy with respect to the logits; g is 0-D (mean, sum) or (N,) (none).
+inline Tensor cross_entropy_backward(const Tensor& g, const CrossEntropySaved& s, Reduction reduction) {
+  const char* op = "cross_entropy backward";
+  check_cpu(op, g);
+  const int64_t N = s.logits.size(0), C = s.logits.size(1);
+  Tensor gx = Tensor::empty(s.logits.shape(), s.logits.dtype());
+  if (gx.numel() == 0) return gx;
+  const Tensor gc = g.to(s.logits.dtype()).contiguous();
+  dispatch_floating(s.logits.dtype(), op, [&](auto tag) {
+    using T = typename decltype(tag)::type;
+    const T* pz = s.logits.data<T>();
+    const T* plse = s.lse.data<T>();
+    const T* pw = s.weight.defined() ? s.weight.data<T>() : nullptr;
+    const int64_t* pt = s.targets.data<int64_t>();
+    const T* pg = gc.data<T>();
+    T* pgx = gx.data<T>();
+    const T eps = static_cast<T>(s.label_smoothing);
+    const T eps_c = eps / static_cast<T>(C);
+    T weight_sum = static_cast<T>(C);
+    if (pw) {
+      weight_sum = T(0);
+      for (int64_t c = 0; c < C; ++c) weight_sum += pw[c];
+    }
+    const bool per_row = reduction == Reduction::none;
+    const T scale = per_row ? T(1) : pg[0] / static_cast<T>(s.denominator);
+    parallel_for(0, N, std::max<int64_t>(1, (int64_t(1) << 14) / C), [&](int64_t lo, int64_t hi) {
+      for (int64_t i = lo; i < hi; ++i) {
+        T* out = pgx + i * C;
+        const int64_t t = pt[i];
+        if (t == s.ignore_index) {
+          for (int64_t c = 0; c < C; ++c) out[c] = T(0);
+          continue;
+        }
+        const T k = per_row ? pg[i] : scale;
+        const T* z = pz + i * C;
+        const T wt = pw ? pw[t] : T(1);
+        // ∂ℓ_i/∂z_ic = p_ic·((1−ε)w_t + (ε/C)Σw) − (1−ε)w_t·[c = t] − (ε/C)w_c
+        const T p_coeff = (T(1) - eps) * wt + eps_c * weight_sum;
+        for (int64_t c = 0; c < C; ++c) {
+          const T p = std::exp(z[c] - plse[i]);
+          out[c] = k * (p * p_coeff - eps_c * (pw ? pw[c] : T(1)));
+        }
+        out[t] -= k * (T(1) - eps) * wt;
+      }
+    });
+  });
+  return gx;
+}
+
+// ---- binary cross-entropy with logits ---------------------------------------------------------------------
+// Elementwise ℓ = (1 − y)·x + (1 + (pw − 1)·y)·softplus(−x), softplus(−x) = max(−x, 0) + log1p(exp(−|x|)).
+// pw: pos_weight already expanded to x's shape and made contiguous (undefined: 1).
+inline Tensor bce_with_logits_elementwise(const Tensor& x, const Tensor& y, const Tensor& pw) {
+  Tensor out = Tensor::empty(x.shape(), x.dtype());
+  dispatch_floating(x.dtype(), "binary_cross_entropy_with_logits", [&](auto tag) {
+    using T = typename decltype(tag)::type;
+    const T* px = x.data<T>();
+    const T* py = y.data<T>();
+    const T* ppw = pw.defined() ? pw.data<T>() : nullptr;
+    T* po = out.data<T>();
+    parallel_for(0, x.numel(), 1 << 14, [&](int64_t lo, int64_t hi) {
+      for (int64_t i = lo; i < hi; ++i) {
+        const T v = px[i], t = py[i];
+        const T sp = std::max(-v, T(0)) + std::log1p(std::exp(-std::abs(v)));
+        const T c = ppw ? T(1) + (ppw[i] - T(1)) * t : T(1);
+        po[i] = (T(1) - t) * v + c * sp;
+      }
+    });
+  });
+  return out;
+}
+
+// Gradients of the BCE-with-logits reduction for logits and targets (undefined where not wanted):
+//   ∂ℓ/∂x = (1 − y) − (1 + (pw − 1)·y)·σ(−x),   ∂ℓ/∂y = −x + (pw − 1)·softplus(−x)
+inline std::vector<Tensor> bce_with_logits_backward(const Tensor& g, const Tensor& x, const Tensor& y,
+                                                    const Tensor& pw, Reduction reduction, bool want_x,
+                                                    bool want_y) {
+  const Tensor ge = loss_grad_per_element(g, x.shape(), reduction);
+  Tensor gx = want_x ? Tensor::empty(x.shape(), x.dtype()) : Tensor();
+  Tensor gy = want_y ? Tensor::empty(x.shape(), x.dtype()) : Tensor();
+  dispatch_floating(x.dtype(), "binary_cross_entropy_with_logits backward", [&](auto tag) {
+    using T = typename decltype(tag)::type;
+    const T* px = x.data<T>();
+    const T* py = y.data<T>();
+    const T* ppw = pw.defined() ? pw.data<T>() : nullptr;
+    const T* pg = ge.data<T>();
+    T* pgx = want_x ? gx.data<T>() : nullptr;
+    T* pgy = want_y ? gy.data<T>() : nullptr;
+    parallel_for(0, x.numel(), 1 << 14, [&](int64_t lo, int64_t hi) {
+      for (int64_t i = lo; i < hi; ++i) {
+        const T v = px[i], t = py[i], w = ppw ? ppw[i] : T(1);
+        if (pgx) {
+          const T e = std::exp(-std::abs(v));
+          const T sig_neg = v >= T(0) ? e / (T(1) + e) : T(1) / (T(1) + e);  // σ(−x), stably
+          pgx[i] = pg[i] * ((T(1) - t) - (T(1) + (w - T(1)) * t) * sig_neg);
+        }
+        if (pgy) {
+          const T sp = std::max(-v, T(0)) + std::log1p(std::exp(-std::abs(v)));
+          pgy[i] = pg[i] * (-v + (w - T(1)) * sp);
+        }
+      }
+    });
+  });
+  return {gx, gy};
+}
+
+}  // namespace impl
+
+// ---- differentiable losses --------------------------------------------------------------------------------
+
+// Cross-entropy of logits (N, C) against int64 class indices (N,), PyTorch's F.cross_entropy exactly:
+//   per sample  ℓ_i = (1−ε)·w[t_i]·(−log p_i,t_i) + (ε/C)·Σ_c w_c·(−log p_ic),   log p = log_softmax(z_i)
+//   (w = 1 without class weights; ℓ_i = 0 where t_i == ignore_index)
+//   none → (N,) of ℓ_i;  sum → Σ_i ℓ_i;  mean → Σ_i ℓ_i / Σ_{i counted} w[t_i]
+// so the weighted mean divides by the targets' summed weights (the count of counted targets without
+// weights), for the smoothing term too — PyTorch's formula. Mean over zero counted targets is NaN, as there.
+// A target outside [0, C) (other than ignore_index) throws, naming the target and its position.
+// Gradient with respect to the logits only (targets and weights are constants).
+inline Var cross_entropy(const Var& logits, const Tensor& targets, const CrossEntropyOptions& opt = {}) {
+  auto saved = std::make_shared<impl::CrossEntropySaved>();
+  Tensor out = impl::cross_entropy_forward(logits.value(), targets, opt, *saved);
+  const Reduction r = opt.reduction;
+  return make_result(out, "cross_entropy", {logits}, [saved, r](const Tensor& g) -> std::vector<Tensor> {
+    return {impl::cross_entropy_backward(g, *saved, r)};
+  });
+}
+
+// Binary cross-entropy on logits x against targets y in [0, 1] (same shape), PyTorch's
+// F.binary_cross_entropy_with_logits: elementwise
+//   ℓ = −[pw·y·log σ(x) + (1 − y)·log(1 − σ(x))]
+// computed stably as (1 − y)·x + (1 + (pw − 1)·y)·softplus(−x). pos_weight (optional) broadcasts against
+// x — typically (C,) for x (N, C). none → elementwise; sum → Σ; mean → Σ / numel.
+// Gradients: ∂ℓ/∂x = (1 − y) − (1 + (pw − 1)·y)·σ(−x);  ∂ℓ/∂y = −x + (pw − 1)·softplus(−x).
+inline Var binary_cross_entropy_with_logits(const Var& logits, const Var& targets,
+                                            const Tensor& pos_weight = Tensor(),
+                                            Reduction reduction = Reduction::mean) {
+  const char* op = "binary_cross_entropy_with_logits";
+  impl::check_loss_input(op, "logits", logits.value());
+  impl::check_loss_input(op, "targets", targets.value());
+  impl::check_loss_pair(op, "logits", logits.value(), "targets", targets.value());
+  impl::check_no_batchmean(op, reduction);
+  const Tensor x = logits.value().contiguous(), y = targets.value().contiguous();
+  Tensor pw;
+  if (pos_weight.defined()) {
+    RETIKD_CHECK(is_floating(pos_weight.dtype()), op, ": pos_weight must be floating, got ",
+                 pos_weight.describe());
+    check_cpu(op, pos_weight);
+    const Shape b = broadcast_shapes(x.shape(), pos_weight.shape(), op);
+    RETIKD_CHECK(b == x.shape(), op, ": pos_weight ", shape_str(pos_weight.shape()),
+                 " does not broadcast to logits ", shape_str(x.shape()));
+    pw = pos_weight.to(x.dtype()).expand(x.shape()).contiguous();
+    if (pw.shares_storage_with(pos_weight)) pw = pw.clone();
+  }
+  Tensor out = impl::reduce_elementwise_loss(impl::bce_with_logits_elementwise(x, y, pw), reduction);
+  const bool gx_needed = logits.requires_grad(), gy_needed = targets.requires_grad();
+  return make_result(out, op, {logits, targets},
+                     [x, y, pw, reduction, gx_needed, gy_needed](const Tensor& g) -> std::vector<Tensor> {
+                       return impl::bce_with_logits_backward(g, x, y, pw, reduction, gx_needed, gy_needed);
+                     });
+}
+
+// Mean squared error, elementwise (a − b)² over same-shaped a and b (no broadcasting: a shape mismatch is
+// almost always a bug). none → elementwise; sum → Σ; mean → Σ / numel.
+inline Var mse_loss(const Var& a, const Var& b, Reduction reduction = Reduction::mean) {
+  const char* op = "mse_loss";
+  impl::check_loss_input(op, "input", a.value());
+  impl::check_loss_input(op, "target", b.value());
+  impl::check_loss_pair(op, "input", a.value(), "target", b.value());
+  impl::check_no_batchmean(op, reduction);
+  // diff = a − b, contiguous; kept for the backward
+  const Tensor diff = impl::cpu_zip(a.value(), b.value(), op, [](auto u, auto v) { return u - v; });
+  const Tensor sq = impl::cpu_map(diff, op, [](auto d) { return d * d; });
+  Tensor out = impl::reduce_elementwise_loss(sq, reduction);
+  const bool ga = a.requires_grad(), gb = b.requires_grad();
+  return make_result(out, op, {a, b}, [diff, reduction, ga, gb](const Tensor& g) -> std::vector<Tensor> {
+    const Tensor ge = impl::loss_grad_per_element(g, diff.shape(), reduction);
+    const Tensor gd =
+        impl::cpu_zip(ge, diff, "mse_loss backward", [](auto u, auto d) { return u * d * decltype(d)(2); });
+    return {ga ? gd : Tensor(),
+            gb ? impl::cpu_map(gd, "mse_loss backward", [](auto v) { return -v; }) : Tensor()};
+  });
+}
+
+// ---- KL divergence ----------------------------------------------------------------------------------------
+
+// PyTorch's F.kl_div(input, target, reduction, log_target): input holds log-probabilities log q; target holds
+// probabilities p (log_target = false) or log-probabilities log p (log_target = true). Elementwise
+//   ℓ = p·(log p − log q)   (0 where p == 0, like PyTorch's xlogy)
+// none → elementwise; sum → Σ; mean → Σ / numel (not the KL per row!); batchmean → Σ / input.size(0), the
+// true KL per sample when rows are distributions. Differentiable in both inputs.
+inline Var kl_div_log_input(const Var& log_q, const Var& target, bool log_target = false,
+                            Reduction reduction = Reduction::mean) {
+  const char* op = "kl_div_log_input";
+  impl::check_loss_input(op, "input", log_q.value());
+  impl::check_loss_input(op, "target", target.value());
+  impl::check_loss_pair(op, "input", log_q.value(), "target", target.value());
+  const Tensor x = log_q.value().contiguous(), t = target.value().contiguous();
+  Tensor e = log_target ? impl::cpu_zip(x, t, op, [](auto lq, auto lp) { return std::exp(lp) * (lp - lq); })
+                        : impl::cpu_zip(x, t, op, [](auto lq, auto p) {
+                            using T = decltype(p);
+                            return p == T(0) ? T(0) * lq : p * (std::log(p) - lq);
+                          });
+  Tensor out = impl::reduce_elementwise_loss(e, reduction);
+  const bool gq = log_q.requires_grad(), gt = target.requires_grad();
+  return make_result(
+      out, op, {log_q, target},
+      [x, t, log_target, reduction, gq, gt](const Tensor& g) -> std::vector<Tensor> {
+        const Tensor ge = impl::loss_grad_per_element(g, x.shape(), reduction);
+        // p (or exp(log p)), needed by both gradients
+        const Tensor p =
+            log_target ? impl::cpu_map(t, "kl_div_log_input backward", [](auto v) { return std::exp(v); })
+                       : t;
+        Tensor dq, dt;
+        if (gq)
+          dq = impl::cpu_zip(ge, p, "kl_div_log_input backward", [](auto u, auto pv) { return -u * pv; });
+        if (gt) {
+          // ∂/∂p [p(log p − x)] = log p + 1 − x;  ∂/∂(log p) [e^{lp}(lp − x)] = e^{lp}(lp − x + 1)
+          const Tensor inner =
+              log_target
+                  ? impl::cpu_zip(t, x, "kl_div_log_input backward",
+                                  [](auto lp, auto lq) { return std::exp(lp) * (lp - lq + decltype(lp)(1)); })
+                  : impl::cpu_zip(t, x, "kl_div_log_input backward",
+                                  [](auto pv, auto lq) { return std::log(pv) + decltype(pv)(1) - lq; });
+          dt = impl::cpu_zip(ge, inner, "kl_div_log_input backward", [](auto u, auto v) { return u * v; });
+        }
+        return {dq, dt};
+      });
+}
+
+namespace impl {
+
+struct KlDivSaved {
+  Tensor s, t;          // student and teacher logits, contiguous, (R, C) as rows of the last dimension
+  Tensor lse_s, lse_t;  // (R,) log-sum-exp of s/τ and t/τ
+  double tau = 1.0;
+  Shape shape;
+};
+
+// Forward of the distillation KL; returns the elementwise terms' reduction. See ops::kl_div.
+inline Tensor kl_div_forward(const Tensor& s_in, const Tensor& t_in, double tau, Reduction reduction,
+                             KlDivSaved& saved) {
+  const char* op = "kl_div";
+  check_loss_input(op, "student logits", s_in);
+  check_loss_input(op, "teacher logits", t_in);
+  check_loss_pair(op, "student logits", s_in, "teacher logits", t_in);
+  RETIKD_CHECK(s_in.dim() >= 1, op, ": logits must have a class dimension, got ", s_in.describe());
+  RETIKD_CHECK(tau > 0.0 && std::isfinite(tau), op, ": temperature must be positive, got ", tau);
+  saved.s = s_in.contiguous();
+  saved.t = t_in.contiguous();
+  saved.tau = tau;
+  saved.shape = s_in.shape();
+  const int64_t C = s_in.size(-1);
+  const int64_t R = C == 0 ? 0 : s_in.numel() / C;
+  saved.lse_s = Tensor::empty({R}, s_in.dtype());
+  saved.lse_t = Tensor::empty({R}, s_in.dtype());
+  Tensor terms = Tensor::empty(s_in.shape(), s_in.dtype());  // elementwise p(log p − log q)
+  dispatch_floating(s_in.dtype(), op, [&](auto tag) {
+    using T = typename decltype(tag)::type;
+    const T* ps = saved.s.data<T>();
+    const T* pt = saved.t.data<T>();
+    T* pls = saved.lse_s.data<T>();
+    T* plt = saved.lse_t.data<T>();
+    T* pe = terms.data<T>();
+    const T inv_tau = T(1) / static_cast<T>(tau);
+    parallel_for(0, R, std::max<int64_t>(1, (int64_t(1) << 13) / std::max<int64_t>(C, 1)),
+                 [&](int64_t lo, int64_t hi) {
+                   for (int64_t r = lo; r < hi; ++r) {
+                     const T* s = ps + r * C;
+                     const T* t = pt + r * C;
+                     T ms = s[0] * inv_tau, mt = t[0] * inv_tau;
+                     for (int64_t c = 1; c < C; ++c) {
+                       ms = std::max(ms, s[c] * inv_tau);
+                       mt = std::max(mt, t[c] * inv_tau);
+                     }
+                     T ss = T(0), st = T(0);
+                     for (int64_t c = 0; c < C; ++c) {
+                       ss += std::exp(s[c] * inv_tau - ms);
+                       st += std::exp(t[c] * inv_tau - mt);
+                     }
+                     const T lse_s = ms + std::log(ss), lse_t = mt + std::log(st);
+                     pls[r] = lse_s;
+                     plt[r] = lse_t;
+                     for (int64_t c = 0; c < C; ++c) {
+                       const T log_p = t[c] * inv_tau - lse_t, log_q = s[c] * inv_tau - lse_s;
+                       const T p = std::exp(log_p);
+                       pe[r * C + c] = p == T(0) ? T(0) : p * (log_p - log_q);
+                     }
+                   }
+                 });
+  });
+  return reduce_elementwise_loss(terms, reduction);
+}
+
+// Gradients of kl_div: with G_c the gradient reaching term c of a row (g / divisor, or g's element for none),
+// ℓ_c = log p_c − log q_c, q = softmax(s/τ), p = softmax(t/τ):
+//   ∂/∂s_j = (1/τ)·(q_j·Σ_c G_c p_c − G_j p_j)
+//   ∂/∂t_j = (1/τ)·p_j·(G_j(ℓ_j + 1) − Σ_c G_c p_c(ℓ_c + 1))
+inline std::vector<Tensor> kl_div_backward(const Tensor& g, const KlDivSaved& sv, Reduction reduction,
+                                           bool want_s, bool want_t) {
+  const Tensor ge = loss_grad_per_element(g.to(sv.s.dtype()), sv.shape, reduction);
+  Tensor gs = want_s ? Tensor::empty(sv.shape, sv.s.dtype()) : Tensor();
+  Tensor gt = want_t ? Tensor::empty(sv.shape, sv.s.dtype()) : Tensor();
+  const int64_t C = sv.shape.back();
+  const int64_t R = C == 0 ? 0 : shape_numel(sv.shape) / C;
+  dispatch_floating(sv.s.dtype(), "kl_div backward", [&](auto tag) {
+    using T = typename decltype(tag)::type;
+    const T* ps = sv.s.data<T>();
+    const T* pt = sv.t.data<T>();
+    const T* pls = sv.lse_s.data<T>();
+    const T* plt = sv.lse_t.data<T>();
+    const T* pg = ge.data<T>();
+    T* pgs = want_s ? gs.data<T>() : nullptr;
+    T* pgt = want_t ? gt.data<T>() : nullptr;
+    const T inv_tau = T(1) / static_cast<T>(sv.tau);
+    parallel_for(0, R, std::max<int64_t>(1, (int64_t(1) << 13) / std::max<int64_t>(C, 1)),
+                 [&](int64_t lo, int64_t hi) {
+                   for (int64_t r = lo; r < hi; ++r) {
+                     const T* s = ps + r * C;
+                     const T* t = pt + r * C;
+                     const T* G = pg + r * C;
+                     T sum_gp = T(0), sum_gpl = T(0);
+                     for (int64_t c = 0; c < C; ++c) {
+                       const T log_p = t[c] * inv_tau - plt[r];
+                       const T p = std::exp(log_p);
+                       if (p == T(0)) continue;
+                       sum_gp += G[c] * p;
+                       sum_gpl += G[c] * p * (log_p - (s[c] * inv_tau - pls[r]) + T(1));
+                     }
+                     for (int64_t c = 0; c < C; ++c) {
+                       const T log_p = t[c] * inv_tau - plt[r];
+                       const T log_q = s[c] * inv_tau - pls[r];
+                       const T p = std::exp(log_p);
+                       if (pgs) pgs[r * C + c] = inv_tau * (std::exp(log_q) * sum_gp - G[c] * p);
+                       if (pgt)
+                         pgt[r * C + c] =
+                             p == T(0) ? T(0) : inv_tau * p * (G[c] * (log_p - log_q + T(1)) - sum_gpl);
+                     }
+                   }
+                 });
+  });
+  return {gs, gt};
+}
+
+}  // namespace impl
+
+// The distillation KL divergence between the temperature-softened teacher and student distributions over the
+// last dimension (Hinton et al.), KL(softmax(t/τ) ‖ softmax(s/τ)). With p = softmax(t/τ), q = softmax(s/τ)
+// per row, the elementwise terms are p_c·(log p_c − log q_c) (0 where p_c underflows to 0), and
+//   none      → those terms, shape of the logits
+//   sum       → Σ over every element (all rows)
+//   batchmean → Σ over every element / logits.size(0)  — PyTorch's batchmean, the mean KL per sample for
+//               (B, C) logits; for (B, N, N) attention maps it is the sum over the N rows / B (DESIGN §5)
+//   mean      → Σ / numel (PyTorch's "mean": divides by C too)
+// This equals F.kl_div(F.log_softmax(s/τ, -1), F.softmax(t/τ, -1), reduction). The τ² factor of Hinton's loss
+// is NOT applied here: multiply by τ² where the recipe asks for it. Gradients flow to the student logits and,
+// when they require one, to the teacher logits (teacher logits are usually detached).
+inline Var kl_div(const Var& student_logits, const Var& teacher_logits, double temperature = 1.0,
+                  Reduction reduction = Reduction::batchmean) {
+  auto saved = std::make_shared<impl::KlDivSaved>();
+  Tensor out =
+      impl::kl_div_forward(student_logits.value(), teacher_logits.value(), temperature, reduction, *saved);
+  const bool want_s = student_logits.requires_grad(), want_t = teacher_logits.requires_grad();
+  return make_result(out, "kl_div", {student_logits, teacher_logits},
+                     [saved, reduction, want_s, want_t](const Tensor& g) -> std::vector<Tensor> {
+                       return impl::kl_div_backward(g, *saved, reduction, want_s, want_t);
+                     });
+}
+
+}  // namespace ops
+}  // namespace retikd
