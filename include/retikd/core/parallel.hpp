@@ -13,6 +13,7 @@
 #include <cstdlib>
 #include <exception>
 #include <functional>
+#include <memory>
 #include <mutex>
 #include <thread>
 #include <vector>
@@ -22,7 +23,7 @@ namespace retikd {
 class ThreadPool {
  public:
   explicit ThreadPool(int num_threads) : num_threads_(std::max(1, num_threads)) {
-    for (int i = 1; i < num_threads_; ++i) workers_.emplace_back([this, i] { worker_loop(i); });
+    for (int i = 1; i < num_threads_; ++i) workers_.emplace_back([this] { worker_loop(); });
   }
   ~ThreadPool() {
     {
@@ -46,57 +47,72 @@ class ThreadPool {
       return;
     }
     std::unique_lock<std::mutex> job_lock(job_mutex_);  // one parallel region at a time
+    // Each region gets its own Job: a worker that wakes late holds the Job it saw, whose counter is
+    // exhausted, so it can never take (or double-count) a task of a later region.
+    auto job = std::make_shared<Job>();
+    job->task = &task;
+    job->num_tasks = num_tasks;
+    job->pending = num_tasks;
     {
       std::lock_guard<std::mutex> lock(mutex_);
-      task_ = &task;
-      num_tasks_ = num_tasks;
-      next_task_.store(0);
-      pending_ = num_tasks;
-      error_ = nullptr;
+      current_ = job;
       ++generation_;
     }
     wake_.notify_all();
     inside_worker() = true;
-    drain();
+    drain(*job);
     inside_worker() = false;
-    std::unique_lock<std::mutex> lock(mutex_);
-    done_.wait(lock, [this] { return pending_ == 0; });
-    task_ = nullptr;
-    if (error_) std::rethrow_exception(error_);
+    {
+      std::unique_lock<std::mutex> lock(mutex_);
+      done_.wait(lock, [&] { return job->pending == 0; });
+      current_.reset();
+    }
+    if (job->error) std::rethrow_exception(job->error);
   }
 
  private:
+  struct Job {
+    const std::function<void(int64_t)>* task = nullptr;
+    int64_t num_tasks = 0;
+    std::atomic<int64_t> next{0};
+    int64_t pending = 0;  // guarded by the pool's mutex_
+    std::exception_ptr error;
+  };
+
   static bool& inside_worker() {
     static thread_local bool flag = false;
     return flag;
   }
 
-  void drain() {
+  void drain(Job& job) {
     for (;;) {
-      int64_t t = next_task_.fetch_add(1);
-      if (t >= num_tasks_) return;
+      const int64_t t = job.next.fetch_add(1);
+      if (t >= job.num_tasks) return;
+      std::exception_ptr error;
       try {
-        (*task_)(t);
+        (*job.task)(t);
       } catch (...) {
-        std::lock_guard<std::mutex> lock(mutex_);
-        if (!error_) error_ = std::current_exception();
+        error = std::current_exception();
       }
       std::lock_guard<std::mutex> lock(mutex_);
-      if (--pending_ == 0) done_.notify_all();
+      if (error && !job.error) job.error = error;
+      if (--job.pending == 0) done_.notify_all();
     }
   }
 
-  void worker_loop(int) {
+  void worker_loop() {
     inside_worker() = true;
     uint64_t seen = 0;
     for (;;) {
+      std::shared_ptr<Job> job;
       {
         std::unique_lock<std::mutex> lock(mutex_);
-        wake_.wait(lock, [&] { return stopping_ || (generation_ != seen && task_ != nullptr); });
+        wake_.wait(lock, [&] { return stopping_ || (generation_ != seen && current_ != nullptr); });
         if (stopping_) return;
         seen = generation_;
+        job = current_;
       }
-      drain();
+      drain(*job);
     }
   }
 
@@ -105,13 +121,9 @@ class ThreadPool {
   std::mutex job_mutex_;
   std::mutex mutex_;
   std::condition_variable wake_, done_;
-  const std::function<void(int64_t)>* task_ = nullptr;
-  int64_t num_tasks_ = 0;
-  std::atomic<int64_t> next_task_{0};
-  int64_t pending_ = 0;
+  std::shared_ptr<Job> current_;
   uint64_t generation_ = 0;
   bool stopping_ = false;
-  std::exception_ptr error_;
 };
 
 inline int default_num_threads() {

@@ -415,6 +415,10 @@ class Tensor {
         using T = typename decltype(tag)::type;
         const T v = convert_scalar<T>(value);
         T* base = static_cast<T*>(storage_->data());
+        if (is_contiguous()) {
+          std::fill(base + offset_, base + offset_ + numel(), v);
+          return;
+        }
         const std::array<const int64_t*, 1> st{strides_.data()};
         strided_loop<1>(shape_, st, {offset_}, [&](int64_t o) { base[o] = v; });
       });
