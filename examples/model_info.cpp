@@ -1,0 +1,228 @@
+// examples/model_info.cpp — what a model costs and what it offers the distillation, without running it:
+// parameter count, weights size in fp32 and fp16, every feature tap with its shape, and forward FLOPs.
+//
+//   model_info --model mobilenet_v2 [--classes 4] [--img 224] [--width-mult 1.0]
+//   model_info --model vit_base --patch 16 --img 224
+//
+// FLOPs are counted analytically by shape inference through every layer (nn/trace.hpp), not by timing or
+// instrumenting a forward: multiply-accumulates of convolutions, linear layers and the two attention
+// products; FLOPs = 2 × MACs. Normalisation, activations, pooling, softmax and elementwise adds are left out
+// (torchvision's published "GFLOPS" use the same MAC count).
+#include <cctype>
+#include <cstdio>
+#include <cstdlib>
+#include <iostream>
+#include <map>
+#include <string>
+#include <vector>
+
+#include <retikd/nn/models.hpp>
+
+using namespace retikd;
+
+namespace {
+
+void usage(std::ostream& os) {
+  os << "usage: model_info --model NAME [--classes N] [--img SIZE] [--patch P] [--width-mult W] [--batch B]\n"
+        "                  [--all-taps]\n"
+        "  NAME: ";
+  const auto names = nn::model_names();
+  for (std::size_t i = 0; i < names.size(); ++i) os << (i ? ", " : "") << names[i];
+  os << "\n"
+        "  --classes N      output classes (default 4: Cataract, DR, Glaucoma, Normal)\n"
+        "  --img SIZE       square input size in pixels (default 224); for ViTs also the position-embedding grid\n"
+        "  --patch P        ViT patch size (default 16)\n"
+        "  --width-mult W   MobileNetV2 / EfficientNet width multiplier (default 1.0)\n"
+        "  --batch B        batch size for tap shapes and FLOPs (default 1)\n"
+        "  --all-taps       list every ViT block's taps instead of one line per tap kind\n"
+        "Prints parameters, weights size (fp32, fp16), feature taps with shapes, and forward FLOPs\n"
+        "(analytic: 2 x multiply-accumulates of convolutions, linear layers and attention products).\n";
+}
+
+std::string with_commas(long long v) {
+  std::string s = std::to_string(v < 0 ? -v : v);
+  for (int i = static_cast<int>(s.size()) - 3; i > 0; i -= 3) s.insert(static_cast<std::size_t>(i), ",");
+  return (v < 0 ? "-" : "") + s;
+}
+
+std::string megabytes(double bytes) {
+  char buf[64];
+  std::snprintf(buf, sizeof buf, "%.2f MB (%.2f MiB)", bytes / 1e6, bytes / (1024.0 * 1024.0));
+  return buf;
+}
+
+std::string giga(double v) {
+  char buf[64];
+  std::snprintf(buf, sizeof buf, "%.4f G", v / 1e9);
+  return buf;
+}
+
+int64_t parse_int(const std::string& flag, const std::string& v) {
+  try {
+    std::size_t used = 0;
+    const long long n = std::stoll(v, &used);
+    if (used == v.size() && n > 0) return n;
+  } catch (const std::exception&) {
+  }
+  throw Error(flag + ": expected a positive integer, got '" + v + "'");
+}
+
+double parse_double(const std::string& flag, const std::string& v) {
+  try {
+    std::size_t used = 0;
+    const double d = std::stod(v, &used);
+    if (used == v.size() && d > 0) return d;
+  } catch (const std::exception&) {
+  }
+  throw Error(flag + ": expected a positive number, got '" + v + "'");
+}
+
+// "blocks.7.attn.q" → ("blocks.{i}.attn.q", 7); other names → (name, -1).
+std::pair<std::string, int64_t> block_pattern(const std::string& name) {
+  const std::string pre = "blocks.";
+  if (name.compare(0, pre.size(), pre) != 0) return {name, -1};
+  std::size_t end = pre.size();
+  while (end < name.size() && std::isdigit(static_cast<unsigned char>(name[end]))) ++end;
+  if (end == pre.size()) return {name, -1};
+  return {pre + "{i}" + name.substr(end), std::stoll(name.substr(pre.size(), end - pre.size()))};
+}
+
+void print_taps(const std::vector<nn::TapInfo>& taps, bool all) {
+  struct Row {
+    std::string name;
+    Shape shape;
+    std::string description;
+    int64_t lo = -1, hi = -1;
+    bool uniform = true;
+  };
+  std::vector<Row> rows;
+  std::map<std::string, std::size_t> group;
+  for (const auto& t : taps) {
+    const auto p = block_pattern(t.name);
+    if (all || p.second < 0) {
+      rows.push_back({t.name, t.shape, t.description});
+      continue;
+    }
+    auto it = group.find(p.first);
+    if (it == group.end()) {
+      group[p.first] = rows.size();
+      std::string desc = t.description;
+      const std::string num = std::to_string(p.second);
+      const auto at = desc.find("block " + num);
+      if (at != std::string::npos) desc.replace(at, 6 + num.size(), "block i");
+      rows.push_back({p.first, t.shape, desc, p.second, p.second});
+    } else {
+      Row& r = rows[it->second];
+      r.uniform = r.uniform && r.shape == t.shape;
+      r.lo = std::min(r.lo, p.second);
+      r.hi = std::max(r.hi, p.second);
+    }
+  }
+  std::size_t width = 0;
+  for (auto& r : rows) {
+    if (r.lo >= 0 && r.uniform)
+      r.name.replace(r.name.find("{i}"), 3, "{" + std::to_string(r.lo) + ".." + std::to_string(r.hi) + "}");
+    width = std::max(width, r.name.size());
+  }
+  for (const auto& r : rows) {
+    std::string shape = shape_str(r.shape);
+    if (!r.uniform) shape = "(varies)";
+    std::cout << "  " << r.name << std::string(width + 2 - r.name.size(), ' ') << shape
+              << std::string(shape.size() < 22 ? 22 - shape.size() : 1, ' ') << r.description << "\n";
+  }
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  std::string model;
+  nn::ModelOptions opt;
+  int64_t batch = 1;
+  bool all_taps = false;
+  try {
+    for (int i = 1; i < argc; ++i) {
+      const std::string a = argv[i];
+      auto value = [&]() -> std::string {
+        if (i + 1 >= argc) throw Error(a + ": missing value");
+        return argv[++i];
+      };
+      if (a == "--help" || a == "-h") {
+        usage(std::cout);
+        return 0;
+      } else if (a == "--model") {
+        model = value();
+      } else if (a == "--classes") {
+        opt.num_classes = parse_int(a, value());
+      } else if (a == "--img") {
+        opt.img_size = parse_int(a, value());
+      } else if (a == "--patch") {
+        opt.patch_size = parse_int(a, value());
+      } else if (a == "--width-mult") {
+        opt.width_mult = parse_double(a, value());
+      } else if (a == "--batch") {
+        batch = parse_int(a, value());
+      } else if (a == "--all-taps") {
+        all_taps = true;
+      } else {
+        throw Error("unknown argument '" + a + "'");
+      }
+    }
+    if (model.empty()) throw Error("--model is required");
+    bool known = false;
+    for (const auto& n : nn::model_names()) known = known || n == model;
+    if (!known) {
+      std::string names;
+      for (const auto& n : nn::model_names()) names += (names.empty() ? "" : ", ") + n;
+      throw Error("unknown model '" + model + "' (known: " + names + ")");
+    }
+    const bool vit = model.compare(0, 4, "vit_") == 0;
+    const bool width_ok = model == "mobilenet_v2" || model == "efficientnet_b0";
+    if (opt.width_mult != 1.0 && !width_ok) throw Error("--width-mult applies to mobilenet_v2 and efficientnet_b0 only");
+    if (opt.patch_size != 16 && !vit) throw Error("--patch applies to the ViT models only");
+  } catch (const Error& e) {
+    std::cerr << "model_info: " << e.what() << "\n(model_info --help lists the options)\n";
+    return 2;
+  }
+
+  try {
+    Generator gen(0);
+    const std::shared_ptr<nn::Model> m = nn::create_model(model, opt, gen);
+    const int64_t img = opt.img_size;
+
+    int64_t params = 0, buffer_floats = 0, buffer_ints = 0;
+    for (const auto& p : m->named_parameters()) params += p.second.numel();
+    for (const auto& b : m->named_buffers())
+      (is_floating(b.second->dtype()) ? buffer_floats : buffer_ints) += b.second->numel();
+
+    std::cout << "model       " << model << " (" << m->arch() << ")\n";
+    std::cout << "classes     " << m->num_classes() << "\n";
+    std::cout << "input       " << shape_str({batch, m->in_chans(), img, img}) << "\n";
+    std::cout << "parameters  " << with_commas(params) << "\n";
+    std::cout << "buffers     " << with_commas(buffer_floats) << " floating (batch-norm running statistics), "
+              << with_commas(buffer_ints) << " int64 counters\n";
+    std::cout << "weights     fp32 " << megabytes(4.0 * static_cast<double>(params)) << ", fp16 "
+              << megabytes(2.0 * static_cast<double>(params)) << "  (parameters only)\n";
+    std::cout << "state dict  fp32 " << megabytes(4.0 * static_cast<double>(params + buffer_floats) +
+                                                   8.0 * static_cast<double>(buffer_ints))
+              << ", fp16 " << megabytes(2.0 * static_cast<double>(params + buffer_floats) +
+                                        8.0 * static_cast<double>(buffer_ints))
+              << "  (with buffers; tensor data only)\n";
+
+    const nn::ShapeTrace t = m->trace(img, img, batch);
+    std::cout << "forward     " << giga(t.macs) << "MACs = " << giga(t.flops()) << "FLOPs  (FLOPs = 2 x MACs; batch "
+              << batch << ", " << img << "x" << img << " px)\n";
+    for (const auto& kv : t.macs_by_kind)
+      std::cout << "            " << kv.first << std::string(kv.first.size() < 10 ? 10 - kv.first.size() : 1, ' ')
+                << giga(kv.second) << "MACs\n";
+    std::cout << "            counted analytically by shape inference: convolutions, linear layers and the\n"
+                 "            attention products (q.k^T, p.v); norms, activations, pooling, softmax and\n"
+                 "            elementwise adds are not counted\n";
+    std::cout << "feature taps (forward_with_taps names; shapes at " << img << "x" << img << " px, batch " << batch
+              << "):\n";
+    print_taps(m->tap_names(img, img, batch), all_taps);
+  } catch (const Error& e) {
+    std::cerr << "model_info: " << e.what() << "\n";
+    return 1;
+  }
+  return 0;
+}
