@@ -160,6 +160,7 @@ class Tensor {
   }
 
   bool is_contiguous() const {
+    if (numel() == 0) return true;  // nothing to lay out
     int64_t expected = 1;
     for (int64_t d = dim() - 1; d >= 0; --d) {
       if (shape_[d] == 1) continue;
