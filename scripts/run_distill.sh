@@ -13,7 +13,8 @@ if ((${#missing[@]})); then
   apt-get update -q
   DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}"
 fi
-build_dir=${RETIKD_BUILD_DIR:-build/release}
+# Its own build folder: the test build (build/release) has other options.
+build_dir=${RETIKD_MAIN_BUILD_DIR:-build/main}
 cmake -S . -B "$build_dir" -DCMAKE_BUILD_TYPE=Release -DRETIKD_CUDA=OFF -DRETIKD_BUILD_TESTS=OFF \
   -DRETIKD_BUILD_BENCHMARKS=OFF >/dev/null
 cmake --build "$build_dir" -j2 --target distill_retina
