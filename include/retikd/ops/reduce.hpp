@@ -11,6 +11,7 @@
 
 #include "retikd/autograd/var.hpp"
 #include "retikd/ops/common.hpp"
+#include "retikd/ops/elementwise.hpp"
 
 namespace retikd {
 namespace ops {
