@@ -1,0 +1,584 @@
+// retikd/kd/distiller.hpp — CrossArchitectureDistiller: one training step of cross-architecture distillation
+// over everything in kd/ (DESIGN.md §5), the teacher cache, and the configuration structs with the presets
+// `paper`, `cakd`, `quick` and `smoke` (docs/distillation.md maps each number to §5).
+//
+// One step on a batch (B, 3, H, W) with labels (B) and sample ids (B):
+//   1. views      MultiViewGenerator → V = 1 + K views, concatenated along the batch: X (V·B, 3, H, W),
+//                 labels repeated V times. (Every loss below is a mean over the V·B rows, i.e. the mean over
+//                 views of the per-view loss.)
+//   2. teacher    under NoGradGuard, eval mode: block tokens (+ per-head Q/K/V, + logits) for X — or from the
+//                 TeacherCache, keyed by (sample id, view), the views then generated at a fixed step so they
+//                 are the same pre-generated set every epoch
+//   3. student    forward_with_taps(X, {PCA tap, GL tap}) → logits (V·B, classes), feature maps
+//   4. terms      CE, logit KD, L_pca (PartialCrossAttentionProjector), L_gl (GroupLinearProjector)
+//   5. adversary  discriminator_update(real = teacher patch tokens on the GL grid, fake = GL output detached)
+//   6. student    L_adv = generator_loss against the updated discriminator (its parameters held out);
+//                 L = combine_losses(…) ; backward ; optional gradient clipping ; optimizer step over the
+//                 student and both projectors
+// A non-finite loss skips the corresponding update (nothing NaN is ever written into weights); the
+// breakdown then carries "skipped" = 1 and the caller decides (the trainer stops the run).
+//
+// Which parts exist follows the weights: the PCA projector iff λ_pca > 0, the GL projector iff λ_gl > 0 or
+// λ_adv > 0 (the adversary reads the GL projector's output), the discriminator iff λ_adv > 0, teacher logits
+// iff logit KD is on, teacher Q/K/V iff the PCA projector needs them.
+#pragma once
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <limits>
+#include <map>
+#include <memory>
+#include <set>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "retikd/autograd/var.hpp"
+#include "retikd/core/error.hpp"
+#include "retikd/core/random.hpp"
+#include "retikd/kd/discriminator.hpp"
+#include "retikd/kd/gl_projector.hpp"
+#include "retikd/kd/grid.hpp"
+#include "retikd/kd/losses.hpp"
+#include "retikd/kd/multi_view.hpp"
+#include "retikd/kd/pca_projector.hpp"
+#include "retikd/nn/models.hpp"
+#include "retikd/optim/optim.hpp"
+
+namespace retikd {
+namespace kd {
+
+// ---- configuration ------------------------------------------------------------------------------------------
+
+// The loader's augmentation of the recipe (applied by the data pipeline, not by the distiller).
+struct LoaderAugment {
+  bool hflip = false, vflip = false;
+  double rotation_degrees = 0.0;
+  double brightness = 0.0, contrast = 0.0, saturation = 0.0, hue = 0.0;  // ColorJitter
+  bool imagenet_normalize = true;
+};
+
+struct DistillConfig {
+  std::string preset = "custom";
+  // models (make_teacher / make_student build them; the distiller accepts any ViT teacher and tapped student)
+  nn::ViTConfig teacher = nn::ViTConfig::base(4, 224, 16);
+  std::string student = "mobilenet_v2";
+  nn::ModelOptions student_options;
+  int64_t img_size = 224;
+  // what is distilled
+  int64_t teacher_block = -1;            // tokens (and Q/K/V) of this block; -1: the last
+  std::string pca_student_tap = "features";
+  std::string gl_student_tap = "features";
+  PcaConfig pca;                         // in_channels filled from the student tap
+  GlConfig gl;                           // in_channels, out_dim, grid filled from the taps
+  DiscriminatorConfig disc;              // in_dim filled from the teacher
+  MultiViewConfig views;
+  KDLossWeights weights;
+  bool cache_teacher = false;            // TeacherCache over a fixed set of views per sample
+  // optimisation
+  std::string optimizer = "adamw";       // adamw | sgd (momentum 0.9)
+  double lr = 1e-4;
+  double weight_decay = 1e-5;
+  double clip_grad_norm = 0.0;           // 0: off
+  int64_t epochs = 50;
+  int64_t batch_size = 32;
+  int64_t warmup_epochs = 0;             // linear warm-up, then cosine to 0 (optim::WarmupCosineSchedule)
+  LoaderAugment augment;
+  uint64_t seed = 0;
+};
+
+inline std::vector<std::string> distill_preset_names() { return {"paper", "cakd", "quick", "smoke"}; }
+
+// The presets of DESIGN.md §5 (docs/distillation.md lists every number with its source).
+inline DistillConfig distill_preset(const std::string& name) {
+  DistillConfig c;
+  c.preset = name;
+  c.student_options.num_classes = 4;
+  if (name == "paper") {
+    c.teacher = nn::ViTConfig::base(4, 224, 16);
+    c.img_size = 224;
+    c.pca_student_tap = c.gl_student_tap = "features";  // 7×7
+    c.pca.target = PcaTarget::paper;
+    c.pca.projection = QkvProjection::conv3x3;
+    c.pca.heads = 1;
+    c.pca.head_dim = 256;
+    c.pca.align = GridAlign::resize_teacher;  // 14×14 → 7×7
+    c.gl.grouping = GlGrouping::channel;
+    c.gl.groups = 8;
+    c.gl.align = GridAlign::resize_teacher;
+    c.views.augmented_views = 1;  // 2 views: the original and one augmented
+    c.weights.alpha = 0.3;
+    c.weights.lambda_pca = 0.7;
+    c.weights.lambda_gl = 0.07;
+    c.weights.lambda_adv = 0.7;
+    c.lr = 1e-4;
+    c.weight_decay = 1e-5;
+    c.epochs = 50;
+    c.batch_size = 32;
+    c.augment = {true, true, 12.0, 0.1, 0.1, 0.1, 0.05, true};
+  } else if (name == "cakd") {
+    c.teacher = nn::ViTConfig::base(4, 224, 16);
+    c.img_size = 224;
+    c.pca_student_tap = c.gl_student_tap = "stage4";  // MobileNetV2 features.13, 14×14 = the teacher grid
+    c.pca.target = PcaTarget::cakd;
+    c.pca.projection = QkvProjection::conv3x3;
+    c.pca.heads = 12;
+    c.pca.head_dim = 64;
+    c.pca.cross_prob = 0.5;
+    c.pca.attn_weight = 0.2;
+    c.pca.vv_weight = 0.05;
+    c.pca.align = GridAlign::student_at_teacher_grid;
+    c.gl.grouping = GlGrouping::spatial;
+    c.gl.block = 4;  // 16 maps at 14×14
+    c.gl.align = GridAlign::student_at_teacher_grid;
+    c.views.augmented_views = 1;
+    c.weights.alpha = 1.0;
+    c.weights.lambda_pca = 1.0;
+    c.weights.lambda_gl = 1.0;
+    c.weights.lambda_adv = 0.1;
+    c.weights.ramp_start_epoch = 0.0;
+    c.weights.ramp_epochs = 25.0;
+    c.lr = 1e-4;
+    c.weight_decay = 1e-5;
+    c.epochs = 50;
+    c.batch_size = 32;
+    c.augment = {true, true, 12.0, 0.1, 0.1, 0.1, 0.05, true};
+  } else if (name == "quick") {
+    c.teacher = nn::ViTConfig::tiny(4, 128, 16);  // 8×8 grid, D = 192, 3 heads
+    c.img_size = 128;
+    c.pca_student_tap = c.gl_student_tap = "stage4";  // 8×8 at 128 px
+    c.pca.target = PcaTarget::paper;
+    c.pca.projection = QkvProjection::linear;
+    c.pca.heads = 1;
+    c.pca.head_dim = 64;
+    c.pca.align = GridAlign::student_at_teacher_grid;
+    c.gl.grouping = GlGrouping::channel;
+    c.gl.groups = 8;
+    c.gl.align = GridAlign::student_at_teacher_grid;
+    c.disc.hidden = 128;
+    c.views.augmented_views = 2;
+    c.cache_teacher = true;
+    c.weights.alpha = 0.3;
+    c.weights.lambda_pca = 0.7;
+    c.weights.lambda_gl = 0.07;
+    c.weights.lambda_adv = 0.7;
+    c.lr = 5e-4;
+    c.weight_decay = 1e-5;
+    c.epochs = 8;
+    c.batch_size = 32;
+    c.warmup_epochs = 1;
+    c.augment = {false, false, 0.0, 0.0, 0.0, 0.0, 0.0, true};  // views come from the cached multi-view set
+  } else if (name == "smoke") {
+    nn::ViTConfig t;
+    t.img_size = 64;
+    t.patch_size = 16;  // 4×4 grid
+    t.embed_dim = 32;
+    t.depth = 2;
+    t.num_heads = 2;
+    t.mlp_ratio = 2.0;
+    t.num_classes = 4;
+    c.teacher = t;
+    c.img_size = 64;
+    c.student_options.width_mult = 0.25;
+    c.pca_student_tap = c.gl_student_tap = "stage4";  // 4×4 at 64 px
+    c.pca.target = PcaTarget::cakd;
+    c.pca.projection = QkvProjection::conv3x3;
+    c.pca.heads = 2;
+    c.pca.head_dim = 16;
+    c.pca.cross_prob = 0.5;
+    c.pca.attn_weight = 0.2;
+    c.pca.vv_weight = 0.05;
+    c.pca.align = GridAlign::student_at_teacher_grid;
+    c.gl.grouping = GlGrouping::spatial;
+    c.gl.block = 2;  // 4 maps at 4×4
+    c.gl.align = GridAlign::student_at_teacher_grid;
+    c.disc.hidden = 32;
+    c.views.augmented_views = 1;
+    c.views.mask_patch = 16;
+    c.weights.alpha = 0.5;
+    c.weights.logit_kd = true;
+    c.weights.temperature = 2.0;
+    c.weights.lambda_pca = 1.0;
+    c.weights.lambda_gl = 0.5;
+    c.weights.lambda_adv = 0.1;
+    c.lr = 1e-3;
+    c.weight_decay = 0.0;
+    c.epochs = 1;
+    c.batch_size = 4;
+  } else {
+    std::string names;
+    for (const auto& n : distill_preset_names()) names += (names.empty() ? "" : ", ") + n;
+    fail("distill_preset: unknown preset '", name, "' (known: ", names, ")");
+  }
+  return c;
+}
+
+inline std::shared_ptr<nn::VisionTransformer> make_teacher(const DistillConfig& c, Generator& gen) {
+  return std::make_shared<nn::VisionTransformer>(c.teacher, gen);
+}
+inline std::shared_ptr<nn::Model> make_student(const DistillConfig& c, Generator& gen) {
+  return nn::create_model(c.student, c.student_options, gen);
+}
+
+// ---- teacher cache ------------------------------------------------------------------------------------------
+
+// One sample's teacher outputs for one view: logits (classes) and the configured taps, batch dim removed,
+// plus a fingerprint of the view image they were computed from.
+struct TeacherRecord {
+  Tensor logits;                       // (classes) or undefined
+  std::map<std::string, Tensor> taps;  // e.g. "blocks.11" (T, D), "blocks.11.attn.q" (H, T, d)
+  double fingerprint = 0.0;
+};
+
+// Teacher outputs keyed by (sample index, view index). A record whose fingerprint differs from the view
+// presented is recomputed (the images for a sample changed: loader augmentation was on, or the data did).
+class TeacherCache {
+ public:
+  const TeacherRecord* find(int64_t sample, int64_t view) const {
+    auto it = records_.find({sample, view});
+    return it == records_.end() ? nullptr : &it->second;
+  }
+  void insert(int64_t sample, int64_t view, TeacherRecord r) { records_[{sample, view}] = std::move(r); }
+  std::size_t size() const { return records_.size(); }
+  // Bytes held by the cached tensors.
+  std::size_t bytes() const {
+    std::size_t n = 0;
+    for (const auto& kv : records_) {
+      if (kv.second.logits.defined()) n += static_cast<std::size_t>(kv.second.logits.numel()) * kv.second.logits.element_size();
+      for (const auto& t : kv.second.taps) n += static_cast<std::size_t>(t.second.numel()) * t.second.element_size();
+    }
+    return n;
+  }
+  void clear() { records_.clear(); }
+  int64_t hits = 0, misses = 0, stale = 0;
+
+  // A cheap, order-sensitive fingerprint of one image: Σ x_i·(1 + i mod 7).
+  static double fingerprint(const Tensor& image) {
+    const std::vector<double> v = image.to_vector<double>();
+    double s = 0.0;
+    for (std::size_t i = 0; i < v.size(); ++i) s += v[i] * static_cast<double>(1 + i % 7);
+    return s;
+  }
+
+ private:
+  std::map<std::pair<int64_t, int64_t>, TeacherRecord> records_;
+};
+
+// ---- the distiller ------------------------------------------------------------------------------------------
+
+class CrossArchitectureDistiller {
+ public:
+  CrossArchitectureDistiller(std::shared_ptr<nn::VisionTransformer> teacher, std::shared_ptr<nn::Model> student,
+                             DistillConfig cfg, Generator& gen)
+      : teacher_(std::move(teacher)), student_(std::move(student)), cfg_(std::move(cfg)), views_(cfg_.views) {
+    RETIKD_CHECK(teacher_ && student_, "CrossArchitectureDistiller: teacher and student must be set");
+    cfg_.weights.validate();
+    RETIKD_CHECK(cfg_.img_size > 0, "CrossArchitectureDistiller: img_size must be positive");
+    const nn::ViTConfig& tc = teacher_->config();
+    const int64_t depth = tc.depth;
+    block_ = cfg_.teacher_block < 0 ? depth + cfg_.teacher_block : cfg_.teacher_block;
+    RETIKD_CHECK(block_ >= 0 && block_ < depth, "CrossArchitectureDistiller: teacher_block ", cfg_.teacher_block,
+                 " is outside the teacher's ", depth, " blocks");
+    RETIKD_CHECK(teacher_->num_classes() == student_->num_classes() || !cfg_.weights.logit_kd,
+                 "CrossArchitectureDistiller: logit KD needs the teacher's classes (", teacher_->num_classes(),
+                 ") to be the student's (", student_->num_classes(), ")");
+    const int64_t D = tc.embed_dim, Ht = tc.num_heads, dt = D / Ht;
+    const auto tg = teacher_->grid(cfg_.img_size, cfg_.img_size);
+    teacher_grid_ = tg;
+    const std::string bname = "blocks." + std::to_string(block_);
+    heads_ = std::make_shared<nn::Module>();
+
+    const auto student_taps = student_->tap_names(cfg_.img_size, cfg_.img_size, 1);
+    auto tap_shape = [&](const std::string& name) -> Shape {
+      for (const auto& t : student_taps)
+        if (t.name == name) return t.shape;
+      std::string have;
+      for (const auto& t : student_taps) have += (have.empty() ? "" : ", ") + t.name;
+      fail("CrossArchitectureDistiller: the student (", student_->arch(), ") has no tap '", name, "' (taps: ", have, ")");
+    };
+    auto check_map = [&](const Shape& s, const std::string& name) {
+      RETIKD_CHECK(s.size() == 4, "CrossArchitectureDistiller: student tap '", name, "' is ", shape_str(s),
+                   "; the projectors need a (B, C, h, w) feature map");
+    };
+
+    if (cfg_.weights.lambda_pca > 0.0) {
+      const Shape s = tap_shape(cfg_.pca_student_tap);
+      check_map(s, cfg_.pca_student_tap);
+      cfg_.pca.in_channels = s[1];
+      common_grid(cfg_.pca.align, s[2], s[3], tg.first, tg.second);  // throws on an impossible alignment
+      pca_ = heads_->register_module("pca", std::make_shared<PartialCrossAttentionProjector>(cfg_.pca, gen));
+      pca_->check_teacher(Ht, dt);
+      student_tap_names_.insert(cfg_.pca_student_tap);
+    }
+    if (cfg_.weights.lambda_gl > 0.0 || cfg_.weights.lambda_adv > 0.0) {
+      const Shape s = tap_shape(cfg_.gl_student_tap);
+      check_map(s, cfg_.gl_student_tap);
+      const auto g = common_grid(cfg_.gl.align, s[2], s[3], tg.first, tg.second);
+      cfg_.gl.in_channels = s[1];
+      cfg_.gl.out_dim = D;
+      cfg_.gl.grid_h = g.first;
+      cfg_.gl.grid_w = g.second;
+      gl_ = heads_->register_module("gl", std::make_shared<GroupLinearProjector>(cfg_.gl, gen));
+      student_tap_names_.insert(cfg_.gl_student_tap);
+    }
+    if (cfg_.weights.lambda_adv > 0.0) {
+      cfg_.disc.in_dim = D;
+      disc_ = heads_->register_module("disc", std::make_shared<FeatureDiscriminator>(cfg_.disc, gen));
+    }
+
+    teacher_tap_names_.push_back(bname);
+    if (pca_ && pca_->needs_teacher_qkv()) {
+      teacher_tap_names_.push_back(bname + ".attn.q");
+      teacher_tap_names_.push_back(bname + ".attn.k");
+      if (pca_->needs_teacher_v()) teacher_tap_names_.push_back(bname + ".attn.v");
+    }
+    teacher_->eval();
+
+    std::vector<Var> heads_params;
+    if (pca_) for (auto& p : pca_->trainable_parameters()) heads_params.push_back(p);
+    if (gl_) for (auto& p : gl_->trainable_parameters()) heads_params.push_back(p);
+    std::vector<optim::ParamGroup> groups{{student_->trainable_parameters(), cfg_.lr, cfg_.weight_decay, "student"}};
+    if (!heads_params.empty()) groups.push_back({heads_params, cfg_.lr, cfg_.weight_decay, "projectors"});
+    if (cfg_.optimizer == "adamw") {
+      optim::AdamWOptions o;
+      o.lr = cfg_.lr;
+      o.weight_decay = cfg_.weight_decay;
+      student_opt_ = std::make_unique<optim::AdamW>(groups, o);
+    } else if (cfg_.optimizer == "sgd") {
+      optim::SGDOptions o;
+      o.lr = cfg_.lr;
+      o.momentum = 0.9;
+      o.weight_decay = cfg_.weight_decay;
+      student_opt_ = std::make_unique<optim::SGD>(groups, o);
+    } else {
+      fail("CrossArchitectureDistiller: unknown optimizer '", cfg_.optimizer, "' (adamw, sgd)");
+    }
+    if (disc_) {
+      RETIKD_CHECK(cfg_.disc.lr_ratio > 0.0, "CrossArchitectureDistiller: discriminator lr_ratio must be positive");
+      optim::AdamWOptions o;
+      o.lr = cfg_.lr * cfg_.disc.lr_ratio;
+      o.weight_decay = cfg_.weight_decay;
+      disc_opt_ = std::make_unique<optim::AdamW>(
+          std::vector<optim::ParamGroup>{{disc_->trainable_parameters(), o.lr, o.weight_decay, "discriminator"}}, o);
+    }
+    train(true);
+  }
+
+  // ---- one step ----
+  // images (B, C, H, W) float32 CPU, labels (B) int64, sample_ids (B) — the dataset indices (multi-view seeds,
+  // cache keys); epoch: fractional epoch for the KD ramp.
+  LossBreakdown step(const Tensor& images, const Tensor& labels, const std::vector<int64_t>& sample_ids,
+                     double epoch) {
+    RETIKD_CHECK(images.dim() == 4 && labels.dim() == 1 && labels.size(0) == images.size(0) &&
+                     static_cast<int64_t>(sample_ids.size()) == images.size(0),
+                 "CrossArchitectureDistiller::step: images ", shape_str(images.shape()), ", labels ",
+                 shape_str(labels.shape()), " and ", sample_ids.size(), " sample ids do not describe one batch");
+    train(true);
+    const uint64_t s = step_++;
+    LossBreakdown log;
+    log.set("total", 0.0);
+
+    // 1. views (the cached set is generated at step 0 every time: the same views each epoch)
+    const std::vector<Tensor> views = views_.generate(images, sample_ids, cfg_.cache_teacher ? 0 : s);
+    const int64_t V = static_cast<int64_t>(views.size());
+    const Tensor X = V == 1 ? images : ops::impl::concat(views, 0);  // (V·B, C, H, W)
+    std::vector<Tensor> label_copies(static_cast<std::size_t>(V), labels);
+    const Tensor Y = V == 1 ? labels : ops::impl::concat(label_copies, 0);  // (V·B)
+
+    // 2. teacher, 3. student
+    const TeacherFeatures tf = cfg_.cache_teacher ? teacher_from_cache(views, sample_ids) : teacher_forward(X);
+    std::vector<std::string> taps(student_tap_names_.begin(), student_tap_names_.end());
+    nn::ModelOutput so = student_->forward_with_taps(Var(X), taps, true);
+
+    // 4. terms
+    KDTerms terms;
+    terms.ce = classification_loss(so.logits, Y, cfg_.weights);
+    if (cfg_.weights.logit_kd) terms.logit_kd = logit_kd_loss(so.logits, tf.logits, cfg_.weights.temperature);
+    PcaResult r;
+    if (pca_) {
+      r = pca_->forward(so.tap(cfg_.pca_student_tap), tf, s);
+      terms.pca = r.loss;
+    }
+    GlResult g;
+    if (gl_) {
+      g = gl_->forward(so.tap(cfg_.gl_student_tap), tf);
+      terms.gl = g.loss;
+    }
+
+    // 5. the discriminator's move (on detached features), unless something is already non-finite
+    bool finite = std::isfinite(terms.ce.item<double>());
+    for (const Var* t : {&terms.logit_kd, &terms.pca, &terms.gl})
+      if (t->defined()) finite = finite && std::isfinite(t->item<double>());
+    if (!finite) return skipped(log, terms, epoch);
+    DiscriminatorStats ds;
+    if (disc_) ds = discriminator_update(*disc_, *disc_opt_, g.target, g.projected);
+
+    // 6. the student's move: generator loss against the updated discriminator, held out of this backward
+    std::unique_ptr<FrozenScope> frozen;
+    if (disc_) {
+      frozen = std::make_unique<FrozenScope>(*disc_);
+      terms.adv = generator_loss(*disc_, g.projected);
+    }
+    Var total = combine_losses(terms, cfg_.weights, epoch, &log);
+    if (r.attn.defined()) log.set("pca_attn", r.attn.item<double>());
+    if (r.vv.defined()) log.set("pca_vv", r.vv.item<double>());
+    if (disc_) {
+      log.set("disc", ds.loss);
+      log.set("disc_acc", ds.accuracy);
+    }
+    if (!std::isfinite(total.item<double>())) return skipped(log, terms, epoch);
+    student_opt_->zero_grad();
+    total.backward();
+    frozen.reset();
+    if (cfg_.clip_grad_norm > 0.0) log.set("grad_norm", optim::clip_grad_norm(student_parameters(), cfg_.clip_grad_norm));
+    student_opt_->step();
+    log.set("skipped", 0.0);
+    return log;
+  }
+
+  // ---- the teacher side ----
+  // Teacher outputs for a batch (B, C, H, W), no tape.
+  TeacherFeatures teacher_forward(const Tensor& images) const {
+    NoGradGuard no_grad;
+    nn::ModelOutput o = teacher_->forward_with_taps(Var(images), teacher_tap_names_, cfg_.weights.logit_kd);
+    TeacherFeatures t;
+    t.prefix = teacher_->num_prefix_tokens();
+    const auto g = teacher_->grid(images.size(2), images.size(3));
+    t.grid_h = g.first;
+    t.grid_w = g.second;
+    if (cfg_.weights.logit_kd) t.logits = o.logits;
+    t.tokens = o.tap(teacher_tap_names_[0]);
+    if (teacher_tap_names_.size() > 1) {
+      t.q = o.tap(teacher_tap_names_[1]);
+      t.k = o.tap(teacher_tap_names_[2]);
+      if (teacher_tap_names_.size() > 3) t.v = o.tap(teacher_tap_names_[3]);
+    }
+    return t;
+  }
+
+  // Teacher outputs for the views of a batch (each (B, C, H, W), view-major like step()'s X), from the cache
+  // where a record for (sample id, view) exists with the same image fingerprint, else computed (one teacher
+  // forward over all the missing images) and stored.
+  TeacherFeatures teacher_from_cache(const std::vector<Tensor>& views, const std::vector<int64_t>& sample_ids) {
+    const int64_t V = static_cast<int64_t>(views.size()), B = static_cast<int64_t>(sample_ids.size());
+    std::vector<const TeacherRecord*> rows(static_cast<std::size_t>(V * B), nullptr);
+    std::vector<double> prints(rows.size());
+    std::vector<int64_t> missing;
+    for (int64_t v = 0; v < V; ++v)
+      for (int64_t b = 0; b < B; ++b) {
+        const std::size_t i = static_cast<std::size_t>(v * B + b);
+        prints[i] = TeacherCache::fingerprint(views[static_cast<std::size_t>(v)].narrow(0, b, 1));
+        const TeacherRecord* r = cache_.find(sample_ids[static_cast<std::size_t>(b)], v);
+        if (r && r->fingerprint == prints[i]) {
+          rows[i] = r;
+          ++cache_.hits;
+        } else {
+          (r ? cache_.stale : cache_.misses) += 1;
+          missing.push_back(static_cast<int64_t>(i));
+        }
+      }
+    if (!missing.empty()) {
+      std::vector<Tensor> imgs;
+      for (int64_t i : missing) imgs.push_back(views[static_cast<std::size_t>(i / B)].narrow(0, i % B, 1));
+      const TeacherFeatures t = teacher_forward(ops::impl::concat(imgs, 0));
+      for (std::size_t j = 0; j < missing.size(); ++j) {
+        const int64_t i = missing[j], jj = static_cast<int64_t>(j);
+        TeacherRecord rec;
+        rec.fingerprint = prints[static_cast<std::size_t>(i)];
+        auto row = [&](const Var& x) { return x.value().narrow(0, jj, 1).squeeze(0).contiguous().clone(); };
+        if (t.logits.defined()) rec.logits = row(t.logits);
+        rec.taps[teacher_tap_names_[0]] = row(t.tokens);
+        if (t.q.defined()) rec.taps[teacher_tap_names_[1]] = row(t.q);
+        if (t.k.defined()) rec.taps[teacher_tap_names_[2]] = row(t.k);
+        if (t.v.defined()) rec.taps[teacher_tap_names_[3]] = row(t.v);
+        cache_.insert(sample_ids[static_cast<std::size_t>(i % B)], i / B, std::move(rec));
+      }
+      for (int64_t i : missing)
+        rows[static_cast<std::size_t>(i)] = cache_.find(sample_ids[static_cast<std::size_t>(i % B)], i / B);
+    }
+    TeacherFeatures out;
+    out.prefix = teacher_->num_prefix_tokens();
+    const auto g = teacher_->grid(views[0].size(2), views[0].size(3));
+    out.grid_h = g.first;
+    out.grid_w = g.second;
+    auto stack = [&](const std::string& tap) {
+      std::vector<Tensor> parts;
+      for (const TeacherRecord* r : rows) {
+        const Tensor& x = tap.empty() ? r->logits : r->taps.at(tap);
+        parts.push_back(x.unsqueeze(0));
+      }
+      return Var(ops::impl::concat(parts, 0));
+    };
+    if (cfg_.weights.logit_kd) out.logits = stack("");
+    out.tokens = stack(teacher_tap_names_[0]);
+    if (teacher_tap_names_.size() > 1) {
+      out.q = stack(teacher_tap_names_[1]);
+      out.k = stack(teacher_tap_names_[2]);
+      if (teacher_tap_names_.size() > 3) out.v = stack(teacher_tap_names_[3]);
+    }
+    return out;
+  }
+
+  // ---- access ----
+  nn::VisionTransformer& teacher() { return *teacher_; }
+  nn::Model& student() { return *student_; }
+  const DistillConfig& config() const { return cfg_; }
+  PartialCrossAttentionProjector* pca() { return pca_.get(); }
+  GroupLinearProjector* gl() { return gl_.get(); }
+  FeatureDiscriminator* discriminator() { return disc_.get(); }
+  const MultiViewGenerator& views() const { return views_; }
+  // The projectors and the discriminator as one module ("pca.*", "gl.*", "disc.*") — for checkpoints.
+  nn::Module& heads() { return *heads_; }
+  optim::Optimizer& student_optimizer() { return *student_opt_; }
+  optim::Optimizer* discriminator_optimizer() { return disc_opt_.get(); }
+  TeacherCache& cache() { return cache_; }
+  const std::vector<std::string>& teacher_taps() const { return teacher_tap_names_; }
+  std::vector<std::string> student_taps() const { return {student_tap_names_.begin(), student_tap_names_.end()}; }
+  // The student's parameters and the projectors' (what the student optimizer updates).
+  std::vector<Var> student_parameters() const {
+    std::vector<Var> out;
+    for (const auto& group : student_opt_->groups())
+      for (const auto& p : group.params) out.push_back(p);
+    return out;
+  }
+  // Steps taken (seeds the multi-view generator and the cross-replacement mask); restore it on resume.
+  uint64_t step_count() const { return step_; }
+  void set_step_count(uint64_t s) { step_ = s; }
+  // Student, projectors and discriminator to train / eval mode; the teacher always stays in eval mode.
+  void train(bool on = true) {
+    student_->train(on);
+    heads_->train(on);
+    teacher_->eval();
+  }
+
+ private:
+  LossBreakdown skipped(LossBreakdown& log, const KDTerms& terms, double epoch) {
+    for (const auto& t : std::vector<std::pair<const char*, const Var*>>{
+             {"ce", &terms.ce}, {"logit_kd", &terms.logit_kd}, {"pca", &terms.pca}, {"gl", &terms.gl}})
+      if (t.second->defined()) log.set(t.first, t.second->item<double>());
+    log.set("kd_ramp", cfg_.weights.ramp(epoch));
+    log.set("total", std::numeric_limits<double>::quiet_NaN());
+    log.set("skipped", 1.0);
+    return log;
+  }
+
+  std::shared_ptr<nn::VisionTransformer> teacher_;
+  std::shared_ptr<nn::Model> student_;
+  DistillConfig cfg_;
+  MultiViewGenerator views_;
+  int64_t block_ = 0;
+  std::pair<int64_t, int64_t> teacher_grid_{0, 0};
+  std::shared_ptr<nn::Module> heads_;
+  std::shared_ptr<PartialCrossAttentionProjector> pca_;
+  std::shared_ptr<GroupLinearProjector> gl_;
+  std::shared_ptr<FeatureDiscriminator> disc_;
+  std::set<std::string> student_tap_names_;
+  std::vector<std::string> teacher_tap_names_;
+  std::unique_ptr<optim::Optimizer> student_opt_, disc_opt_;
+  TeacherCache cache_;
+  uint64_t step_ = 0;
+};
+
+}  // namespace kd
+}  // namespace retikd

@@ -1,0 +1,194 @@
+// retikd/kd/pca_projector.hpp — the partitioned (partially) cross-attention projector (DESIGN.md §5, PCA).
+//
+// Shapes: student map S (B, C, h, w); teacher block tokens (B, P + gh·gw, D) and per-head Q/K/V
+// (B, Ht, P + gh·gw, dt). After grid alignment (kd/grid.hpp) both live on one hc×wc grid, N = hc·wc.
+//
+//   Y = Proj1(S_a)                       conv3x3 (pad 1) → (B, n·H·d, hc, wc), or linear on the tokens
+//                                        (B, N, C) → (B, N, n·H·d); n = 3 (Q, K, V) for `cakd`, 2 (Q, K)
+//                                        for `paper`, whose loss never reads V. Channel c = s·H·d + h·d + j
+//                                        (s = Q, K, V; timm's qkv order), token n = y·wc + x.
+//   Q_S, K_S, V_S                        (B, H, N, d) each
+//   training, p > 0:  X_S ← partial_cross_replace(X_S, X_T, p) for X = Q, K (and V for cakd), each element
+//                     swapped for the teacher's by the hash of (seed, step, stream, index) — needs
+//                     H×d == Ht×dt (the teacher's Q/K/V resized to the common grid); other shapes throw.
+//   A_S = Q_S·K_Sᵀ/√d                    (B, H, N, N) — the student's pre-softmax attention
+//
+// Targets:
+//   paper  Z_T = T·Tᵀ/√D, T the teacher patch tokens on the common grid (B, N, D) → (B, N, N);
+//          L_pca = attention_kl_loss(A_S, Z_T, τ) = Σ_{b,h,i,j} p log(p/q) / (B·H), p = softmax_j(Z_T/τ),
+//          q = softmax_j(A_S/τ) — PyTorch's batchmean KL for H = 1 (the paper's recipe), averaged over heads.
+//   cakd   A_T = Q_T·K_Tᵀ/√dt (B, Ht, N, N) — the teacher block's own pre-softmax attention with the CLS
+//          row and column removed (equal to the `blocks.i.attn.logits` tap sliced [1:, 1:] when no resize
+//          is involved; tested); R = V·Vᵀ/√d (B, H, N, N) on each side;
+//          L_pca = attn_weight·MSE(A_S, A_T) + vv_weight·MSE(R_S, R_T)   (mean over every element),
+//          needs H == Ht (d may differ when p = 0).
+// In eval mode (is_training() false) nothing is replaced.
+#pragma once
+
+#include <cmath>
+#include <cstdint>
+#include <memory>
+#include <string>
+
+#include "retikd/core/random.hpp"
+#include "retikd/kd/grid.hpp"
+#include "retikd/kd/losses.hpp"
+#include "retikd/kd/partial_cross.hpp"
+#include "retikd/nn/layers.hpp"
+#include "retikd/nn/module.hpp"
+
+namespace retikd {
+namespace kd {
+
+enum class PcaTarget { paper, cakd };
+enum class QkvProjection { conv3x3, linear };
+
+inline const char* pca_target_name(PcaTarget t) { return t == PcaTarget::paper ? "paper" : "cakd"; }
+inline PcaTarget parse_pca_target(const std::string& s) {
+  if (s == "paper") return PcaTarget::paper;
+  if (s == "cakd") return PcaTarget::cakd;
+  fail("unknown PCA target '", s, "' (paper, cakd)");
+}
+
+struct PcaConfig {
+  PcaTarget target = PcaTarget::paper;
+  QkvProjection projection = QkvProjection::conv3x3;
+  int64_t in_channels = 0;   // C of the student tap (filled by the distiller from the tap's shape)
+  int64_t heads = 1;         // H
+  int64_t head_dim = 64;     // d
+  double cross_prob = 0.0;   // p (CAKD: 0.5; 0 disables)
+  uint64_t cross_seed = 0x5EEDC0DEULL;
+  double temperature = 1.0;  // τ of the paper target
+  double attn_weight = 1.0;  // cakd: weight of MSE(A_S, A_T) inside L_pca
+  double vv_weight = 1.0;    // cakd: weight of MSE(V_S V_Sᵀ/√d, V_T V_Tᵀ/√d) inside L_pca
+  GridAlign align = GridAlign::resize_teacher;
+};
+
+// Per-head projections, each (B, H, N, d); v undefined where the target does not use it.
+struct Qkv {
+  Var q, k, v;
+};
+
+struct PcaResult {
+  Var loss;            // scalar L_pca
+  Var attn;            // paper: the KL; cakd: MSE of the attention logits
+  Var vv;              // cakd: MSE of V·Vᵀ/√d; undefined for paper
+  Var student_logits;  // A_S (B, H, N, N)
+  Var teacher_logits;  // paper: Z_T (B, N, N); cakd: A_T (B, Ht, N, N)
+  int64_t grid_h = 0, grid_w = 0;
+};
+
+class PartialCrossAttentionProjector : public nn::Module {
+ public:
+  // Exactly one of these is set ("qkv" in the state dict either way).
+  std::shared_ptr<nn::Conv2d> qkv_conv;
+  std::shared_ptr<nn::Linear> qkv_linear;
+
+  PartialCrossAttentionProjector(const PcaConfig& cfg, Generator& gen) : cfg_(cfg) {
+    RETIKD_CHECK(cfg.in_channels > 0 && cfg.heads > 0 && cfg.head_dim > 0, "PartialCrossAttentionProjector: "
+                 "in_channels (", cfg.in_channels, "), heads (", cfg.heads, ") and head_dim (", cfg.head_dim,
+                 ") must be positive");
+    RETIKD_CHECK(cfg.cross_prob >= 0.0 && cfg.cross_prob <= 1.0, "PartialCrossAttentionProjector: cross_prob ",
+                 cfg.cross_prob, " must be in [0, 1]");
+    RETIKD_CHECK(cfg.temperature > 0.0, "PartialCrossAttentionProjector: temperature must be positive");
+    const int64_t out = projections() * cfg.heads * cfg.head_dim;
+    if (cfg.projection == QkvProjection::conv3x3) {
+      qkv_conv = register_module("qkv", std::make_shared<nn::Conv2d>(cfg.in_channels, out, 3, gen,
+                                                                      ops::Conv2dOptions().with_padding(1)));
+    } else {
+      qkv_linear = register_module("qkv", std::make_shared<nn::Linear>(cfg.in_channels, out, gen));
+    }
+  }
+
+  const PcaConfig& config() const { return cfg_; }
+  // n: 3 projections (Q, K, V) for cakd, 2 (Q, K) for paper.
+  int64_t projections() const { return cfg_.target == PcaTarget::cakd ? 3 : 2; }
+  // Whether forward() reads the teacher's per-head Q/K/V (else only its tokens).
+  bool needs_teacher_qkv() const { return cfg_.target == PcaTarget::cakd || cfg_.cross_prob > 0.0; }
+  bool needs_teacher_v() const { return cfg_.target == PcaTarget::cakd; }
+
+  // Configuration check against the teacher's attention shape, before any forward: p > 0 needs the student's
+  // heads × head_dim to be the teacher's; the cakd target needs the teacher's head count.
+  void check_teacher(int64_t teacher_heads, int64_t teacher_head_dim) const {
+    if (cfg_.cross_prob > 0.0)
+      RETIKD_CHECK(cfg_.heads == teacher_heads && cfg_.head_dim == teacher_head_dim,
+                   "PartialCrossAttentionProjector: partial cross replacement (p = ", cfg_.cross_prob,
+                   ") needs the student's Q/K/V in the teacher's shape, but the student projects to ", cfg_.heads,
+                   " heads x ", cfg_.head_dim, " and the teacher has ", teacher_heads, " heads x ", teacher_head_dim,
+                   "; set heads/head_dim to the teacher's or cross_prob = 0");
+    if (cfg_.target == PcaTarget::cakd)
+      RETIKD_CHECK(cfg_.heads == teacher_heads, "PartialCrossAttentionProjector: the cakd target matches the "
+                   "teacher's attention head by head, but the student has ", cfg_.heads, " heads and the teacher ",
+                   teacher_heads);
+  }
+
+  // Student map on the common grid (B, C, hc, wc) → Q, K (, V) (B, H, hc·wc, d), contiguous.
+  Qkv project(const Var& student_map) const {
+    RETIKD_CHECK(student_map.dim() == 4 && student_map.size(1) == cfg_.in_channels, "PartialCrossAttentionProjector: "
+                 "student map ", shape_str(student_map.shape()), " must be (B, ", cfg_.in_channels, ", h, w)");
+    const int64_t B = student_map.size(0), N = student_map.size(2) * student_map.size(3);
+    const int64_t n = projections(), H = cfg_.heads, d = cfg_.head_dim;
+    Var parts[3];
+    if (qkv_conv) {
+      Var y = ops::reshape(qkv_conv->forward(student_map), {B, n, H, d, N});  // (B, n, H, d, N)
+      for (int64_t s = 0; s < n; ++s)
+        parts[s] = ops::contiguous(
+            ops::permute(ops::reshape(ops::narrow(y, 1, s, 1), {B, H, d, N}), {0, 1, 3, 2}));  // (B, H, N, d)
+    } else {
+      Var y = ops::reshape(qkv_linear->forward(map_to_tokens(student_map)), {B, N, n, H, d});  // (B, N, n, H, d)
+      for (int64_t s = 0; s < n; ++s)
+        parts[s] = ops::contiguous(
+            ops::permute(ops::reshape(ops::narrow(y, 2, s, 1), {B, N, H, d}), {0, 2, 1, 3}));  // (B, H, N, d)
+    }
+    return Qkv{parts[0], parts[1], n == 3 ? parts[2] : Var()};
+  }
+
+  // Partial cross replacement of every projection the target uses (p from the config).
+  Qkv cross(const Qkv& student, const Qkv& teacher, uint64_t step) const {
+    if (cfg_.cross_prob <= 0.0) return student;
+    auto spec = [&](uint32_t stream) { return CrossMaskSpec{cfg_.cross_prob, cfg_.cross_seed, step, stream}; };
+    Qkv out;
+    out.q = partial_cross_replace(student.q, teacher.q, spec(kCrossMaskQ));
+    out.k = partial_cross_replace(student.k, teacher.k, spec(kCrossMaskK));
+    if (student.v.defined()) out.v = partial_cross_replace(student.v, teacher.v, spec(kCrossMaskV));
+    return out;
+  }
+
+  // L_pca for a student map (B, C, h, w) against the teacher block; `step` seeds the replacement mask.
+  PcaResult forward(const Var& student_map, const TeacherFeatures& t, uint64_t step) {
+    RETIKD_CHECK(student_map.dim() == 4, "PartialCrossAttentionProjector: student map ",
+                 shape_str(student_map.shape()), " must be (B, C, h, w)");
+    const auto g = common_grid(cfg_.align, student_map.size(2), student_map.size(3), t.grid_h, t.grid_w);
+    PcaResult r;
+    r.grid_h = g.first;
+    r.grid_w = g.second;
+    Var s_map = resize_map(student_map, g.first, g.second);  // (B, C, hc, wc)
+    Qkv st = project(s_map);                                   // (B, H, N, d) each
+    Qkv te;
+    if (needs_teacher_qkv()) {
+      te.q = teacher_heads(t.q, t, g.first, g.second, "q");     // (B, Ht, N, dt)
+      te.k = teacher_heads(t.k, t, g.first, g.second, "k");
+      if (needs_teacher_v()) te.v = teacher_heads(t.v, t, g.first, g.second, "v");
+      check_teacher(te.q.size(1), te.q.size(3));
+    }
+    if (is_training()) st = cross(st, te, step);
+    r.student_logits = attention_logits(st.q, st.k);  // (B, H, N, N)
+    if (cfg_.target == PcaTarget::paper) {
+      r.teacher_logits = token_affinity_logits(teacher_patch_tokens(t, g.first, g.second));  // (B, N, N)
+      r.attn = attention_kl_loss(r.student_logits, r.teacher_logits, cfg_.temperature);
+      r.loss = r.attn;
+    } else {
+      r.teacher_logits = attention_logits(te.q, te.k);  // (B, Ht, N, N)
+      r.attn = feature_mse_loss(r.student_logits, r.teacher_logits);
+      r.vv = feature_mse_loss(value_relation(st.v), value_relation(te.v));
+      r.loss = ops::add(ops::mul(r.attn, cfg_.attn_weight), ops::mul(r.vv, cfg_.vv_weight));
+    }
+    return r;
+  }
+
+ private:
+  PcaConfig cfg_;
+};
+
+}  // namespace kd
+}  // namespace retikd
