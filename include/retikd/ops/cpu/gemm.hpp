@@ -1,16 +1,17 @@
 // retikd/ops/cpu/gemm.hpp — the CPU matrix multiply every dense op stands on (matmul, linear, attention,
 // conv2d through im2col), plus the naive reference the tests check it against.
 //
-// Goto/BLIS structure: C is walked in NC-wide column blocks; K in KC-deep slices; for each slice a KC×NC
-// block of op(B) is packed once into NR-wide micro-panels (shared by all threads), and each thread packs
-// MC×KC blocks of op(A) into MR-tall micro-panels (thread-local) and runs the MR×NR micro-kernel over them.
+// Goto/BLIS structure: C is walked in NC-wide column blocks and K in KC-deep slices. op(B) is packed once
+// per column block (a few slices at a time) into NR-wide micro-panels shared by all threads; each thread
+// takes a range of rows, packs MC×KC blocks of op(A) into MR-tall micro-panels (thread-local) and runs the
+// MR×NR micro-kernel over them.
 // Packing handles the transposes and zero-pads the edges, so the micro-kernel only ever sees full, unit-stride,
 // 64-byte-aligned panels; edge tiles of C go through a small stack tile. A micro-panel of B (KC×NR) stays in
 // L1 while the loop over A micro-panels streams the packed A block from L2.
 //
 // The micro-kernel is written with GCC/Clang vector extensions (no intrinsics headers): the vector width
 // and the tile follow the ISA the compiler targets — 16-wide zmm on AVX-512 (8×32 floats), 8-wide ymm on
-// AVX2 (6×16), 4-wide q registers on NEON (8×12) and SSE (4×8). The accumulators are a
+// AVX2 (6×16), 4-wide q registers on NEON (8×8) and SSE (4×8). The accumulators are a
 // fixed-size array indexed only by fully unrolled constants, so the compiler keeps them in registers and
 // contracts `acc += a * b` into FMAs. Other compilers get a scalar fallback with the same structure.
 #pragma once
@@ -37,7 +38,9 @@ namespace gemm_detail {
 //    loads of B, 8 broadcasts of A, 16 FMAs. Measured here (Zen 5, docs/results.md) it matches 14×2 and
 //    8×3 on 1024³ and beats them on DL shapes, because 8 rows and 32 columns waste less on edge tiles.
 //  - AVX2 (16 ymm): the classic 6 × 2 (12 accumulators + 2 B vectors + 1 broadcast).
-//  - AArch64 NEON (32 q registers, Cortex-A57): 8 × 3 (8×12 floats): 24 accumulators, 3 B vectors.
+//  - AArch64 NEON (32 q registers, Cortex-A57): 8 × 2 (8×8 floats): 16 accumulators + 2 B vectors + 8 A
+//    scalars. 8 × 3 (24 accumulators) needs 35 registers that way and GCC 12 spills it; 6 × 3 fits too
+//    but wastes rows on power-of-two sizes, as on AVX-512.
 //  - other 128-bit SIMD (SSE2 without FMA needs temporaries): 4 × 2.
 #if defined(__GNUC__) || defined(__clang__)
 #define RETIKD_GEMM_VECTOR_EXTENSIONS 1
@@ -46,7 +49,7 @@ constexpr int kVectorBytes = 64, kTileRows = 8, kTileVectors = 2;
 #elif defined(__AVX__)
 constexpr int kVectorBytes = 32, kTileRows = 6, kTileVectors = 2;
 #elif defined(__aarch64__)
-constexpr int kVectorBytes = 16, kTileRows = 8, kTileVectors = 3;
+constexpr int kVectorBytes = 16, kTileRows = 8, kTileVectors = 2;
 #else
 constexpr int kVectorBytes = 16, kTileRows = 4, kTileVectors = 2;
 #endif
@@ -57,7 +60,7 @@ constexpr int kVectorBytes = 0, kTileRows = 4, kTileVectors = 4;
 // Tile and cache blocks per element type.
 // KC: a B micro-panel (KC × NR, 32 KB for AVX-512 floats) stays in L1 while A micro-panels stream past it.
 // MC: the packed A block (MC × KC, 256 KB for floats) stays in L2 across the sweep over B micro-panels.
-// NC: the packed B block (KC × NC) is streamed from L2/L3 once per A block.
+// NC: the packed B block (KC × NC, several KC slices of it at once) is streamed from L2/L3 per A block.
 // Measured on 1024³ (docs/results.md): KC 192..512 and MC 128..512 are all within noise of each other.
 template <class T>
 struct Blocking {
@@ -201,6 +204,9 @@ inline void micro_kernel(int64_t kc, const T* __restrict a, const T* __restrict 
     V bv[NV];
 #pragma GCC unroll 8
     for (int v = 0; v < NV; ++v) std::memcpy(&bv[v], b + v * L, sizeof(V));
+    // A is read as scalars: GCC turns them into `vbroadcastss` folded into the FMA on AVX-512 and into
+    // `ldp s, s` + by-lane `fmla v.4s, v.4s, v.s[0]` on AArch64. (Loading A as vectors and indexing lanes
+    // made GCC 12 move every lane through general registers on AArch64 — tried and dropped.)
 #pragma GCC unroll 16
     for (int i = 0; i < MR; ++i) {
       const T ai = a[i];
@@ -295,6 +301,10 @@ void scale_c(int64_t M, int64_t N, T beta, T* C, int64_t ldc) {
 // Problems below this many multiply-adds run on the calling thread: waking the pool costs more than it saves.
 constexpr double kThreadingMinMacs = 96.0 * 96.0 * 96.0;
 
+// Upper bound of the packed B group (see gemm_blocked): 8 MiB, well inside this machine's L3 and small
+// enough for a Jetson's 4 GiB.
+constexpr int64_t kPackedBBytes = int64_t(8) << 20;
+
 // The blocked GEMM with validated arguments, M, N, K > 0 and alpha != 0. `threads` > 1 lets it use the pool.
 template <class T>
 void gemm_blocked(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, T alpha, const T* A,
@@ -315,38 +325,58 @@ void gemm_blocked(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, T
     return;
   }
 
+  // B is packed for a whole group of KC slices at once (up to kPackedBBytes), so a threaded GEMM wakes the
+  // pool twice per group — pack B, then compute — rather than twice per KC slice: on this VM each wake-up
+  // of a sleeping worker costs tens of microseconds (2 wake-ups instead of 8 for a 1024³ GEMM).
+  // Inside the compute region each thread walks its rows MC at a time and, for each, the KC slices in order,
+  // so its C block is accumulated slice after slice while it is still in cache.
   const int64_t nc_max = std::min(N, NC);
+  const int64_t ncr_max = (nc_max + NR - 1) / NR * NR;
+  const int64_t slices_per_group =
+      std::max<int64_t>(1, kPackedBBytes / static_cast<int64_t>(sizeof(T)) / (KC * ncr_max));
+  const int64_t kg_max = std::min(K, KC * slices_per_group);
   const int64_t kc_max = std::min(K, KC);
   // Packed B is written by the pool and read by every thread, so it belongs to the calling thread.
-  T* bp = scratch<T>(1, static_cast<std::size_t>(kc_max * ((nc_max + NR - 1) / NR) * NR));
+  T* bp = scratch<T>(1, static_cast<std::size_t>(kg_max * ncr_max));
 
   for (int64_t jc = 0; jc < N; jc += NC) {
     const int64_t nc = std::min(NC, N - jc);
     const int64_t nc_panels = (nc + NR - 1) / NR;
-    for (int64_t pc = 0; pc < K; pc += KC) {
-      const int64_t kc = std::min(KC, K - pc);
-      const T beta_now = pc == 0 ? beta : T(1);  // later K slices accumulate onto the first
+    const int64_t ncr = nc_panels * NR;
+    for (int64_t pg = 0; pg < K; pg += kg_max) {
+      const int64_t kg = std::min(kg_max, K - pg);
+      const int64_t slices = (kg + KC - 1) / KC;  // slice s covers k in [pg + s*KC, +kc), packed at s*KC*ncr
 
-      auto pack_b = [&](int64_t lo, int64_t hi) {
-        for (int64_t p = lo; p < hi; ++p)
-          pack_b_panel<T>(trans_b, B, ldb, jc + p * NR, std::min(NR, nc - p * NR), pc, kc, bp + p * NR * kc);
+      auto pack_b = [&](int64_t lo, int64_t hi) {  // over (slice, panel) pairs
+        for (int64_t t = lo; t < hi; ++t) {
+          const int64_t s = t / nc_panels, p = t % nc_panels;
+          const int64_t pc = pg + s * KC, kc = std::min(KC, K - pc);
+          pack_b_panel<T>(trans_b, B, ldb, jc + p * NR, std::min(NR, nc - p * NR), pc, kc,
+                          bp + s * KC * ncr + p * NR * kc);
+        }
       };
-      // Rows of C in whole MR panels [lo, hi): packed MC rows at a time into this thread's A buffer.
+      // Rows of C in whole MR panels [lo, hi): packed MC rows × one slice at a time into this thread's buffer.
       auto compute = [&](int64_t lo, int64_t hi) {
         T* ap = scratch<T>(0, static_cast<std::size_t>(MC * kc_max));
         for (int64_t p0 = lo; p0 < hi; p0 += MC / MR) {
           const int64_t p1 = std::min(hi, p0 + MC / MR);
           const int64_t i0 = p0 * MR, i1 = std::min(M, p1 * MR);
-          for (int64_t p = p0; p < p1; ++p)
-            pack_a_panel<T>(trans_a, A, lda, p * MR, std::min(MR, M - p * MR), pc, kc, ap + (p - p0) * MR * kc);
-          macro_kernel<T>(i1 - i0, nc, kc, ap, bp, C + i0 * ldc + jc, ldc, alpha, beta_now);
+          for (int64_t s = 0; s < slices; ++s) {
+            const int64_t pc = pg + s * KC, kc = std::min(KC, K - pc);
+            for (int64_t p = p0; p < p1; ++p)
+              pack_a_panel<T>(trans_a, A, lda, p * MR, std::min(MR, M - p * MR), pc, kc,
+                              ap + (p - p0) * MR * kc);
+            const T beta_now = pc == 0 ? beta : T(1);  // later K slices accumulate onto the first
+            macro_kernel<T>(i1 - i0, nc, kc, ap, bp + s * KC * ncr, C + i0 * ldc + jc, ldc, alpha, beta_now);
+          }
         }
       };
       if (threads > 1) {
-        parallel_for(0, nc_panels, (nc_panels + threads - 1) / threads, pack_b);
+        const int64_t b_tasks = slices * nc_panels;
+        parallel_for(0, b_tasks, (b_tasks + threads - 1) / threads, pack_b);
         parallel_for(0, m_panels, (m_panels + threads - 1) / threads, compute);
       } else {
-        pack_b(0, nc_panels);
+        pack_b(0, slices * nc_panels);
         compute(0, m_panels);
       }
     }

@@ -1,0 +1,782 @@
+// retikd/pipeline/distill_pipeline.hpp — the whole distillation job of examples/distill_retina as a reusable
+// function: teacher fine-tune → CE-only student baseline → distilled student → evaluation on the test split →
+// fp16 student bundle. Each training stage is a train::TrainerLoop under OUT/<stage>/ (last / best checkpoints,
+// log.jsonl), resumes a killed run, and is skipped when its checkpoint already holds every epoch.
+//
+//   pipeline::PipelineOptions o;            // preset "quick"; data: ../shared/data/fundus4 or synthetic
+//   o.preset = "smoke";  o.out_dir = "runs/smoke";
+//   pipeline::PipelineResult r = pipeline::run_distill_pipeline(o);
+//
+// Files (docs/pipeline.md): OUT/{teacher,student_ce,student_kd}/{last,best}.safetensors, log.jsonl,
+// model.safetensors (the best epoch's weights, fp32), OUT/metrics.json, OUT/report.md with its SVG figures,
+// OUT/student_kd.rkd (the fp16 bundle, deploy/bundle.hpp).
+#pragma once
+
+#include <sys/stat.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstdint>
+#include <cstdio>
+#include <functional>
+#include <map>
+#include <memory>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "retikd/core/error.hpp"
+#include "retikd/core/paths.hpp"
+#include "retikd/data/data.hpp"
+#include "retikd/deploy/bundle.hpp"
+#include "retikd/io/safetensors.hpp"
+#include "retikd/io/tflite.hpp"
+#include "retikd/io/tflite_mobilenet_v2.hpp"
+#include "retikd/kd.hpp"
+#include "retikd/metrics/classification.hpp"
+#include "retikd/metrics/report.hpp"
+#include "retikd/optim/optim.hpp"
+#include "retikd/train/checkpoint.hpp"
+#include "retikd/train/run_log.hpp"
+#include "retikd/train/trainer_loop.hpp"
+
+namespace retikd {
+namespace pipeline {
+
+// Thrown when PipelineOptions::stop_after_epochs is reached (a simulated kill: the checkpoints stay).
+class PipelineInterrupted : public Error {
+ public:
+  explicit PipelineInterrupted(const std::string& what) : Error(what) {}
+};
+
+// Everything the pipeline needs beyond kd::DistillConfig: the teacher fine-tune and the data.
+struct PipelineSettings {
+  kd::DistillConfig kd;             // the distilled student (and the CE baseline's optimiser, epochs, batch)
+  int64_t teacher_epochs = 1;
+  double teacher_lr = 1e-4;
+  double teacher_weight_decay = 0.05;
+  int64_t teacher_warmup_epochs = 0;
+  kd::LoaderAugment teacher_augment;  // the teacher's loader augmentation (the KD stage uses kd.augment)
+  bool class_weighted = false;        // balanced class weights in every CE
+  std::string student_init = "scratch";  // imagenet-tflite | scratch
+  bool synthetic_by_default = false;     // smoke: the synthetic set unless --data is given
+  // synthetic set (used when no real data is given or found)
+  int64_t synthetic_train = 480, synthetic_val = 120, synthetic_test = 120;
+};
+
+// Our per-preset settings around kd::distill_preset(name) (docs/pipeline.md lists them).
+inline PipelineSettings pipeline_preset(const std::string& name) {
+  PipelineSettings s;
+  s.kd = kd::distill_preset(name);
+  if (name == "paper" || name == "cakd") {
+    s.teacher_epochs = 30;
+    s.teacher_lr = 1e-4;
+    s.teacher_weight_decay = 0.05;
+    s.teacher_warmup_epochs = 3;
+    s.teacher_augment = s.kd.augment;
+    s.student_init = "imagenet-tflite";
+    s.kd.warmup_epochs = std::max<int64_t>(s.kd.warmup_epochs, 1);
+  } else if (name == "quick") {
+    s.teacher_epochs = 6;
+    s.teacher_lr = 1e-3;
+    s.teacher_weight_decay = 0.05;
+    s.teacher_warmup_epochs = 1;
+    s.teacher_augment = {true, true, 12.0, 0.0, 0.0, 0.0, 0.0, true};
+    s.class_weighted = true;
+    s.student_init = "imagenet-tflite";
+    s.kd.epochs = 4;
+  } else if (name == "smoke") {
+    s.teacher_epochs = 2;
+    s.teacher_lr = 1e-3;
+    s.teacher_weight_decay = 0.0;
+    s.teacher_augment = s.kd.augment;
+    s.student_init = "scratch";
+    s.synthetic_by_default = true;
+    s.kd.epochs = 2;
+    s.synthetic_train = 32;
+    s.synthetic_val = 12;
+    s.synthetic_test = 16;
+  }
+  if (s.class_weighted) s.kd.weights.class_weights = {};  // filled from the training split at run time
+  return s;
+}
+
+struct PipelineOptions {
+  std::string preset = "quick";
+  std::string data_root;   // "": ../shared/data/fundus4 when its split.tsv exists, else synthetic
+  std::string manifest;    // "": the root's split.tsv / split.csv
+  bool synthetic = false;  // force the synthetic set
+  std::string out_dir;     // "": runs/<preset>
+  bool skip_bad = false;
+  // overrides (negative / empty: the preset's)
+  int64_t epochs_teacher = -1, epochs_student = -1, img = -1, batch = -1;
+  double lr = -1, teacher_lr = -1, weight_decay = -1;
+  int64_t seed = -1;
+  int64_t views = -1;            // augmented views in the KD stage
+  int cache_teacher = -1;        // 0 / 1
+  std::string teacher;           // vit_tiny | vit_small | vit_b16
+  std::string teacher_init;      // safetensors file with ViT weights (timm names)
+  std::string student;           // mobilenet_v2 | resnet18 | efficientnet_b0
+  std::string student_init;      // imagenet-tflite | scratch
+  int64_t limit_train = 0;       // > 0: a seeded subset of that many training images (timing runs)
+  int64_t limit_eval = 0;        // > 0: the same for val and test
+  int num_workers = 1;
+  // Simulated interruption (tests, --stop-after-epochs): stop after this many epochs trained in this call.
+  int64_t stop_after_epochs = 0;
+  bool export_bundle = true;
+  std::FILE* out = stdout;       // stage headers and summaries; nullptr: quiet
+  bool progress = true;          // progress bars (stderr)
+};
+
+struct StageResult {
+  std::string name;
+  bool skipped = false;      // the checkpoint already held every epoch
+  bool resumed = false;
+  int64_t epochs_run = 0;
+  int64_t best_epoch = 0;
+  double seconds = 0;
+  metrics::ClassificationResult test;
+  int64_t params = 0, weights_bytes = 0;
+};
+
+struct PipelineResult {
+  std::string out_dir;
+  std::vector<StageResult> stages;  // teacher, student_ce, student_kd
+  std::string metrics_path, report_path, bundle_path;
+  int64_t bundle_bytes = -1;
+  std::string data_description;
+  double seconds = 0;
+  const StageResult& stage(const std::string& n) const {
+    for (const auto& s : stages)
+      if (s.name == n) return s;
+    fail("PipelineResult: no stage '", n, "'");
+  }
+};
+
+namespace detail {
+
+inline int64_t file_size(const std::string& path) {
+  struct stat st;
+  return ::stat(path.c_str(), &st) == 0 ? static_cast<int64_t>(st.st_size) : -1;
+}
+
+inline std::string num(double v) { return metrics::format_double(v); }
+
+inline void say(std::FILE* out, const std::string& s) {
+  if (!out) return;
+  std::fprintf(out, "%s\n", s.c_str());
+  std::fflush(out);
+}
+
+inline data::Dataset subset(const data::Dataset& ds, int64_t limit, uint64_t seed) {
+  if (limit <= 0 || ds.size() <= limit) return ds;
+  data::Dataset out = ds;
+  std::vector<data::Sample> s = ds.samples;
+  Generator g(seed);
+  for (std::size_t i = s.size(); i > 1; --i) std::swap(s[i - 1], s[g.below(i)]);
+  s.resize(static_cast<std::size_t>(limit));
+  out.samples = s;
+  return out;
+}
+
+inline data::TransformPtr augment_transform(const kd::LoaderAugment& a) {
+  std::vector<data::TransformPtr> ts;
+  if (a.hflip) ts.push_back(data::make<data::RandomHorizontalFlip>());
+  if (a.vflip) ts.push_back(data::make<data::RandomVerticalFlip>());
+  if (a.rotation_degrees > 0) ts.push_back(data::make<data::RandomRotation>(a.rotation_degrees));
+  if (a.brightness > 0 || a.contrast > 0 || a.saturation > 0 || a.hue > 0)
+    ts.push_back(data::make<data::ColorJitter>(a.brightness, a.contrast, a.saturation, a.hue));
+  if (a.imagenet_normalize) ts.push_back(data::make<data::Normalize>());
+  return data::compose(ts);
+}
+
+inline std::string augment_text(const kd::LoaderAugment& a) {
+  std::string s;
+  auto add = [&](const std::string& t) { s += (s.empty() ? "" : ", ") + t; };
+  if (a.hflip) add("hflip");
+  if (a.vflip) add("vflip");
+  if (a.rotation_degrees > 0) add("rotation " + num(a.rotation_degrees));
+  if (a.brightness > 0 || a.contrast > 0 || a.saturation > 0 || a.hue > 0)
+    add("jitter " + num(a.brightness) + "/" + num(a.contrast) + "/" + num(a.saturation) + "/" + num(a.hue));
+  return s.empty() ? "none" : s;
+}
+
+// The data of one run: sources for the three splits.
+struct RunData {
+  std::shared_ptr<const data::ImageSource> train, val, test;
+  std::string description;
+  std::vector<double> class_weights;  // balanced, from the training split
+};
+
+inline RunData open_data(const PipelineOptions& o, const PipelineSettings& s, uint64_t seed) {
+  RunData d;
+  std::string root = o.data_root;
+  if (root.empty() && !o.synthetic && !s.synthetic_by_default && path_exists(shared_path("data/fundus4/split.tsv")))
+    root = shared_path("data/fundus4");
+  std::vector<int64_t> counts(4, 0);
+  if (!root.empty() && !o.synthetic) {
+    RETIKD_CHECK(path_exists(root), "distill pipeline: data root '", root, "' does not exist");
+    data::DatasetOptions dopt;
+    dopt.policy = o.skip_bad ? data::BadInput::skip : data::BadInput::error;
+    const data::Dataset all = data::Dataset::open(root, o.manifest, dopt);
+    data::Dataset tr = subset(all.split("train"), o.limit_train, seed);
+    data::Dataset va = subset(all.split("val"), o.limit_eval, seed + 1);
+    data::Dataset te = subset(all.split("test"), o.limit_eval, seed + 2);
+    RETIKD_CHECK(tr.size() > 0, "distill pipeline: ", root, " has no training images (split 'train')");
+    RETIKD_CHECK(te.size() > 0, "distill pipeline: ", root, " has no test images (split 'test')");
+    if (va.size() == 0) {
+      // No validation split: select epochs on the test split would leak; take 15 % of train instead.
+      data::Dataset parts = data::stratified_split(tr, 0.85, 0.15, seed);
+      tr = parts.split("train");
+      va = parts.split("val");
+    }
+    for (const auto& smp : tr.samples) ++counts[static_cast<std::size_t>(smp.label)];
+    d.train = std::make_shared<data::FileSource>(tr);
+    d.val = std::make_shared<data::FileSource>(va);
+    d.test = std::make_shared<data::FileSource>(te);
+    d.description = root + (o.manifest.empty() ? "" : " (manifest " + o.manifest + ")") + ": train " +
+                    std::to_string(tr.size()) + ", val " + std::to_string(va.size()) + ", test " +
+                    std::to_string(te.size()) + " images";
+  } else {
+    data::SyntheticOptions sopt;
+    sopt.size = static_cast<int>(std::max<int64_t>(s.kd.img_size, 32));
+    const int64_t n0 = s.synthetic_train, n1 = s.synthetic_val, n2 = s.synthetic_test;
+    d.train = std::make_shared<data::SyntheticSource>(n0, seed, sopt, 0);
+    d.val = std::make_shared<data::SyntheticSource>(n1, seed, sopt, n0);
+    d.test = std::make_shared<data::SyntheticSource>(n2, seed, sopt, n0 + n1);
+    for (int64_t i = 0; i < n0; ++i) ++counts[static_cast<std::size_t>(data::synthetic_label(i))];
+    d.description = "synthetic fundus set (seed " + std::to_string(seed) + ", " + std::to_string(sopt.size) +
+                    " px): train " + std::to_string(n0) + ", val " + std::to_string(n1) + ", test " +
+                    std::to_string(n2) + " images";
+  }
+  int64_t n = 0;
+  for (auto c : counts) n += c;
+  for (auto c : counts) d.class_weights.push_back(c > 0 ? static_cast<double>(n) / (4.0 * static_cast<double>(c)) : 0.0);
+  return d;
+}
+
+inline Tensor weight_tensor(const std::vector<double>& w) {
+  std::vector<float> f(w.begin(), w.end());
+  return Tensor::from_vector<float>(f, {static_cast<int64_t>(f.size())});
+}
+
+// Predictions of `model` over a loader: labels and logits (eval mode, no tape).
+struct Predictions {
+  std::vector<int64_t> labels;
+  std::vector<double> logits;
+  double loss = 0;
+};
+
+inline Predictions predict(nn::Model& model, data::Loader& loader) {
+  Predictions p;
+  const bool was_training = model.is_training();
+  model.eval();
+  NoGradGuard no_grad;
+  loader.start_epoch(0);
+  data::Batch b;
+  double loss_sum = 0;
+  int64_t n = 0;
+  while (loader.next(b)) {
+    Var logits = model.forward(Var(b.images));
+    loss_sum += ops::cross_entropy(logits, b.labels).item<double>() * static_cast<double>(b.size());
+    n += b.size();
+    const auto l = logits.value().to_vector<double>();
+    p.logits.insert(p.logits.end(), l.begin(), l.end());
+    const auto y = b.labels.to_vector<int64_t>();
+    p.labels.insert(p.labels.end(), y.begin(), y.end());
+  }
+  p.loss = n > 0 ? loss_sum / static_cast<double>(n) : std::numeric_limits<double>::quiet_NaN();
+  model.train(was_training);
+  return p;
+}
+
+inline metrics::ClassificationResult evaluate(nn::Model& model, data::Loader& loader, double* loss = nullptr) {
+  Predictions p = predict(model, loader);
+  if (loss) *loss = p.loss;
+  return metrics::evaluate_classification(p.labels, p.logits, model.num_classes(), metrics::ScoreKind::logits);
+}
+
+inline train::EvalMetrics eval_metrics(nn::Model& model, data::Loader& val) {
+  double loss = 0;
+  const metrics::ClassificationResult r = evaluate(model, val, &loss);
+  return {{"loss", loss}, {"accuracy", r.accuracy}, {"macro_f1", r.macro_f1}};
+}
+
+// Counts epochs across stages for PipelineOptions::stop_after_epochs.
+struct EpochBudget {
+  int64_t limit = 0, used = 0;
+  void take(const std::string& stage, int64_t epoch) {
+    if (limit > 0 && used >= limit)
+      throw PipelineInterrupted("distill pipeline: stopped before " + stage + " epoch " + std::to_string(epoch) +
+                                " (--stop-after-epochs " + std::to_string(limit) + "); run again to resume");
+    ++used;
+  }
+};
+
+inline void load_teacher_init(nn::VisionTransformer& teacher, const std::string& path, std::FILE* out) {
+  RETIKD_CHECK(path_exists(path), "--teacher-init: ", path, " does not exist");
+  io::SafetensorsContents c = io::read_safetensors(path);
+  std::map<std::string, Tensor> file = c.to_map();
+  const auto mine = teacher.state_dict();
+  std::map<std::string, Tensor> keep;
+  std::vector<std::string> dropped, wrong;
+  for (const auto& kv : file) {
+    auto it = std::find_if(mine.begin(), mine.end(), [&](const std::pair<std::string, Tensor>& m) { return m.first == kv.first; });
+    if (it == mine.end()) {
+      dropped.push_back(kv.first);
+    } else if (it->second.shape() != kv.second.shape()) {
+      if (kv.first.compare(0, 5, "head.") == 0) {
+        dropped.push_back(kv.first + " (another number of classes: a new head)");
+      } else {
+        wrong.push_back(kv.first + ": " + shape_str(kv.second.shape()) + " in the file, " +
+                        shape_str(it->second.shape()) + " in the teacher");
+      }
+    } else {
+      keep[kv.first] = kv.second;
+    }
+  }
+  if (!wrong.empty()) {
+    std::string msg = "--teacher-init " + path + " does not fit the teacher (" + std::to_string(wrong.size()) +
+                      " tensors of another shape; choose --teacher / --img to match):";
+    for (std::size_t i = 0; i < wrong.size() && i < 8; ++i) msg += "\n  " + wrong[i];
+    fail(msg);
+  }
+  RETIKD_CHECK(keep.size() * 2 >= mine.size(), "--teacher-init ", path, ": only ", keep.size(), " of the teacher's ",
+               mine.size(), " tensors are in the file (is it a ViT checkpoint with timm names?)");
+  teacher.load_state_dict(keep, /*strict=*/false);
+  say(out, "teacher: initialised from " + path + " (" + std::to_string(keep.size()) + " tensors; " +
+               std::to_string(mine.size() - keep.size()) + " kept from the random init" +
+               (dropped.empty() ? "" : ", " + std::to_string(dropped.size()) + " in the file unused") + ")");
+}
+
+inline std::string tflite_path() {
+  return shared_path("weights/coral-mobilenet-v2/mobilenet_v2_1.0_224_quant.tflite");
+}
+
+inline void init_student(nn::Model& student, const PipelineSettings& s, std::FILE* out) {
+  if (s.student_init == "scratch") return;
+  RETIKD_CHECK(s.student_init == "imagenet-tflite", "--student-init must be imagenet-tflite or scratch, got '",
+               s.student_init, "'");
+  RETIKD_CHECK(s.kd.student == "mobilenet_v2" && s.kd.student_options.width_mult == 1.0,
+               "--student-init imagenet-tflite needs the mobilenet_v2 student at width 1.0 (this run: ",
+               s.kd.student, " width ", s.kd.student_options.width_mult, "); use --student-init scratch");
+  const std::string path = tflite_path();
+  RETIKD_CHECK(path_exists(path), "--student-init imagenet-tflite: ", path,
+               " not found (set RETIKD_SHARED_DIR, or use --student-init scratch)");
+  io::tflite::MobileNetV2ImportOptions o;
+  o.num_classes = s.kd.student_options.num_classes;
+  o.seed = s.kd.seed;
+  if (s.kd.augment.imagenet_normalize) {
+    o.input_mean = {0.485, 0.456, 0.406};
+    o.input_std = {0.229, 0.224, 0.225};
+  }
+  student.load_state_dict(io::tflite::mobilenet_v2_state_dict(io::tflite::Model::from_file(path), o));
+  say(out, "student: ImageNet initialisation from " + path);
+}
+
+}  // namespace detail
+
+// The settings of a run: the preset with the options' overrides applied (throws on a bad value).
+inline PipelineSettings resolve_settings(const PipelineOptions& o) {
+  PipelineSettings s = pipeline_preset(o.preset);
+  kd::DistillConfig& c = s.kd;
+  if (o.seed >= 0) c.seed = static_cast<uint64_t>(o.seed);
+  if (o.img > 0) {
+    RETIKD_CHECK(o.img % c.teacher.patch_size == 0, "--img ", o.img, " must be a multiple of the teacher's patch ",
+                 c.teacher.patch_size);
+    c.img_size = o.img;
+    c.teacher.img_size = o.img;
+  }
+  if (!o.teacher.empty()) {
+    const int64_t img = c.teacher.img_size, patch = c.teacher.patch_size;
+    if (o.teacher == "vit_tiny") c.teacher = nn::ViTConfig::tiny(4, img, patch);
+    else if (o.teacher == "vit_small") c.teacher = nn::ViTConfig::small(4, img, patch);
+    else if (o.teacher == "vit_b16") c.teacher = nn::ViTConfig::base(4, img, 16);
+    else fail("--teacher must be vit_tiny, vit_small or vit_b16, got '", o.teacher, "'");
+    if (c.pca.target == kd::PcaTarget::cakd || c.pca.cross_prob > 0) {
+      c.pca.heads = c.teacher.num_heads;
+      c.pca.head_dim = c.teacher.embed_dim / c.teacher.num_heads;
+    }
+  }
+  if (!o.student.empty()) {
+    RETIKD_CHECK(o.student == "mobilenet_v2" || o.student == "resnet18" || o.student == "efficientnet_b0",
+                 "--student must be mobilenet_v2, resnet18 or efficientnet_b0, got '", o.student, "'");
+    if (o.student != c.student) {
+      c.student = o.student;
+      c.student_options.width_mult = 1.0;
+      // taps every student has: the last feature map ("features") resized to the teacher grid
+      c.pca_student_tap = c.gl_student_tap = "features";
+      c.pca.align = c.gl.align = kd::GridAlign::upsample_student;
+      if (s.student_init == "imagenet-tflite") s.student_init = "scratch";
+    }
+  }
+  if (!o.student_init.empty()) s.student_init = o.student_init;
+  RETIKD_CHECK(s.student_init == "imagenet-tflite" || s.student_init == "scratch",
+               "--student-init must be imagenet-tflite or scratch, got '", s.student_init, "'");
+  if (o.epochs_teacher > 0) s.teacher_epochs = o.epochs_teacher;
+  if (o.epochs_student > 0) c.epochs = o.epochs_student;
+  if (o.batch > 0) c.batch_size = o.batch;
+  if (o.lr > 0) c.lr = o.lr;
+  if (o.teacher_lr > 0) s.teacher_lr = o.teacher_lr;
+  if (o.weight_decay >= 0) c.weight_decay = o.weight_decay;
+  if (o.views >= 0) c.views.augmented_views = o.views;
+  if (o.cache_teacher >= 0) c.cache_teacher = o.cache_teacher != 0;
+  c.warmup_epochs = std::min(c.warmup_epochs, c.epochs - 1 > 0 ? c.warmup_epochs : 0);
+  s.teacher_warmup_epochs = std::min(s.teacher_warmup_epochs, std::max<int64_t>(0, s.teacher_epochs - 1));
+  return s;
+}
+
+inline PipelineResult run_distill_pipeline(const PipelineOptions& o) {
+  const auto t_start = std::chrono::steady_clock::now();
+  PipelineSettings s = resolve_settings(o);
+  kd::DistillConfig& cfg = s.kd;
+  PipelineResult result;
+  result.out_dir = o.out_dir.empty() ? "runs/" + o.preset : o.out_dir;
+  const std::string out = result.out_dir;
+  RETIKD_CHECK(data::fs::make_dirs(out), "distill pipeline: cannot create the output directory ", out);
+  std::FILE* log = o.out;
+  std::FILE* bar_out = o.progress ? stderr : nullptr;
+  const uint64_t seed = cfg.seed;
+
+  detail::say(log, "== distill_retina: preset " + o.preset + ", output " + out);
+  detail::RunData d = detail::open_data(o, s, seed);
+  result.data_description = d.description;
+  detail::say(log, "data: " + d.description);
+  if (s.class_weighted) cfg.weights.class_weights = d.class_weights;
+
+  // loaders: preprocess (cached, 8-bit) = resize shorter side + centre crop at img_size
+  const int img = static_cast<int>(cfg.img_size);
+  data::LoaderOptions base;
+  base.batch_size = cfg.batch_size;
+  base.num_workers = o.num_workers;
+  base.seed = seed;
+  base.preprocess = data::compose({data::make<data::Resize>(img), data::make<data::CenterCrop>(img)});
+  base.policy = o.skip_bad ? data::BadInput::skip : data::BadInput::error;
+  base.progress = false;
+  base.cache_file = out + "/.cache/images-" + std::to_string(img) + ".bin";
+  auto make_loader = [&](std::shared_ptr<const data::ImageSource> src, data::TransformPtr t, bool shuffle,
+                         const std::string& tag) {
+    data::LoaderOptions lo = base;
+    lo.transform = std::move(t);
+    lo.shuffle = shuffle;
+    lo.cache_file = out + "/.cache/" + tag + "-" + std::to_string(img) + ".bin";
+    return std::make_shared<data::Loader>(src, lo);
+  };
+  data::fs::make_dirs(out + "/.cache");
+  const data::TransformPtr plain = detail::augment_transform({false, false, 0, 0, 0, 0, 0, cfg.augment.imagenet_normalize});
+  auto val_loader = make_loader(d.val, plain, false, "val");
+  auto test_loader = make_loader(d.test, plain, false, "test");
+  auto kd_train_loader = make_loader(d.train, detail::augment_transform(cfg.augment), true, "train");
+  std::shared_ptr<data::Loader> teacher_train_loader =
+      detail::augment_text(s.teacher_augment) == detail::augment_text(cfg.augment)
+          ? kd_train_loader
+          : make_loader(d.train, detail::augment_transform(s.teacher_augment), true, "train");
+
+  detail::EpochBudget budget{o.stop_after_epochs, 0};
+  metrics::MarkdownReport report(out);
+  const std::string metrics_path = out + "/metrics.json";
+  result.metrics_path = metrics_path;
+
+  auto common_config = [&](std::map<std::string, std::string> m) {
+    m["data"] = d.description;
+    m["img"] = std::to_string(img);
+    m["batch"] = std::to_string(cfg.batch_size);
+    m["seed"] = std::to_string(seed);
+    return m;
+  };
+  auto finish_stage = [&](StageResult& st, nn::Model& model, const std::string& dir) {
+    const std::string weights = dir + "/model.safetensors";
+    io::save_module(weights, model, {{"retikd.stage", st.name}});
+    st.params = model.num_parameters();
+    st.weights_bytes = detail::file_size(weights);
+    st.test = detail::evaluate(model, *test_loader);
+    metrics::update_metrics_file(metrics_path, st.name, metrics::to_json(st.test, st.params, st.weights_bytes));
+    const auto& g = st.test.of("Glaucoma");
+    detail::say(log, st.name + " test: accuracy " + detail::num(st.test.accuracy).substr(0, 6) + ", macro-F1 " +
+                         detail::num(st.test.macro_f1).substr(0, 6) + ", glaucoma recall " +
+                         detail::num(g.recall).substr(0, 6) + " (" + std::to_string(st.params) + " parameters, " +
+                         std::to_string(st.weights_bytes) + " bytes fp32)");
+  };
+  auto stage_header = [&](const std::string& name, const std::string& what) {
+    detail::say(log, "\n== stage " + name + ": " + what);
+  };
+  auto loop_options = [&](const std::string& stage, int64_t epochs, int64_t steps,
+                          std::map<std::string, std::string> config) {
+    train::LoopOptions lo;
+    lo.config = std::move(config);
+    lo.stage = stage;
+    lo.run_dir = out + "/" + stage;
+    lo.epochs = epochs;
+    lo.select_metric = "macro_f1";
+    lo.existing = train::ExistingRun::resume;
+    lo.out = log;
+    lo.steps_per_epoch = bar_out ? steps : 0;
+    return lo;
+  };
+  auto record = [&](StageResult& st, const train::LoopResult& lr, double secs) {
+    st.skipped = lr.already_complete;
+    st.resumed = lr.resumed && !lr.already_complete;
+    st.epochs_run = lr.last_epoch - lr.first_epoch + 1;
+    if (st.epochs_run < 0) st.epochs_run = 0;
+    st.best_epoch = lr.best_epoch;
+    st.seconds = secs;
+    if (st.skipped)
+      detail::say(log, st.name + ": complete in " + lr.last_path + " (best epoch " + std::to_string(lr.best_epoch) +
+                           "); training skipped");
+  };
+  auto now = [] { return std::chrono::steady_clock::now(); };
+  auto secs_since = [](std::chrono::steady_clock::time_point t) {
+    return std::chrono::duration<double>(std::chrono::steady_clock::now() - t).count();
+  };
+
+  // A CE training stage (teacher fine-tune, student baseline): model, AdamW, warm-up + cosine.
+  auto ce_stage = [&](StageResult& st, nn::Model& model, data::Loader& train_loader, double lr, double wd,
+                      int64_t epochs, int64_t warmup, std::map<std::string, std::string> config) {
+    const auto t0 = now();
+    const int64_t steps = train_loader.num_batches();
+    optim::AdamW opt(model.parameters(), {lr, 0.9, 0.999, 1e-8, wd});
+    optim::WarmupCosineSchedule sched(opt, warmup * steps, std::max<int64_t>(1, epochs * steps));
+    train::TrainState state;
+    state.add_module("model", model);
+    state.add_optimizer("opt", opt);
+    state.add_schedule("lr", sched);
+    state.add_generator("noise", *model.noise());
+    train::TrainerLoop loop(loop_options(st.name, epochs, steps, std::move(config)), state);
+    ops::CrossEntropyOptions ce;
+    if (s.class_weighted) ce.weight = detail::weight_tensor(d.class_weights);
+    const train::LoopResult lres = loop.run(
+        [&](int64_t epoch) {
+          budget.take(st.name, epoch);
+          model.train();
+          train_loader.start_epoch(epoch);
+          data::Batch b;
+          double loss_sum = 0;
+          int64_t seen = 0, correct = 0;
+          while (train_loader.next(b)) {
+            opt.zero_grad();
+            Var logits = model.forward(Var(b.images));
+            Var loss = ops::cross_entropy(logits, b.labels, ce);
+            const double l = loss.item<double>();
+            loop.step_done(l);
+            loss.backward();
+            opt.step();
+            sched.step();
+            const auto p = ops::argmax(logits.value(), 1).to_vector<int64_t>();
+            const auto y = b.labels.to_vector<int64_t>();
+            for (std::size_t i = 0; i < p.size(); ++i) correct += p[i] == y[i];
+            loss_sum += l * static_cast<double>(b.size());
+            seen += b.size();
+          }
+          train::EpochStats es;
+          es.loss = loss_sum / static_cast<double>(std::max<int64_t>(seen, 1));
+          es.accuracy = static_cast<double>(correct) / static_cast<double>(std::max<int64_t>(seen, 1));
+          es.samples = seen;
+          return es;
+        },
+        [&](int64_t) { return detail::eval_metrics(model, *val_loader); });
+    record(st, lres, secs_since(t0));
+    loop.checkpoints().load_best(state);
+    finish_stage(st, model, out + "/" + st.name);
+  };
+
+  // ---- stage 1: teacher fine-tune -------------------------------------------------------------------------
+  Generator gen(seed);
+  auto teacher = kd::make_teacher(cfg, gen);
+  teacher->set_noise_seed(seed + 11);
+  {
+    StageResult st;
+    st.name = "teacher";
+    stage_header("teacher", "fine-tune ViT (D " + std::to_string(cfg.teacher.embed_dim) + ", depth " +
+                                std::to_string(cfg.teacher.depth) + ", " + std::to_string(cfg.teacher.num_heads) +
+                                " heads, patch " + std::to_string(cfg.teacher.patch_size) + ") at " +
+                                std::to_string(img) + " px, " + std::to_string(s.teacher_epochs) + " epochs, AdamW lr " +
+                                detail::num(s.teacher_lr) + ", augmentation: " + detail::augment_text(s.teacher_augment) +
+                                (o.teacher_init.empty() ? ", from scratch" : ""));
+    if (!o.teacher_init.empty()) detail::load_teacher_init(*teacher, o.teacher_init, log);
+    ce_stage(st, *teacher, *teacher_train_loader, s.teacher_lr, s.teacher_weight_decay, s.teacher_epochs,
+             s.teacher_warmup_epochs,
+             common_config({{"model", "vit D" + std::to_string(cfg.teacher.embed_dim) + " depth " +
+                                           std::to_string(cfg.teacher.depth)},
+                            {"init", o.teacher_init.empty() ? "scratch" : o.teacher_init},
+                            {"lr", detail::num(s.teacher_lr)},
+                            {"weight_decay", detail::num(s.teacher_weight_decay)},
+                            {"augment", detail::augment_text(s.teacher_augment)},
+                            {"class_weighted", s.class_weighted ? "1" : "0"}}));
+    result.stages.push_back(st);
+  }
+  teacher->eval();
+
+  auto student_config = [&](const std::string& kind) {
+    return common_config({{"student", cfg.student + " x" + detail::num(cfg.student_options.width_mult)},
+                          {"init", s.student_init},
+                          {"lr", detail::num(cfg.lr)},
+                          {"weight_decay", detail::num(cfg.weight_decay)},
+                          {"epochs_warmup", std::to_string(cfg.warmup_epochs)},
+                          {"augment", detail::augment_text(cfg.augment)},
+                          {"class_weighted", s.class_weighted ? "1" : "0"},
+                          {"kind", kind}});
+  };
+
+  // ---- stage 2: CE-only student baseline ------------------------------------------------------------------
+  {
+    StageResult st;
+    st.name = "student_ce";
+    stage_header("student_ce", "CE-only " + cfg.student + " baseline (" + s.student_init + " init), " +
+                                   std::to_string(cfg.epochs) + " epochs, AdamW lr " + detail::num(cfg.lr) +
+                                   ", augmentation: " + detail::augment_text(cfg.augment));
+    Generator sgen(seed + 1);
+    auto student = kd::make_student(cfg, sgen);
+    student->set_noise_seed(seed + 12);
+    detail::init_student(*student, s, log);
+    ce_stage(st, *student, *kd_train_loader, cfg.lr, cfg.weight_decay, cfg.epochs, cfg.warmup_epochs,
+             student_config("ce"));
+    result.stages.push_back(st);
+  }
+
+  // ---- stage 3: distilled student -------------------------------------------------------------------------
+  std::shared_ptr<nn::Model> kd_student;
+  {
+    StageResult st;
+    st.name = "student_kd";
+    const auto t0 = now();
+    stage_header("student_kd", "distil into " + cfg.student + " (" + s.student_init + " init): α " +
+                                   detail::num(cfg.weights.alpha) + ", λ_pca " + detail::num(cfg.weights.lambda_pca) +
+                                   ", λ_gl " + detail::num(cfg.weights.lambda_gl) + ", λ_adv " +
+                                   detail::num(cfg.weights.lambda_adv) + (cfg.weights.logit_kd ? ", logit KD" : "") +
+                                   ", " + std::to_string(1 + cfg.views.augmented_views) + " views" +
+                                   (cfg.cache_teacher ? " (teacher outputs cached)" : "") + ", " +
+                                   std::to_string(cfg.epochs) + " epochs");
+    Generator sgen(seed + 1);
+    auto student = kd::make_student(cfg, sgen);
+    student->set_noise_seed(seed + 12);
+    detail::init_student(*student, s, log);
+    Generator hgen(seed + 2);
+    kd::CrossArchitectureDistiller distiller(teacher, student, cfg, hgen);
+    data::Loader& train_loader = *kd_train_loader;
+    const int64_t steps = train_loader.num_batches();
+    optim::WarmupCosineSchedule sched(distiller.student_optimizer(), cfg.warmup_epochs * steps,
+                                      std::max<int64_t>(1, cfg.epochs * steps));
+    int64_t step_counter = 0;
+    train::TrainState state;
+    state.add_module("student", *student);
+    state.add_module("heads", distiller.heads());
+    state.add_optimizer("student_opt", distiller.student_optimizer());
+    if (cfg.weights.lambda_adv > 0) state.add_optimizer("disc_opt", *distiller.discriminator_optimizer());
+    state.add_schedule("lr", sched);
+    state.add_generator("noise", *student->noise());
+    state.add_counter("kd_step", step_counter);
+    std::map<std::string, std::string> conf = student_config("kd");
+    conf["kd"] = "a" + detail::num(cfg.weights.alpha) + " pca" + detail::num(cfg.weights.lambda_pca) + " gl" +
+                 detail::num(cfg.weights.lambda_gl) + " adv" + detail::num(cfg.weights.lambda_adv) + " views" +
+                 std::to_string(cfg.views.augmented_views) + " cache" + (cfg.cache_teacher ? "1" : "0");
+    conf["teacher_weights"] = std::to_string(detail::file_size(out + "/teacher/model.safetensors"));
+    train::TrainerLoop loop(loop_options("student_kd", cfg.epochs, steps, conf), state);
+    const train::LoopResult lres = loop.run(
+        [&](int64_t epoch) {
+          budget.take("student_kd", epoch);
+          distiller.set_step_count(step_counter);
+          distiller.train(true);
+          train_loader.start_epoch(epoch);
+          data::Batch b;
+          std::map<std::string, double> sums;
+          double loss_sum = 0;
+          int64_t seen = 0, batch_i = 0;
+          while (train_loader.next(b)) {
+            const double frac = static_cast<double>(epoch - 1) +
+                                static_cast<double>(batch_i++) / static_cast<double>(std::max<int64_t>(steps, 1));
+            const kd::LossBreakdown lb = distiller.step(b.images, b.labels, b.indices, frac);
+            const double total = lb.get("skipped") != 0 ? std::numeric_limits<double>::quiet_NaN() : lb.get("total");
+            loop.step_done(total);
+            sched.step();
+            for (const auto& t : lb.terms)
+              if (t.first != "total" && t.first != "skipped" && t.first != "kd_ramp" && std::isfinite(t.second))
+                sums[t.first] += t.second * static_cast<double>(b.size());
+            loss_sum += total * static_cast<double>(b.size());
+            seen += b.size();
+          }
+          step_counter = distiller.step_count();
+          train::EpochStats es;
+          const double n = static_cast<double>(std::max<int64_t>(seen, 1));
+          es.loss = loss_sum / n;
+          es.samples = seen;
+          for (const auto& kv : sums)
+            if (kv.first == "ce" || kv.first == "pca" || kv.first == "gl" || kv.first == "adv_g" ||
+                kv.first == "logit_kd" || kv.first == "disc")
+              es.extra[kv.first] = kv.second / n;
+          if (cfg.cache_teacher) {
+            const kd::TeacherCache& c = distiller.cache();
+            detail::say(log, "student_kd: teacher cache " + std::to_string(c.hits) + " hits, " +
+                                 std::to_string(c.misses) + " misses, " + std::to_string(c.stale) + " stale, " +
+                                 std::to_string(c.bytes() >> 20) + " MiB");
+          }
+          return es;
+        },
+        [&](int64_t) { return detail::eval_metrics(*student, *val_loader); });
+    record(st, lres, secs_since(t0));
+    loop.checkpoints().load_best(state);
+    student->eval();
+    finish_stage(st, *student, out + "/student_kd");
+    result.stages.push_back(st);
+    kd_student = student;
+  }
+
+  // ---- stage 4: export --------------------------------------------------------------------------------------
+  if (o.export_bundle) {
+    detail::say(log, "\n== export: fp16 student bundle");
+    deploy::ExportOptions eo;
+    eo.preprocess.resize = img;
+    eo.preprocess.crop = img;
+    eo.metadata["preset"] = o.preset;
+    eo.metadata["stage"] = "student_kd";
+    const std::string path = out + "/student_kd.rkd";
+    try {
+      deploy::export_bundle(path, *kd_student, eo);
+      result.bundle_path = path;
+      result.bundle_bytes = detail::file_size(path);
+      detail::say(log, "export: " + path + " (" + std::to_string(result.bundle_bytes) + " bytes, fp16, BN folded)");
+    } catch (const Error& e) {
+      detail::say(log, std::string("export: the fp16 bundle failed (") + e.what() + "); the fp32 weights are in " +
+                           out + "/student_kd/model.safetensors");
+    }
+  }
+
+  // ---- report -------------------------------------------------------------------------------------------------
+  {
+    report.heading(1, "distill_retina — preset " + o.preset);
+    report.paragraph("Data: " + d.description + ". Image size " + std::to_string(img) + " px, seed " +
+                     std::to_string(seed) + ". Test-split metrics of each model's best validation epoch (macro-F1).");
+    std::vector<std::pair<std::string, metrics::ClassificationResult>> rows;
+    for (const auto& st : result.stages) rows.push_back({st.name, st.test});
+    report.heading(2, "Test split");
+    report.raw(metrics::comparison_table_markdown(rows));
+    std::string sizes = "| model | parameters | weights (fp32 safetensors) |\n|---|---|---|\n";
+    for (const auto& st : result.stages)
+      sizes += "| " + st.name + " | " + std::to_string(st.params) + " | " + std::to_string(st.weights_bytes) + " |\n";
+    if (result.bundle_bytes > 0)
+      sizes += "| student_kd fp16 bundle | | " + std::to_string(result.bundle_bytes) + " |\n";
+    report.raw(sizes);
+    for (const auto& st : result.stages) {
+      report.heading(2, st.name);
+      report.raw(metrics::metrics_table_markdown(st.test));
+      const std::string lp = out + "/" + st.name + "/log.jsonl";
+      if (path_exists(lp)) {
+        const metrics::TrainingCurves curves = train::read_training_curves(lp);
+        report.figure(st.name + "_loss.svg", metrics::loss_curves_svg(curves, st.name + " loss"), st.name + " loss");
+        report.figure(st.name + "_accuracy.svg", metrics::accuracy_curves_svg(curves, st.name + " accuracy"),
+                      st.name + " accuracy");
+      }
+      report.figure(st.name + "_confusion.svg", metrics::confusion_matrix_svg(st.test.confusion, st.test.class_names),
+                    st.name + " confusion matrix (test)");
+      report.figure(st.name + "_roc.svg", metrics::roc_curves_svg(st.test), st.name + " ROC (test)");
+    }
+    result.report_path = report.write();
+  }
+  result.seconds = secs_since(t_start);
+  detail::say(log, "\n== done in " + data::format_duration(result.seconds) + ": " + metrics_path + ", " +
+                       result.report_path + (result.bundle_path.empty() ? "" : ", " + result.bundle_path));
+  return result;
+}
+
+}  // namespace pipeline
+}  // namespace retikd

@@ -1,0 +1,279 @@
+// tests/test_gemm.cpp — the blocked CPU GEMM (retikd/ops/cpu/gemm.hpp) against its naive reference.
+//
+// Every case fills A, B and C with seeded random values, runs gemm and gemm_reference on copies of C and
+// compares element-wise against the rigorous error bound of a length-K dot product,
+// |got − ref| ≤ (K + 2)·ε·(|α|·Σ_k |a_ik||b_kj| + |β|·|c_ij|), which no summation order can exceed but an
+// indexing or packing bug does. The padding columns of C (ldc > N) hold a sentinel that must survive. Sizes
+// cover 0 and 1, primes, edge tiles in both directions, K across the KC slices, N across the NC blocks, and
+// problems large enough to take the threaded paths when the pool has more than one thread.
+#include <doctest/doctest.h>
+
+#include <retikd/ops/cpu/gemm.hpp>
+
+#include <cmath>
+#include <cstdint>
+#include <limits>
+#include <random>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+namespace {
+
+using retikd::cpu::gemm;
+using retikd::cpu::gemm_batched;
+using retikd::cpu::gemm_reference;
+
+struct Case {
+  int64_t M, N, K;
+  bool trans_a, trans_b;
+  double alpha, beta;
+  int64_t pad_a = 0, pad_b = 0, pad_c = 0;  // extra elements per stored row (lda > minimum)
+  bool poison_c = false;                    // fill C with NaN (only meaningful with beta == 0)
+};
+
+std::string describe(const Case& c) {
+  return "M=" + std::to_string(c.M) + " N=" + std::to_string(c.N) + " K=" + std::to_string(c.K) +
+         " ta=" + std::to_string(c.trans_a) + " tb=" + std::to_string(c.trans_b) +
+         " alpha=" + std::to_string(c.alpha) + " beta=" + std::to_string(c.beta) +
+         " pads=" + std::to_string(c.pad_a) + "," + std::to_string(c.pad_b) + "," + std::to_string(c.pad_c) +
+         (c.poison_c ? " NaN-C" : "");
+}
+
+template <class T>
+std::vector<T> random_vector(std::size_t n, std::mt19937& rng) {
+  std::uniform_real_distribution<double> dist(-1.0, 1.0);
+  std::vector<T> v(n);
+  for (auto& x : v) x = static_cast<T>(dist(rng));
+  return v;
+}
+
+// Runs one case; returns the number of elements outside the bound (and reports the first one).
+template <class T>
+int64_t run_case(const Case& c, uint32_t seed) {
+  std::mt19937 rng(seed);
+  const int64_t a_rows = c.trans_a ? c.K : c.M, a_cols = c.trans_a ? c.M : c.K;
+  const int64_t b_rows = c.trans_b ? c.N : c.K, b_cols = c.trans_b ? c.K : c.N;
+  const int64_t lda = std::max<int64_t>(1, a_cols + c.pad_a);
+  const int64_t ldb = std::max<int64_t>(1, b_cols + c.pad_b);
+  const int64_t ldc = std::max<int64_t>(1, c.N + c.pad_c);
+  auto A = random_vector<T>(static_cast<std::size_t>(std::max<int64_t>(1, a_rows * lda)), rng);
+  auto B = random_vector<T>(static_cast<std::size_t>(std::max<int64_t>(1, b_rows * ldb)), rng);
+  auto C0 = random_vector<T>(static_cast<std::size_t>(std::max<int64_t>(1, c.M * ldc)), rng);
+  const T sentinel = T(12345.5);
+  for (int64_t i = 0; i < c.M; ++i)
+    for (int64_t j = c.N; j < ldc; ++j) C0[i * ldc + j] = sentinel;
+  if (c.poison_c)
+    for (int64_t i = 0; i < c.M; ++i)
+      for (int64_t j = 0; j < c.N; ++j) C0[i * ldc + j] = std::numeric_limits<T>::quiet_NaN();
+
+  const T alpha = static_cast<T>(c.alpha), beta = static_cast<T>(c.beta);
+  std::vector<T> got = C0, ref = C0;
+  gemm<T>(c.trans_a, c.trans_b, c.M, c.N, c.K, alpha, A.data(), lda, B.data(), ldb, beta, got.data(), ldc);
+  gemm_reference<T>(c.trans_a, c.trans_b, c.M, c.N, c.K, alpha, A.data(), lda, B.data(), ldb, beta, ref.data(),
+                    ldc);
+
+  const double eps = std::numeric_limits<T>::epsilon();
+  int64_t bad = 0;
+  for (int64_t i = 0; i < c.M; ++i) {
+    for (int64_t j = 0; j < ldc; ++j) {
+      const T g = got[i * ldc + j];
+      if (j >= c.N) {  // padding of C must not be written
+        if (g != sentinel && bad++ == 0) FAIL_CHECK(describe(c) << ": wrote C padding at (" << i << "," << j << ")");
+        continue;
+      }
+      double abs_sum = 0.0;
+      for (int64_t k = 0; k < c.K; ++k) {
+        const double a = c.trans_a ? A[k * lda + i] : A[i * lda + k];
+        const double b = c.trans_b ? B[j * ldb + k] : B[k * ldb + j];
+        abs_sum += std::fabs(a * b);
+      }
+      double bound = std::fabs(c.alpha) * abs_sum;
+      if (c.beta != 0.0) bound += std::fabs(c.beta) * std::fabs(static_cast<double>(C0[i * ldc + j]));
+      const double tol = static_cast<double>(c.K + 2) * eps * bound + 4 * std::numeric_limits<T>::min();
+      const double r = ref[i * ldc + j];
+      if (!(std::isfinite(static_cast<double>(g)) && std::fabs(static_cast<double>(g) - r) <= tol)) {
+        if (bad++ == 0)
+          FAIL_CHECK(describe(c) << ": C(" << i << "," << j << ") = " << g << ", reference " << r
+                                 << ", tolerance " << tol);
+      }
+    }
+  }
+  return bad;
+}
+
+// Sizes chosen to hit every path: degenerate, tiny, primes, edge tiles in M and N (tile heights 4..8,
+// widths 8..32 depending on the ISA), K across the 256-deep slices, N across the 4096-wide blocks,
+// short-and-wide (column split when threaded), tall-and-skinny.
+const int64_t kShapes[][3] = {
+    {1, 1, 1},     {0, 5, 3},    {5, 0, 3},    {5, 3, 0},     {0, 0, 0},    {1, 7, 1},     {7, 1, 1},
+    {2, 3, 4},     {17, 33, 65}, {31, 47, 13}, {8, 32, 256},  {9, 33, 257}, {16, 64, 513}, {6, 16, 8},
+    {13, 29, 300}, {1, 300, 40}, {300, 1, 40}, {3, 5, 700},   {257, 9, 31}, {9, 257, 31},  {64, 64, 64},
+    {97, 193, 89}, {4, 1000, 60}, {130, 140, 150}, {100, 4200, 21}, {33, 4100, 9},
+};
+
+template <class T>
+void run_shape_sweep() {
+  uint32_t seed = 1;
+  const bool trans[4][2] = {{false, false}, {false, true}, {true, false}, {true, true}};
+  for (const auto& s : kShapes) {
+    for (const auto& t : trans) {
+      Case c{s[0], s[1], s[2], t[0], t[1], 1.0, 0.0};
+      CHECK_MESSAGE(run_case<T>(c, seed++) == 0, describe(c));
+    }
+  }
+}
+
+template <class T>
+void run_alpha_beta() {
+  uint32_t seed = 100;
+  const double ab[][2] = {{1.0, 0.0}, {0.5, 0.0}, {1.0, 1.0}, {-1.5, 0.25}, {0.0, 2.0}, {0.0, 0.0}, {2.0, -1.0}};
+  const int64_t shapes[][3] = {{1, 1, 1}, {17, 33, 65}, {40, 70, 300}, {5, 3, 0}};
+  for (const auto& s : shapes)
+    for (const auto& v : ab)
+      for (int t = 0; t < 4; ++t) {
+        Case c{s[0], s[1], s[2], (t & 1) != 0, (t & 2) != 0, v[0], v[1], 3, 5, 2};
+        CHECK_MESSAGE(run_case<T>(c, seed++) == 0, describe(c));
+      }
+}
+
+template <class T>
+void run_random_sizes(int count) {
+  std::mt19937 rng(2024);
+  std::uniform_int_distribution<int64_t> size(1, 150), pad(0, 9), coin(0, 1);
+  const double alphas[] = {1.0, -0.75, 2.5}, betas[] = {0.0, 1.0, 0.5};
+  for (int n = 0; n < count; ++n) {
+    Case c{size(rng), size(rng), size(rng), coin(rng) == 1, coin(rng) == 1, alphas[n % 3], betas[(n / 3) % 3],
+           pad(rng), pad(rng), pad(rng)};
+    c.poison_c = c.beta == 0.0 && coin(rng) == 1;
+    CHECK_MESSAGE(run_case<T>(c, 5000u + static_cast<uint32_t>(n)) == 0, describe(c));
+  }
+}
+
+}  // namespace
+
+TEST_CASE("gemm float: shapes x transposes") { run_shape_sweep<float>(); }
+TEST_CASE("gemm double: shapes x transposes") { run_shape_sweep<double>(); }
+TEST_CASE("gemm float: alpha/beta, padded strides") { run_alpha_beta<float>(); }
+TEST_CASE("gemm double: alpha/beta, padded strides") { run_alpha_beta<double>(); }
+TEST_CASE("gemm float: random sizes") { run_random_sizes<float>(60); }
+TEST_CASE("gemm double: random sizes") { run_random_sizes<double>(30); }
+
+TEST_CASE("gemm: beta = 0 ignores NaN in C, also with K = 0 and alpha = 0") {
+  const double ab[][2] = {{1.0, 0.0}, {3.0, 0.0}, {0.0, 0.0}};
+  uint32_t seed = 900;
+  for (const auto& v : ab) {
+    for (int64_t K : {int64_t(0), int64_t(1), int64_t(37), int64_t(600)}) {
+      Case c{45, 67, K, false, true, v[0], v[1], 1, 0, 3, true};
+      CHECK_MESSAGE(run_case<float>(c, seed++) == 0, describe(c));
+      c.trans_a = true;
+      CHECK_MESSAGE(run_case<double>(c, seed++) == 0, describe(c));
+    }
+  }
+}
+
+TEST_CASE("gemm: large enough to run threaded, all transposes") {
+  // With a pool of more than one thread these take the row split (shared packed B), the column split
+  // (M below two tiles per thread) and several K slices; with one thread they still check the blocking.
+  // {40, 4100, 700} spans two N blocks and two packed-B groups of K slices.
+  const int64_t shapes[][3] = {{520, 530, 610}, {7, 2100, 300}, {1100, 40, 90}, {40, 4100, 700}};
+  uint32_t seed = 7000;
+  for (const auto& s : shapes)
+    for (int t = 0; t < 4; ++t) {
+      Case c{s[0], s[1], s[2], (t & 1) != 0, (t & 2) != 0, 1.25, t == 3 ? 0.5 : 0.0, 2, 1, 3};
+      CHECK_MESSAGE(run_case<float>(c, seed++) == 0, describe(c));
+    }
+  Case d{300, 310, 290, true, false, -1.0, 1.0, 0, 0, 0};
+  CHECK_MESSAGE(run_case<double>(d, seed++) == 0, describe(d));
+}
+
+namespace {
+
+// Batched: compare every matrix of the batch with gemm_reference on the same slices.
+template <class T>
+void check_batched(int64_t batch, int64_t M, int64_t N, int64_t K, bool ta, bool tb, bool broadcast_a,
+                   bool broadcast_b, double alpha, double beta) {
+  CAPTURE(batch);
+  CAPTURE(M);
+  CAPTURE(N);
+  CAPTURE(K);
+  CAPTURE(ta);
+  CAPTURE(tb);
+  CAPTURE(broadcast_a);
+  CAPTURE(broadcast_b);
+  std::mt19937 rng(static_cast<uint32_t>(batch * 131 + M * 7 + N * 3 + K));
+  const int64_t lda = (ta ? M : K) + 1, ldb = (tb ? K : N) + 2, ldc = N + 3;
+  const int64_t sa = broadcast_a ? 0 : (ta ? K : M) * lda, sb = broadcast_b ? 0 : (tb ? N : K) * ldb;
+  const int64_t sc = M * ldc + 5;
+  auto A = random_vector<T>(static_cast<std::size_t>((broadcast_a ? 1 : batch) * (ta ? K : M) * lda), rng);
+  auto B = random_vector<T>(static_cast<std::size_t>((broadcast_b ? 1 : batch) * (tb ? N : K) * ldb), rng);
+  auto C0 = random_vector<T>(static_cast<std::size_t>(batch * sc), rng);
+  std::vector<T> got = C0, ref = C0;
+  const T a = static_cast<T>(alpha), b = static_cast<T>(beta);
+  gemm_batched<T>(batch, ta, tb, M, N, K, a, A.data(), lda, sa, B.data(), ldb, sb, b, got.data(), ldc, sc);
+  for (int64_t i = 0; i < batch; ++i)
+    gemm_reference<T>(ta, tb, M, N, K, a, A.data() + i * sa, lda, B.data() + i * sb, ldb, b,
+                      ref.data() + i * sc, ldc);
+  const double tol = static_cast<double>(K + 2) * std::numeric_limits<T>::epsilon() *
+                     (std::fabs(alpha) * static_cast<double>(K) + std::fabs(beta));  // |a|,|b|,|c| <= 1
+  int64_t bad = 0;
+  for (std::size_t i = 0; i < got.size(); ++i) {
+    const int64_t within = static_cast<int64_t>(i) % sc, col = within % ldc;
+    const bool inside = within < M * ldc && col < N;
+    const bool ok = inside ? std::fabs(static_cast<double>(got[i]) - static_cast<double>(ref[i])) <= tol
+                           : got[i] == C0[i];  // strides and padding untouched
+    if (!ok && bad++ == 0) FAIL_CHECK("element " << i << ": " << got[i] << " vs " << ref[i]);
+  }
+  CHECK(bad == 0);
+}
+
+}  // namespace
+
+TEST_CASE("gemm_batched: strides, broadcast operands, small and large batches") {
+  check_batched<float>(1, 17, 33, 65, false, false, false, false, 1.0, 0.0);
+  check_batched<float>(5, 17, 33, 65, false, true, true, false, 1.0, 0.5);   // shared A (e.g. weights)
+  check_batched<float>(5, 17, 33, 65, true, false, false, true, -2.0, 0.0);  // shared B
+  check_batched<float>(12, 49, 49, 32, false, true, false, false, 0.125, 0.0);  // attention-like, one per task
+  check_batched<float>(2, 200, 190, 210, true, true, false, false, 1.0, 1.0);   // few mid-size: one per task
+  check_batched<float>(2, 300, 280, 260, false, false, true, false, 1.0, 0.0);  // few large: threaded inside
+  check_batched<double>(6, 23, 41, 19, true, false, false, true, 1.5, -0.5);
+  check_batched<float>(3, 4, 5, 0, false, false, false, false, 1.0, 0.5);  // K = 0: C = beta*C
+  check_batched<float>(0, 4, 5, 6, false, false, false, false, 1.0, 0.0);  // empty batch
+}
+
+TEST_CASE("gemm: bad arguments throw std::invalid_argument naming gemm and the sizes") {
+  std::vector<float> A(64, 1.0f), B(64, 1.0f), C(64, 0.0f);
+  auto expect_throw = [](auto&& fn, const char* needle) {
+    bool threw = false;
+    try {
+      fn();
+    } catch (const std::invalid_argument& e) {
+      threw = true;
+      const std::string msg = e.what();
+      CHECK_MESSAGE(msg.find("gemm") != std::string::npos, msg);
+      CHECK_MESSAGE(msg.find(needle) != std::string::npos, msg);
+    }
+    CHECK_MESSAGE(threw, needle);
+  };
+  float* a = A.data();
+  float* b = B.data();
+  float* c = C.data();
+  expect_throw([&] { gemm<float>(false, false, -1, 2, 2, 1.f, a, 2, b, 2, 0.f, c, 2); }, "M=-1");
+  expect_throw([&] { gemm<float>(false, false, 2, 2, -3, 1.f, a, 2, b, 2, 0.f, c, 2); }, "K=-3");
+  expect_throw([&] { gemm<float>(false, false, 3, 4, 5, 1.f, a, 4, b, 4, 0.f, c, 4); }, "lda");  // lda < K
+  expect_throw([&] { gemm<float>(true, false, 6, 4, 5, 1.f, a, 5, b, 4, 0.f, c, 4); }, "lda");   // lda < M
+  expect_throw([&] { gemm<float>(false, false, 3, 4, 5, 1.f, a, 5, b, 3, 0.f, c, 4); }, "ldb");  // ldb < N
+  expect_throw([&] { gemm<float>(false, true, 3, 4, 5, 1.f, a, 5, b, 4, 0.f, c, 4); }, "ldb");   // ldb < K
+  expect_throw([&] { gemm<float>(false, false, 3, 4, 5, 1.f, a, 5, b, 4, 0.f, c, 3); }, "ldc");  // ldc < N
+  expect_throw([&] { gemm<float>(false, false, 3, 4, 5, 1.f, nullptr, 5, b, 4, 0.f, c, 4); }, "null");
+  expect_throw([&] { gemm_reference<float>(false, false, 3, 4, 5, 1.f, a, 4, b, 4, 0.f, c, 4); }, "lda");
+  expect_throw([&] { gemm_batched<float>(-1, false, false, 2, 2, 2, 1.f, a, 2, 4, b, 2, 4, 0.f, c, 2, 4); },
+               "batch=-1");
+  expect_throw([&] { gemm_batched<float>(2, false, false, 2, 2, 2, 1.f, a, 2, -4, b, 2, 4, 0.f, c, 2, 4); },
+               "stride");
+  expect_throw([&] { gemm_batched<float>(2, false, false, 2, 2, 2, 1.f, a, 2, 4, b, 2, 4, 0.f, c, 2, 0); },
+               "stride_c");  // every matrix would write the same C
+  // Valid degenerate calls do not throw: empty matrices with the minimum strides of 1.
+  CHECK_NOTHROW(gemm<float>(false, false, 0, 0, 0, 1.f, nullptr, 1, nullptr, 1, 0.f, nullptr, 1));
+  CHECK_NOTHROW(gemm<float>(false, false, 0, 4, 5, 1.f, nullptr, 5, b, 4, 0.f, nullptr, 4));
+}
