@@ -402,7 +402,7 @@ class CrossArchitectureDistiller {
     }
     GlResult g;
     if (gl_) {
-      g = gl_->forward(so.tap(cfg_.gl_student_tap), tf);
+      g = gl_->forward(so.tap(cfg_.gl_student_tap), tf, /*need_projected=*/disc_ != nullptr);
       terms.gl = g.loss;
     }
 

@@ -19,6 +19,10 @@
 //
 //   Y = project(S_a)             (B, N, D)   token n = y·wc + x
 //   L_gl = MSE(Y, T)             mean over B·N·D
+//
+// GPU tensors with need_projected = false (no discriminator reads Y): the GEMMs, the MSE and its gradient run in
+// the fused kernel of retikd/kd/fused.hpp (Y is never materialised; `projected` stays undefined); shapes it
+// cannot take fall back, logged, to the ops below.
 #pragma once
 
 #include <cmath>
@@ -28,6 +32,7 @@
 #include <vector>
 
 #include "retikd/core/random.hpp"
+#include "retikd/kd/fused.hpp"
 #include "retikd/kd/grid.hpp"
 #include "retikd/kd/losses.hpp"
 #include "retikd/nn/layers.hpp"
@@ -136,18 +141,38 @@ class GroupLinearProjector : public nn::Module {
     return ops::index_select(ops::concat(outs, 1), 1, inverse_);       // (B, N, D) in grid order
   }
 
-  // L_gl for a student map (B, C, h, w) against the teacher block's patch tokens.
-  GlResult forward(const Var& student_map, const TeacherFeatures& t) {
+  // L_gl for a student map (B, C, h, w) against the teacher block's patch tokens. need_projected = false lets a
+  // GPU run use the fused kernel (see the file comment); the CPU path ignores it.
+  GlResult forward(const Var& student_map, const TeacherFeatures& t, bool need_projected = true) {
     RETIKD_CHECK(student_map.dim() == 4, "GroupLinearProjector: student map ", shape_str(student_map.shape()),
                  " must be (B, C, h, w)");
     const auto g = common_grid(cfg_.align, student_map.size(2), student_map.size(3), t.grid_h, t.grid_w);
     GlResult r;
     r.grid_h = g.first;
     r.grid_w = g.second;
-    r.projected = project(resize_map(student_map, g.first, g.second));  // (B, N, D)
-    r.target = teacher_patch_tokens(t, g.first, g.second);              // (B, N, D)
+    const Var aligned = resize_map(student_map, g.first, g.second);
+    r.target = teacher_patch_tokens(t, g.first, g.second);  // (B, N, D)
     RETIKD_CHECK(r.target.size(2) == cfg_.out_dim, "GroupLinearProjector: built for ", cfg_.out_dim,
                  "-dimensional teacher tokens, got ", shape_str(r.target.shape()));
+    if (!need_projected && aligned.value().is_cuda()) {
+      std::string why;
+      if (proj || (aligned.size(2) == cfg_.grid_h && aligned.size(3) == cfg_.grid_w)) {
+        FusedGlInputs in;
+        in.s = aligned;
+        in.w = proj ? proj->weight : weight;
+        in.b = proj ? proj->bias : bias;
+        in.t = r.target.detach();
+        in.spatial = !proj;
+        in.groups = cfg_.groups;
+        in.block = cfg_.block;
+        r.loss = fused_gl_loss(in, &why);
+        if (r.loss.defined()) return r;
+      } else {
+        why = "the map is not on the grid the spatial maps were built for";
+      }
+      log_fused_fallback("GL projector (fused group-wise linear loss)", why);
+    }
+    r.projected = project(aligned);  // (B, N, D)
     r.loss = feature_mse_loss(r.projected, r.target);
     return r;
   }

@@ -23,6 +23,9 @@
 //          L_pca = attn_weight·MSE(A_S, A_T) + vv_weight·MSE(R_S, R_T)   (mean over every element),
 //          needs H == Ht (d may differ when p = 0).
 // In eval mode (is_training() false) nothing is replaced.
+// GPU tensors: the loss terms run in the fused kernel of retikd/kd/fused.hpp (replacement, logits, softmax and
+// loss in one pass, no (B, H, N, N) map; student_logits is then left undefined, teacher_logits holds Z_T for
+// paper and is undefined for cakd); whatever that kernel cannot take falls back, logged, to the ops below.
 #pragma once
 
 #include <cmath>
@@ -31,6 +34,7 @@
 #include <string>
 
 #include "retikd/core/random.hpp"
+#include "retikd/kd/fused.hpp"
 #include "retikd/kd/grid.hpp"
 #include "retikd/kd/losses.hpp"
 #include "retikd/kd/partial_cross.hpp"
@@ -171,6 +175,7 @@ class PartialCrossAttentionProjector : public nn::Module {
       if (needs_teacher_v()) te.v = teacher_heads(t.v, t, g.first, g.second, "v");
       check_teacher(te.q.size(1), te.q.size(3));
     }
+    if (st.q.value().is_cuda() && fused_forward(st, te, t, g, step, r)) return r;
     if (is_training()) st = cross(st, te, step);
     r.student_logits = attention_logits(st.q, st.k);  // (B, H, N, N)
     if (cfg_.target == PcaTarget::paper) {
@@ -187,6 +192,64 @@ class PartialCrossAttentionProjector : public nn::Module {
   }
 
  private:
+  // The fused GPU path (same terms, same replacement hash); false (logged) when the kernel cannot take it.
+  bool fused_forward(const Qkv& st, const Qkv& te, const TeacherFeatures& t, std::pair<int64_t, int64_t> g,
+                     uint64_t step, PcaResult& r) const {
+    const bool replace = is_training() && cfg_.cross_prob > 0.0;
+    auto spec = [&](uint32_t stream) {
+      return CrossMaskSpec{replace ? cfg_.cross_prob : 0.0, cfg_.cross_seed, step, stream};
+    };
+    const double B = static_cast<double>(st.q.size(0)), H = static_cast<double>(st.q.size(1));
+    const double N = static_cast<double>(st.q.size(2));
+    FusedAttnInputs a;
+    a.q = st.q;
+    a.k = st.k;
+    if (replace) {
+      a.qx = te.q;
+      a.kx = te.k;
+    }
+    a.mq = spec(kCrossMaskQ);
+    a.mk = spec(kCrossMaskK);
+    if (cfg_.target == PcaTarget::paper) {
+      a.zt = token_affinity_logits(teacher_patch_tokens(t, g.first, g.second)).detach();  // (B, N, N)
+      a.kl = true;
+      a.tau = cfg_.temperature;
+      a.loss_scale = 1.0 / (B * H);
+    } else {
+      a.qt = te.q.detach();
+      a.kt = te.k.detach();
+      a.kl = false;
+      a.loss_scale = 1.0 / (B * H * N * N);
+    }
+    std::string why;
+    Var attn = fused_attention_loss(a, &why);
+    if (!attn.defined()) {
+      log_fused_fallback("PCA projector (fused attention loss)", why);
+      return false;
+    }
+    r.attn = attn;
+    r.loss = attn;
+    if (cfg_.target == PcaTarget::paper) {
+      r.teacher_logits = a.zt;
+      return true;
+    }
+    FusedAttnInputs v;  // V·Vᵀ/√d of student and teacher: Q = K = V
+    v.q = st.v;
+    v.same_qk = true;
+    if (replace) v.qx = te.v;
+    v.mq = v.mk = spec(kCrossMaskV);
+    v.qt = te.v.detach();
+    v.kl = false;
+    v.loss_scale = 1.0 / (B * H * N * N);
+    r.vv = fused_attention_loss(v, &why);
+    if (!r.vv.defined()) {
+      log_fused_fallback("PCA projector (fused V relation loss)", why);
+      return false;
+    }
+    r.loss = ops::add(ops::mul(r.attn, cfg_.attn_weight), ops::mul(r.vv, cfg_.vv_weight));
+    return true;
+  }
+
   PcaConfig cfg_;
 };
 
