@@ -3,7 +3,9 @@
 //
 // Everything lands on cpu::gemm / cpu::gemm_batched. Transposed views (Kᵀ in attention, the gradients'
 // Aᵀ and Bᵀ) are passed to the GEMM as transpose flags with their leading dimension, never copied; a
-// matrix operand shared by the whole batch is passed with batch stride 0.
+// matrix operand shared by the whole batch is passed with batch stride 0. Tensors on a GPU take the same
+// operands to cuBLAS (retikd/cuda/blas.hpp); linear's bias add and bias gradient then run as a same-shape add
+// and a ones-vector GEMM, so no CPU-only broadcast op is reached.
 #pragma once
 
 #include <vector>
@@ -12,6 +14,9 @@
 #include "retikd/ops/common.hpp"
 #include "retikd/ops/cpu/gemm.hpp"
 #include "retikd/ops/elementwise.hpp"
+#ifdef RETIKD_WITH_CUDA
+#include "retikd/cuda/blas.hpp"
+#endif
 
 namespace retikd {
 namespace ops {
@@ -49,8 +54,20 @@ inline GemmOperand as_gemm_operand(const Tensor& t3) {
 
 // (…, M, K) · (…, K, N) with broadcast batch dims; both operands at least 2-D here.
 inline Tensor matmul_nd(const Tensor& a, const Tensor& b) {
+#ifdef RETIKD_WITH_CUDA
+  const bool on_gpu = a.is_cuda();
+  if (on_gpu) {
+    check_same_device("matmul", a, b);
+    RETIKD_CHECK(a.dtype() == DType::float32 || a.dtype() == DType::float16, "matmul: no CUDA GEMM for ",
+                 a.describe(), " (float32 and float16 only)");
+  } else {
+    check_cpu("matmul", a);
+    check_cpu("matmul", b);
+  }
+#else
   check_cpu("matmul", a);
   check_cpu("matmul", b);
+#endif
   check_same_dtype("matmul", a, b);
   const int64_t M = a.size(-2), K = a.size(-1), K2 = b.size(-2), N = b.size(-1);
   RETIKD_CHECK(K == K2, "matmul: inner dimensions differ: ", shape_str(a.shape()), " · ", shape_str(b.shape()));
@@ -60,7 +77,7 @@ inline Tensor matmul_nd(const Tensor& a, const Tensor& b) {
   Shape out_shape = batch;
   out_shape.push_back(M);
   out_shape.push_back(N);
-  Tensor out = Tensor::empty(out_shape, a.dtype());
+  Tensor out = Tensor::empty(out_shape, a.dtype(), a.device());
   if (out.numel() == 0) return out;
   auto to3 = [&](const Tensor& t, const Shape& tb, int64_t r, int64_t c) {
     Shape full = batch;
@@ -74,6 +91,18 @@ inline Tensor matmul_nd(const Tensor& a, const Tensor& b) {
   };
   GemmOperand ga = as_gemm_operand(to3(a, batch_a, M, K));
   GemmOperand gb = as_gemm_operand(to3(b, batch_b, K, N));
+#ifdef RETIKD_WITH_CUDA
+  if (on_gpu) {  // cuBLAS: fp32 (TF32 if cuda::set_allow_tf32), or fp16 with fp32 accumulation
+    if (K == 0) {
+      out.fill_(0.0);
+      return out;
+    }
+    cuda::gemm(ga.trans, gb.trans, M, N, K, 1.f, ga.keep_alive.raw_data(), ga.ld, ga.batch_stride,
+               gb.keep_alive.raw_data(), gb.ld, gb.batch_stride, 0.f, out.raw_data(), N, M * N, B,
+               static_cast<int>(a.dtype()), a.device().index);
+    return out;
+  }
+#endif
   dispatch_floating(a.dtype(), "matmul", [&](auto tag) {
     using T = typename decltype(tag)::type;
     const T* pa = static_cast<const T*>(ga.keep_alive.raw_data());
@@ -144,7 +173,10 @@ inline Var linear(const Var& x, const Var& weight, const Var& bias = Var()) {
   const Tensor& wv = weight.value();
   const bool gx = x.requires_grad(), gw = weight.requires_grad(), gbias = has_bias && bias.requires_grad();
   Tensor out = impl::matmul(xv, wv.transpose(0, 1));
-  if (has_bias) out = impl::add(out, bias.value());
+  if (has_bias) {
+    // GPU: the broadcast bias is materialised (a strided copy of a stride-0 view) for the same-shape kernel.
+    out = out.is_cuda() ? impl::add(out, bias.value().expand(out.shape()).contiguous()) : impl::add(out, bias.value());
+  }
   std::vector<Var> inputs{x, weight};
   if (has_bias) inputs.push_back(bias);
   return make_result(out, "linear", inputs, [xv, wv, gx, gw, gbias, has_bias](const Tensor& g) {
@@ -153,7 +185,12 @@ inline Var linear(const Var& x, const Var& weight, const Var& bias = Var()) {
     const Tensor g2 = g.reshape({-1, outf});
     if (gx) grads[0] = impl::matmul_nd(g2, wv).reshape(xv.shape());
     if (gw) grads[1] = impl::matmul_nd(g2.transpose(0, 1), xv.reshape({-1, in}));
-    if (gbias) grads[2] = impl::sum_to(g2, {outf});
+    if (gbias) {
+      if (g2.is_cuda())  // column sums as ones(1, rows) · g2 (cuBLAS), bitwise-independent of the CPU path
+        grads[2] = impl::matmul_nd(Tensor::ones({1, g2.size(0)}, g2.dtype(), g2.device()), g2).reshape({outf});
+      else
+        grads[2] = impl::sum_to(g2, {outf});
+    }
     return grads;
   });
 }
