@@ -21,6 +21,8 @@ void usage(std::FILE* f) {
       "                      [--teacher-lr X] [--weight-decay X] [--views K] [--cache-teacher 0|1] [--seed N]\n"
       "                      [--skip-bad] [--limit-train N] [--limit-eval N] [--workers N] [--no-export]\n"
       "                      [--stop-after-epochs N] [--quiet]\n"
+      "                      [--alpha X] [--lambda-pca X] [--lambda-gl X] [--lambda-adv X] [--logit-kd 0|1]\n"
+      "                      [--temperature X] [--teacher-from DIR|FILE] [--no-ce] [--no-kd] [--bn-recalibrate 0|1]\n"
       "\n"
       "Stages (each under DIR/<stage>/, resumed when interrupted, skipped when complete):\n"
       "  teacher     fine-tune the ViT teacher with cross-entropy\n"
@@ -34,7 +36,16 @@ void usage(std::FILE* f) {
       "  --out DIR            default runs/<preset>\n"
       "  --epochs-student N   epochs of both student stages (CE baseline and distilled)\n"
       "  --limit-train N      a seeded subset of N training images (timing runs); --limit-eval the same for val/test\n"
-      "  --stop-after-epochs N  stop (as if killed) after N epochs in this call; run again to resume\n");
+      "  --stop-after-epochs N  stop (as if killed) after N epochs in this call; run again to resume\n"
+      "  --alpha X            weight of the CE in the KD stage (the KD terms get 1 - alpha in logit KD)\n"
+      "  --lambda-pca/-gl/-adv X  weights of the PCA, GL and adversarial losses (0 switches one off)\n"
+      "  --logit-kd 0|1       add logit KD, (1 - alpha) * T^2 * KL(teacher/T || student/T), T = --temperature\n"
+      "  --teacher-from DIR   reuse the finished teacher of another run (DIR/teacher/model.safetensors, or a\n"
+      "                       weights file) instead of training one: ablations and seed repeats share a teacher\n"
+      "  --no-ce, --no-kd     skip the CE-only baseline / the distilled student (and its export)\n"
+      "  --bn-recalibrate 0|1 re-centre the ImageNet student's batch norms on training images (default 1;\n"
+      "                       nn/batchnorm_recalibration.hpp says why)\n"
+      "scripts/ablation.sh runs the ablation of docs/results.md with these.\n");
 }
 
 }  // namespace
@@ -113,6 +124,26 @@ int main(int argc, char** argv) {
         o.views = integer();
       } else if (a == "--cache-teacher") {
         o.cache_teacher = static_cast<int>(integer() != 0);
+      } else if (a == "--alpha") {
+        o.alpha = real();
+      } else if (a == "--lambda-pca") {
+        o.lambda_pca = real();
+      } else if (a == "--lambda-gl") {
+        o.lambda_gl = real();
+      } else if (a == "--lambda-adv") {
+        o.lambda_adv = real();
+      } else if (a == "--logit-kd") {
+        o.logit_kd = static_cast<int>(integer() != 0);
+      } else if (a == "--temperature") {
+        o.temperature = real();
+      } else if (a == "--bn-recalibrate") {
+        o.recalibrate_bn = static_cast<int>(integer() != 0);
+      } else if (a == "--teacher-from") {
+        o.teacher_from = value();
+      } else if (a == "--no-ce") {
+        o.run_ce = false;
+      } else if (a == "--no-kd") {
+        o.run_kd = false;
       } else if (a == "--seed") {
         o.seed = integer();
       } else if (a == "--skip-bad") {
@@ -145,7 +176,7 @@ int main(int argc, char** argv) {
     std::printf("\n%-11s %9s %9s %9s %12s\n", "model", "accuracy", "macro_f1", "glaucoma", "parameters");
     for (const auto& st : r.stages)
       std::printf("%-11s %9.4f %9.4f %9.4f %12lld%s\n", st.name.c_str(), st.test.accuracy, st.test.macro_f1,
-                  st.test.of("Glaucoma").recall, static_cast<long long>(st.params), st.skipped ? "  (skipped: complete)" : "");
+                  st.test.of("Glaucoma").recall, static_cast<long long>(st.params), st.skipped ? "  (not trained in this call)" : "");
     return 0;
   } catch (const pipeline::PipelineInterrupted& e) {
     std::fprintf(stderr, "distill_retina: %s\n", e.what());

@@ -11,6 +11,7 @@
 
 #include <retikd/autograd/gradcheck.hpp>
 #include <retikd/core/random.hpp>
+#include <retikd/nn/batchnorm_recalibration.hpp>
 #include <retikd/nn/layers.hpp>
 #include <retikd/nn/transformer.hpp>
 #include <retikd/ops/reduce.hpp>
@@ -584,4 +585,74 @@ TEST_CASE("Mlp and pre-norm Block: timm names, composition, drop path, gradients
   CHECK(max_diff(yt.value(), y.value()) > 1e-6);
   blk.eval();
   check_module_gradients(blk, [&](const Var& v) { return blk.forward(v); }, x, 24);
+}
+
+// ---- batch-norm re-centring (nn/batchnorm_recalibration.hpp) ----------------------------------------------
+// A conv → BN (identity carrying a folded bias, as the TFLite import writes it) → ReLU6 → conv → BN (arbitrary
+// affine and running statistics) network, recalibrated on random batches: the eval function must not change,
+// the running statistics must become the data's, and training-mode output on the calibration data must now
+// match the eval output — which it must not before (the control that makes this test able to fail).
+TEST_CASE("recalibrate_batchnorm keeps the eval function and makes training-mode BN start at it") {
+  Generator gen(41);
+  auto net = std::make_shared<nn::Sequential>();
+  auto conv1 = net->push_back(std::make_shared<nn::Conv2d>(3, 6, 3, gen, ops::Conv2dOptions().with_padding(1), false));
+  auto bn1 = net->push_back(std::make_shared<nn::BatchNorm2d>(6));
+  net->push_back(std::make_shared<nn::ReLU6>());
+  auto conv2 = net->push_back(std::make_shared<nn::Conv2d>(6, 5, 1, gen, ops::Conv2dOptions{}, false));
+  auto bn2 = net->push_back(std::make_shared<nn::BatchNorm2d>(5));
+  // bn1: identity plus a folded bias; bn2: arbitrary statistics and affine parameters
+  bn1->bias.mutable_value() = Tensor::from_vector<float>({0.5f, -0.2f, 0.1f, 1.0f, -0.7f, 0.3f}, {6});
+  bn1->running_var().fill_(1.0 - 1e-5);
+  bn2->weight.mutable_value() = Tensor::from_vector<float>({1.5f, 0.5f, -1.0f, 2.0f, 0.8f}, {5});
+  bn2->bias.mutable_value() = Tensor::from_vector<float>({0.1f, 0.2f, -0.3f, 0.0f, 0.4f}, {5});
+  bn2->running_mean() = Tensor::from_vector<float>({0.3f, -0.1f, 0.2f, 0.0f, 0.5f}, {5});
+  bn2->running_var() = Tensor::from_vector<float>({0.5f, 2.0f, 1.0f, 0.25f, 3.0f}, {5});
+  std::vector<Tensor> batches;
+  for (int i = 0; i < 4; ++i) {
+    Generator g(100 + i);
+    Tensor t = Tensor::empty({8, 3, 9, 9});
+    batches.push_back(normal_(t, 0.4, 1.7, g));
+  }
+  Tensor all = Tensor::empty({32, 3, 9, 9});
+  for (int i = 0; i < 4; ++i) all.slice(0, i * 8, (i + 1) * 8).copy_(batches[i]);
+  auto run = [&](bool training) {
+    NoGradGuard ng;
+    net->train(training);
+    const Tensor rm1 = bn1->running_mean().clone(), rv1 = bn1->running_var().clone();
+    const Tensor rm2 = bn2->running_mean().clone(), rv2 = bn2->running_var().clone();
+    Tensor y = net->forward(Var(all)).value().to(DType::float64);
+    bn1->running_mean() = rm1, bn1->running_var() = rv1, bn2->running_mean() = rm2, bn2->running_var() = rv2;
+    return y;
+  };
+  auto rel_diff = [&](const Tensor& a, const Tensor& b) {
+    const auto va = a.to_vector<double>(), vb = b.to_vector<double>();
+    double num = 0, den = 0;
+    for (std::size_t i = 0; i < va.size(); ++i) num += (va[i] - vb[i]) * (va[i] - vb[i]), den += vb[i] * vb[i];
+    return std::sqrt(num / den);
+  };
+  const Tensor eval_before = run(false);
+  const Tensor train_before = run(true);
+  CHECK(rel_diff(train_before, eval_before) > 0.2);  // the problem being fixed
+  net->train(true);
+  const int64_t changed = nn::recalibrate_batchnorm(*net, batches);
+  CHECK(changed == 2);
+  CHECK(net->is_training());  // mode restored
+  const Tensor eval_after = run(false);
+  CHECK(max_diff(eval_after, eval_before) < 1e-4);
+  const Tensor train_after = run(true);
+  // batch statistics of the whole calibration set = the recorded statistics (up to n/(n-1) in the variance)
+  CHECK(rel_diff(train_after, eval_after) < 1e-2);
+  // bn1's running mean is the mean of conv1's output over the data, per channel
+  {
+    NoGradGuard ng;
+    const Tensor c1 = conv1->forward(Var(all)).value().to(DType::float64);
+    const auto v = c1.to_vector<double>();
+    const int64_t hw = 81;
+    for (int64_t c = 0; c < 6; ++c) {
+      double s = 0;
+      for (int64_t n = 0; n < 32; ++n)
+        for (int64_t k = 0; k < hw; ++k) s += v[(n * 6 + c) * hw + k];
+      CHECK(bn1->running_mean().to(DType::float64).to_vector<double>()[c] == doctest::Approx(s / (32 * hw)).epsilon(1e-5));
+    }
+  }
 }

@@ -279,6 +279,7 @@ class BatchNorm2d : public Layer, public Traceable {
       num_batches_->fill_(static_cast<double>(n));
       if (momentum_ < 0) factor = 1.0 / static_cast<double>(n);
     }
+    if (stats_ != nullptr) record(x.value());
     Tensor none_mean, none_var;
     Tensor& rm = tracking ? *running_mean_ : none_mean;
     Tensor& rv = tracking ? *running_var_ : none_var;
@@ -298,7 +299,31 @@ class BatchNorm2d : public Layer, public Traceable {
   Tensor& running_var() { return checked(running_var_, "running_var"); }
   Tensor& num_batches_tracked() { return checked(num_batches_, "num_batches_tracked"); }
 
+  // Per-channel sums of the inputs of every forward while recording (nn/batchnorm_recalibration.hpp): what a
+  // BatchNorm's input distribution is on given data, without changing what forward computes.
+  struct InputStats {
+    std::vector<double> sum, sum_sq;
+    int64_t count = 0;  // values per channel
+  };
+  void record_input_stats(InputStats* stats) { stats_ = stats; }
+
  private:
+  void record(const Tensor& x) {
+    const Tensor v = x.to(Device::cpu()).to(DType::float64).contiguous();
+    const int64_t n = v.size(0), hw = v.size(2) * v.size(3);
+    if (stats_->sum.empty()) stats_->sum.assign(C_, 0.0), stats_->sum_sq.assign(C_, 0.0);
+    const double* p = v.data<double>();
+    for (int64_t i = 0; i < n; ++i)
+      for (int64_t c = 0; c < C_; ++c) {
+        const double* q = p + (i * C_ + c) * hw;
+        double s = 0, s2 = 0;
+        for (int64_t k = 0; k < hw; ++k) s += q[k], s2 += q[k] * q[k];
+        stats_->sum[c] += s;
+        stats_->sum_sq[c] += s2;
+      }
+    stats_->count += n * hw;
+  }
+  InputStats* stats_ = nullptr;
   Tensor& checked(Tensor* t, const char* what) {
     RETIKD_CHECK(t != nullptr, "BatchNorm2d: ", what, " is not tracked (track_running_stats = false)");
     return *t;

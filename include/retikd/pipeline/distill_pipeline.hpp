@@ -36,6 +36,7 @@
 #include "retikd/kd.hpp"
 #include "retikd/metrics/classification.hpp"
 #include "retikd/metrics/report.hpp"
+#include "retikd/nn/batchnorm_recalibration.hpp"
 #include "retikd/optim/optim.hpp"
 #include "retikd/train/checkpoint.hpp"
 #include "retikd/train/run_log.hpp"
@@ -60,6 +61,7 @@ struct PipelineSettings {
   kd::LoaderAugment teacher_augment;  // the teacher's loader augmentation (the KD stage uses kd.augment)
   bool class_weighted = false;        // balanced class weights in every CE
   std::string student_init = "scratch";  // imagenet-tflite | scratch
+  bool recalibrate_batchnorm = true;     // imagenet-tflite: nn::recalibrate_batchnorm on training images
   bool synthetic_by_default = false;     // smoke: the synthetic set unless --data is given
   // synthetic set (used when no real data is given or found)
   int64_t synthetic_train = 480, synthetic_val = 120, synthetic_test = 120;
@@ -115,6 +117,15 @@ struct PipelineOptions {
   int64_t seed = -1;
   int64_t views = -1;            // augmented views in the KD stage
   int cache_teacher = -1;        // 0 / 1
+  // KD loss weights (negative: the preset's); logit_kd 0 / 1
+  double alpha = -1, lambda_pca = -1, lambda_gl = -1, lambda_adv = -1, temperature = -1;
+  int logit_kd = -1;
+  // Reuse a finished teacher instead of training one: a run directory (its teacher/model.safetensors) or the
+  // weights file itself. Ablations and seed repeats distil from one teacher, trained once.
+  std::string teacher_from;
+  int recalibrate_bn = -1;       // 0 / 1: batch-norm re-centring of the imported student (default on)
+  bool run_ce = true;            // the CE-only student baseline stage
+  bool run_kd = true;            // the distilled student stage (and the bundle export)
   std::string teacher;           // vit_tiny | vit_small | vit_b16
   std::string teacher_init;      // safetensors file with ViT weights (timm names)
   std::string student;           // mobilenet_v2 | resnet18 | efficientnet_b0
@@ -354,7 +365,10 @@ inline std::string tflite_path() {
   return shared_path("weights/coral-mobilenet-v2/mobilenet_v2_1.0_224_quant.tflite");
 }
 
-inline void init_student(nn::Model& student, const PipelineSettings& s, std::FILE* out) {
+// `calibration`: a few training batches (the training preprocessing) for nn::recalibrate_batchnorm — the
+// imported weights carry batch norm folded away, which training-mode batch norm would otherwise undo.
+inline void init_student(nn::Model& student, const PipelineSettings& s, std::FILE* out,
+                         const std::vector<Tensor>& calibration) {
   if (s.student_init == "scratch") return;
   RETIKD_CHECK(s.student_init == "imagenet-tflite", "--student-init must be imagenet-tflite or scratch, got '",
                s.student_init, "'");
@@ -373,6 +387,12 @@ inline void init_student(nn::Model& student, const PipelineSettings& s, std::FIL
   }
   student.load_state_dict(io::tflite::mobilenet_v2_state_dict(io::tflite::Model::from_file(path), o));
   say(out, "student: ImageNet initialisation from " + path);
+  if (s.recalibrate_batchnorm && !calibration.empty()) {
+    const int64_t n = nn::recalibrate_batchnorm(student, calibration);
+    say(out, "student: " + std::to_string(n) + " batch norms re-centred on " +
+                 std::to_string(calibration.size() * static_cast<std::size_t>(calibration.front().size(0))) +
+                 " training images (eval function unchanged; training-mode batch norm now starts at it)");
+  }
 }
 
 }  // namespace detail
@@ -422,6 +442,17 @@ inline PipelineSettings resolve_settings(const PipelineOptions& o) {
   if (o.weight_decay >= 0) c.weight_decay = o.weight_decay;
   if (o.views >= 0) c.views.augmented_views = o.views;
   if (o.cache_teacher >= 0) c.cache_teacher = o.cache_teacher != 0;
+  if (o.recalibrate_bn >= 0) s.recalibrate_batchnorm = o.recalibrate_bn != 0;
+  if (o.alpha >= 0) c.weights.alpha = o.alpha;
+  if (o.lambda_pca >= 0) c.weights.lambda_pca = o.lambda_pca;
+  if (o.lambda_gl >= 0) c.weights.lambda_gl = o.lambda_gl;
+  if (o.lambda_adv >= 0) c.weights.lambda_adv = o.lambda_adv;
+  if (o.temperature > 0) c.weights.temperature = o.temperature;
+  if (o.logit_kd >= 0) c.weights.logit_kd = o.logit_kd != 0;
+  c.weights.validate();
+  RETIKD_CHECK(o.teacher_init.empty() || o.teacher_from.empty(),
+               "--teacher-init (initialise, then fine-tune) and --teacher-from (reuse a finished teacher) exclude "
+               "each other");
   c.warmup_epochs = std::min(c.warmup_epochs, c.epochs - 1 > 0 ? c.warmup_epochs : 0);
   s.teacher_warmup_epochs = std::min(s.teacher_warmup_epochs, std::max<int64_t>(0, s.teacher_epochs - 1));
   return s;
@@ -468,6 +499,14 @@ inline PipelineResult run_distill_pipeline(const PipelineOptions& o) {
   auto val_loader = make_loader(d.val, plain, false, "val");
   auto test_loader = make_loader(d.test, plain, false, "test");
   auto kd_train_loader = make_loader(d.train, detail::augment_transform(cfg.augment), true, "train");
+  // A few shuffled training batches without augmentation, for the imported student's batch-norm re-centring.
+  std::vector<Tensor> calibration;
+  if (s.student_init == "imagenet-tflite" && s.recalibrate_batchnorm) {
+    auto calib_loader = make_loader(d.train, plain, true, "train");
+    calib_loader->start_epoch(0);
+    data::Batch b;
+    for (int i = 0; i < 8 && calib_loader->next(b); ++i) calibration.push_back(b.images);
+  }
   std::shared_ptr<data::Loader> teacher_train_loader =
       detail::augment_text(s.teacher_augment) == detail::augment_text(cfg.augment)
           ? kd_train_loader
@@ -593,23 +632,41 @@ inline PipelineResult run_distill_pipeline(const PipelineOptions& o) {
                                 std::to_string(img) + " px, " + std::to_string(s.teacher_epochs) + " epochs, AdamW lr " +
                                 detail::num(s.teacher_lr) + ", augmentation: " + detail::augment_text(s.teacher_augment) +
                                 (o.teacher_init.empty() ? ", from scratch" : ""));
-    if (!o.teacher_init.empty()) detail::load_teacher_init(*teacher, o.teacher_init, log);
-    ce_stage(st, *teacher, *teacher_train_loader, s.teacher_lr, s.teacher_weight_decay, s.teacher_epochs,
-             s.teacher_warmup_epochs,
-             common_config({{"model", "vit D" + std::to_string(cfg.teacher.embed_dim) + " depth " +
-                                           std::to_string(cfg.teacher.depth)},
-                            {"init", o.teacher_init.empty() ? "scratch" : o.teacher_init},
-                            {"lr", detail::num(s.teacher_lr)},
-                            {"weight_decay", detail::num(s.teacher_weight_decay)},
-                            {"augment", detail::augment_text(s.teacher_augment)},
-                            {"class_weighted", s.class_weighted ? "1" : "0"}}));
-    result.stages.push_back(st);
+    if (!o.teacher_from.empty()) {
+      // A finished teacher from another run: load it strictly (same architecture), evaluate, no training.
+      std::string path = o.teacher_from;
+      if (data::fs::is_directory(path)) path += "/teacher/model.safetensors";
+      RETIKD_CHECK(path_exists(path), "--teacher-from: ", path, " does not exist (give a run directory whose ",
+                   "teacher stage finished, or its teacher/model.safetensors)");
+      io::load_module(path, *teacher);
+      detail::say(log, "teacher: reusing " + path + " (no training in this run)");
+      const auto t0 = now();
+      teacher->eval();
+      data::fs::make_dirs(out + "/teacher");
+      st.skipped = true;
+      finish_stage(st, *teacher, out + "/teacher");
+      st.seconds = secs_since(t0);
+      result.stages.push_back(st);
+    } else {
+      if (!o.teacher_init.empty()) detail::load_teacher_init(*teacher, o.teacher_init, log);
+      ce_stage(st, *teacher, *teacher_train_loader, s.teacher_lr, s.teacher_weight_decay, s.teacher_epochs,
+               s.teacher_warmup_epochs,
+               common_config({{"model", "vit D" + std::to_string(cfg.teacher.embed_dim) + " depth " +
+                                             std::to_string(cfg.teacher.depth)},
+                              {"init", o.teacher_init.empty() ? "scratch" : o.teacher_init},
+                              {"lr", detail::num(s.teacher_lr)},
+                              {"weight_decay", detail::num(s.teacher_weight_decay)},
+                              {"augment", detail::augment_text(s.teacher_augment)},
+                              {"class_weighted", s.class_weighted ? "1" : "0"}}));
+      result.stages.push_back(st);
+    }
   }
   teacher->eval();
 
   auto student_config = [&](const std::string& kind) {
     return common_config({{"student", cfg.student + " x" + detail::num(cfg.student_options.width_mult)},
-                          {"init", s.student_init},
+                          {"init", s.student_init + (s.student_init == "imagenet-tflite" && s.recalibrate_batchnorm
+                                                         ? " bn-recentred" : "")},
                           {"lr", detail::num(cfg.lr)},
                           {"weight_decay", detail::num(cfg.weight_decay)},
                           {"epochs_warmup", std::to_string(cfg.warmup_epochs)},
@@ -619,7 +676,7 @@ inline PipelineResult run_distill_pipeline(const PipelineOptions& o) {
   };
 
   // ---- stage 2: CE-only student baseline ------------------------------------------------------------------
-  {
+  if (o.run_ce) {
     StageResult st;
     st.name = "student_ce";
     stage_header("student_ce", "CE-only " + cfg.student + " baseline (" + s.student_init + " init), " +
@@ -628,7 +685,7 @@ inline PipelineResult run_distill_pipeline(const PipelineOptions& o) {
     Generator sgen(seed + 1);
     auto student = kd::make_student(cfg, sgen);
     student->set_noise_seed(seed + 12);
-    detail::init_student(*student, s, log);
+    detail::init_student(*student, s, log, calibration);
     ce_stage(st, *student, *kd_train_loader, cfg.lr, cfg.weight_decay, cfg.epochs, cfg.warmup_epochs,
              student_config("ce"));
     result.stages.push_back(st);
@@ -636,7 +693,7 @@ inline PipelineResult run_distill_pipeline(const PipelineOptions& o) {
 
   // ---- stage 3: distilled student -------------------------------------------------------------------------
   std::shared_ptr<nn::Model> kd_student;
-  {
+  if (o.run_kd) {
     StageResult st;
     st.name = "student_kd";
     const auto t0 = now();
@@ -650,7 +707,7 @@ inline PipelineResult run_distill_pipeline(const PipelineOptions& o) {
     Generator sgen(seed + 1);
     auto student = kd::make_student(cfg, sgen);
     student->set_noise_seed(seed + 12);
-    detail::init_student(*student, s, log);
+    detail::init_student(*student, s, log, calibration);
     Generator hgen(seed + 2);
     kd::CrossArchitectureDistiller distiller(teacher, student, cfg, hgen);
     data::Loader& train_loader = *kd_train_loader;
@@ -722,7 +779,7 @@ inline PipelineResult run_distill_pipeline(const PipelineOptions& o) {
   }
 
   // ---- stage 4: export --------------------------------------------------------------------------------------
-  if (o.export_bundle) {
+  if (o.export_bundle && kd_student) {
     detail::say(log, "\n== export: fp16 student bundle");
     deploy::ExportOptions eo;
     eo.preprocess.resize = img;
