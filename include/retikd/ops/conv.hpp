@@ -15,17 +15,25 @@
 //
 // Shapes: x (N, C, H, W), weight (O, C/groups, kh, kw), bias (O,) or undefined; output (N, O, OH, OW) with
 // OH = (H + pad_top + pad_bottom − dilation_h·(kh−1) − 1) / stride_h + 1 (likewise OW).
+//
+// GPU (float32 / float16 tensors on a CUDA device, RETIKD_WITH_CUDA): depthwise layers run retikd's own kernel,
+// dense ones cuDNN (or im2col + cuBLAS without it), all through retikd/cuda/conv.hpp; the bias gradient is a
+// per-channel reduction there. The CPU path is unchanged.
 #pragma once
 
 #include <algorithm>
 #include <cstdint>
 #include <cstring>
+#include <initializer_list>
 #include <vector>
 
 #include "retikd/autograd/var.hpp"
 #include "retikd/core/parallel.hpp"
 #include "retikd/ops/common.hpp"
 #include "retikd/ops/cpu/gemm.hpp"
+#ifdef RETIKD_WITH_CUDA
+#include "retikd/cuda/conv.hpp"
+#endif
 
 namespace retikd {
 namespace ops {
@@ -700,6 +708,29 @@ void conv2d_depthwise_backward_weight(const Conv2dGeometry& g, const T* gy, cons
   });
 }
 
+#ifdef RETIKD_WITH_CUDA
+inline cuda::Conv2dDims cuda_conv_dims(const Conv2dGeometry& g) {
+  auto i32 = [](int64_t v) {
+    RETIKD_CHECK(v >= 0 && v < (int64_t(1) << 31), "conv2d: size ", v, " too large for the CUDA path");
+    return static_cast<int>(v);
+  };
+  const Conv2dOptions& o = g.opt;
+  return cuda::Conv2dDims{i32(g.N), i32(g.C), i32(g.H), i32(g.W), i32(g.O), i32(g.kh), i32(g.kw), i32(g.OH),
+                          i32(g.OW), i32(o.stride_h), i32(o.stride_w), i32(o.pad_top), i32(o.pad_bottom),
+                          i32(o.pad_left), i32(o.pad_right), i32(o.dilation_h), i32(o.dilation_w), i32(g.groups)};
+}
+// Every operand on the first one's GPU with its dtype, float32 or float16.
+inline void conv2d_check_cuda(const Tensor& first, std::initializer_list<const Tensor*> rest) {
+  RETIKD_CHECK(first.dtype() == DType::float32 || first.dtype() == DType::float16, "conv2d: no CUDA path for ",
+               first.describe(), " (float32 / float16 only)");
+  for (const Tensor* t : rest) {
+    if (!t->defined()) continue;
+    check_same_device("conv2d", first, *t);
+    check_same_dtype("conv2d", first, *t);
+  }
+}
+#endif
+
 inline void conv2d_check_tensors(const Tensor& x, const Tensor& w, const Tensor& bias) {
   check_cpu("conv2d", x);
   check_cpu("conv2d", w);
@@ -715,6 +746,27 @@ inline void conv2d_check_tensors(const Tensor& x, const Tensor& w, const Tensor&
 // y (N, O, OH, OW) = conv2d(x, w) + bias; bias may be undefined.
 inline Tensor conv2d(const Tensor& x, const Tensor& w, const Tensor& bias, const Conv2dOptions& opt) {
   const Conv2dGeometry g = conv2d_geometry(x.shape(), w.shape(), opt);
+#ifdef RETIKD_WITH_CUDA
+  if (x.is_cuda()) {
+    conv2d_check_cuda(x, {&w, &bias});
+    if (bias.defined())
+      RETIKD_CHECK(bias.dim() == 1 && bias.size(0) == w.size(0), "conv2d: bias ", shape_str(bias.shape()),
+                   " must be (", w.size(0), ",) for weight ", shape_str(w.shape()));
+    Tensor y = Tensor::empty({g.N, g.O, g.OH, g.OW}, x.dtype(), x.device());
+    if (y.numel() == 0) return y;
+    const Tensor xc = x.contiguous(), wc = w.contiguous();
+    const Tensor bc = bias.defined() ? bias.contiguous() : Tensor();
+    const int dt = static_cast<int>(x.dtype()), dev = x.device().index;
+    if (g.depthwise()) {
+      cuda::depthwise_forward(cuda_conv_dims(g), xc.raw_data(), wc.raw_data(), bc.defined() ? bc.raw_data() : nullptr,
+                              y.raw_data(), cuda::kActNone, dt, dev);
+    } else {
+      cuda::conv2d_forward(cuda_conv_dims(g), xc.raw_data(), wc.raw_data(), y.raw_data(), dt, dev);
+      if (bc.defined()) cuda::channel_bias_add(y.raw_data(), bc.raw_data(), g.N, g.O, g.L, dt, dev);
+    }
+    return y;
+  }
+#endif
   conv2d_check_tensors(x, w, bias);
   Tensor y = Tensor::empty({g.N, g.O, g.OH, g.OW}, x.dtype());
   if (y.numel() == 0) return y;
@@ -743,6 +795,22 @@ inline void conv2d_check_grad(const Conv2dGeometry& g, const Tensor& gy, const c
 inline Tensor conv2d_backward_input(const Tensor& grad_out, const Tensor& w, const Shape& x_shape,
                                     const Conv2dOptions& opt) {
   const Conv2dGeometry g = conv2d_geometry(x_shape, w.shape(), opt);
+#ifdef RETIKD_WITH_CUDA
+  if (grad_out.is_cuda()) {
+    conv2d_check_cuda(grad_out, {&w});
+    RETIKD_CHECK(grad_out.shape() == Shape({g.N, g.O, g.OH, g.OW}), "conv2d backward (input): output gradient ",
+                 shape_str(grad_out.shape()), " does not match the output");
+    if (shape_numel(x_shape) == 0 || grad_out.numel() == 0) return Tensor::zeros(x_shape, w.dtype(), w.device());
+    Tensor gx = Tensor::empty(x_shape, w.dtype(), w.device());
+    const Tensor gyc = grad_out.contiguous(), wc = w.contiguous();
+    const int dt = static_cast<int>(w.dtype()), dev = w.device().index;
+    if (g.depthwise())
+      cuda::depthwise_backward_input(cuda_conv_dims(g), gyc.raw_data(), wc.raw_data(), gx.raw_data(), dt, dev);
+    else
+      cuda::conv2d_backward_input(cuda_conv_dims(g), gyc.raw_data(), wc.raw_data(), gx.raw_data(), dt, dev);
+    return gx;
+  }
+#endif
   conv2d_check_grad(g, grad_out, "backward (input)");
   check_same_dtype("conv2d backward", grad_out, w);
   if (shape_numel(x_shape) == 0 || grad_out.numel() == 0) return Tensor::zeros(x_shape, w.dtype());
@@ -763,6 +831,22 @@ inline Tensor conv2d_backward_input(const Tensor& grad_out, const Tensor& w, con
 inline Tensor conv2d_backward_weight(const Tensor& grad_out, const Tensor& x, const Shape& w_shape,
                                      const Conv2dOptions& opt) {
   const Conv2dGeometry g = conv2d_geometry(x.shape(), w_shape, opt);
+#ifdef RETIKD_WITH_CUDA
+  if (grad_out.is_cuda()) {
+    conv2d_check_cuda(grad_out, {&x});
+    RETIKD_CHECK(grad_out.shape() == Shape({g.N, g.O, g.OH, g.OW}), "conv2d backward (weight): output gradient ",
+                 shape_str(grad_out.shape()), " does not match the output");
+    if (shape_numel(w_shape) == 0 || grad_out.numel() == 0) return Tensor::zeros(w_shape, x.dtype(), x.device());
+    Tensor gw = Tensor::empty(w_shape, x.dtype(), x.device());
+    const Tensor gyc = grad_out.contiguous(), xc = x.contiguous();
+    const int dt = static_cast<int>(x.dtype()), dev = x.device().index;
+    if (g.depthwise())
+      cuda::depthwise_backward_weight(cuda_conv_dims(g), gyc.raw_data(), xc.raw_data(), gw.raw_data(), dt, dev);
+    else
+      cuda::conv2d_backward_weight(cuda_conv_dims(g), gyc.raw_data(), xc.raw_data(), gw.raw_data(), dt, dev);
+    return gw;
+  }
+#endif
   conv2d_check_grad(g, grad_out, "backward (weight)");
   check_same_dtype("conv2d backward", grad_out, x);
   if (shape_numel(w_shape) == 0 || grad_out.numel() == 0) return Tensor::zeros(w_shape, x.dtype());
@@ -783,8 +867,17 @@ inline Tensor conv2d_backward_weight(const Tensor& grad_out, const Tensor& x, co
 inline Tensor conv2d_backward_bias(const Tensor& grad_out) {
   RETIKD_CHECK(grad_out.dim() == 4, "conv2d backward (bias): output gradient ", shape_str(grad_out.shape()),
                " must be 4-D");
-  check_cpu("conv2d", grad_out);
   const int64_t N = grad_out.size(0), O = grad_out.size(1), L = grad_out.size(2) * grad_out.size(3);
+#ifdef RETIKD_WITH_CUDA
+  if (grad_out.is_cuda()) {
+    conv2d_check_cuda(grad_out, {});
+    Tensor gb = Tensor::empty({O}, grad_out.dtype(), grad_out.device());
+    const Tensor gyc = grad_out.contiguous();
+    cuda::channel_sum(gyc.raw_data(), gb.raw_data(), N, O, L, static_cast<int>(gyc.dtype()), gyc.device().index);
+    return gb;
+  }
+#endif
+  check_cpu("conv2d", grad_out);
   Tensor gb = Tensor::zeros({O}, grad_out.dtype());
   const Tensor gyc = grad_out.contiguous();
   dispatch_floating(grad_out.dtype(), "conv2d backward", [&](auto tag) {

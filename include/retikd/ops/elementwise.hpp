@@ -12,6 +12,7 @@
 #include "retikd/ops/common.hpp"
 #ifdef RETIKD_WITH_CUDA
 #include "retikd/cuda/elementwise.hpp"
+#include "retikd/cuda/nn_ops.hpp"
 #endif
 
 namespace retikd {
@@ -28,12 +29,29 @@ inline bool cuda_binary(int op, const Tensor& a, const Tensor& b, Tensor& out) {
                a.device().index);
   return true;
 }
+// alpha·a + beta on the GPU (the scalar forms), computed in float32.
+inline bool cuda_affine(const Tensor& a, double alpha, double beta, Tensor& out) {
+  if (!a.is_cuda() || (a.dtype() != DType::float32 && a.dtype() != DType::float16)) return false;
+  Tensor ca = a.contiguous();
+  out = Tensor::empty(a.shape(), a.dtype(), a.device());
+  cuda::affine(ca.raw_data(), out.raw_data(), a.numel(), static_cast<float>(alpha), static_cast<float>(beta),
+               static_cast<int>(a.dtype()), a.device().index);
+  return true;
+}
+#define RETIKD_TRY_CUDA_AFFINE(a, alpha, beta)                       \
+  do {                                                               \
+    Tensor cuda_out_;                                                \
+    if (cuda_affine(a, alpha, beta, cuda_out_)) return cuda_out_;    \
+  } while (0)
 #define RETIKD_TRY_CUDA_BINARY(code, a, b)              \
   do {                                                  \
     Tensor cuda_out_;                                   \
     if (cuda_binary(code, a, b, cuda_out_)) return cuda_out_; \
   } while (0)
 #else
+#define RETIKD_TRY_CUDA_AFFINE(a, alpha, beta) \
+  do {                                         \
+  } while (0)
 #define RETIKD_TRY_CUDA_BINARY(code, a, b) \
   do {                                     \
   } while (0)
@@ -64,12 +82,15 @@ inline Tensor minimum(const Tensor& a, const Tensor& b) {
   return cpu_zip(a, b, "minimum", [](auto x, auto y) { return x <= y ? x : y; });
 }
 inline Tensor mul_scalar(const Tensor& a, double s) {
+  RETIKD_TRY_CUDA_AFFINE(a, s, 0.0);
   return cpu_map(a, "mul_scalar", [s](auto x) { return x * static_cast<decltype(x)>(s); });
 }
 inline Tensor add_scalar(const Tensor& a, double s) {
+  RETIKD_TRY_CUDA_AFFINE(a, 1.0, s);
   return cpu_map(a, "add_scalar", [s](auto x) { return x + static_cast<decltype(x)>(s); });
 }
 inline Tensor neg(const Tensor& a) {
+  RETIKD_TRY_CUDA_AFFINE(a, -1.0, 0.0);
   return cpu_map(a, "neg", [](auto x) { return -x; });
 }
 

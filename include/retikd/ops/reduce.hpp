@@ -3,6 +3,9 @@
 // The CPU path moves the reduced dimensions last (a permuted view made contiguous), then reduces each row
 // with a double accumulator, threaded over rows; that keeps one simple kernel for any set of dimensions.
 // max's backward sends the gradient to the first maximal element of each row, as PyTorch's max(dim) does.
+// GPU (float32 / float16): sum, mean and amax reduce the same permuted rows with retikd/cuda/nn_ops.hpp's row
+// kernel (float32 accumulation); sum / mean backward need only expand + contiguous + mul_scalar, which run
+// there too. argmax and max's backward stay CPU-only.
 #pragma once
 
 #include <algorithm>
@@ -60,6 +63,19 @@ inline Tensor rows_view(const Tensor& x, const ReducePlan& p) {
 }
 
 // fn(row_pointer, row_len) -> value, for every row; the output has the plan's out_shape.
+#ifdef RETIKD_WITH_CUDA
+// The GPU form of reduce_rows for sum / mean (scale 1/row_len) / max on float32 / float16 tensors.
+inline Tensor cuda_reduce_rows(const Tensor& x, const ReducePlan& p, int op, double scale) {
+  RETIKD_CHECK(x.dtype() == DType::float32 || x.dtype() == DType::float16, "reduce: no CUDA path for ",
+               x.describe());
+  Tensor out = Tensor::empty(p.out_shape, x.dtype(), x.device());
+  const Tensor r = rows_view(x, p);
+  cuda::reduce_rows(r.raw_data(), out.raw_data(), p.rows, p.row_len, op, static_cast<float>(scale),
+                    static_cast<int>(x.dtype()), x.device().index);
+  return out;
+}
+#endif
+
 template <class F>
 Tensor reduce_rows(const Tensor& x, const ReducePlan& p, const char* op, DType out_dtype, F&& fn) {
   check_cpu(op, x);
@@ -83,6 +99,9 @@ Tensor reduce_rows(const Tensor& x, const ReducePlan& p, const char* op, DType o
 
 inline Tensor sum(const Tensor& x, const std::vector<int64_t>& dims = {}, bool keepdim = false) {
   ReducePlan p = make_reduce_plan(x, dims, keepdim, "sum");
+#ifdef RETIKD_WITH_CUDA
+  if (x.is_cuda()) return cuda_reduce_rows(x, p, cuda::kRowSum, 1.0);
+#endif
   return reduce_rows(x, p, "sum", x.dtype(), [](const auto* row, int64_t n) {
     double s = 0.0;
     for (int64_t k = 0; k < n; ++k) s += static_cast<double>(row[k]);
@@ -92,6 +111,9 @@ inline Tensor sum(const Tensor& x, const std::vector<int64_t>& dims = {}, bool k
 inline Tensor mean(const Tensor& x, const std::vector<int64_t>& dims = {}, bool keepdim = false) {
   ReducePlan p = make_reduce_plan(x, dims, keepdim, "mean");
   RETIKD_CHECK(p.row_len > 0, "mean: reducing over an empty dimension of ", x.describe());
+#ifdef RETIKD_WITH_CUDA
+  if (x.is_cuda()) return cuda_reduce_rows(x, p, cuda::kRowSum, 1.0 / static_cast<double>(p.row_len));
+#endif
   return reduce_rows(x, p, "mean", x.dtype(), [](const auto* row, int64_t n) {
     double s = 0.0;
     for (int64_t k = 0; k < n; ++k) s += static_cast<double>(row[k]);
@@ -114,6 +136,9 @@ inline Tensor argmax(const Tensor& x, int64_t dim, bool keepdim = false) {
 inline Tensor amax(const Tensor& x, const std::vector<int64_t>& dims = {}, bool keepdim = false) {
   ReducePlan p = make_reduce_plan(x, dims, keepdim, "max");
   RETIKD_CHECK(p.row_len > 0, "max: empty reduction over ", x.describe());
+#ifdef RETIKD_WITH_CUDA
+  if (x.is_cuda()) return cuda_reduce_rows(x, p, cuda::kRowMax, 1.0);
+#endif
   return reduce_rows(x, p, "max", x.dtype(), [](const auto* row, int64_t n) {
     auto best = row[0];
     for (int64_t k = 1; k < n; ++k)

@@ -6,6 +6,9 @@
 // Matching PyTorch's formulas (not merely "an SGD") matters: recipes from the papers (lr 1e-4, wd 1e-5, cosine
 // over 50 epochs) only transfer when the update is the same. The state (momentum buffers, Adam moments, step
 // counts) is exposed by name so checkpoints can save and restore it bit for bit.
+//
+// float32 parameters on a GPU (RETIKD_WITH_CUDA) are updated by retikd/cuda/optim.hpp's fused kernel: one launch
+// per step over all of them, the same formulas in float; their state tensors live on the parameter's device.
 #pragma once
 
 #include <cmath>
@@ -18,6 +21,9 @@
 #include "retikd/core/error.hpp"
 #include "retikd/core/parallel.hpp"
 #include "retikd/core/tensor.hpp"
+#ifdef RETIKD_WITH_CUDA
+#include "retikd/cuda/optim.hpp"
+#endif
 
 namespace retikd {
 namespace optim {
@@ -66,8 +72,13 @@ class Optimizer {
       for (const auto& p : g.params) {
         RETIKD_CHECK(p.defined() && p.requires_grad(), "optimizer: group '", g.name,
                      "' holds a parameter that does not require a gradient");
+#ifdef RETIKD_WITH_CUDA
+        RETIKD_CHECK(p.device().is_cpu() || p.value().dtype() == DType::float32, "optimizer: the fused CUDA "
+                     "update takes float32 parameters, got ", p.value().describe());
+#else
         RETIKD_CHECK(p.device().is_cpu(), "optimizer: the CPU update got a parameter on ", p.device().to_string(),
-                     " (the fused CUDA update is not implemented yet)");
+                     " (this build has no CUDA)");
+#endif
       }
   }
   // The state tensor `name` of parameter `index`, created as zeros shaped like the parameter on first use.
@@ -76,7 +87,7 @@ class Optimizer {
     auto it = state_.find(key);
     if (it == state_.end()) {
       if (created) *created = true;
-      it = state_.emplace(key, Tensor::zeros(like.shape(), like.dtype())).first;
+      it = state_.emplace(key, Tensor::zeros(like.shape(), like.dtype(), like.device())).first;
     } else if (created) {
       *created = false;
     }
@@ -84,14 +95,15 @@ class Optimizer {
                  shape_str(it->second.shape()), " but the parameter is ", shape_str(like.shape()));
     return it->second;
   }
-  // Calls fn(group, param_index, value, grad) on contiguous float32/float64 host data.
+  // Calls fn(group, param_index, value, grad) on contiguous float32/float64 data: host parameters (on_gpu
+  // false) or GPU parameters (on_gpu true).
   template <class Fn>
-  void for_each_param(Fn&& fn) {
+  void for_each_param(Fn&& fn, bool on_gpu = false) {
     std::size_t index = 0;
     for (auto& g : groups_) {
       for (auto& p : g.params) {
         const std::size_t i = index++;
-        if (!p.grad().defined()) continue;
+        if (!p.grad().defined() || p.value().is_cuda() != on_gpu) continue;
         Tensor& value = p.mutable_value();
         RETIKD_CHECK(value.is_contiguous(), "optimizer: parameter ", i, " is not contiguous");
         Tensor grad = p.grad().contiguous();
@@ -148,6 +160,27 @@ class SGD : public Optimizer {
         });
       });
     });
+#ifdef RETIKD_WITH_CUDA
+    std::vector<cuda::SGDTensor> table;
+    std::vector<Tensor> keep;  // contiguous gradient copies alive until the launch
+    int device = -1;
+    for_each_param(
+        [&](ParamGroup& g, std::size_t i, Tensor& value, const Tensor& grad) {
+          bool fresh = false;
+          Tensor* buf = opt_.momentum != 0 ? &slot(i, "momentum_buffer", value, &fresh) : nullptr;
+          const cuda::prog::SGDScalars s{static_cast<float>(g.lr), static_cast<float>(g.weight_decay),
+                           static_cast<float>(opt_.momentum), static_cast<float>(opt_.dampening),
+                           opt_.nesterov ? 1 : 0, fresh ? 1 : 0};
+          table.push_back({static_cast<float*>(value.raw_data()), static_cast<const float*>(grad.raw_data()),
+                           buf ? static_cast<float*>(buf->raw_data()) : nullptr, value.numel(), s});
+          keep.push_back(grad);
+          RETIKD_CHECK(device < 0 || device == value.device().index, "SGD: the fused CUDA update needs every GPU "
+                       "parameter on one device");
+          device = value.device().index;
+        },
+        true);
+    if (!table.empty()) cuda::sgd_multi(table.data(), static_cast<int>(table.size()), device);
+#endif
   }
   const SGDOptions& options() const { return opt_; }
 
@@ -198,6 +231,31 @@ class AdamW : public Optimizer {
         });
       });
     });
+#ifdef RETIKD_WITH_CUDA
+    std::vector<cuda::AdamWTensor> table;
+    std::vector<Tensor> keep;  // contiguous gradient copies alive until the launch
+    int device = -1;
+    for_each_param(
+        [&](ParamGroup& g, std::size_t i, Tensor& value, const Tensor& grad) {
+          Tensor& m = slot(i, "exp_avg", value);
+          Tensor& v = slot(i, "exp_avg_sq", value);
+          // The CPU's constants, computed in double and rounded once, as there.
+          const cuda::prog::AdamWScalars s{static_cast<float>(1.0 - g.lr * g.weight_decay),
+                                           static_cast<float>(opt_.beta1),
+                                           static_cast<float>(opt_.beta2),
+                                           static_cast<float>(g.lr / bc1),
+                                           static_cast<float>(1.0 / std::sqrt(bc2)),
+                                           static_cast<float>(opt_.eps)};
+          table.push_back({static_cast<float*>(value.raw_data()), static_cast<const float*>(grad.raw_data()),
+                           static_cast<float*>(m.raw_data()), static_cast<float*>(v.raw_data()), value.numel(), s});
+          keep.push_back(grad);
+          RETIKD_CHECK(device < 0 || device == value.device().index, "AdamW: the fused CUDA update needs every GPU "
+                       "parameter on one device");
+          device = value.device().index;
+        },
+        true);
+    if (!table.empty()) cuda::adamw_multi(table.data(), static_cast<int>(table.size()), device);
+#endif
   }
   const AdamWOptions& options() const { return opt_; }
 

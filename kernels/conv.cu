@@ -1,0 +1,501 @@
+// kernels/conv.cu — the convolution family (include/retikd/cuda/conv.hpp): dense convolutions through cuDNN's
+// descriptor API when the build has cuDNN (RETIKD_USE_CUDNN, set by CMake; Debian's CUDA 11.8 that the sm_53
+// gate uses has none, so that gate compiles the fallback alone) and through im2col + cuBLAS otherwise; the
+// depthwise kernels; per-channel bias add and sum. The per-element index math lives in
+// retikd/cuda/op_programs.hpp, which the CPU emulation test runs too.
+//
+// Why our own depthwise kernel: cuDNN's grouped convolution with one channel per group is slow on older cards
+// and MobileNetV2's depthwise layers are memory bound; one thread per output (fp32 accumulation, optional
+// bias + ReLU6 in the same pass) reads each input about kh·kw/stride² times from cache.
+#include <cuda_runtime.h>
+
+#include <cstdint>
+#include <mutex>
+#include <stdexcept>
+#include <string>
+
+#include "cuda_check.cuh"
+#include "launch.cuh"
+#include "reduce.cuh"
+#include "retikd/core/half.hpp"
+#include "retikd/cuda/blas.hpp"
+#include "retikd/cuda/conv.hpp"
+#include "retikd/cuda/op_programs.hpp"
+#include "retikd/cuda/runtime.hpp"
+
+#ifndef RETIKD_USE_CUDNN
+#define RETIKD_USE_CUDNN 0
+#endif
+#if RETIKD_USE_CUDNN
+#include <cudnn.h>
+#include <map>
+#include <tuple>
+#endif
+
+namespace retikd {
+namespace cuda {
+namespace {
+
+std::size_t elem_size(int dtype) { return dtype == kFloat16 ? 2 : 4; }
+
+void check_dtype(const char* op, int dtype) {
+  if (dtype != kFloat32 && dtype != kFloat16)
+    throw std::invalid_argument(std::string(op) + ": dtype " + std::to_string(dtype) + " is not float32 or float16");
+}
+
+void check_dims(const char* op, const Conv2dDims& d) {
+  const long long L = 1LL * d.OH * d.OW;
+  const bool ok = d.N >= 0 && d.C > 0 && d.H > 0 && d.W > 0 && d.O > 0 && d.kh > 0 && d.kw > 0 && d.OH >= 0 &&
+                  d.OW >= 0 && d.stride_h > 0 && d.stride_w > 0 && d.dil_h > 0 && d.dil_w > 0 && d.groups > 0 &&
+                  d.C % d.groups == 0 && d.O % d.groups == 0 && d.pad_top >= 0 && d.pad_bottom >= 0 &&
+                  d.pad_left >= 0 && d.pad_right >= 0 && 1LL * d.N * d.C * d.H * d.W < (1LL << 31) &&
+                  1LL * d.N * d.O * L < (1LL << 31) && 1LL * d.C * d.kh * d.kw * L < (1LL << 31);
+  if (!ok) throw std::invalid_argument(std::string(op) + ": invalid or too large convolution dimensions");
+}
+
+const char* at(const void* p, int64_t elements, int dtype) {
+  return static_cast<const char*>(p) + elements * static_cast<int64_t>(elem_size(dtype));
+}
+char* at(void* p, int64_t elements, int dtype) {
+  return static_cast<char*>(p) + elements * static_cast<int64_t>(elem_size(dtype));
+}
+
+// A device buffer from the caching allocator, returned on scope exit (the default stream orders the reuse).
+struct Scratch {
+  void* p = nullptr;
+  int device = 0;
+  Scratch(std::size_t bytes, int dev) : p(device_malloc(bytes, dev)), device(dev) {}
+  ~Scratch() { device_free(p, device); }
+  Scratch(const Scratch&) = delete;
+  Scratch& operator=(const Scratch&) = delete;
+};
+
+// ---- elementwise-shaped work (grid-stride, uint32 indices: every launcher checks < 2^31) -----------------
+
+template <class T>
+struct DepthwiseForward {
+  Conv2dDims d;
+  const T* x;
+  const T* w;
+  const T* bias;
+  T* y;
+  int act;
+  __device__ void operator()(uint32_t i) const {
+    float v = prog::depthwise_output<T, uint32_t>(d, x, w, i);
+    if (bias) v += prog::to_f(bias[(i / static_cast<uint32_t>(d.OH * d.OW)) % static_cast<uint32_t>(d.O)]);
+    if (act == kActRelu6) v = fminf(fmaxf(v, 0.f), 6.f);
+    y[i] = prog::from_f<T>(v);
+  }
+};
+
+template <class T>
+struct DepthwiseBackwardInput {
+  Conv2dDims d;
+  const T* gy;
+  const T* w;
+  T* gx;
+  __device__ void operator()(uint32_t i) const { gx[i] = prog::from_f<T>(prog::depthwise_grad_input<T, uint32_t>(d, gy, w, i)); }
+};
+
+template <class T>
+struct Im2col {
+  Conv2dDims d;
+  const T* x;
+  T* col;
+  __device__ void operator()(uint32_t i) const { col[i] = prog::im2col_value<T, uint32_t>(d, x, i); }
+};
+
+template <class T>
+struct Col2im {
+  Conv2dDims d;
+  const T* col;
+  T* gx;
+  __device__ void operator()(uint32_t i) const { gx[i] = prog::from_f<T>(prog::col2im_value<T, uint32_t>(d, col, i)); }
+};
+
+template <class T>
+struct BiasAdd {
+  T* y;
+  const T* bias;
+  uint32_t C, L;
+  __device__ void operator()(uint32_t i) const { y[i] = prog::from_f<T>(prog::to_f(y[i]) + prog::to_f(bias[(i / L) % C])); }
+};
+
+// dst (planes, H2, W2)[h][w] = src (planes, H, W)[h − top][w − left], 0 outside; negative top / left crop.
+template <class T>
+struct PadCopy {
+  const T* src;
+  T* dst;
+  int H, W, H2, W2, top, left;
+  __device__ void operator()(uint32_t i) const {
+    const int w = static_cast<int>(i % static_cast<uint32_t>(W2));
+    const uint32_t t = i / static_cast<uint32_t>(W2);
+    const int h = static_cast<int>(t % static_cast<uint32_t>(H2));
+    const uint32_t p = t / static_cast<uint32_t>(H2);
+    const int sh = h - top, sw = w - left;
+    dst[i] = (sh >= 0 && sh < H && sw >= 0 && sw < W) ? src[(static_cast<uint64_t>(p) * H + sh) * W + sw]
+                                                       : prog::from_f<T>(0.f);
+  }
+};
+
+// ---- block reductions --------------------------------------------------------------------------------------
+
+constexpr int kReduceThreads = 256;
+
+// One block per (o, tap): gw[o, ki, kj] = Σ gy·x over (n, oh, ow).
+template <class T>
+__global__ void __launch_bounds__(kReduceThreads) depthwise_weight_kernel(Conv2dDims d, const T* gy, const T* x, T* gw) {
+  const int taps = d.kh * d.kw;
+  const int o = blockIdx.x / taps, tap = blockIdx.x % taps;
+  const float part = prog::depthwise_grad_weight_part<T>(d, gy, x, o, tap / d.kw, tap % d.kw, threadIdx.x, blockDim.x);
+  const float s = detail::block_sum_f(part);
+  if (threadIdx.x == 0) gw[blockIdx.x] = prog::from_f<T>(s);
+}
+
+// One block per channel c: out[c] = Σ_{n, l} x[(n·C + c)·L + l].
+template <class T>
+__global__ void __launch_bounds__(kReduceThreads) channel_sum_kernel(const T* x, T* out, int64_t N, int64_t C, int64_t L) {
+  const int64_t c = blockIdx.x;
+  float acc = 0.f;
+  for (int64_t n = 0; n < N; ++n) {
+    const T* p = x + (n * C + c) * L;
+    for (int64_t l = threadIdx.x; l < L; l += blockDim.x) acc += prog::to_f(p[l]);
+  }
+  const float s = detail::block_sum_f(acc);
+  if (threadIdx.x == 0) out[c] = prog::from_f<T>(s);
+}
+
+template <class Work>
+void launch32(int64_t n, const Work& work) {
+  if (n >= (1LL << 31)) throw std::invalid_argument("retikd::cuda::conv: launch of 2^31 or more elements");
+  detail::launch_grid_stride<uint32_t>(static_cast<uint32_t>(n), work);
+}
+
+template <class T>
+void pad_copy(const void* src, void* dst, int64_t planes, int H, int W, int H2, int W2, int top, int left) {
+  launch32(planes * H2 * W2, PadCopy<T>{static_cast<const T*>(src), static_cast<T*>(dst), H, W, H2, W2, top, left});
+}
+
+void pad_copy_any(int dtype, const void* src, void* dst, int64_t planes, int H, int W, int H2, int W2, int top,
+                  int left) {
+  if (dtype == kFloat32)
+    pad_copy<float>(src, dst, planes, H, W, H2, W2, top, left);
+  else
+    pad_copy<Half>(src, dst, planes, H, W, H2, W2, top, left);
+}
+
+// ---- im2col + cuBLAS (fallback) ------------------------------------------------------------------------------
+
+template <class T>
+void im2col_one(const Conv2dDims& d, const void* x_n, void* col) {
+  launch32(1LL * d.C * d.kh * d.kw * d.OH * d.OW, Im2col<T>{d, static_cast<const T*>(x_n), static_cast<T*>(col)});
+}
+
+void dense_forward_gemm(const Conv2dDims& d, const void* x, const void* w, void* y, int dtype, int device) {
+  const int64_t L = 1LL * d.OH * d.OW, Cg = d.C / d.groups, Og = d.O / d.groups, K = Cg * d.kh * d.kw;
+  Scratch col(static_cast<std::size_t>(d.groups * K * L) * elem_size(dtype), device);
+  for (int n = 0; n < d.N; ++n) {
+    const void* xn = at(x, 1LL * n * d.C * d.H * d.W, dtype);
+    if (dtype == kFloat32) im2col_one<float>(d, xn, col.p); else im2col_one<Half>(d, xn, col.p);
+    // y[n]_g (Og, L) = W_g (Og, K) · col_g (K, L), one batch entry per group.
+    gemm(false, false, Og, L, K, 1.f, w, K, Og * K, col.p, L, K * L, 0.f, at(y, 1LL * n * d.O * L, dtype), L, Og * L,
+         d.groups, dtype, device);
+  }
+}
+
+void dense_backward_input_gemm(const Conv2dDims& d, const void* gy, const void* w, void* gx, int dtype, int device) {
+  const int64_t L = 1LL * d.OH * d.OW, Cg = d.C / d.groups, Og = d.O / d.groups, K = Cg * d.kh * d.kw;
+  Scratch col(static_cast<std::size_t>(d.groups * K * L) * elem_size(dtype), device);
+  for (int n = 0; n < d.N; ++n) {
+    // col_g (K, L) = W_gᵀ (K, Og) · gy[n]_g (Og, L), then the gather back onto the input.
+    gemm(true, false, K, L, Og, 1.f, w, K, Og * K, at(gy, 1LL * n * d.O * L, dtype), L, Og * L, 0.f, col.p, L, K * L,
+         d.groups, dtype, device);
+    void* gxn = at(gx, 1LL * n * d.C * d.H * d.W, dtype);
+    const int64_t count = 1LL * d.C * d.H * d.W;
+    if (dtype == kFloat32)
+      launch32(count, Col2im<float>{d, static_cast<const float*>(col.p), static_cast<float*>(gxn)});
+    else
+      launch32(count, Col2im<Half>{d, static_cast<const Half*>(col.p), static_cast<Half*>(gxn)});
+  }
+}
+
+void dense_backward_weight_gemm(const Conv2dDims& d, const void* gy, const void* x, void* gw, int dtype, int device) {
+  const int64_t L = 1LL * d.OH * d.OW, Cg = d.C / d.groups, Og = d.O / d.groups, K = Cg * d.kh * d.kw;
+  if (d.N == 0) {
+    RETIKD_CUDA_CHECK(cudaMemsetAsync(gw, 0, static_cast<std::size_t>(d.O * K) * elem_size(dtype)));
+    return;
+  }
+  Scratch col(static_cast<std::size_t>(d.groups * K * L) * elem_size(dtype), device);
+  for (int n = 0; n < d.N; ++n) {
+    const void* xn = at(x, 1LL * n * d.C * d.H * d.W, dtype);
+    if (dtype == kFloat32) im2col_one<float>(d, xn, col.p); else im2col_one<Half>(d, xn, col.p);
+    // gw_g (Og, K) (+)= gy[n]_g (Og, L) · col_gᵀ (L, K). fp16 accumulates across samples in fp16 storage.
+    gemm(false, true, Og, K, L, 1.f, at(gy, 1LL * n * d.O * L, dtype), L, Og * L, col.p, L, K * L, n == 0 ? 0.f : 1.f,
+         gw, K, Og * K, d.groups, dtype, device);
+  }
+}
+
+bool g_use_cudnn = true;
+
+#if RETIKD_USE_CUDNN
+// ---- cuDNN -----------------------------------------------------------------------------------------------------
+
+void throw_cudnn(cudnnStatus_t s, const char* call, const char* file, int line) {
+  throw std::runtime_error(std::string("cuDNN error: ") + call + " failed at " + file + ":" + std::to_string(line) +
+                           ": " + cudnnGetErrorString(s) + " (" + std::to_string(static_cast<int>(s)) + ")");
+}
+#define RETIKD_CUDNN_CHECK(call)                                                    \
+  do {                                                                              \
+    const cudnnStatus_t retikd_s_ = (call);                                         \
+    if (retikd_s_ != CUDNN_STATUS_SUCCESS) throw_cudnn(retikd_s_, #call, __FILE__, __LINE__); \
+  } while (0)
+
+constexpr int kMaxDevices = 64;
+std::mutex g_cudnn_mutex;
+cudnnHandle_t g_handles[kMaxDevices] = {};
+
+// The handle of the current device (DeviceGuard made it current), bound to the default stream.
+cudnnHandle_t handle_for(int device) {
+  if (device < 0 || device >= kMaxDevices) throw std::invalid_argument("retikd::cuda::conv: device index too large");
+  std::lock_guard<std::mutex> lock(g_cudnn_mutex);
+  if (!g_handles[device]) {
+    RETIKD_CUDNN_CHECK(cudnnCreate(&g_handles[device]));
+    RETIKD_CUDNN_CHECK(cudnnSetStream(g_handles[device], nullptr));
+  }
+  return g_handles[device];
+}
+
+// Descriptors for one (symmetrically padded) convolution; destroyed on scope exit.
+struct CudnnConv {
+  cudnnTensorDescriptor_t x = nullptr, y = nullptr;
+  cudnnFilterDescriptor_t w = nullptr;
+  cudnnConvolutionDescriptor_t conv = nullptr;
+  bool fma_only = false;
+  CudnnConv(const Conv2dDims& d, int H, int W, int pad_h, int pad_w, int dtype) {
+    const cudnnDataType_t dt = dtype == kFloat16 ? CUDNN_DATA_HALF : CUDNN_DATA_FLOAT;
+    RETIKD_CUDNN_CHECK(cudnnCreateTensorDescriptor(&x));
+    RETIKD_CUDNN_CHECK(cudnnCreateTensorDescriptor(&y));
+    RETIKD_CUDNN_CHECK(cudnnCreateFilterDescriptor(&w));
+    RETIKD_CUDNN_CHECK(cudnnCreateConvolutionDescriptor(&conv));
+    RETIKD_CUDNN_CHECK(cudnnSetTensor4dDescriptor(x, CUDNN_TENSOR_NCHW, dt, d.N, d.C, H, W));
+    RETIKD_CUDNN_CHECK(cudnnSetTensor4dDescriptor(y, CUDNN_TENSOR_NCHW, dt, d.N, d.O, d.OH, d.OW));
+    RETIKD_CUDNN_CHECK(cudnnSetFilter4dDescriptor(w, dt, CUDNN_TENSOR_NCHW, d.O, d.C / d.groups, d.kh, d.kw));
+    // fp16 data with fp32 compute (cuDNN's "pseudo half"): fp32 accumulation, as the design asks.
+    RETIKD_CUDNN_CHECK(cudnnSetConvolution2dDescriptor(conv, pad_h, pad_w, d.stride_h, d.stride_w, d.dil_h, d.dil_w,
+                                                       CUDNN_CROSS_CORRELATION, CUDNN_DATA_FLOAT));
+    RETIKD_CUDNN_CHECK(cudnnSetConvolutionGroupCount(conv, d.groups));
+    // fp32 without TF32 permission: plain FMA math, so results match the CPU within fp32 rounding.
+    fma_only = dtype == kFloat32 && !allow_tf32();
+    RETIKD_CUDNN_CHECK(cudnnSetConvolutionMathType(
+        conv, fma_only ? CUDNN_FMA_MATH : (dtype == kFloat16 ? CUDNN_TENSOR_OP_MATH : CUDNN_DEFAULT_MATH)));
+  }
+  ~CudnnConv() {
+    if (conv) cudnnDestroyConvolutionDescriptor(conv);
+    if (w) cudnnDestroyFilterDescriptor(w);
+    if (y) cudnnDestroyTensorDescriptor(y);
+    if (x) cudnnDestroyTensorDescriptor(x);
+  }
+  CudnnConv(const CudnnConv&) = delete;
+  CudnnConv& operator=(const CudnnConv&) = delete;
+};
+
+constexpr std::size_t kMaxWorkspace = std::size_t(1) << 30;
+
+// The first heuristic choice (cudnnGet…_v7) that succeeded, fits the workspace limit and, for fp32 without
+// TF32, does not use tensor-op math; the math type it wants is set on the descriptor.
+template <class Perf>
+Perf pick(const char* what, const Perf* perf, int count, CudnnConv& c) {
+  for (int i = 0; i < count; ++i) {
+    if (perf[i].status != CUDNN_STATUS_SUCCESS || perf[i].memory > kMaxWorkspace) continue;
+    if (c.fma_only && perf[i].mathType == CUDNN_TENSOR_OP_MATH) continue;
+    if (!c.fma_only) RETIKD_CUDNN_CHECK(cudnnSetConvolutionMathType(c.conv, perf[i].mathType));
+    return perf[i];
+  }
+  throw std::runtime_error(std::string("retikd::cuda::conv: cuDNN offered no usable ") + what + " algorithm");
+}
+
+// Asymmetric padding is not expressible in cuDNN: pad explicitly into a scratch buffer, convolve unpadded.
+bool symmetric(const Conv2dDims& d) { return d.pad_top == d.pad_bottom && d.pad_left == d.pad_right; }
+
+void cudnn_forward(const Conv2dDims& d, const void* x, const void* w, void* y, int dtype, int device) {
+  const int H2 = d.H + d.pad_top + d.pad_bottom, W2 = d.W + d.pad_left + d.pad_right;
+  const bool sym = symmetric(d);
+  Scratch xp(sym ? 0 : static_cast<std::size_t>(1LL * d.N * d.C * H2 * W2) * elem_size(dtype), device);
+  if (!sym) pad_copy_any(dtype, x, xp.p, 1LL * d.N * d.C, d.H, d.W, H2, W2, d.pad_top, d.pad_left);
+  CudnnConv c(d, sym ? d.H : H2, sym ? d.W : W2, sym ? d.pad_top : 0, sym ? d.pad_left : 0, dtype);
+  cudnnHandle_t h = handle_for(device);
+  cudnnConvolutionFwdAlgoPerf_t perf[8];
+  int n = 0;
+  RETIKD_CUDNN_CHECK(cudnnGetConvolutionForwardAlgorithm_v7(h, c.x, c.w, c.conv, c.y, 8, &n, perf));
+  const cudnnConvolutionFwdAlgoPerf_t p = pick("forward", perf, n, c);
+  std::size_t ws_bytes = 0;
+  RETIKD_CUDNN_CHECK(cudnnGetConvolutionForwardWorkspaceSize(h, c.x, c.w, c.conv, c.y, p.algo, &ws_bytes));
+  Scratch ws(ws_bytes, device);
+  const float one = 1.f, zero = 0.f;
+  RETIKD_CUDNN_CHECK(cudnnConvolutionForward(h, &one, c.x, sym ? x : xp.p, c.w, w, c.conv, p.algo, ws.p, ws_bytes,
+                                             &zero, c.y, y));
+}
+
+void cudnn_backward_input(const Conv2dDims& d, const void* gy, const void* w, void* gx, int dtype, int device) {
+  const int H2 = d.H + d.pad_top + d.pad_bottom, W2 = d.W + d.pad_left + d.pad_right;
+  const bool sym = symmetric(d);
+  Scratch gxp(sym ? 0 : static_cast<std::size_t>(1LL * d.N * d.C * H2 * W2) * elem_size(dtype), device);
+  CudnnConv c(d, sym ? d.H : H2, sym ? d.W : W2, sym ? d.pad_top : 0, sym ? d.pad_left : 0, dtype);
+  cudnnHandle_t h = handle_for(device);
+  cudnnConvolutionBwdDataAlgoPerf_t perf[8];
+  int n = 0;
+  RETIKD_CUDNN_CHECK(cudnnGetConvolutionBackwardDataAlgorithm_v7(h, c.w, c.y, c.conv, c.x, 8, &n, perf));
+  const cudnnConvolutionBwdDataAlgoPerf_t p = pick("backward-data", perf, n, c);
+  std::size_t ws_bytes = 0;
+  RETIKD_CUDNN_CHECK(cudnnGetConvolutionBackwardDataWorkspaceSize(h, c.w, c.y, c.conv, c.x, p.algo, &ws_bytes));
+  Scratch ws(ws_bytes, device);
+  const float one = 1.f, zero = 0.f;
+  RETIKD_CUDNN_CHECK(cudnnConvolutionBackwardData(h, &one, c.w, w, c.y, gy, c.conv, p.algo, ws.p, ws_bytes, &zero,
+                                                  c.x, sym ? gx : gxp.p));
+  // The gradient of the padded input, cropped back to the real one.
+  if (!sym) pad_copy_any(dtype, gxp.p, gx, 1LL * d.N * d.C, H2, W2, d.H, d.W, -d.pad_top, -d.pad_left);
+}
+
+void cudnn_backward_weight(const Conv2dDims& d, const void* gy, const void* x, void* gw, int dtype, int device) {
+  const int H2 = d.H + d.pad_top + d.pad_bottom, W2 = d.W + d.pad_left + d.pad_right;
+  const bool sym = symmetric(d);
+  Scratch xp(sym ? 0 : static_cast<std::size_t>(1LL * d.N * d.C * H2 * W2) * elem_size(dtype), device);
+  if (!sym) pad_copy_any(dtype, x, xp.p, 1LL * d.N * d.C, d.H, d.W, H2, W2, d.pad_top, d.pad_left);
+  CudnnConv c(d, sym ? d.H : H2, sym ? d.W : W2, sym ? d.pad_top : 0, sym ? d.pad_left : 0, dtype);
+  cudnnHandle_t h = handle_for(device);
+  cudnnConvolutionBwdFilterAlgoPerf_t perf[8];
+  int n = 0;
+  RETIKD_CUDNN_CHECK(cudnnGetConvolutionBackwardFilterAlgorithm_v7(h, c.x, c.y, c.conv, c.w, 8, &n, perf));
+  const cudnnConvolutionBwdFilterAlgoPerf_t p = pick("backward-filter", perf, n, c);
+  std::size_t ws_bytes = 0;
+  RETIKD_CUDNN_CHECK(cudnnGetConvolutionBackwardFilterWorkspaceSize(h, c.x, c.y, c.conv, c.w, p.algo, &ws_bytes));
+  Scratch ws(ws_bytes, device);
+  const float one = 1.f, zero = 0.f;
+  RETIKD_CUDNN_CHECK(cudnnConvolutionBackwardFilter(h, &one, c.x, sym ? x : xp.p, c.y, gy, c.conv, p.algo, ws.p,
+                                                    ws_bytes, &zero, c.w, gw));
+}
+#endif  // RETIKD_USE_CUDNN
+
+bool cudnn_active() { return RETIKD_USE_CUDNN && g_use_cudnn; }
+
+}  // namespace
+
+std::string conv_backend() {
+#if RETIKD_USE_CUDNN
+  if (g_use_cudnn) {
+    const std::size_t v = cudnnGetVersion();  // 8.x: M·1000 + m·100 + p; 9.x: M·10000 + m·100 + p
+    const std::size_t major = v >= 90000 ? v / 10000 : v / 1000, rest = v >= 90000 ? v % 10000 : v % 1000;
+    return "cuDNN " + std::to_string(major) + "." + std::to_string(rest / 100) + "." + std::to_string(rest % 100);
+  }
+  return "im2col + cuBLAS (cuDNN switched off)";
+#else
+  return "im2col + cuBLAS (built without cuDNN)";
+#endif
+}
+void set_conv_use_cudnn(bool use) { g_use_cudnn = use; }
+bool conv_built_with_cudnn() { return RETIKD_USE_CUDNN != 0; }
+
+void conv2d_forward(const Conv2dDims& d, const void* x, const void* w, void* y, int dtype, int device) {
+  check_dtype("retikd::cuda::conv2d_forward", dtype);
+  check_dims("retikd::cuda::conv2d_forward", d);
+  if (1LL * d.N * d.O * d.OH * d.OW == 0) return;
+  detail::DeviceGuard guard(device);
+#if RETIKD_USE_CUDNN
+  if (cudnn_active()) return cudnn_forward(d, x, w, y, dtype, device);
+#endif
+  dense_forward_gemm(d, x, w, y, dtype, device);
+}
+
+void conv2d_backward_input(const Conv2dDims& d, const void* gy, const void* w, void* gx, int dtype, int device) {
+  check_dtype("retikd::cuda::conv2d_backward_input", dtype);
+  check_dims("retikd::cuda::conv2d_backward_input", d);
+  if (1LL * d.N * d.C * d.H * d.W == 0) return;
+  detail::DeviceGuard guard(device);
+#if RETIKD_USE_CUDNN
+  if (cudnn_active()) return cudnn_backward_input(d, gy, w, gx, dtype, device);
+#endif
+  dense_backward_input_gemm(d, gy, w, gx, dtype, device);
+}
+
+void conv2d_backward_weight(const Conv2dDims& d, const void* gy, const void* x, void* gw, int dtype, int device) {
+  check_dtype("retikd::cuda::conv2d_backward_weight", dtype);
+  check_dims("retikd::cuda::conv2d_backward_weight", d);
+  detail::DeviceGuard guard(device);
+#if RETIKD_USE_CUDNN
+  if (cudnn_active() && d.N > 0) return cudnn_backward_weight(d, gy, x, gw, dtype, device);
+#endif
+  dense_backward_weight_gemm(d, gy, x, gw, dtype, device);
+}
+
+void depthwise_forward(const Conv2dDims& d, const void* x, const void* w, const void* bias, void* y, int act,
+                       int dtype, int device) {
+  check_dtype("retikd::cuda::depthwise_forward", dtype);
+  check_dims("retikd::cuda::depthwise_forward", d);
+  if (d.groups != d.C) throw std::invalid_argument("retikd::cuda::depthwise_forward: groups must equal C");
+  detail::DeviceGuard guard(device);
+  const int64_t n = 1LL * d.N * d.O * d.OH * d.OW;
+  if (dtype == kFloat32)
+    launch32(n, DepthwiseForward<float>{d, static_cast<const float*>(x), static_cast<const float*>(w),
+                                        static_cast<const float*>(bias), static_cast<float*>(y), act});
+  else
+    launch32(n, DepthwiseForward<Half>{d, static_cast<const Half*>(x), static_cast<const Half*>(w),
+                                       static_cast<const Half*>(bias), static_cast<Half*>(y), act});
+}
+
+void depthwise_backward_input(const Conv2dDims& d, const void* gy, const void* w, void* gx, int dtype, int device) {
+  check_dtype("retikd::cuda::depthwise_backward_input", dtype);
+  check_dims("retikd::cuda::depthwise_backward_input", d);
+  if (d.groups != d.C) throw std::invalid_argument("retikd::cuda::depthwise_backward_input: groups must equal C");
+  detail::DeviceGuard guard(device);
+  const int64_t n = 1LL * d.N * d.C * d.H * d.W;
+  if (dtype == kFloat32)
+    launch32(n, DepthwiseBackwardInput<float>{d, static_cast<const float*>(gy), static_cast<const float*>(w),
+                                              static_cast<float*>(gx)});
+  else
+    launch32(n, DepthwiseBackwardInput<Half>{d, static_cast<const Half*>(gy), static_cast<const Half*>(w),
+                                             static_cast<Half*>(gx)});
+}
+
+void depthwise_backward_weight(const Conv2dDims& d, const void* gy, const void* x, void* gw, int dtype, int device) {
+  check_dtype("retikd::cuda::depthwise_backward_weight", dtype);
+  check_dims("retikd::cuda::depthwise_backward_weight", d);
+  if (d.groups != d.C) throw std::invalid_argument("retikd::cuda::depthwise_backward_weight: groups must equal C");
+  detail::DeviceGuard guard(device);
+  const unsigned blocks = static_cast<unsigned>(d.O * d.kh * d.kw);
+  if (dtype == kFloat32)
+    depthwise_weight_kernel<float><<<blocks, kReduceThreads>>>(d, static_cast<const float*>(gy),
+                                                               static_cast<const float*>(x), static_cast<float*>(gw));
+  else
+    depthwise_weight_kernel<Half><<<blocks, kReduceThreads>>>(d, static_cast<const Half*>(gy),
+                                                              static_cast<const Half*>(x), static_cast<Half*>(gw));
+  RETIKD_CUDA_CHECK_LAUNCH();
+}
+
+void channel_bias_add(void* y, const void* bias, int64_t N, int64_t C, int64_t L, int dtype, int device) {
+  check_dtype("retikd::cuda::channel_bias_add", dtype);
+  if (N < 0 || C <= 0 || L < 0) throw std::invalid_argument("retikd::cuda::channel_bias_add: bad sizes");
+  detail::DeviceGuard guard(device);
+  if (dtype == kFloat32)
+    launch32(N * C * L, BiasAdd<float>{static_cast<float*>(y), static_cast<const float*>(bias),
+                                       static_cast<uint32_t>(C), static_cast<uint32_t>(L)});
+  else
+    launch32(N * C * L, BiasAdd<Half>{static_cast<Half*>(y), static_cast<const Half*>(bias), static_cast<uint32_t>(C),
+                                      static_cast<uint32_t>(L)});
+}
+
+void channel_sum(const void* x, void* out, int64_t N, int64_t C, int64_t L, int dtype, int device) {
+  check_dtype("retikd::cuda::channel_sum", dtype);
+  if (N < 0 || C < 0 || L < 0 || C > 2147483647LL) throw std::invalid_argument("retikd::cuda::channel_sum: bad sizes");
+  if (C == 0) return;
+  detail::DeviceGuard guard(device);
+  if (dtype == kFloat32)
+    channel_sum_kernel<float><<<static_cast<unsigned>(C), kReduceThreads>>>(static_cast<const float*>(x),
+                                                                           static_cast<float*>(out), N, C, L);
+  else
+    channel_sum_kernel<Half><<<static_cast<unsigned>(C), kReduceThreads>>>(static_cast<const Half*>(x),
+                                                                          static_cast<Half*>(out), N, C, L);
+  RETIKD_CUDA_CHECK_LAUNCH();
+}
+
+}  // namespace cuda
+}  // namespace retikd
