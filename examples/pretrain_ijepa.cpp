@@ -181,19 +181,6 @@ ssl::IJepaConfig model_config(const Options& o) {
   return c;
 }
 
-// The encoder's state dict with pos_embed resampled (bilinear) to the grid of `img` px images.
-std::vector<std::pair<std::string, Tensor>> encoder_state_at(nn::VisionTransformer& vit, int64_t img) {
-  std::vector<std::pair<std::string, Tensor>> sd = vit.state_dict();
-  const int64_t g = img / vit.config().patch_size;
-  RETIKD_CHECK(g >= 1 && img % vit.config().patch_size == 0, "--export-img ", img, " must be a multiple of the patch ",
-               vit.config().patch_size);
-  NoGradGuard ng;
-  const Tensor pe = vit.position_embedding(g, g).value().contiguous();
-  for (auto& kv : sd)
-    if (kv.first == "pos_embed") kv.second = pe;
-  return sd;
-}
-
 std::map<std::string, std::string> encoder_metadata(const Options& o, int64_t img, int64_t epoch) {
   return {{"format", "retikd ViT state dict (timm names)"}, {"source", "pretrain_ijepa (I-JEPA context encoder)"},
           {"img_size", std::to_string(img)}, {"patch_size", std::to_string(o.patch)},
@@ -574,7 +561,7 @@ int main(int argc, char** argv) {
                           enc_path.c_str(), static_cast<long long>(res.last_epoch));
     if (o.export_img > 0) {
       const std::string p = o.out + "/encoder_" + std::to_string(o.export_img) + "px.safetensors";
-      io::save_safetensors(p, encoder_state_at(*model.context_encoder, o.export_img),
+      io::save_safetensors(p, ssl::encoder_state_dict_at(*model.context_encoder, o.export_img),
                            encoder_metadata(o, o.export_img, res.last_epoch));
       if (log) std::fprintf(log, "encoder: %s (position embedding resampled to %lld px)\n", p.c_str(),
                             static_cast<long long>(o.export_img));

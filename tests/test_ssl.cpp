@@ -3,8 +3,9 @@
 // their formulas; the context encoder on a patch subset agrees with the full ViT when it keeps every patch,
 // and neither it nor the predictor can see target patches (perturbing a target patch's pixels changes
 // nothing, perturbing a context patch does); float64 gradient checks of the predictor, the subset encoder and
-// the smooth-L1 latent loss; the loss falls over a few steps on the synthetic fundus set; and the linear probe
-// separates separable features and fails on shuffled labels.
+// the smooth-L1 latent loss; the exported encoder (position embedding resampled) computes the same in a
+// teacher configured for another image size; the loss falls over a few steps on the synthetic fundus set;
+// and the linear probe separates separable features and fails on shuffled labels.
 #include <doctest/doctest.h>
 
 #include <algorithm>
@@ -399,6 +400,26 @@ TEST_CASE("ssl: the I-JEPA loss falls over a few steps on the synthetic fundus s
   CAPTURE(before);
   CAPTURE(after);
   CHECK(after < 0.8 * before);
+}
+
+TEST_CASE("ssl: the exported encoder loads into a classifier ViT of another image size and computes the same") {
+  Generator g(51);
+  ssl::IJepa model(tiny_config(32, 4), g);  // 8×8 grid at 32 px
+  Generator tg(52);
+  nn::ViTConfig tc = model.config().encoder;
+  tc.num_classes = 4;
+  tc.img_size = 16;  // a 4×4-grid teacher with a head
+  nn::VisionTransformer teacher(tc, tg);
+  const auto sd = ssl::encoder_state_dict_at(*model.context_encoder, 16);
+  std::map<std::string, Tensor> m(sd.begin(), sd.end());
+  CHECK(m.count("head.weight") == 0);
+  CHECK(m.at("pos_embed").shape() == Shape{1, 17, 32});
+  teacher.load_state_dict(m, /*strict=*/false);  // as distill_retina --teacher-init: the head stays random
+  const Tensor x = random_images(2, 16, 53);
+  NoGradGuard ng;
+  // The encoder resamples its position embedding on the fly at 16 px; the teacher holds the resampled one.
+  CHECK(max_abs_diff(teacher.forward_features(Var(x)).value(), model.context_encoder->forward_features(Var(x)).value()) < 1e-5);
+  CHECK_THROWS_AS(ssl::encoder_state_dict_at(*model.context_encoder, 18), Error);
 }
 
 TEST_CASE("ssl linear probe: separable features are learnt, shuffled labels are not") {

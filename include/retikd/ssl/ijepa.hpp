@@ -87,6 +87,25 @@ inline void use_sincos_position_embedding(nn::VisionTransformer& vit, bool freez
   if (freeze) vit.pos_embed.set_requires_grad(false);
 }
 
+// The ViT's state dict (timm names) for use at `img_size` px: pos_embed resampled (bilinear, as the ViT
+// itself does for another input size) to that image's patch grid, everything else unchanged — what a teacher
+// configured for `img_size` loads (examples/pretrain_ijepa --export-img).
+inline std::vector<std::pair<std::string, Tensor>> encoder_state_dict_at(nn::VisionTransformer& vit, int64_t img_size) {
+  const int64_t p = vit.config().patch_size;
+  RETIKD_CHECK(img_size >= p && img_size % p == 0, "encoder_state_dict_at: image size ", img_size,
+               " must be a positive multiple of the patch size ", p);
+  const int64_t g = img_size / p;
+  Tensor pe;
+  {
+    NoGradGuard no_grad;
+    pe = vit.position_embedding(g, g).value().contiguous().clone();
+  }
+  std::vector<std::pair<std::string, Tensor>> sd = vit.state_dict();
+  for (auto& kv : sd)
+    if (kv.first == "pos_embed") kv.second = pe;
+  return sd;
+}
+
 // ---- token gathering ----------------------------------------------------------------------------------------
 
 // tokens (B, N, D) and index (R, K) with R a multiple of B, row r naming patches of image r mod B →
