@@ -20,7 +20,9 @@
 // have no bias, so each BatchNorm2d becomes the identity carrying the folded bias: weight 1, bias = folded
 // bias, running_mean 0, running_var = 1 − eps, num_batches_tracked 0. In eval mode BatchNorm computes
 // (x − 0) / sqrt((1 − eps) + eps) · 1 + bias = x + bias, exact up to rounding 1 − eps to float (relative error
-// below 1e-7). In training mode BatchNorm normalises with batch statistics, as it must for fine-tuning.
+// below 1e-7). In training mode BatchNorm normalises with batch statistics, which would rescale every channel
+// of the pretrained network: fine-tune after nn::recalibrate_batchnorm (nn/batchnorm_recalibration.hpp), which
+// gives each BatchNorm its input's statistics on training data while keeping the eval function.
 //
 // Padding. The TFLite graph pads "SAME" (odd pixel bottom / right) while torchvision pads (k − 1)/2 on every
 // side; the two differ at the five stride-2 3×3 layers (features.0 and the depthwise convs of features.2,
