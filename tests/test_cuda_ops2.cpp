@@ -1,0 +1,327 @@
+// tests/test_cuda_ops2.cpp — the second batch of ops/ on a GPU against the same ops on the CPU (DESIGN.md §7):
+// dense convolution through cuDNN and through the im2col + cuBLAS fallback (groups, stride, asymmetric
+// padding), depthwise convolution (stride 1 / 2, fp16 storage), batch norm (training with the running update,
+// evaluation), layer norm, sum / mean / amax, global average pool, max pool, bilinear resize, cross-entropy,
+// MSE and KL losses, each forward and backward through autograd, and the fused AdamW / SGD updates over
+// several steps. Fresh random inputs (seed captured), never all zero; the caching allocator's blocks are
+// poisoned with NaN before every GPU call (unwritten outputs fail); |gpu − cpu| ≤ atol + rtol·|cpu|, the CPU
+// side in float64 on the same rounded inputs, rtol 1e-5 (fp32, atol scaled by the summed length) or 1e-2
+// (fp16). Every case skips with a message without a device.
+#ifdef RETIKD_WITH_CUDA
+
+#include <doctest/doctest.h>
+
+#include <cmath>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "retikd/core/random.hpp"
+#include "retikd/cuda/conv.hpp"
+#include "retikd/cuda/runtime.hpp"
+#include "retikd/ops/conv.hpp"
+#include "retikd/ops/loss.hpp"
+#include "retikd/ops/norm.hpp"
+#include "retikd/ops/pool.hpp"
+#include "retikd/ops/reduce.hpp"
+#include "retikd/ops/resize.hpp"
+#include "retikd/optim/optim.hpp"
+
+using namespace retikd;
+
+namespace {
+
+#define RETIKD_OPS2_SKIP_WITHOUT_CUDA()   \
+  do {                                    \
+    if (cuda::device_count() == 0) {      \
+      MESSAGE("skipped: no CUDA device"); \
+      return;                             \
+    }                                     \
+  } while (0)
+
+uint64_t fresh_seed() {
+  std::random_device rd;
+  return (static_cast<uint64_t>(rd()) << 32) ^ rd();
+}
+
+const Device kGpu = Device::cuda(0);
+
+// Allocates and frees NaN-filled blocks so the next allocations of similar sizes start poisoned.
+void poison_cache(int64_t elements) {
+  for (DType dt : {DType::float32, DType::float16}) {
+    Tensor t = Tensor::full({std::max<int64_t>(elements, 1)}, std::nan(""), dt, kGpu);
+    (void)t;
+  }
+}
+
+// Normal values rounded to dt, returned in dt on the CPU.
+Tensor rnd(Generator& g, const Shape& s, DType dt, double scale = 1.0) {
+  Tensor t = Tensor::empty(s, DType::float64);
+  normal_(t, 0.0, scale, g);
+  return t.to(dt);
+}
+
+// |normal|·scale + offset (positive variances, class weights), rounded to dt.
+Tensor positive(Generator& g, const Shape& s, DType dt, double offset) {
+  std::vector<double> v = rnd(g, s, DType::float64).to_vector<double>();
+  for (double& e : v) e = std::abs(e) + offset;
+  return Tensor::from_vector(v, s).to(dt);
+}
+// normal·scale + offset, rounded to dt.
+Tensor shifted(Generator& g, const Shape& s, DType dt, double scale, double offset) {
+  std::vector<double> v = rnd(g, s, DType::float64, scale).to_vector<double>();
+  for (double& e : v) e += offset;
+  return Tensor::from_vector(v, s).to(dt);
+}
+
+void check_close(const std::string& what, const Tensor& gpu, const Tensor& cpu, double rtol, double atol) {
+  REQUIRE(gpu.defined());
+  REQUIRE(cpu.defined());
+  REQUIRE(gpu.shape() == cpu.shape());
+  const auto g = gpu.to(Device::cpu()).to(DType::float64).contiguous().to_vector<double>();
+  const auto c = cpu.to(Device::cpu()).to(DType::float64).contiguous().to_vector<double>();
+  int bad = 0;
+  for (std::size_t i = 0; i < g.size(); ++i)
+    if (!(std::abs(g[i] - c[i]) <= atol + rtol * std::abs(c[i]))) ++bad;
+  INFO(what << ": " << bad << " of " << g.size() << " elements outside tolerance");
+  CHECK(bad == 0);
+}
+
+// Runs f on float64 CPU leaves (the reference) and on dt GPU leaves made from the same rounded values, backs
+// both up with the same random output gradient and compares the outputs and every input gradient.
+void compare_autograd(const std::string& name, Generator& gen, const std::vector<Tensor>& inputs_dt,
+                      const std::function<Var(const std::vector<Var>&)>& f, double rtol, double atol) {
+  std::vector<Var> cpu_in, gpu_in;
+  for (const Tensor& t : inputs_dt) {
+    cpu_in.emplace_back(t.to(DType::float64), true);
+    gpu_in.emplace_back(t.to(kGpu), true);
+  }
+  Var cy = f(cpu_in);
+  const Tensor g = rnd(gen, cy.shape(), inputs_dt[0].dtype());
+  cy.backward(g.to(DType::float64));
+  poison_cache(4 * cy.value().numel() + 4096);
+  Var gy = f(gpu_in);
+  REQUIRE(gy.value().is_cuda());
+  gy.backward(g.to(kGpu));
+  check_close(name + " forward", gy.value(), cy.value(), rtol, atol);
+  for (std::size_t i = 0; i < cpu_in.size(); ++i)
+    check_close(name + " grad of input " + std::to_string(i), gpu_in[i].grad(), cpu_in[i].grad(), rtol, atol);
+}
+
+}  // namespace
+
+TEST_CASE("cuda conv2d dense: cuDNN and im2col + cuBLAS against the CPU, forward and backward") {
+  RETIKD_OPS2_SKIP_WITHOUT_CUDA();
+  const uint64_t seed = fresh_seed();
+  CAPTURE(seed);
+  Generator gen(seed);
+  MESSAGE("dense convolution backend: " << cuda::conv_backend());
+  struct Case { Shape x, w; ops::Conv2dOptions opt; };
+  const Case cases[] = {
+      {{2, 5, 11, 9}, {7, 5, 3, 3}, ops::Conv2dOptions().with_padding(1)},
+      {{3, 4, 12, 10}, {6, 2, 3, 3}, ops::Conv2dOptions().with_stride(2).with_padding(0, 1, 0, 1).with_groups(2)},
+      {{2, 16, 7, 7}, {24, 16, 1, 1}, ops::Conv2dOptions()},                             // pointwise
+      {{1, 3, 15, 13}, {8, 3, 3, 3}, ops::Conv2dOptions().with_stride(2).with_padding(1)}};  // stem-like
+  std::vector<bool> backends{false};
+  if (cuda::conv_built_with_cudnn()) backends.push_back(true);
+  for (bool use_cudnn : backends) {
+    cuda::set_conv_use_cudnn(use_cudnn);
+    for (DType dt : {DType::float32, DType::float16}) {
+      for (const Case& c : cases) {
+        CAPTURE(use_cudnn);
+        CAPTURE(dtype_name(dt));
+        CAPTURE(shape_str(c.x));
+        const double K = static_cast<double>(c.w[1] * c.w[2] * c.w[3]);
+        const Tensor b = rnd(gen, {c.w[0]}, dt);
+        compare_autograd(
+            "conv2d", gen, {rnd(gen, c.x, dt), rnd(gen, c.w, dt), b},
+            [&](const std::vector<Var>& v) { return ops::conv2d(v[0], v[1], v[2], c.opt); },
+            dt == DType::float32 ? 1e-5 : 1e-2, dt == DType::float32 ? 1e-5 * K : 2e-2 * std::sqrt(K) * 4);
+      }
+    }
+  }
+  cuda::set_conv_use_cudnn(true);
+}
+
+TEST_CASE("cuda depthwise conv2d: our kernel against the CPU, stride 1 and 2, fp32 and fp16") {
+  RETIKD_OPS2_SKIP_WITHOUT_CUDA();
+  const uint64_t seed = fresh_seed();
+  CAPTURE(seed);
+  Generator gen(seed);
+  struct Case { Shape x; int64_t mult; ops::Conv2dOptions opt; };
+  const Case cases[] = {{{2, 32, 14, 14}, 1, ops::Conv2dOptions().with_padding(1)},
+                        {{3, 24, 15, 13}, 1, ops::Conv2dOptions().with_stride(2).with_padding(0, 1, 0, 1)},
+                        {{2, 8, 9, 9}, 2, ops::Conv2dOptions().with_stride(2).with_padding(1)}};
+  for (DType dt : {DType::float32, DType::float16}) {
+    for (Case c : cases) {
+      CAPTURE(dtype_name(dt));
+      CAPTURE(shape_str(c.x));
+      c.opt.groups = c.x[1];
+      const Shape ws{c.x[1] * c.mult, 1, 3, 3};
+      compare_autograd(
+          "depthwise", gen, {rnd(gen, c.x, dt), rnd(gen, ws, dt), rnd(gen, {ws[0]}, dt)},
+          [&](const std::vector<Var>& v) { return ops::conv2d(v[0], v[1], v[2], c.opt); },
+          dt == DType::float32 ? 1e-5 : 1e-2, dt == DType::float32 ? 1e-4 : 0.2);
+    }
+  }
+}
+
+TEST_CASE("cuda batch norm: training (running update) and evaluation, forward and backward") {
+  RETIKD_OPS2_SKIP_WITHOUT_CUDA();
+  const uint64_t seed = fresh_seed();
+  CAPTURE(seed);
+  Generator gen(seed);
+  for (DType dt : {DType::float32, DType::float16}) {
+    for (bool training : {true, false}) {
+      CAPTURE(dtype_name(dt));
+      CAPTURE(training);
+      const Shape xs{4, 6, 7, 5};
+      const Tensor rm = rnd(gen, {6}, DType::float32), rv = positive(gen, {6}, DType::float32, 0.5);
+      Tensor cm = rm.to(DType::float64), cv = rv.to(DType::float64), gm = rm.to(kGpu), gv = rv.to(kGpu);
+      int call = 0;
+      compare_autograd(
+          "batch_norm", gen, {shifted(gen, xs, dt, 2.0, 1.0), rnd(gen, {6}, dt), rnd(gen, {6}, dt)},
+          [&](const std::vector<Var>& v) {
+            const bool gpu = v[0].value().is_cuda();
+            ++call;
+            return ops::batch_norm(v[0], v[1], v[2], gpu ? gm : cm, gpu ? gv : cv, training, 0.1, 1e-5);
+          },
+          dt == DType::float32 ? 1e-4 : 1e-2, dt == DType::float32 ? 1e-4 : 5e-2);
+      REQUIRE(call == 2);
+      check_close("running_mean", gm, cm, 1e-5, 1e-6);
+      check_close("running_var", gv, cv, 1e-5, 1e-6);
+    }
+  }
+}
+
+TEST_CASE("cuda layer norm, reductions, global average pool: forward and backward") {
+  RETIKD_OPS2_SKIP_WITHOUT_CUDA();
+  const uint64_t seed = fresh_seed();
+  CAPTURE(seed);
+  Generator gen(seed);
+  for (DType dt : {DType::float32, DType::float16}) {
+    CAPTURE(dtype_name(dt));
+    const double r = dt == DType::float32 ? 1e-5 : 1e-2, a = dt == DType::float32 ? 1e-4 : 5e-2;
+    compare_autograd(
+        "layer_norm", gen, {rnd(gen, {3, 37, 96}, dt), rnd(gen, {96}, dt), rnd(gen, {96}, dt)},
+        [](const std::vector<Var>& v) { return ops::layer_norm(v[0], {96}, v[1], v[2], 1e-6); }, r, a);
+    compare_autograd("sum over dims 0 and 2", gen, {rnd(gen, {5, 7, 33}, dt)},
+                     [](const std::vector<Var>& v) { return ops::sum(v[0], {0, 2}); }, r, a * 10);
+    compare_autograd("mean over the last dim", gen, {rnd(gen, {4, 3, 3000}, dt)},
+                     [](const std::vector<Var>& v) { return ops::mean(v[0], {-1}, true); }, r, a);
+    compare_autograd("sum of everything", gen, {rnd(gen, {64, 1000}, dt)},
+                     [](const std::vector<Var>& v) { return ops::sum(v[0]); }, r, a * 100);
+    compare_autograd("global average pool", gen, {rnd(gen, {2, 40, 7, 7}, dt)},
+                     [](const std::vector<Var>& v) { return ops::adaptive_avg_pool2d(v[0], 1, 1); }, r, a);
+    const Tensor x = rnd(gen, {6, 50}, dt);
+    poison_cache(64);
+    check_close("amax", ops::impl::amax(x.to(kGpu), {1}), ops::impl::amax(x.to(DType::float64), {1}), 0, 0);
+  }
+}
+
+TEST_CASE("cuda max pool and bilinear resize: forward and backward") {
+  RETIKD_OPS2_SKIP_WITHOUT_CUDA();
+  const uint64_t seed = fresh_seed();
+  CAPTURE(seed);
+  Generator gen(seed);
+  for (DType dt : {DType::float32, DType::float16}) {
+    CAPTURE(dtype_name(dt));
+    const double r = dt == DType::float32 ? 1e-5 : 1e-2, a = dt == DType::float32 ? 1e-5 : 1e-2;
+    compare_autograd("max_pool2d 3/2/1", gen, {rnd(gen, {2, 5, 13, 11}, dt)},
+                     [](const std::vector<Var>& v) { return ops::max_pool2d(v[0], 3, 2, 1); }, r, a);
+    compare_autograd("max_pool2d 2/2 ceil", gen, {rnd(gen, {2, 3, 9, 8}, dt)},
+                     [](const std::vector<Var>& v) { return ops::max_pool2d(v[0], 2, 2, 0, true); }, r, a);
+    for (bool align : {false, true}) {
+      CAPTURE(align);
+      compare_autograd("bilinear 7x7 -> 14x14", gen, {rnd(gen, {2, 12, 7, 7}, dt)},
+                       [align](const std::vector<Var>& v) { return ops::interpolate_bilinear(v[0], 14, 14, align); },
+                       r, a * 4);
+      compare_autograd("bilinear 13x10 -> 5x6", gen, {rnd(gen, {1, 3, 13, 10}, dt)},
+                       [align](const std::vector<Var>& v) { return ops::interpolate_bilinear(v[0], 5, 6, align); },
+                       r, a * 4);
+    }
+  }
+}
+
+TEST_CASE("cuda losses: cross-entropy (weights, smoothing, ignore_index), MSE, distillation KL") {
+  RETIKD_OPS2_SKIP_WITHOUT_CUDA();
+  const uint64_t seed = fresh_seed();
+  CAPTURE(seed);
+  Generator gen(seed);
+  const int64_t N = 37, C = 5;
+  std::vector<int64_t> t(N);
+  std::mt19937_64 rng(seed);
+  for (int64_t i = 0; i < N; ++i) t[static_cast<std::size_t>(i)] = static_cast<int64_t>(rng() % C);
+  t[3] = -100;
+  const Tensor targets = Tensor::from_vector(t, {N});
+  const Tensor w = positive(gen, {C}, DType::float64, 0.1);
+  for (ops::Reduction red : {ops::Reduction::mean, ops::Reduction::sum, ops::Reduction::none}) {
+    for (bool weighted : {false, true}) {
+      CAPTURE(ops::reduction_name(red));
+      CAPTURE(weighted);
+      compare_autograd(
+          "cross_entropy", gen, {rnd(gen, {N, C}, DType::float32, 3.0)},
+          [&](const std::vector<Var>& v) {
+            ops::CrossEntropyOptions o;
+            o.reduction = red;
+            o.label_smoothing = 0.1;
+            if (weighted) o.weight = v[0].value().is_cuda() ? w.to(DType::float32).to(kGpu) : w;
+            return ops::cross_entropy(v[0], v[0].value().is_cuda() ? targets.to(kGpu) : targets, o);
+          },
+          1e-5, 1e-5);
+    }
+    compare_autograd("mse", gen, {rnd(gen, {6, 33}, DType::float32), rnd(gen, {6, 33}, DType::float32)},
+                     [red](const std::vector<Var>& v) { return ops::mse_loss(v[0], v[1], red); }, 1e-5, 1e-5);
+  }
+  for (ops::Reduction red : {ops::Reduction::batchmean, ops::Reduction::none}) {
+    CAPTURE(ops::reduction_name(red));
+    compare_autograd("kl_div tau 4", gen,
+                     {rnd(gen, {2, 12, 196}, DType::float32, 3.0), rnd(gen, {2, 12, 196}, DType::float32, 3.0)},
+                     [red](const std::vector<Var>& v) { return ops::kl_div(v[0], v[1], 4.0, red); }, 1e-4, 1e-6);
+  }
+}
+
+TEST_CASE("cuda fused optimizer: AdamW and SGD over several steps and groups against the CPU update") {
+  RETIKD_OPS2_SKIP_WITHOUT_CUDA();
+  const uint64_t seed = fresh_seed();
+  CAPTURE(seed);
+  Generator gen(seed);
+  const std::vector<Shape> shapes{{32, 3, 3, 3}, {32}, {1000, 9}, {5}};  // 9000 elements: 3 chunks
+  for (int which = 0; which < 2; ++which) {
+    CAPTURE(which);
+    std::vector<Var> cpu_p, gpu_p;
+    for (const Shape& s : shapes) {
+      const Tensor v = rnd(gen, s, DType::float32);
+      cpu_p.emplace_back(v.clone(), true);
+      gpu_p.emplace_back(v.to(kGpu), true);
+    }
+    auto groups = [](std::vector<Var>& p) {
+      return std::vector<optim::ParamGroup>{{{p[0], p[1]}, 3e-3, 0.05, "a"}, {{p[2], p[3]}, 1e-2, 0.0, "b"}};
+    };
+    std::unique_ptr<optim::Optimizer> oc, og;
+    if (which == 0) {
+      oc.reset(new optim::AdamW(groups(cpu_p), optim::AdamWOptions{}));
+      og.reset(new optim::AdamW(groups(gpu_p), optim::AdamWOptions{}));
+    } else {
+      const optim::SGDOptions o{0.1, 0.9, 0.0, 1e-4, true};
+      oc.reset(new optim::SGD(groups(cpu_p), o));
+      og.reset(new optim::SGD(groups(gpu_p), o));
+    }
+    for (int step = 0; step < 3; ++step) {
+      for (std::size_t i = 0; i < shapes.size(); ++i) {
+        const Tensor g = rnd(gen, shapes[i], DType::float32);
+        cpu_p[i].mutable_grad() = g.clone();
+        gpu_p[i].mutable_grad() = g.to(kGpu);
+      }
+      oc->step();
+      og->step();
+    }
+    for (std::size_t i = 0; i < shapes.size(); ++i)
+      check_close("parameter " + std::to_string(i), gpu_p[i].value(), cpu_p[i].value(), 1e-5, 1e-6);
+  }
+}
+
+#endif  // RETIKD_WITH_CUDA
