@@ -1,0 +1,88 @@
+// bench/bench_models.cpp — one training step's compute of whole models on the CPU: forward, cross-entropy
+// and backward (parameter and input gradients through the autograd tape; no optimizer update) at batch 8,
+// 224 px, float32, for MobileNetV2 (the student) and ViT-Tiny/16 (the smallest teacher), 4 classes, in
+// training mode (batch norm on batch statistics, dropout / stochastic depth at the models' defaults). A
+// forward-only eval pass (no tape) is timed too.
+//
+// Counters: images/s from wall-clock time (the figure docs/results.md quotes); the CPU column is the whole
+// process's CPU time (all pool threads), so batch / CPU time is the throughput per core-second, the steadier
+// figure on a loaded machine. Threads: RETIKD_NUM_THREADS (the label says how many
+// were in effect), e.g.
+//   RETIKD_NUM_THREADS=2 ./retikd_bench_models --benchmark_min_time=10s
+// tools/golden/bench_torch.py times the same steps with PyTorch on the CPU for comparison.
+#include <benchmark/benchmark.h>
+
+#include <retikd/autograd/var.hpp>
+#include <retikd/core/parallel.hpp>
+#include <retikd/core/random.hpp>
+#include <retikd/nn/models.hpp>
+#include <retikd/ops/loss.hpp>
+
+#include <cstdint>
+#include <memory>
+#include <string>
+
+namespace {
+
+using namespace retikd;
+
+constexpr int64_t kBatch = 8;
+constexpr int64_t kImg = 224;
+
+struct ModelProblem {
+  std::shared_ptr<nn::Model> model;
+  Tensor x, targets;
+
+  explicit ModelProblem(const std::string& name) {
+    Generator gen(7);
+    nn::ModelOptions o;
+    o.num_classes = 4;
+    o.img_size = kImg;
+    model = nn::create_model(name, o, gen);
+    x = randn({kBatch, 3, kImg, kImg}, gen);
+    std::vector<int64_t> t(static_cast<std::size_t>(kBatch));
+    for (int64_t i = 0; i < kBatch; ++i) t[static_cast<std::size_t>(i)] = i % 4;
+    targets = Tensor::from_vector(t, {kBatch});
+  }
+};
+
+void finish(benchmark::State& state) {
+  state.counters["images/s"] =
+      benchmark::Counter(static_cast<double>(kBatch) * static_cast<double>(state.iterations()),
+                         benchmark::Counter::kIsRate);
+  state.SetLabel("batch=" + std::to_string(kBatch) + " " + std::to_string(kImg) +
+                 "px threads=" + std::to_string(thread_pool().num_threads()));
+}
+
+void BM_train_step(benchmark::State& state, const std::string& name) {
+  ModelProblem p(name);
+  p.model->train();
+  for (auto _ : state) {
+    p.model->zero_grad();
+    Var xv(p.x, true);
+    Var loss = ops::cross_entropy(p.model->forward(xv), p.targets);
+    loss.backward();
+    benchmark::DoNotOptimize(loss.value().item<float>());
+  }
+  finish(state);
+}
+
+void BM_eval_forward(benchmark::State& state, const std::string& name) {
+  ModelProblem p(name);
+  p.model->eval();
+  for (auto _ : state) {
+    NoGradGuard no_grad;
+    Var y = p.model->forward(Var(p.x));
+    benchmark::DoNotOptimize(y.value().raw_data());
+  }
+  finish(state);
+}
+
+}  // namespace
+
+BENCHMARK_CAPTURE(BM_train_step, mobilenet_v2, std::string("mobilenet_v2"))->Unit(benchmark::kMillisecond)->UseRealTime()->MeasureProcessCPUTime();
+BENCHMARK_CAPTURE(BM_train_step, vit_tiny, std::string("vit_tiny"))->Unit(benchmark::kMillisecond)->UseRealTime()->MeasureProcessCPUTime();
+BENCHMARK_CAPTURE(BM_eval_forward, mobilenet_v2, std::string("mobilenet_v2"))->Unit(benchmark::kMillisecond)->UseRealTime()->MeasureProcessCPUTime();
+BENCHMARK_CAPTURE(BM_eval_forward, vit_tiny, std::string("vit_tiny"))->Unit(benchmark::kMillisecond)->UseRealTime()->MeasureProcessCPUTime();
+
+BENCHMARK_MAIN();
