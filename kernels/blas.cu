@@ -50,7 +50,7 @@ void gemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alp
   if (M == 0 || N == 0 || batch == 0) return;
   detail::DeviceGuard guard(device);
   cublasHandle_t h = handle_for(device);
-  RETIKD_CUBLAS_CHECK(cublasSetStream(h, 0));
+  RETIKD_CUBLAS_CHECK(cublasSetStream(h, detail::current_stream()));
   const cudaDataType_t type = dtype == kFloat32 ? CUDA_R_32F : CUDA_R_16F;
   // Column-major view: C' (N×M) = op(B)' (N×K) · op(A)' (K×M); a row-major matrix with row stride ld is the
   // column-major transpose with the same leading dimension.

@@ -10,6 +10,7 @@
 #include <cuda_runtime.h>
 
 #include <cstdint>
+#include <cstdio>
 #include <mutex>
 #include <stdexcept>
 #include <string>
@@ -201,7 +202,7 @@ void dense_backward_input_gemm(const Conv2dDims& d, const void* gy, const void* 
 void dense_backward_weight_gemm(const Conv2dDims& d, const void* gy, const void* x, void* gw, int dtype, int device) {
   const int64_t L = 1LL * d.OH * d.OW, Cg = d.C / d.groups, Og = d.O / d.groups, K = Cg * d.kh * d.kw;
   if (d.N == 0) {
-    RETIKD_CUDA_CHECK(cudaMemsetAsync(gw, 0, static_cast<std::size_t>(d.O * K) * elem_size(dtype)));
+    RETIKD_CUDA_CHECK(cudaMemsetAsync(gw, 0, static_cast<std::size_t>(d.O * K) * elem_size(dtype), detail::current_stream()));
     return;
   }
   Scratch col(static_cast<std::size_t>(d.groups * K * L) * elem_size(dtype), device);
@@ -264,14 +265,14 @@ constexpr int kMaxDevices = 64;
 std::mutex g_cudnn_mutex;
 cudnnHandle_t g_handles[kMaxDevices] = {};
 
-// The handle of the current device (DeviceGuard made it current), bound to the default stream.
+// The handle of the current device (DeviceGuard made it current), bound to the current stream.
 cudnnHandle_t handle_for(int device) {
   if (device < 0 || device >= kMaxDevices) throw std::invalid_argument("retikd::cuda::conv: device index too large");
   std::lock_guard<std::mutex> lock(g_cudnn_mutex);
   if (!g_handles[device]) {
     RETIKD_CUDNN_CHECK(cudnnCreate(&g_handles[device]));
-    RETIKD_CUDNN_CHECK(cudnnSetStream(g_handles[device], nullptr));
   }
+  RETIKD_CUDNN_CHECK(cudnnSetStream(g_handles[device], detail::current_stream()));
   return g_handles[device];
 }
 
@@ -313,21 +314,27 @@ constexpr std::size_t kMaxWorkspace = std::size_t(1) << 30;
 
 // The first heuristic choice (cudnnGet…_v7) that succeeded, fits the workspace limit and, for fp32 without
 // TF32, does not use tensor-op math; the math type it wants is set on the descriptor.
+// Returns false when none qualifies: the caller then takes the im2col + cuBLAS path (logged once).
 template <class Perf>
-Perf pick(const char* what, const Perf* perf, int count, CudnnConv& c) {
+bool pick(const char* what, const Perf* perf, int count, CudnnConv& c, Perf* out) {
   for (int i = 0; i < count; ++i) {
     if (perf[i].status != CUDNN_STATUS_SUCCESS || perf[i].memory > kMaxWorkspace) continue;
     if (c.fma_only && perf[i].mathType == CUDNN_TENSOR_OP_MATH) continue;
     if (!c.fma_only) RETIKD_CUDNN_CHECK(cudnnSetConvolutionMathType(c.conv, perf[i].mathType));
-    return perf[i];
+    *out = perf[i];
+    return true;
   }
-  throw std::runtime_error(std::string("retikd::cuda::conv: cuDNN offered no usable ") + what + " algorithm");
+  static std::once_flag logged;
+  std::call_once(logged, [what] {
+    std::fprintf(stderr, "[retikd] cuDNN offered no usable %s algorithm; using im2col + cuBLAS there\n", what);
+  });
+  return false;
 }
 
 // Asymmetric padding is not expressible in cuDNN: pad explicitly into a scratch buffer, convolve unpadded.
 bool symmetric(const Conv2dDims& d) { return d.pad_top == d.pad_bottom && d.pad_left == d.pad_right; }
 
-void cudnn_forward(const Conv2dDims& d, const void* x, const void* w, void* y, int dtype, int device) {
+bool cudnn_forward(const Conv2dDims& d, const void* x, const void* w, void* y, int dtype, int device) {
   const int H2 = d.H + d.pad_top + d.pad_bottom, W2 = d.W + d.pad_left + d.pad_right;
   const bool sym = symmetric(d);
   Scratch xp(sym ? 0 : static_cast<std::size_t>(1LL * d.N * d.C * H2 * W2) * elem_size(dtype), device);
@@ -337,16 +344,18 @@ void cudnn_forward(const Conv2dDims& d, const void* x, const void* w, void* y, i
   cudnnConvolutionFwdAlgoPerf_t perf[8];
   int n = 0;
   RETIKD_CUDNN_CHECK(cudnnGetConvolutionForwardAlgorithm_v7(h, c.x, c.w, c.conv, c.y, 8, &n, perf));
-  const cudnnConvolutionFwdAlgoPerf_t p = pick("forward", perf, n, c);
+  cudnnConvolutionFwdAlgoPerf_t p{};
+  if (!pick("forward", perf, n, c, &p)) return false;
   std::size_t ws_bytes = 0;
   RETIKD_CUDNN_CHECK(cudnnGetConvolutionForwardWorkspaceSize(h, c.x, c.w, c.conv, c.y, p.algo, &ws_bytes));
   Scratch ws(ws_bytes, device);
   const float one = 1.f, zero = 0.f;
   RETIKD_CUDNN_CHECK(cudnnConvolutionForward(h, &one, c.x, sym ? x : xp.p, c.w, w, c.conv, p.algo, ws.p, ws_bytes,
                                              &zero, c.y, y));
+  return true;
 }
 
-void cudnn_backward_input(const Conv2dDims& d, const void* gy, const void* w, void* gx, int dtype, int device) {
+bool cudnn_backward_input(const Conv2dDims& d, const void* gy, const void* w, void* gx, int dtype, int device) {
   const int H2 = d.H + d.pad_top + d.pad_bottom, W2 = d.W + d.pad_left + d.pad_right;
   const bool sym = symmetric(d);
   Scratch gxp(sym ? 0 : static_cast<std::size_t>(1LL * d.N * d.C * H2 * W2) * elem_size(dtype), device);
@@ -355,7 +364,8 @@ void cudnn_backward_input(const Conv2dDims& d, const void* gy, const void* w, vo
   cudnnConvolutionBwdDataAlgoPerf_t perf[8];
   int n = 0;
   RETIKD_CUDNN_CHECK(cudnnGetConvolutionBackwardDataAlgorithm_v7(h, c.w, c.y, c.conv, c.x, 8, &n, perf));
-  const cudnnConvolutionBwdDataAlgoPerf_t p = pick("backward-data", perf, n, c);
+  cudnnConvolutionBwdDataAlgoPerf_t p{};
+  if (!pick("backward-data", perf, n, c, &p)) return false;
   std::size_t ws_bytes = 0;
   RETIKD_CUDNN_CHECK(cudnnGetConvolutionBackwardDataWorkspaceSize(h, c.w, c.y, c.conv, c.x, p.algo, &ws_bytes));
   Scratch ws(ws_bytes, device);
@@ -364,9 +374,10 @@ void cudnn_backward_input(const Conv2dDims& d, const void* gy, const void* w, vo
                                                   c.x, sym ? gx : gxp.p));
   // The gradient of the padded input, cropped back to the real one.
   if (!sym) pad_copy_any(dtype, gxp.p, gx, 1LL * d.N * d.C, H2, W2, d.H, d.W, -d.pad_top, -d.pad_left);
+  return true;
 }
 
-void cudnn_backward_weight(const Conv2dDims& d, const void* gy, const void* x, void* gw, int dtype, int device) {
+bool cudnn_backward_weight(const Conv2dDims& d, const void* gy, const void* x, void* gw, int dtype, int device) {
   const int H2 = d.H + d.pad_top + d.pad_bottom, W2 = d.W + d.pad_left + d.pad_right;
   const bool sym = symmetric(d);
   Scratch xp(sym ? 0 : static_cast<std::size_t>(1LL * d.N * d.C * H2 * W2) * elem_size(dtype), device);
@@ -376,13 +387,15 @@ void cudnn_backward_weight(const Conv2dDims& d, const void* gy, const void* x, v
   cudnnConvolutionBwdFilterAlgoPerf_t perf[8];
   int n = 0;
   RETIKD_CUDNN_CHECK(cudnnGetConvolutionBackwardFilterAlgorithm_v7(h, c.x, c.y, c.conv, c.w, 8, &n, perf));
-  const cudnnConvolutionBwdFilterAlgoPerf_t p = pick("backward-filter", perf, n, c);
+  cudnnConvolutionBwdFilterAlgoPerf_t p{};
+  if (!pick("backward-filter", perf, n, c, &p)) return false;
   std::size_t ws_bytes = 0;
   RETIKD_CUDNN_CHECK(cudnnGetConvolutionBackwardFilterWorkspaceSize(h, c.x, c.y, c.conv, c.w, p.algo, &ws_bytes));
   Scratch ws(ws_bytes, device);
   const float one = 1.f, zero = 0.f;
   RETIKD_CUDNN_CHECK(cudnnConvolutionBackwardFilter(h, &one, c.x, sym ? x : xp.p, c.y, gy, c.conv, p.algo, ws.p,
                                                     ws_bytes, &zero, c.w, gw));
+  return true;
 }
 bool cudnn_active() { return g_use_cudnn; }
 #endif  // RETIKD_USE_CUDNN
@@ -411,7 +424,7 @@ void conv2d_forward(const Conv2dDims& d, const void* x, const void* w, void* y, 
   if (1LL * d.N * d.O * d.OH * d.OW == 0) return;
   detail::DeviceGuard guard(device);
 #if RETIKD_USE_CUDNN
-  if (cudnn_active()) return cudnn_forward(d, x, w, y, dtype, device);
+  if (cudnn_active() && cudnn_forward(d, x, w, y, dtype, device)) return;
 #endif
   dense_forward_gemm(d, x, w, y, dtype, device);
 }
@@ -422,7 +435,7 @@ void conv2d_backward_input(const Conv2dDims& d, const void* gy, const void* w, v
   if (1LL * d.N * d.C * d.H * d.W == 0) return;
   detail::DeviceGuard guard(device);
 #if RETIKD_USE_CUDNN
-  if (cudnn_active()) return cudnn_backward_input(d, gy, w, gx, dtype, device);
+  if (cudnn_active() && cudnn_backward_input(d, gy, w, gx, dtype, device)) return;
 #endif
   dense_backward_input_gemm(d, gy, w, gx, dtype, device);
 }
@@ -432,7 +445,7 @@ void conv2d_backward_weight(const Conv2dDims& d, const void* gy, const void* x, 
   check_dims("retikd::cuda::conv2d_backward_weight", d);
   detail::DeviceGuard guard(device);
 #if RETIKD_USE_CUDNN
-  if (cudnn_active() && d.N > 0) return cudnn_backward_weight(d, gy, x, gw, dtype, device);
+  if (cudnn_active() && d.N > 0 && cudnn_backward_weight(d, gy, x, gw, dtype, device)) return;
 #endif
   dense_backward_weight_gemm(d, gy, x, gw, dtype, device);
 }
@@ -473,10 +486,10 @@ void depthwise_backward_weight(const Conv2dDims& d, const void* gy, const void* 
   detail::DeviceGuard guard(device);
   const unsigned blocks = static_cast<unsigned>(d.O * d.kh * d.kw);
   if (dtype == kFloat32)
-    depthwise_weight_kernel<float><<<blocks, kReduceThreads>>>(d, static_cast<const float*>(gy),
+    depthwise_weight_kernel<float><<<blocks, kReduceThreads, 0, detail::current_stream()>>>(d, static_cast<const float*>(gy),
                                                                static_cast<const float*>(x), static_cast<float*>(gw));
   else
-    depthwise_weight_kernel<Half><<<blocks, kReduceThreads>>>(d, static_cast<const Half*>(gy),
+    depthwise_weight_kernel<Half><<<blocks, kReduceThreads, 0, detail::current_stream()>>>(d, static_cast<const Half*>(gy),
                                                               static_cast<const Half*>(x), static_cast<Half*>(gw));
   RETIKD_CUDA_CHECK_LAUNCH();
 }
@@ -499,10 +512,10 @@ void channel_sum(const void* x, void* out, int64_t N, int64_t C, int64_t L, int 
   if (C == 0) return;
   detail::DeviceGuard guard(device);
   if (dtype == kFloat32)
-    channel_sum_kernel<float><<<static_cast<unsigned>(C), kReduceThreads>>>(static_cast<const float*>(x),
+    channel_sum_kernel<float><<<static_cast<unsigned>(C), kReduceThreads, 0, detail::current_stream()>>>(static_cast<const float*>(x),
                                                                            static_cast<float*>(out), N, C, L);
   else
-    channel_sum_kernel<Half><<<static_cast<unsigned>(C), kReduceThreads>>>(static_cast<const Half*>(x),
+    channel_sum_kernel<Half><<<static_cast<unsigned>(C), kReduceThreads, 0, detail::current_stream()>>>(static_cast<const Half*>(x),
                                                                           static_cast<Half*>(out), N, C, L);
   RETIKD_CUDA_CHECK_LAUNCH();
 }

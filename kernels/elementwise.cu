@@ -147,7 +147,7 @@ void fill_pattern(void* dst, int64_t n, U bits) {
   bool uniform = true;
   for (std::size_t k = 1; k < sizeof(U); ++k) uniform = uniform && bytes[k] == bytes[0];
   if (uniform) {  // zeros (the common case) and other byte-uniform patterns: the driver's memset
-    RETIKD_CUDA_CHECK(cudaMemsetAsync(dst, bytes[0], static_cast<std::size_t>(n) * sizeof(U), 0));
+    RETIKD_CUDA_CHECK(cudaMemsetAsync(dst, bytes[0], static_cast<std::size_t>(n) * sizeof(U), detail::current_stream()));
     return;
   }
   kernels::launch_fill(static_cast<U*>(dst), n, bits);
@@ -228,7 +228,7 @@ void cast(const void* src, int src_dtype, void* dst, int dst_dtype, int64_t n, i
   detail::DeviceGuard guard(device);
   if (src_dtype == dst_dtype) {
     if (src != dst)
-      RETIKD_CUDA_CHECK(cudaMemcpyAsync(dst, src, static_cast<std::size_t>(n) * src_size, cudaMemcpyDeviceToDevice, 0));
+      RETIKD_CUDA_CHECK(cudaMemcpyAsync(dst, src, static_cast<std::size_t>(n) * src_size, cudaMemcpyDeviceToDevice, detail::current_stream()));
     return;
   }
   switch (src_dtype) {

@@ -152,9 +152,9 @@ template <class T>
 void attn_forward_typed(const AttnArgs& a, float* loss_out) {
   const int tiles = (a.N + kAttnTile - 1) / kAttnTile;
   const int64_t heads = static_cast<int64_t>(a.B) * a.H;
-  attn_forward_kernel<T><<<grid_blocks("fused_attn_forward", heads * tiles), kAttnThreads>>>(a, tiles);
+  attn_forward_kernel<T><<<grid_blocks("fused_attn_forward", heads * tiles), kAttnThreads, 0, detail::current_stream()>>>(a, tiles);
   RETIKD_CUDA_CHECK_LAUNCH();
-  reduce_sum_kernel<<<1, kReduceThreads>>>(a.row_loss, heads * a.N, a.loss_scale, loss_out);
+  reduce_sum_kernel<<<1, kReduceThreads, 0, detail::current_stream()>>>(a.row_loss, heads * a.N, a.loss_scale, loss_out);
   RETIKD_CUDA_CHECK_LAUNCH();
 }
 
@@ -167,13 +167,13 @@ void attn_backward_typed(AttnArgs a, void* dq_out, void* dk_out, int device) {
   Scratch dq(bytes, device), dk(same ? 0 : bytes, device);
   a.dq = dq.f();
   a.dk = same ? dq.f() : dk.f();
-  RETIKD_CUDA_CHECK(cudaMemsetAsync(a.dq, 0, bytes));
-  if (!same) RETIKD_CUDA_CHECK(cudaMemsetAsync(a.dk, 0, bytes));
+  RETIKD_CUDA_CHECK(cudaMemsetAsync(a.dq, 0, bytes, detail::current_stream()));
+  if (!same) RETIKD_CUDA_CHECK(cudaMemsetAsync(a.dk, 0, bytes, detail::current_stream()));
   const unsigned blocks = grid_blocks("fused_attn_backward", heads * tiles);
   // Sequential on the default stream: with dq == dk the dK kernel adds onto the finished dQ.
-  attn_dq_kernel<T><<<blocks, kAttnThreads>>>(a, tiles);
+  attn_dq_kernel<T><<<blocks, kAttnThreads, 0, detail::current_stream()>>>(a, tiles);
   RETIKD_CUDA_CHECK_LAUNCH();
-  attn_dk_kernel<T><<<blocks, kAttnThreads>>>(a, tiles);
+  attn_dk_kernel<T><<<blocks, kAttnThreads, 0, detail::current_stream()>>>(a, tiles);
   RETIKD_CUDA_CHECK_LAUNCH();
   detail::launch_grid_stride<int64_t>(
       n, FinishGrad<T>{a.dq, static_cast<T*>(dq_out), a.qx != nullptr, a.key_q, a.threshold});
@@ -195,7 +195,7 @@ template <class P>
 void gemm_launch(const P& p, const char* op) {
   int rts = 0, cts = 0;
   const unsigned blocks = grid_blocks(op, gemm_blocks(p, &rts, &cts));
-  gemm_kernel<P><<<blocks, kGemmThreads>>>(p, rts, cts);
+  gemm_kernel<P><<<blocks, kGemmThreads, 0, detail::current_stream()>>>(p, rts, cts);
   RETIKD_CUDA_CHECK_LAUNCH();
 }
 
@@ -206,7 +206,7 @@ void gl_forward_typed(GlArgs a, float* loss_out, int device) {
   Scratch partial(static_cast<std::size_t>(blocks) * sizeof(float), device);
   a.block_loss = partial.f();
   gemm_launch(GlForward<T>{a}, "fused_gl_forward");
-  reduce_sum_kernel<<<1, kReduceThreads>>>(a.block_loss, blocks, a.loss_scale, loss_out);
+  reduce_sum_kernel<<<1, kReduceThreads, 0, detail::current_stream()>>>(a.block_loss, blocks, a.loss_scale, loss_out);
   RETIKD_CUDA_CHECK_LAUNCH();
 }
 

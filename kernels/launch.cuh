@@ -44,6 +44,15 @@ class DeviceGuard {
   bool changed_ = false;
 };
 
+// The stream every launcher, cudaMemsetAsync and library handle of kernels/ uses on this thread: the legacy
+// default stream (0) unless a graph capture (kernels/graph.cu) has made its private stream current. One
+// function-local thread_local shared by every translation unit of the library (inline function).
+inline cudaStream_t& current_stream_slot() {
+  static thread_local cudaStream_t stream = nullptr;
+  return stream;
+}
+inline cudaStream_t current_stream() { return current_stream_slot(); }
+
 // Multiprocessor count of the current device, cached (the attribute query costs a driver call).
 inline int current_sm_count() {
   constexpr int kMaxDevices = 64;
@@ -74,7 +83,7 @@ __global__ void __launch_bounds__(kGridStrideThreads) grid_stride_kernel(Index n
     work(i);
 }
 
-// Launches work(i) for i in [0, n) on the current device's default stream. The grid is capped at what the
+// Launches work(i) for i in [0, n) on the current device's current stream (see current_stream). The grid is capped at what the
 // device keeps resident (8 blocks of 256 threads per SM: 2048 threads, the limit from sm_53 to sm_90), so
 // large n reuse threads instead of queueing millions of blocks.
 template <typename Index, typename Work>
@@ -83,7 +92,7 @@ void launch_grid_stride(Index n, const Work& work) {
   const long long wanted = (static_cast<long long>(n) + kGridStrideThreads - 1) / kGridStrideThreads;
   const long long cap = static_cast<long long>(current_sm_count()) * (2048 / kGridStrideThreads);
   const unsigned blocks = static_cast<unsigned>(wanted < cap ? wanted : cap);
-  grid_stride_kernel<Index, Work><<<blocks, kGridStrideThreads>>>(n, work);
+  grid_stride_kernel<Index, Work><<<blocks, kGridStrideThreads, 0, current_stream()>>>(n, work);
   RETIKD_CUDA_CHECK_LAUNCH();
 }
 

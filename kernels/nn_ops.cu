@@ -498,11 +498,11 @@ void reduce_rows(const void* x, void* out, int64_t rows, int64_t n, int op, floa
   // Short rows: a warp each; long rows (few of them, e.g. a sum over everything): a block each.
   if (n <= 2048 || rows > 65535) {
     RETIKD_NN_DISPATCH(dtype, T,
-                       row_reduce_warp<T><<<warp_row_blocks(rows), kThreads>>>(static_cast<const T*>(x),
+                       row_reduce_warp<T><<<warp_row_blocks(rows), kThreads, 0, detail::current_stream()>>>(static_cast<const T*>(x),
                                                                               static_cast<T*>(out), rows, n, op, scale));
   } else {
     RETIKD_NN_DISPATCH(dtype, T,
-                       row_reduce_block<T><<<static_cast<unsigned>(rows), kThreads>>>(static_cast<const T*>(x),
+                       row_reduce_block<T><<<static_cast<unsigned>(rows), kThreads, 0, detail::current_stream()>>>(static_cast<const T*>(x),
                                                                                       static_cast<T*>(out), n, op,
                                                                                       scale));
   }
@@ -528,7 +528,7 @@ void batch_norm_forward(const void* x, const void* weight, const void* bias, flo
   detail::DeviceGuard guard(device);
   if (training) {
     RETIKD_NN_DISPATCH(dtype, T,
-                       bn_stats_kernel<T><<<static_cast<unsigned>(C), kThreads>>>(
+                       bn_stats_kernel<T><<<static_cast<unsigned>(C), kThreads, 0, detail::current_stream()>>>(
                            static_cast<const T*>(x), N, C, S, running_mean, running_var, save_mean, save_invstd,
                            momentum, eps));
     RETIKD_CUDA_CHECK_LAUNCH();
@@ -551,7 +551,7 @@ void batch_norm_backward(const void* g, const void* x, const void* weight, const
   float* sums = static_cast<float*>(device_malloc(static_cast<std::size_t>(2 * C) * sizeof(float), device));
   try {
     RETIKD_NN_DISPATCH(dtype, T,
-                       bn_backward_sums<T><<<static_cast<unsigned>(C), kThreads>>>(
+                       bn_backward_sums<T><<<static_cast<unsigned>(C), kThreads, 0, detail::current_stream()>>>(
                            static_cast<const T*>(g), static_cast<const T*>(x), save_mean, save_invstd, N, C, S, sums,
                            static_cast<T*>(gw), static_cast<T*>(gb)));
     RETIKD_CUDA_CHECK_LAUNCH();
@@ -577,7 +577,7 @@ void layer_norm_forward(const void* x, const void* weight, const void* bias, flo
   if (R == 0) return;
   detail::DeviceGuard guard(device);
   RETIKD_NN_DISPATCH(dtype, T,
-                     ln_forward_kernel<T><<<warp_row_blocks(R), kThreads>>>(
+                     ln_forward_kernel<T><<<warp_row_blocks(R), kThreads, 0, detail::current_stream()>>>(
                          static_cast<const T*>(x), static_cast<const T*>(weight), static_cast<const T*>(bias),
                          save_mean, save_invstd, static_cast<T*>(y), R, D, eps));
   RETIKD_CUDA_CHECK_LAUNCH();
@@ -591,7 +591,7 @@ void layer_norm_backward(const void* g, const void* x, const void* weight, const
   detail::DeviceGuard guard(device);
   if (gx && R > 0) {
     RETIKD_NN_DISPATCH(dtype, T,
-                       ln_backward_input_kernel<T><<<warp_row_blocks(R), kThreads>>>(
+                       ln_backward_input_kernel<T><<<warp_row_blocks(R), kThreads, 0, detail::current_stream()>>>(
                            static_cast<const T*>(g), static_cast<const T*>(x), static_cast<const T*>(weight),
                            save_mean, save_invstd, static_cast<T*>(gx), R, D));
     RETIKD_CUDA_CHECK_LAUNCH();
@@ -621,7 +621,7 @@ void max_pool2d_backward(const void* gy, const int64_t* indices, void* gx, int64
   float* acc = dtype == kFloat32 ? static_cast<float*>(gx)
                                  : static_cast<float*>(device_malloc(static_cast<std::size_t>(n_in) * 4, device));
   try {
-    RETIKD_CUDA_CHECK(cudaMemsetAsync(acc, 0, static_cast<std::size_t>(n_in) * sizeof(float)));
+    RETIKD_CUDA_CHECK(cudaMemsetAsync(acc, 0, static_cast<std::size_t>(n_in) * sizeof(float), detail::current_stream()));
     RETIKD_NN_DISPATCH(dtype, T,
                        launch32(planes * out_plane,
                                 MaxPoolScatter<T>{static_cast<const T*>(gy), indices, acc,
@@ -654,7 +654,7 @@ void bilinear_backward(const void* gy, void* gx, int64_t planes, int H, int W, i
   float* acc = dtype == kFloat32 ? static_cast<float*>(gx)
                                  : static_cast<float*>(device_malloc(static_cast<std::size_t>(n_in) * 4, device));
   try {
-    RETIKD_CUDA_CHECK(cudaMemsetAsync(acc, 0, static_cast<std::size_t>(n_in) * sizeof(float)));
+    RETIKD_CUDA_CHECK(cudaMemsetAsync(acc, 0, static_cast<std::size_t>(n_in) * sizeof(float), detail::current_stream()));
     RETIKD_NN_DISPATCH(dtype, T,
                        launch32(planes * OH * OW,
                                 BilinearScatter<T>{static_cast<const T*>(gy), acc, H, W, OH, OW, align_corners}));
@@ -671,7 +671,7 @@ void kl_rows_forward(const float* s, const float* t, float* terms, float* lse_s,
   check_sizes("retikd::cuda::kl_rows_forward", R >= 0 && C > 0);
   if (R == 0) return;
   detail::DeviceGuard guard(device);
-  kl_forward_kernel<<<warp_row_blocks(R), kThreads>>>(s, t, terms, lse_s, lse_t, R, C, inv_tau);
+  kl_forward_kernel<<<warp_row_blocks(R), kThreads, 0, detail::current_stream()>>>(s, t, terms, lse_s, lse_t, R, C, inv_tau);
   RETIKD_CUDA_CHECK_LAUNCH();
 }
 
@@ -680,7 +680,7 @@ void kl_rows_backward(const float* s, const float* t, const float* lse_s, const 
   check_sizes("retikd::cuda::kl_rows_backward", R >= 0 && C > 0);
   if (R == 0) return;
   detail::DeviceGuard guard(device);
-  kl_backward_kernel<<<warp_row_blocks(R), kThreads>>>(s, t, lse_s, lse_t, G, gs, gt, R, C, inv_tau);
+  kl_backward_kernel<<<warp_row_blocks(R), kThreads, 0, detail::current_stream()>>>(s, t, lse_s, lse_t, G, gs, gt, R, C, inv_tau);
   RETIKD_CUDA_CHECK_LAUNCH();
 }
 
@@ -689,7 +689,7 @@ void ce_rows_forward(const float* z, const int64_t* targets, const float* weight
   check_sizes("retikd::cuda::ce_rows_forward", N >= 0 && C > 0);
   if (N == 0) return;
   detail::DeviceGuard guard(device);
-  ce_forward_kernel<<<warp_row_blocks(N), kThreads>>>(z, targets, weight, lse, per_row, N, C, label_smoothing,
+  ce_forward_kernel<<<warp_row_blocks(N), kThreads, 0, detail::current_stream()>>>(z, targets, weight, lse, per_row, N, C, label_smoothing,
                                                       ignore_index);
   RETIKD_CUDA_CHECK_LAUNCH();
 }
@@ -700,7 +700,7 @@ void ce_rows_backward(const float* g, bool per_row, float inv_denominator, const
   check_sizes("retikd::cuda::ce_rows_backward", N >= 0 && C > 0);
   if (N == 0) return;
   detail::DeviceGuard guard(device);
-  ce_backward_kernel<<<warp_row_blocks(N), kThreads>>>(g, per_row, inv_denominator, z, lse, targets, weight,
+  ce_backward_kernel<<<warp_row_blocks(N), kThreads, 0, detail::current_stream()>>>(g, per_row, inv_denominator, z, lse, targets, weight,
                                                        weight_sum, gx, N, C, label_smoothing, ignore_index);
   RETIKD_CUDA_CHECK_LAUNCH();
 }

@@ -39,7 +39,7 @@ __global__ void __launch_bounds__(kThreads) sgd_kernel(const SGDTensor* tensors,
   for (int64_t k = c.start + threadIdx.x; k < end; k += kThreads) prog::sgd_element(t.s, t.p, t.g, t.b, k);
 }
 
-// Uploads [tensors | chunks] and launches kernel<<<chunks, 256>>>(tensors, chunks).
+// Uploads [tensors | chunks] and launches kernel<<<chunks, 256, 0, detail::current_stream()>>>(tensors, chunks).
 template <class T, class Kernel>
 void launch_multi(const T* tensors, int count, int device, Kernel kernel) {
   if (count < 0) throw std::invalid_argument("retikd::cuda optimizer update: negative tensor count");
@@ -59,7 +59,7 @@ void launch_multi(const T* tensors, int count, int device, Kernel kernel) {
   void* table = device_malloc(bytes, device);
   try {
     copy_host_to_device(table, host.data(), bytes, device);
-    kernel<<<static_cast<unsigned>(chunks.size()), kThreads>>>(
+    kernel<<<static_cast<unsigned>(chunks.size()), kThreads, 0, detail::current_stream()>>>(
         static_cast<const T*>(table), reinterpret_cast<const Chunk*>(static_cast<unsigned char*>(table) + tensor_bytes));
     RETIKD_CUDA_CHECK_LAUNCH();
   } catch (...) {

@@ -15,6 +15,7 @@
 #include <unordered_map>
 #include <vector>
 
+#include "capture.cuh"
 #include "cuda_check.cuh"
 #include "launch.cuh"
 #include "retikd/cuda/runtime.hpp"
@@ -154,7 +155,14 @@ int device_count() noexcept {
 }
 
 void* device_malloc(std::size_t bytes, int device) { return allocator().allocate(bytes, device); }
-void device_free(void* p, int device) { allocator().deallocate(p, device); }
+void device_free(void* p, int device) {
+  detail::DeferredFrees* deferred = detail::deferred_frees_slot();
+  if (deferred != nullptr && p != nullptr) {  // a graph capture on this thread may still reference the block
+    deferred->emplace_back(p, device);
+    return;
+  }
+  allocator().deallocate(p, device);
+}
 void empty_cache() { allocator().release_all(); }
 std::size_t cached_bytes(int device) { return allocator().cached(device); }
 std::size_t allocated_bytes(int device) { return allocator().allocated(device); }

@@ -87,9 +87,9 @@ void softmax_rows(const void* x, void* y, int64_t rows, int64_t n, bool log, int
   if (rows == 0 || n == 0) return;
   detail::DeviceGuard guard(device);
   if (dtype == kFloat32)
-    softmax_kernel<float><<<row_blocks(rows), 256>>>(static_cast<const float*>(x), static_cast<float*>(y), rows, n, log);
+    softmax_kernel<float><<<row_blocks(rows), 256, 0, detail::current_stream()>>>(static_cast<const float*>(x), static_cast<float*>(y), rows, n, log);
   else
-    softmax_kernel<Half><<<row_blocks(rows), 256>>>(static_cast<const Half*>(x), static_cast<Half*>(y), rows, n, log);
+    softmax_kernel<Half><<<row_blocks(rows), 256, 0, detail::current_stream()>>>(static_cast<const Half*>(x), static_cast<Half*>(y), rows, n, log);
   RETIKD_CUDA_CHECK_LAUNCH();
 }
 
@@ -99,10 +99,10 @@ void softmax_rows_backward(const void* g, const void* y, void* gx, int64_t rows,
   if (rows == 0 || n == 0) return;
   detail::DeviceGuard guard(device);
   if (dtype == kFloat32)
-    softmax_backward_kernel<float><<<row_blocks(rows), 256>>>(static_cast<const float*>(g), static_cast<const float*>(y),
+    softmax_backward_kernel<float><<<row_blocks(rows), 256, 0, detail::current_stream()>>>(static_cast<const float*>(g), static_cast<const float*>(y),
                                                             static_cast<float*>(gx), rows, n, log);
   else
-    softmax_backward_kernel<Half><<<row_blocks(rows), 256>>>(static_cast<const Half*>(g), static_cast<const Half*>(y),
+    softmax_backward_kernel<Half><<<row_blocks(rows), 256, 0, detail::current_stream()>>>(static_cast<const Half*>(g), static_cast<const Half*>(y),
                                                            static_cast<Half*>(gx), rows, n, log);
   RETIKD_CUDA_CHECK_LAUNCH();
 }

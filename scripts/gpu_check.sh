@@ -3,7 +3,7 @@
 # package installs; binaries come prebuilt by scripts/gpu_prepare.sh (carried folder, default build/gpu_carry).
 # In one run, on one card, under 4 minutes:
 #   1. every CUDA test (test_cuda*.cpp) and the CPU proof of the fused kernels (test_fused_reference.cpp);
-#   2. compute-sanitizer memcheck on the fused-kernel tests (if compute-sanitizer is found);
+#   2. compute-sanitizer memcheck on the fused-kernel tests and test_cuda_ops2.cpp (if compute-sanitizer is found);
 #   3. the fused-kernel benchmark (CUDA events, 5 warm-up, median of 30);
 #   4. ../shared/peers/torch_anchor.py (copied into the carried folder) with COMPILE=1 ONLY_KD=1;
 # then one table of retikd vs PyTorch with ratios. Logs and the table go to $OUT (or /tmp/retikd_gpu_check);
@@ -30,6 +30,10 @@ export LD_LIBRARY_PATH="$BUILD/lib:/usr/local/cuda/lib64:${PYLIBS}${LD_LIBRARY_P
 card=$(nvidia-smi --query-gpu=name,driver_version --format=csv,noheader 2>/dev/null | head -1)
 echo "card: ${card:-unknown}   date: $(date -u +%Y-%m-%dT%H:%MZ)" | tee "$OUT/card.txt"
 TESTS="$BUILD/tests/retikd_tests"
+# retikd_tests links cuDNN when it was built with it (dense convolutions): say so plainly if the loader
+# cannot find a library, instead of reporting every test as failed.
+missing=$(ldd "$TESTS" 2>/dev/null | awk '/not found/{print $1}' | tr "\n" " ")
+[ -z "$missing" ] || echo "WARNING: $TESTS cannot load: $missing(add the library folder to LD_LIBRARY_PATH)"
 
 step "CUDA tests"
 timeout 100 "$TESTS" --source-file='*test_cuda*' --no-intro --duration=false >"$OUT/tests.log" 2>&1
@@ -45,6 +49,10 @@ if [ -n "$CS" ]; then
   timeout 100 "$CS" --tool memcheck --error-exitcode 9 "$TESTS" --source-file='*test_cuda_fused.cpp' \
     --test-case-exclude='*torch_anchor*' --no-intro >"$OUT/memcheck.log" 2>&1
   rc=$?; tail -2 "$OUT/memcheck.log"; [ $rc -eq 0 ] || { echo "memcheck FAILED (rc $rc)"; status=1; }
+  # The second batch of ops (conv, depthwise, norms, pooling, resize, losses, fused optimizer).
+  timeout 90 "$CS" --tool memcheck --error-exitcode 9 "$TESTS" --source-file='*test_cuda_ops2.cpp' \
+    --no-intro >"$OUT/memcheck_ops2.log" 2>&1
+  rc=$?; tail -2 "$OUT/memcheck_ops2.log"; [ $rc -eq 0 ] || { echo "memcheck ops2 FAILED (rc $rc)"; status=1; }
 else
   echo "compute-sanitizer not found: memcheck not run" | tee "$OUT/memcheck.log"
 fi
@@ -78,7 +86,8 @@ row() {  # name, retikd ms, torch ms
   row "PCA step fwd+bwd+KL, TF32 GEMMs" "$(val pca_tf32)" "$(tval 'PCA projector fwd+bwd+KL compiled')"
   row "PCA fused loss kernel alone (fwd+bwd)" "$(val pca_kernel)" ""
   row "GL step fwd+bwd+MSE, 8 groups 1280->768, 196 pos, fp32" "$(val gl_fp32)" "$(tval 'GL projector fwd+bwd+MSE compiled')"
-  echo "tests: $(tail -1 "$OUT/tests.log" 2>/dev/null); memcheck: $(tail -1 "$OUT/memcheck.log" 2>/dev/null)"
+  echo "tests: $(tail -1 "$OUT/tests.log" 2>/dev/null); memcheck: $(tail -1 "$OUT/memcheck.log" 2>/dev/null); memcheck ops2: $(tail -1 "$OUT/memcheck_ops2.log" 2>/dev/null)"
+  grep -m1 "dense convolution backend" "$OUT/tests.log" || true
 } | tee "$OUT/table.md"
 step "done (status $status)"
 exit $status

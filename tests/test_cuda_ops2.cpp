@@ -3,7 +3,8 @@
 // padding), depthwise convolution (stride 1 / 2, fp16 storage), batch norm (training with the running update,
 // evaluation), layer norm, sum / mean / amax, global average pool, max pool, bilinear resize, cross-entropy,
 // MSE and KL losses, each forward and backward through autograd, and the fused AdamW / SGD updates over
-// several steps. Fresh random inputs (seed captured), never all zero; the caching allocator's blocks are
+// several steps; the fp16 GPU inference path of a folded MobileNetV2 against its fp32 CPU forward, and its
+// CUDA-graph replay at batch 1 against the eager GPU forward. Fresh random inputs (seed captured), never all zero; the caching allocator's blocks are
 // poisoned with NaN before every GPU call (unwritten outputs fail); |gpu − cpu| ≤ atol + rtol·|cpu|, the CPU
 // side in float64 on the same rounded inputs, rtol 1e-5 (fp32, atol scaled by the summed length) or 1e-2
 // (fp16). Every case skips with a message without a device.
@@ -11,6 +12,7 @@
 
 #include <doctest/doctest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <functional>
@@ -22,6 +24,8 @@
 #include "retikd/core/random.hpp"
 #include "retikd/cuda/conv.hpp"
 #include "retikd/cuda/runtime.hpp"
+#include "retikd/deploy/gpu_inference.hpp"
+#include "retikd/nn/models.hpp"
 #include "retikd/ops/conv.hpp"
 #include "retikd/ops/loss.hpp"
 #include "retikd/ops/norm.hpp"
@@ -321,6 +325,43 @@ TEST_CASE("cuda fused optimizer: AdamW and SGD over several steps and groups aga
     }
     for (std::size_t i = 0; i < shapes.size(); ++i)
       check_close("parameter " + std::to_string(i), gpu_p[i].value(), cpu_p[i].value(), 1e-5, 1e-6);
+  }
+}
+
+TEST_CASE("cuda fp16 inference: folded MobileNetV2 on the GPU in float16 against its float32 CPU forward") {
+  RETIKD_OPS2_SKIP_WITHOUT_CUDA();
+  const uint64_t seed = fresh_seed();
+  CAPTURE(seed);
+  Generator gen(seed);
+  nn::ModelOptions o;
+  o.num_classes = 5;
+  o.width_mult = 0.5;
+  auto model = nn::create_model("mobilenet_v2", o, gen);
+  model->eval();
+  auto folded = deploy::fold_batch_norm(*model);
+  const Tensor images = rnd(gen, {2, 3, 64, 64}, DType::float32);
+  Tensor cpu_logits;
+  {
+    NoGradGuard no_grad;
+    cpu_logits = folded->forward(Var(images, false)).value();
+  }
+  for (bool half : {false, true}) {
+    CAPTURE(half);
+    poison_cache(1 << 20);
+    deploy::GpuHalfStudent gpu(deploy::fold_batch_norm(*model), kGpu, half);
+    const Tensor logits = gpu.run(images);
+    double scale = 0.0;
+    for (double v : cpu_logits.to_vector<double>()) scale = std::max(scale, std::abs(v));
+    // fp32: reassociation only; fp16: storage rounding through ~50 layers, relative to the logits' scale.
+    check_close("logits", logits, cpu_logits, half ? 3e-2 : 1e-4, (half ? 3e-2 : 1e-4) * scale);
+    // CUDA-graph replay of the batch-1 forward: the same logits as the eager GPU forward, for two images
+    // (the second replay proves the static input is re-read).
+    gpu.capture(64, 64);
+    REQUIRE(gpu.captured());
+    for (int64_t i = 0; i < 2; ++i) {
+      const Tensor one = images.narrow(0, i, 1).contiguous();
+      check_close("graph replay", gpu.run_captured(one), gpu.run(one), 1e-3, 1e-3 * scale);
+    }
   }
 }
 

@@ -19,6 +19,9 @@
 // (deploy/bundle.hpp) stores and what load_bundle rebuilds: folded_skeleton(arch, options) gives the folded
 // structure of a freshly built model, into which the bundle's tensors load by name.
 //
+// On a GPU without a tape (inference), a depthwise ConvAct with ReLU6 runs as one fused kernel pass
+// (ops::impl::conv2d_depthwise_relu6_cuda); everything else, and every CPU path, is unchanged.
+//
 // layer_costs() lists every layer of a folded model with its MACs, weights and activation sizes at a given
 // input: the per-layer roofline of bench_jetson and docs/jetson.md.
 #pragma once
@@ -45,7 +48,17 @@ class ConvAct : public nn::Conv2d {
   ConvAct(int64_t in, int64_t out, int64_t kh, int64_t kw, Generator& gen, const ops::Conv2dOptions& opt,
           nn::Activation act)
       : nn::Conv2d(in, out, kh, kw, gen, opt, /*with_bias=*/true), act_(act) {}
-  Var forward(const Var& x) override { return nn::activate(nn::Conv2d::forward(x), act_); }
+  Var forward(const Var& x) override {
+#ifdef RETIKD_WITH_CUDA
+    // GPU inference: depthwise + bias + ReLU6 in one pass (no tape is recorded, so nothing needs the pre-activation).
+    if (act_ == nn::Activation::relu6 && !grad_mode_enabled() && x.value().is_cuda()) {
+      Tensor y = ops::impl::conv2d_depthwise_relu6_cuda(x.value(), weight.value(),
+                                                        bias.defined() ? bias.value() : Tensor(), options_for(x.shape()));
+      if (y.defined()) return Var(y, false);
+    }
+#endif
+    return nn::activate(nn::Conv2d::forward(x), act_);
+  }
   nn::Activation activation() const { return act_; }
 
  private:

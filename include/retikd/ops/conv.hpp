@@ -731,6 +731,26 @@ inline void conv2d_check_cuda(const Tensor& first, std::initializer_list<const T
 }
 #endif
 
+#ifdef RETIKD_WITH_CUDA
+// Inference only: relu6(depthwise conv2d(x, w) + bias) in one kernel pass for float32 / float16 GPU tensors (the
+// fused bias + ReLU6 store of cuda::depthwise_forward). Returns an undefined tensor when the layer is not a
+// GPU depthwise one; the caller then runs conv2d and relu6 separately.
+inline Tensor conv2d_depthwise_relu6_cuda(const Tensor& x, const Tensor& w, const Tensor& bias,
+                                          const Conv2dOptions& opt) {
+  if (!x.is_cuda() || (x.dtype() != DType::float32 && x.dtype() != DType::float16)) return Tensor();
+  const Conv2dGeometry g = conv2d_geometry(x.shape(), w.shape(), opt);
+  if (!g.depthwise()) return Tensor();
+  conv2d_check_cuda(x, {&w, &bias});
+  Tensor y = Tensor::empty({g.N, g.O, g.OH, g.OW}, x.dtype(), x.device());
+  if (y.numel() == 0) return y;
+  const Tensor xc = x.contiguous(), wc = w.contiguous();
+  const Tensor bc = bias.defined() ? bias.contiguous() : Tensor();
+  cuda::depthwise_forward(cuda_conv_dims(g), xc.raw_data(), wc.raw_data(), bc.defined() ? bc.raw_data() : nullptr,
+                          y.raw_data(), cuda::kActRelu6, static_cast<int>(x.dtype()), x.device().index);
+  return y;
+}
+#endif
+
 inline void conv2d_check_tensors(const Tensor& x, const Tensor& w, const Tensor& bias) {
   check_cpu("conv2d", x);
   check_cpu("conv2d", w);
