@@ -11,6 +11,7 @@
 //                                           what `distill_retina --teacher-init FILE` loads (same patch / image
 //                                           size and width); --export-img N adds encoder_<N>px.safetensors with
 //                                           the position embedding resampled to that image size
+//   OUT/target_encoder.safetensors          the same for the target (EMA) encoder
 //   OUT/report.md + SVGs                    loss curves (and the probe table with --probe)
 //   OUT/probe.json, probe.md                linear probe: accuracy / macro-F1 on the test split
 //
@@ -88,7 +89,8 @@ void usage() {
       "  --epochs-this-call N  stop after N epochs, as if killed; run again with --resume\n"
       "  --export-img N   also write OUT/encoder_<N>px.safetensors, the position embedding resampled to N px\n"
       "  --probe          after pretraining: linear probe (logistic regression on frozen pooled features, fitted\n"
-      "                   on the train split, scored on the test split) of the encoder and of its random init\n"
+      "                   on the train split, scored on the test split) of the context and target encoders and\n"
+      "                   of their random init\n"
       "  --probe-only F   probe encoder file F (and the random init of the same architecture); no pretraining\n"
       "Output: OUT/encoder.safetensors is a ViT checkpoint (timm names) for distill_retina --teacher-init.\n");
 }
@@ -214,16 +216,17 @@ ProbeRow probe_encoder(const std::string& name, nn::VisionTransformer& vit, data
   return row;
 }
 
-std::vector<ProbeRow> run_probe(const Options& o, const Sources& src, nn::VisionTransformer& pretrained,
-                                nn::VisionTransformer& random, const std::string& pretrained_name, std::FILE* log) {
+// Probes each (name, encoder) in turn; the first row's per-class table goes into probe.md.
+std::vector<ProbeRow> run_probe(const Options& o, const Sources& src,
+                                const std::vector<std::pair<std::string, nn::VisionTransformer*>>& encoders,
+                                std::FILE* log) {
   RETIKD_CHECK(src.probe_train && src.probe_test, "--probe: the data has no train or no test split");
   const data::TransformPtr plain = data::compose({data::make<data::Normalize>()});
   auto tr = make_loader(src.probe_train, o, plain, false, "probe_train");
   auto te = make_loader(src.probe_test, o, plain, false, "probe_test");
   const ssl::ProbePooling pooling = ssl::parse_probe_pooling(o.pooling);
   std::vector<ProbeRow> rows;
-  rows.push_back(probe_encoder(pretrained_name, pretrained, *tr, *te, pooling, log));
-  rows.push_back(probe_encoder("random init (same seed)", random, *tr, *te, pooling, log));
+  for (const auto& e : encoders) rows.push_back(probe_encoder(e.first, *e.second, *tr, *te, pooling, log));
 
   metrics::Json j = metrics::Json::object();
   j["pooling"] = o.pooling;
@@ -402,7 +405,7 @@ int main(int argc, char** argv) {
     if (!o.probe_only.empty()) {
       nn::VisionTransformer enc(cfg.encoder, init_again);
       io::load_module(o.probe_only, enc);
-      run_probe(o, src, enc, random_encoder, o.probe_only, log);
+      run_probe(o, src, {{o.probe_only, &enc}, {"random init (same seed)", &random_encoder}}, log);
       if (log) std::fprintf(log, "probe: wrote %s/probe.md and probe.json\n", o.out.c_str());
       return 0;
     }
@@ -559,6 +562,8 @@ int main(int argc, char** argv) {
     io::save_module(enc_path, *model.context_encoder, encoder_metadata(o, o.img, res.last_epoch));
     if (log) std::fprintf(log, "encoder: %s (the context encoder after epoch %lld; distill_retina --teacher-init)\n",
                           enc_path.c_str(), static_cast<long long>(res.last_epoch));
+    // The EMA encoder too: the reference evaluates that one; either loads as a teacher.
+    io::save_module(o.out + "/target_encoder.safetensors", *model.target_encoder, encoder_metadata(o, o.img, res.last_epoch));
     if (o.export_img > 0) {
       const std::string p = o.out + "/encoder_" + std::to_string(o.export_img) + "px.safetensors";
       io::save_safetensors(p, ssl::encoder_state_dict_at(*model.context_encoder, o.export_img),
@@ -607,7 +612,9 @@ int main(int argc, char** argv) {
       rep.figure("ijepa_loss_steps.svg", metrics::line_chart_svg({s, avg}, co), "loss per step");
     }
     if (o.probe) {
-      const auto rows = run_probe(o, src, *model.context_encoder, random_encoder, "I-JEPA (this run)", log);
+      const auto rows = run_probe(o, src, {{"I-JEPA context encoder", model.context_encoder.get()},
+                                           {"I-JEPA target (EMA) encoder", model.target_encoder.get()},
+                                           {"random init (same seed)", &random_encoder}}, log);
       rep.heading(2, "Linear probe");
       std::string md = "| encoder | test accuracy | test macro-F1 |\n|---|---:|---:|\n";
       for (const auto& r : rows)
