@@ -20,6 +20,7 @@
 #include <cstdint>
 #include <cstdio>
 #include <functional>
+#include <limits>
 #include <map>
 #include <memory>
 #include <string>
@@ -146,6 +147,7 @@ struct StageResult {
   bool resumed = false;
   int64_t epochs_run = 0;
   int64_t best_epoch = 0;
+  double best_val_macro_f1 = std::numeric_limits<double>::quiet_NaN();  // the selection metric
   double seconds = 0;
   metrics::ClassificationResult test;
   int64_t params = 0, weights_bytes = 0;
@@ -154,8 +156,10 @@ struct StageResult {
 struct PipelineResult {
   std::string out_dir;
   std::vector<StageResult> stages;  // teacher, student_ce, student_kd
-  std::string metrics_path, report_path, bundle_path;
+  std::string metrics_path, report_path, bundle_path;  // bundle_path: the distilled student's
   int64_t bundle_bytes = -1;
+  std::string ce_bundle_path;      // the CE-only student's bundle, when that stage ran
+  std::string recommended_stage;   // the student with the better validation macro-F1 (never chosen on test)
   std::string data_description;
   double seconds = 0;
   const StageResult& stage(const std::string& n) const {
@@ -559,6 +563,7 @@ inline PipelineResult run_distill_pipeline(const PipelineOptions& o) {
     st.epochs_run = lr.last_epoch - lr.first_epoch + 1;
     if (st.epochs_run < 0) st.epochs_run = 0;
     st.best_epoch = lr.best_epoch;
+    st.best_val_macro_f1 = lr.best_metric;
     st.seconds = secs;
     if (st.skipped)
       detail::say(log, st.name + ": complete in " + lr.last_path + " (best epoch " + std::to_string(lr.best_epoch) +
@@ -779,6 +784,40 @@ inline PipelineResult run_distill_pipeline(const PipelineOptions& o) {
   }
 
   // ---- stage 4: export --------------------------------------------------------------------------------------
+  // Both students are exported: which one to ship is chosen on the validation split (the distilled one can be
+  // worse when the teacher is weak — docs/results.md), and the report names it.
+  if (o.export_bundle && o.run_ce) {
+    try {
+      Generator sgen(seed + 1);
+      auto ce_student = kd::make_student(cfg, sgen);
+      io::load_module(out + "/student_ce/model.safetensors", *ce_student);
+      ce_student->eval();
+      deploy::ExportOptions eo;
+      eo.preprocess.resize = img;
+      eo.preprocess.crop = img;
+      eo.metadata["preset"] = o.preset;
+      eo.metadata["stage"] = "student_ce";
+      const std::string path = out + "/student_ce.rkd";
+      deploy::export_bundle(path, *ce_student, eo);
+      result.ce_bundle_path = path;
+      detail::say(log, "\n== export: " + path + " (" + std::to_string(detail::file_size(path)) +
+                           " bytes, fp16, BN folded; the CE-only student)");
+    } catch (const Error& e) {
+      detail::say(log, std::string("export: the CE student's bundle failed (") + e.what() + ")");
+    }
+  }
+  {
+    const StageResult* best = nullptr;
+    for (const auto& st : result.stages)
+      if ((st.name == "student_ce" || st.name == "student_kd") && std::isfinite(st.best_val_macro_f1) &&
+          (best == nullptr || st.best_val_macro_f1 > best->best_val_macro_f1))
+        best = &st;
+    if (best != nullptr) {
+      result.recommended_stage = best->name;
+      detail::say(log, "recommended student (better validation macro-F1, " + detail::num(best->best_val_macro_f1) +
+                           "): " + best->name + (o.export_bundle ? " -> " + out + "/" + best->name + ".rkd" : ""));
+    }
+  }
   if (o.export_bundle && kd_student) {
     detail::say(log, "\n== export: fp16 student bundle");
     deploy::ExportOptions eo;
@@ -803,6 +842,9 @@ inline PipelineResult run_distill_pipeline(const PipelineOptions& o) {
     report.heading(1, "distill_retina — preset " + o.preset);
     report.paragraph("Data: " + d.description + ". Image size " + std::to_string(img) + " px, seed " +
                      std::to_string(seed) + ". Test-split metrics of each model's best validation epoch (macro-F1).");
+    if (!result.recommended_stage.empty())
+      report.paragraph("Recommended student (chosen on the validation split, not on test): " +
+                       result.recommended_stage + ".");
     std::vector<std::pair<std::string, metrics::ClassificationResult>> rows;
     for (const auto& st : result.stages) rows.push_back({st.name, st.test});
     report.heading(2, "Test split");
