@@ -3,9 +3,11 @@
 #include <doctest/doctest.h>
 
 #include <atomic>
+#include <cstdint>
 #include <cmath>
 #include <numeric>
 
+#include "retikd/core/host_block_cache.hpp"
 #include "retikd/core/parallel.hpp"
 #include "retikd/core/random.hpp"
 #include "retikd/core/tensor.hpp"
@@ -250,4 +252,35 @@ TEST_CASE("thread pool covers ranges and propagates errors") {
                     if (lo > 500) throw Error("boom");
                   }),
                   Error);
+}
+
+// ---- host block cache (core/host_block_cache.hpp) ---------------------------------------------------------
+TEST_CASE("large host blocks are reused after release, small ones are not cached") {
+  HostBlockCache& cache = HostBlockCache::instance();
+  cache.empty();
+  const void* first = nullptr;
+  {
+    Tensor big = Tensor::empty({3 << 18});  // 3 MiB of float32
+    first = big.raw_data();
+    CHECK(cache.cached_bytes() == 0);
+  }
+  CHECK(cache.cached_bytes() == HostBlockCache::rounded(3u << 20));
+  {
+    Tensor again = Tensor::empty({3 << 18});  // the same size: the cached block comes back
+    CHECK(again.raw_data() == first);
+    CHECK(cache.cached_bytes() == 0);
+    CHECK(reinterpret_cast<std::uintptr_t>(again.raw_data()) % 64 == 0);
+  }
+  {
+    Tensor much_bigger = Tensor::empty({1 << 21});  // 8 MiB: more than 1.25× the cached block, a fresh one
+    CHECK(much_bigger.raw_data() != first);
+    CHECK(cache.cached_bytes() == HostBlockCache::rounded(3u << 20));
+  }
+  {
+    Tensor small = Tensor::empty({1000});  // below 1 MiB: never cached
+    (void)small;
+  }
+  CHECK(cache.cached_bytes() == HostBlockCache::rounded(3u << 20) + HostBlockCache::rounded(8u << 20));
+  empty_host_block_cache();
+  CHECK(cache.cached_bytes() == 0);
 }

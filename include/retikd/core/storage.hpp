@@ -1,7 +1,8 @@
 // retikd/core/storage.hpp — a reference-counted block of bytes on the host or on a CUDA device.
 //
 // Tensors share a Storage through std::shared_ptr, which is what makes views (reshape, permute, slice) free.
-// Host blocks are 64-byte aligned so the GEMM and vectorised loops can assume it; device blocks come from
+// Host blocks are 64-byte aligned so the GEMM and vectorised loops can assume it, and large ones are reused
+// (core/host_block_cache.hpp: fresh pages cost faults and zeroing on every step); device blocks come from
 // the caching allocator in kernels/runtime.cu (no managed memory: every transfer is explicit).
 #pragma once
 
@@ -12,6 +13,7 @@
 
 #include "retikd/core/device.hpp"
 #include "retikd/core/error.hpp"
+#include "retikd/core/host_block_cache.hpp"
 #ifdef RETIKD_WITH_CUDA
 #include "retikd/cuda/runtime.hpp"
 #endif
@@ -35,8 +37,8 @@ class Storage {
   Storage(std::size_t bytes, Device device) : bytes_(bytes), device_(device) {
     const std::size_t alloc = bytes == 0 ? 64 : (bytes + 63) / 64 * 64;
     if (device.is_cpu()) {
-      data_ = std::aligned_alloc(64, alloc);
-      if (!data_) throw std::bad_alloc();
+      data_ = HostBlockCache::instance().allocate(alloc);  // large blocks are reused (host_block_cache.hpp)
+      alloc_ = alloc;
     } else {
 #ifdef RETIKD_WITH_CUDA
       data_ = cuda::device_malloc(alloc, device.index);
@@ -48,7 +50,7 @@ class Storage {
   ~Storage() {
     if (!data_) return;
     if (device_.is_cpu()) {
-      std::free(data_);
+      HostBlockCache::instance().release(data_, alloc_);
     } else {
 #ifdef RETIKD_WITH_CUDA
       cuda::device_free(data_, device_.index);
@@ -64,6 +66,7 @@ class Storage {
 
  private:
   void* data_ = nullptr;
+  std::size_t alloc_ = 0;  // the size asked of the host block cache
   std::size_t bytes_;
   Device device_;
 };
