@@ -786,19 +786,22 @@ inline PipelineResult run_distill_pipeline(const PipelineOptions& o) {
   // ---- stage 4: export --------------------------------------------------------------------------------------
   // Both students are exported: which one to ship is chosen on the validation split (the distilled one can be
   // worse when the teacher is weak — docs/results.md), and the report names it.
+  auto bundle_options = [&](const std::string& stage) {
+    deploy::ExportOptions eo;
+    eo.preprocess.resize = img;
+    eo.preprocess.crop = img;
+    eo.metadata["preset"] = o.preset;
+    eo.metadata["stage"] = stage;
+    return eo;
+  };
   if (o.export_bundle && o.run_ce) {
     try {
       Generator sgen(seed + 1);
       auto ce_student = kd::make_student(cfg, sgen);
       io::load_module(out + "/student_ce/model.safetensors", *ce_student);
       ce_student->eval();
-      deploy::ExportOptions eo;
-      eo.preprocess.resize = img;
-      eo.preprocess.crop = img;
-      eo.metadata["preset"] = o.preset;
-      eo.metadata["stage"] = "student_ce";
       const std::string path = out + "/student_ce.rkd";
-      deploy::export_bundle(path, *ce_student, eo);
+      deploy::export_bundle(path, *ce_student, bundle_options("student_ce"));
       result.ce_bundle_path = path;
       detail::say(log, "\n== export: " + path + " (" + std::to_string(detail::file_size(path)) +
                            " bytes, fp16, BN folded; the CE-only student)");
@@ -820,14 +823,9 @@ inline PipelineResult run_distill_pipeline(const PipelineOptions& o) {
   }
   if (o.export_bundle && kd_student) {
     detail::say(log, "\n== export: fp16 student bundle");
-    deploy::ExportOptions eo;
-    eo.preprocess.resize = img;
-    eo.preprocess.crop = img;
-    eo.metadata["preset"] = o.preset;
-    eo.metadata["stage"] = "student_kd";
     const std::string path = out + "/student_kd.rkd";
     try {
-      deploy::export_bundle(path, *kd_student, eo);
+      deploy::export_bundle(path, *kd_student, bundle_options("student_kd"));
       result.bundle_path = path;
       result.bundle_bytes = detail::file_size(path);
       detail::say(log, "export: " + path + " (" + std::to_string(result.bundle_bytes) + " bytes, fp16, BN folded)");
