@@ -24,23 +24,12 @@
 #include "retikd/kd/gl_projector.hpp"
 #include "retikd/kd/losses.hpp"
 #include "retikd/kd/partial_cross.hpp"
+#include "cuda_test_util.hpp"
 
 using namespace retikd;
+using retikd::cuda_test::fresh_seed;
 
 namespace {
-
-#define RETIKD_FUSED_SKIP_WITHOUT_CUDA()      \
-  do {                                        \
-    if (cuda::device_count() == 0) {          \
-      MESSAGE("skipped: no CUDA device");     \
-      return;                                 \
-    }                                         \
-  } while (0)
-
-uint64_t fresh_seed() {
-  std::random_device rd;
-  return (static_cast<uint64_t>(rd()) << 32) ^ rd();
-}
 
 // Values drawn in double and rounded to `dt`, so CPU (float64) and GPU see the same numbers.
 Tensor random_tensor(Generator& gen, const Shape& shape, double scale, DType dt) {
@@ -183,7 +172,7 @@ constexpr double kR32 = 1e-4, kA32 = 1e-5, kR16 = 1e-2, kA16 = 1e-3;
 }  // namespace
 
 TEST_CASE("cuda fused PCA: KL (paper) and MSE (cakd) targets, partial cross, odd sizes, fp32 and fp16") {
-  RETIKD_FUSED_SKIP_WITHOUT_CUDA();
+  RETIKD_SKIP_WITHOUT_CUDA();
   for (DType dt : {DType::float32, DType::float16}) {
     const double r = dt == DType::float32 ? kR32 : kR16, a = dt == DType::float32 ? kA32 : kA16;
     run_attn({2, 3, 37, 45, 0, true, false, false, 0.5, 1.0}, dt, r, a);
@@ -195,13 +184,13 @@ TEST_CASE("cuda fused PCA: KL (paper) and MSE (cakd) targets, partial cross, odd
 }
 
 TEST_CASE("cuda fused PCA: the torch_anchor shapes (12 heads x 64, 196 tokens)") {
-  RETIKD_FUSED_SKIP_WITHOUT_CUDA();
+  RETIKD_SKIP_WITHOUT_CUDA();
   run_attn({2, 12, 196, 64, 0, true, false, false, 0.5, 1.0}, DType::float32, kR32, kA32);
   run_attn({2, 12, 196, 64, 0, true, false, false, 0.5, 1.0}, DType::float16, kR16, kA16);
 }
 
 TEST_CASE("cuda fused GL: channel and spatial groupings, odd sizes and the torch_anchor shape") {
-  RETIKD_FUSED_SKIP_WITHOUT_CUDA();
+  RETIKD_SKIP_WITHOUT_CUDA();
   for (DType dt : {DType::float32, DType::float16}) {
     const double r = dt == DType::float32 ? kR32 : kR16, a = dt == DType::float32 ? kA32 : kA16;
     run_gl(kd::GlGrouping::channel, 3, 40, 72, 9, 9, 4, dt, r, a);
@@ -249,7 +238,7 @@ TEST_CASE("cuda fused: can_implement limits and the fallback rule") {
 }
 
 TEST_CASE("cuda fused: a GPU projector falls back, logged and counted, when the kernel cannot take the shape") {
-  RETIKD_FUSED_SKIP_WITHOUT_CUDA();
+  RETIKD_SKIP_WITHOUT_CUDA();
   // float64 on the GPU: no fused kernel for it, so the GL projector must report a fallback.
   Generator gen(3);
   kd::FusedGlInputs in;

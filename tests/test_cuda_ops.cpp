@@ -19,54 +19,17 @@
 #include "retikd/cuda/runtime.hpp"
 #include "retikd/ops/matmul.hpp"
 #include "retikd/ops/softmax.hpp"
+#include "cuda_test_util.hpp"
 
 using namespace retikd;
+using namespace retikd::cuda_test;
 
 namespace {
-
-#define RETIKD_OPS_SKIP_WITHOUT_CUDA()    \
-  do {                                    \
-    if (cuda::device_count() == 0) {      \
-      MESSAGE("skipped: no CUDA device"); \
-      return;                             \
-    }                                     \
-  } while (0)
-
-uint64_t fresh_seed() {
-  std::random_device rd;
-  return (static_cast<uint64_t>(rd()) << 32) ^ rd();
-}
-
-// Fills and frees a few device blocks with NaN so that the next allocations of similar sizes start poisoned:
-// an op that leaves elements unwritten then fails the comparison.
-void poison_cache(int64_t elements) {
-  for (DType dt : {DType::float32, DType::float16}) {
-    Tensor t = Tensor::full({elements}, std::nan(""), dt, Device::cuda(0));
-    (void)t;
-  }
-}
-
-Tensor rnd(Generator& g, const Shape& s, DType dt) {
-  Tensor t = Tensor::empty(s, DType::float64);
-  normal_(t, 0.0, 1.0, g);
-  return t.to(dt);
-}
-
-void check_close(const char* what, const Tensor& gpu, const Tensor& cpu, double rtol, double atol) {
-  REQUIRE(gpu.shape() == cpu.shape());
-  const auto g = gpu.to(Device::cpu()).to(DType::float64).to_vector<double>();
-  const auto c = cpu.to(DType::float64).to_vector<double>();
-  int bad = 0;
-  for (std::size_t i = 0; i < g.size(); ++i)
-    if (!(std::abs(g[i] - c[i]) <= atol + rtol * std::abs(c[i]))) ++bad;
-  INFO(what << ": " << bad << " of " << g.size() << " elements outside tolerance");
-  CHECK(bad == 0);
-}
 
 }  // namespace
 
 TEST_CASE("cuda matmul: cuBLAS against the CPU GEMM, fp32 and fp16, transposes and broadcast batches") {
-  RETIKD_OPS_SKIP_WITHOUT_CUDA();
+  RETIKD_SKIP_WITHOUT_CUDA();
   cuda::set_allow_tf32(false);
   const uint64_t seed = fresh_seed();
   CAPTURE(seed);
@@ -96,7 +59,7 @@ TEST_CASE("cuda matmul: cuBLAS against the CPU GEMM, fp32 and fp16, transposes a
 }
 
 TEST_CASE("cuda linear: forward and backward (input, weight, bias) against the CPU") {
-  RETIKD_OPS_SKIP_WITHOUT_CUDA();
+  RETIKD_SKIP_WITHOUT_CUDA();
   const uint64_t seed = fresh_seed();
   CAPTURE(seed);
   Generator gen(seed);
@@ -116,7 +79,7 @@ TEST_CASE("cuda linear: forward and backward (input, weight, bias) against the C
 }
 
 TEST_CASE("cuda softmax / log_softmax: last dimension, forward and backward, fp32 and fp16") {
-  RETIKD_OPS_SKIP_WITHOUT_CUDA();
+  RETIKD_SKIP_WITHOUT_CUDA();
   const uint64_t seed = fresh_seed();
   CAPTURE(seed);
   Generator gen(seed);

@@ -33,40 +33,14 @@
 #include "retikd/ops/reduce.hpp"
 #include "retikd/ops/resize.hpp"
 #include "retikd/optim/optim.hpp"
+#include "cuda_test_util.hpp"
 
 using namespace retikd;
+using namespace retikd::cuda_test;
 
 namespace {
 
-#define RETIKD_OPS2_SKIP_WITHOUT_CUDA()   \
-  do {                                    \
-    if (cuda::device_count() == 0) {      \
-      MESSAGE("skipped: no CUDA device"); \
-      return;                             \
-    }                                     \
-  } while (0)
-
-uint64_t fresh_seed() {
-  std::random_device rd;
-  return (static_cast<uint64_t>(rd()) << 32) ^ rd();
-}
-
 const Device kGpu = Device::cuda(0);
-
-// Allocates and frees NaN-filled blocks so the next allocations of similar sizes start poisoned.
-void poison_cache(int64_t elements) {
-  for (DType dt : {DType::float32, DType::float16}) {
-    Tensor t = Tensor::full({std::max<int64_t>(elements, 1)}, std::nan(""), dt, kGpu);
-    (void)t;
-  }
-}
-
-// Normal values rounded to dt, returned in dt on the CPU.
-Tensor rnd(Generator& g, const Shape& s, DType dt, double scale = 1.0) {
-  Tensor t = Tensor::empty(s, DType::float64);
-  normal_(t, 0.0, scale, g);
-  return t.to(dt);
-}
 
 // |normal|·scale + offset (positive variances, class weights), rounded to dt.
 Tensor positive(Generator& g, const Shape& s, DType dt, double offset) {
@@ -79,19 +53,6 @@ Tensor shifted(Generator& g, const Shape& s, DType dt, double scale, double offs
   std::vector<double> v = rnd(g, s, DType::float64, scale).to_vector<double>();
   for (double& e : v) e += offset;
   return Tensor::from_vector(v, s).to(dt);
-}
-
-void check_close(const std::string& what, const Tensor& gpu, const Tensor& cpu, double rtol, double atol) {
-  REQUIRE(gpu.defined());
-  REQUIRE(cpu.defined());
-  REQUIRE(gpu.shape() == cpu.shape());
-  const auto g = gpu.to(Device::cpu()).to(DType::float64).contiguous().to_vector<double>();
-  const auto c = cpu.to(Device::cpu()).to(DType::float64).contiguous().to_vector<double>();
-  int bad = 0;
-  for (std::size_t i = 0; i < g.size(); ++i)
-    if (!(std::abs(g[i] - c[i]) <= atol + rtol * std::abs(c[i]))) ++bad;
-  INFO(what << ": " << bad << " of " << g.size() << " elements outside tolerance");
-  CHECK(bad == 0);
 }
 
 // Runs f on float64 CPU leaves (the reference) and on dt GPU leaves made from the same rounded values, backs
@@ -118,7 +79,7 @@ void compare_autograd(const std::string& name, Generator& gen, const std::vector
 }  // namespace
 
 TEST_CASE("cuda conv2d dense: cuDNN and im2col + cuBLAS against the CPU, forward and backward") {
-  RETIKD_OPS2_SKIP_WITHOUT_CUDA();
+  RETIKD_SKIP_WITHOUT_CUDA();
   const uint64_t seed = fresh_seed();
   CAPTURE(seed);
   Generator gen(seed);
@@ -151,7 +112,7 @@ TEST_CASE("cuda conv2d dense: cuDNN and im2col + cuBLAS against the CPU, forward
 }
 
 TEST_CASE("cuda depthwise conv2d: our kernel against the CPU, stride 1 and 2, fp32 and fp16") {
-  RETIKD_OPS2_SKIP_WITHOUT_CUDA();
+  RETIKD_SKIP_WITHOUT_CUDA();
   const uint64_t seed = fresh_seed();
   CAPTURE(seed);
   Generator gen(seed);
@@ -174,7 +135,7 @@ TEST_CASE("cuda depthwise conv2d: our kernel against the CPU, stride 1 and 2, fp
 }
 
 TEST_CASE("cuda batch norm: training (running update) and evaluation, forward and backward") {
-  RETIKD_OPS2_SKIP_WITHOUT_CUDA();
+  RETIKD_SKIP_WITHOUT_CUDA();
   const uint64_t seed = fresh_seed();
   CAPTURE(seed);
   Generator gen(seed);
@@ -202,7 +163,7 @@ TEST_CASE("cuda batch norm: training (running update) and evaluation, forward an
 }
 
 TEST_CASE("cuda layer norm, reductions, global average pool: forward and backward") {
-  RETIKD_OPS2_SKIP_WITHOUT_CUDA();
+  RETIKD_SKIP_WITHOUT_CUDA();
   const uint64_t seed = fresh_seed();
   CAPTURE(seed);
   Generator gen(seed);
@@ -227,7 +188,7 @@ TEST_CASE("cuda layer norm, reductions, global average pool: forward and backwar
 }
 
 TEST_CASE("cuda max pool and bilinear resize: forward and backward") {
-  RETIKD_OPS2_SKIP_WITHOUT_CUDA();
+  RETIKD_SKIP_WITHOUT_CUDA();
   const uint64_t seed = fresh_seed();
   CAPTURE(seed);
   Generator gen(seed);
@@ -251,7 +212,7 @@ TEST_CASE("cuda max pool and bilinear resize: forward and backward") {
 }
 
 TEST_CASE("cuda losses: cross-entropy (weights, smoothing, ignore_index), MSE, distillation KL") {
-  RETIKD_OPS2_SKIP_WITHOUT_CUDA();
+  RETIKD_SKIP_WITHOUT_CUDA();
   const uint64_t seed = fresh_seed();
   CAPTURE(seed);
   Generator gen(seed);
@@ -289,7 +250,7 @@ TEST_CASE("cuda losses: cross-entropy (weights, smoothing, ignore_index), MSE, d
 }
 
 TEST_CASE("cuda fused optimizer: AdamW and SGD over several steps and groups against the CPU update") {
-  RETIKD_OPS2_SKIP_WITHOUT_CUDA();
+  RETIKD_SKIP_WITHOUT_CUDA();
   const uint64_t seed = fresh_seed();
   CAPTURE(seed);
   Generator gen(seed);
@@ -329,7 +290,7 @@ TEST_CASE("cuda fused optimizer: AdamW and SGD over several steps and groups aga
 }
 
 TEST_CASE("cuda fp16 inference: folded MobileNetV2 on the GPU in float16 against its float32 CPU forward") {
-  RETIKD_OPS2_SKIP_WITHOUT_CUDA();
+  RETIKD_SKIP_WITHOUT_CUDA();
   const uint64_t seed = fresh_seed();
   CAPTURE(seed);
   Generator gen(seed);
