@@ -38,7 +38,15 @@ namespace kernels {
   RETIKD_INSTANTIATE_BINARY(T, MulOp)        \
   RETIKD_INSTANTIATE_BINARY(T, DivOp)        \
   RETIKD_INSTANTIATE_BINARY(T, MaxOp)        \
-  RETIKD_INSTANTIATE_BINARY(T, MinOp)
+  RETIKD_INSTANTIATE_BINARY(T, MinOp)        \
+  RETIKD_INSTANTIATE_BINARY(T, ReluGradOp)   \
+  RETIKD_INSTANTIATE_BINARY(T, Relu6GradOp)  \
+  RETIKD_INSTANTIATE_BINARY(T, SigmoidGradOp) \
+  RETIKD_INSTANTIATE_BINARY(T, TanhGradOp)   \
+  RETIKD_INSTANTIATE_BINARY(T, GeluErfGradOp) \
+  RETIKD_INSTANTIATE_BINARY(T, SiluGradOp)   \
+  RETIKD_INSTANTIATE_BINARY(T, BceLogitsOp)  \
+  RETIKD_INSTANTIATE_BINARY(T, BceLogitsGradXOp)
 RETIKD_INSTANTIATE_FOR(float)
 RETIKD_INSTANTIATE_FOR(__half)
 #undef RETIKD_INSTANTIATE_FOR
@@ -113,6 +121,14 @@ void binary_typed(int op, const void* a, const void* b, void* out, int64_t n) {
     case kDiv: kernels::launch_binary(at, bt, ot, n, kernels::DivOp{}); return;
     case kMax: kernels::launch_binary(at, bt, ot, n, kernels::MaxOp{}); return;
     case kMin: kernels::launch_binary(at, bt, ot, n, kernels::MinOp{}); return;
+    case kReluGrad: kernels::launch_binary(at, bt, ot, n, kernels::ReluGradOp{}); return;
+    case kRelu6Grad: kernels::launch_binary(at, bt, ot, n, kernels::Relu6GradOp{}); return;
+    case kSigmoidGrad: kernels::launch_binary(at, bt, ot, n, kernels::SigmoidGradOp{}); return;
+    case kTanhGrad: kernels::launch_binary(at, bt, ot, n, kernels::TanhGradOp{}); return;
+    case kGeluErfGrad: kernels::launch_binary(at, bt, ot, n, kernels::GeluErfGradOp{}); return;
+    case kSiluGrad: kernels::launch_binary(at, bt, ot, n, kernels::SiluGradOp{}); return;
+    case kBceLogits: kernels::launch_binary(at, bt, ot, n, kernels::BceLogitsOp{}); return;
+    case kBceLogitsGradX: kernels::launch_binary(at, bt, ot, n, kernels::BceLogitsGradXOp{}); return;
     default: throw std::invalid_argument("retikd::cuda::binary: unknown op code " + std::to_string(op));
   }
 }
@@ -310,7 +326,7 @@ void strided_copy(const void* src, int dtype, int ndim, const int64_t* sizes, co
 
 void binary(int op, const void* a, const void* b, void* out, int dtype, int64_t n, int device) {
   check_float_dtype(dtype, "binary");
-  if (op < kAdd || op > kMin) throw std::invalid_argument("retikd::cuda::binary: unknown op code " + std::to_string(op));
+  if (op < kAdd || op > kBceLogitsGradX) throw std::invalid_argument("retikd::cuda::binary: unknown op code " + std::to_string(op));
   check_count(n, "binary");
   if (n == 0) return;
   detail::DeviceGuard guard(device);

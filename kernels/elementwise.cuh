@@ -136,6 +136,47 @@ struct MaxOp {  // a NaN in either operand wins, as in torch.maximum (fmaxf woul
 struct MinOp {
   __device__ __forceinline__ float operator()(float a, float b) const { return (a < b || a != a) ? a : b; }
 };
+// Activation gradients (a: incoming gradient, b: the saved input or output), as ops/activation.hpp's CPU helpers.
+struct ReluGradOp {
+  __device__ __forceinline__ float operator()(float g, float x) const { return x > 0.f ? g : 0.f; }
+};
+struct Relu6GradOp {
+  __device__ __forceinline__ float operator()(float g, float x) const {
+    return (x > 0.f && x < 6.f) ? g : 0.f;
+  }
+};
+struct SigmoidGradOp {
+  __device__ __forceinline__ float operator()(float g, float y) const { return g * y * (1.f - y); }
+};
+struct TanhGradOp {
+  __device__ __forceinline__ float operator()(float g, float y) const { return g * (1.f - y * y); }
+};
+struct GeluErfGradOp {
+  __device__ __forceinline__ float operator()(float g, float x) const {
+    const float cdf = 0.5f * (1.f + erff(x * 0.70710678118654752f));
+    const float pdf = 0.39894228040143268f * expf(-0.5f * x * x);
+    return g * (cdf + x * pdf);
+  }
+};
+struct BceLogitsOp {
+  __device__ __forceinline__ float operator()(float x, float y) const {
+    const float sp = fmaxf(-x, 0.f) + log1pf(expf(-fabsf(x)));  // softplus(−x)
+    return (1.f - y) * x + sp;
+  }
+};
+struct BceLogitsGradXOp {
+  __device__ __forceinline__ float operator()(float x, float y) const {
+    const float e = expf(-fabsf(x));
+    const float sig_neg = x >= 0.f ? e / (1.f + e) : 1.f / (1.f + e);  // σ(−x), stably
+    return (1.f - y) - sig_neg;
+  }
+};
+struct SiluGradOp {
+  __device__ __forceinline__ float operator()(float g, float x) const {
+    const float s = x >= 0.f ? 1.f / (1.f + expf(-x)) : expf(x) / (1.f + expf(x));
+    return g * s * (1.f + x * (1.f - s));
+  }
+};
 
 // ------------------------------------------------------------------------------------------------------
 // Conversions between the five dtypes (float, __half, int32_t, int64_t, double).

@@ -22,8 +22,12 @@ namespace detail {
 class DeviceGuard {
  public:
   explicit DeviceGuard(int device) {
-    int count = 0;
-    RETIKD_CUDA_CHECK(cudaGetDeviceCount(&count));
+    // The device count cannot change while the process runs: asked once (this guard runs on every launch).
+    static const int count = [] {
+      int n = 0;
+      RETIKD_CUDA_CHECK(cudaGetDeviceCount(&n));
+      return n;
+    }();
     if (device < 0 || device >= count)
       throw std::runtime_error("retikd::cuda: device " + std::to_string(device) + " does not exist (" +
                                std::to_string(count) + " CUDA device(s) present)");

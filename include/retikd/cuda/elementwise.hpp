@@ -15,7 +15,25 @@
 namespace retikd {
 namespace cuda {
 
-enum BinaryOp { kAdd = 0, kSub = 1, kMul = 2, kDiv = 3, kMax = 4, kMin = 5 };
+enum BinaryOp {
+  kAdd = 0,
+  kSub = 1,
+  kMul = 2,
+  kDiv = 3,
+  kMax = 4,
+  kMin = 5,
+  // Activation gradients: out = a · f'(b), a the incoming gradient, b the saved input x (or output y where
+  // named), the same formulas as ops/activation.hpp's CPU backward helpers.
+  kReluGrad = 6,     // b = x: a where x > 0, else 0
+  kRelu6Grad = 7,    // b = x: a where 0 < x < 6
+  kSigmoidGrad = 8,  // b = y = σ(x): a·y(1 − y)
+  kTanhGrad = 9,     // b = y = tanh(x): a·(1 − y²)
+  kGeluErfGrad = 10, // b = x: a·(Φ(x) + x·φ(x))
+  kSiluGrad = 11,    // b = x: a·σ(x)(1 + x(1 − σ(x)))
+  // Binary cross-entropy on logits a = x against targets b = y (no pos_weight), stably:
+  kBceLogits = 12,       // (1 − y)·x + softplus(−x)
+  kBceLogitsGradX = 13   // ∂/∂x: (1 − y) − σ(−x)
+};
 
 enum UnaryOp {
   kRelu = 0,

@@ -77,7 +77,8 @@ class FeatureDiscriminator : public nn::Module {
 
 namespace detail {
 inline Var bce_to(const Var& logits, double target) {
-  return ops::binary_cross_entropy_with_logits(logits, Var(Tensor::full(logits.shape(), target, logits.dtype())));
+  return ops::binary_cross_entropy_with_logits(
+      logits, Var(Tensor::full(logits.shape(), target, logits.dtype(), logits.value().device())));
 }
 }  // namespace detail
 

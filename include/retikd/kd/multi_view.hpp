@@ -175,8 +175,8 @@ class MultiViewGenerator {
   // View v (0: the images themselves); `records`, when given, receives what each sample got.
   Tensor view(const Tensor& images, const std::vector<int64_t>& sample_ids, uint64_t step, int64_t v,
               std::vector<ViewRecord>* records = nullptr) const {
-    RETIKD_CHECK(images.dim() == 4 && is_floating(images.dtype()) && images.is_cpu(), "MultiViewGenerator: images ",
-                 images.describe(), " must be a floating (B, C, H, W) CPU tensor");
+    RETIKD_CHECK(images.dim() == 4 && is_floating(images.dtype()), "MultiViewGenerator: images ",
+                 images.describe(), " must be a floating (B, C, H, W) tensor");
     RETIKD_CHECK(static_cast<int64_t>(sample_ids.size()) == images.size(0), "MultiViewGenerator: ",
                  sample_ids.size(), " sample ids for a batch of ", images.size(0));
     RETIKD_CHECK(v >= 0 && v < num_views(), "MultiViewGenerator: view ", v, " of ", num_views());
@@ -184,6 +184,8 @@ class MultiViewGenerator {
                  "MultiViewGenerator: normalisation for ", cfg_.mean.size(), " channels, images have ", images.size(1));
     if (records) records->assign(sample_ids.size(), ViewRecord{});
     if (v == 0) return images;
+    // The transforms run on the host: GPU images make the round trip (the same views either way).
+    if (!images.is_cpu()) return view(images.to(Device::cpu()), sample_ids, step, v, records).to(images.device());
     Tensor out = Tensor::empty(images.shape(), images.dtype());
     for (int64_t b = 0; b < images.size(0); ++b) {
       Generator g = sample_generator(step, sample_ids[static_cast<std::size_t>(b)], v);

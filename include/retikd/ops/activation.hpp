@@ -15,6 +15,7 @@
 #include "retikd/ops/common.hpp"
 #ifdef RETIKD_WITH_CUDA
 #include "retikd/cuda/elementwise.hpp"
+#include "retikd/cuda/nn_ops.hpp"
 #endif
 
 namespace retikd {
@@ -41,7 +42,33 @@ inline bool cuda_activation(int code, const Tensor& x, Tensor& out) {
 #endif
 }
 
+// Runs the CUDA gradient launcher out = g · f'(saved) (cuda::BinaryOp's k…Grad codes) for float32/float16 GPU
+// tensors; false means "use the CPU path".
+inline bool cuda_activation_grad(int code, const Tensor& g, const Tensor& saved, Tensor& out) {
 #ifdef RETIKD_WITH_CUDA
+  if (!g.is_cuda() || (g.dtype() != DType::float32 && g.dtype() != DType::float16)) return false;
+  RETIKD_CHECK(saved.device() == g.device(), "activation backward: gradient ", g.describe(), " and saved tensor ",
+               saved.describe(), " are on different devices");
+  Tensor cg = g.contiguous(), cs = saved.contiguous();
+  out = Tensor::empty(g.shape(), g.dtype(), g.device());
+  cuda::binary(code, cg.raw_data(), cs.raw_data(), out.raw_data(), static_cast<int>(g.dtype()), g.numel(),
+               g.device().index);
+  return true;
+#else
+  (void)code;
+  (void)g;
+  (void)saved;
+  (void)out;
+  return false;
+#endif
+}
+
+#ifdef RETIKD_WITH_CUDA
+#define RETIKD_ACTIVATION_GRAD_CUDA(code, g, saved)                                \
+  do {                                                                            \
+    Tensor cuda_out_;                                                             \
+    if (cuda_activation_grad(cuda::code, g, saved, cuda_out_)) return cuda_out_; \
+  } while (0)
 #define RETIKD_ACTIVATION_CUDA(code, x)                              \
   do {                                                               \
     Tensor cuda_out_;                                                \
@@ -50,6 +77,9 @@ inline bool cuda_activation(int code, const Tensor& x, Tensor& out) {
 #else
 #define RETIKD_ACTIVATION_CUDA(code, x) \
   do {                                  \
+  } while (0)
+#define RETIKD_ACTIVATION_GRAD_CUDA(code, g, saved) \
+  do {                                              \
   } while (0)
 #endif
 
@@ -86,6 +116,21 @@ inline Tensor relu6(const Tensor& x) {
   });
 }
 inline Tensor leaky_relu(const Tensor& x, double slope) {
+#ifdef RETIKD_WITH_CUDA
+  // GPU: relu(x) − slope·relu(−x), from the unary and scalar kernels (x > 0: x; else slope·x).
+  Tensor pos, neg, negx;
+  if (cuda_activation(cuda::kRelu, x, pos)) {
+    cuda_activation(cuda::kNeg, x, negx);
+    cuda_activation(cuda::kRelu, negx, neg);
+    Tensor out = Tensor::empty(x.shape(), x.dtype(), x.device());
+    Tensor scaled = Tensor::empty(x.shape(), x.dtype(), x.device());
+    cuda::affine(neg.raw_data(), scaled.raw_data(), x.numel(), static_cast<float>(-slope), 0.f,
+                 static_cast<int>(x.dtype()), x.device().index);
+    cuda::binary(cuda::kAdd, pos.raw_data(), scaled.raw_data(), out.raw_data(), static_cast<int>(x.dtype()),
+                 x.numel(), x.device().index);
+    return out;
+  }
+#endif
   return cpu_map(x, "leaky_relu", [slope](auto v) {
     using T = decltype(v);
     return v > T(0) ? v : v * T(slope);
@@ -121,11 +166,13 @@ inline Tensor tanh(const Tensor& x) {
 // ---- backward (CPU): grad_in = grad_out * f'(·) -----------------------------------------------------------
 inline Tensor relu_backward(const Tensor& g, const Tensor& x) {
   check_activation_grad("relu backward", g, x);
+  RETIKD_ACTIVATION_GRAD_CUDA(kReluGrad, g, x);
   return cpu_zip(g, x, "relu backward",
                  [](auto gv, auto v) { return v > decltype(v)(0) ? gv : decltype(v)(0); });
 }
 inline Tensor relu6_backward(const Tensor& g, const Tensor& x) {
   check_activation_grad("relu6 backward", g, x);
+  RETIKD_ACTIVATION_GRAD_CUDA(kRelu6Grad, g, x);
   return cpu_zip(g, x, "relu6 backward", [](auto gv, auto v) {
     using T = decltype(v);
     return (v > T(0) && v < T(6)) ? gv : T(0);
@@ -133,6 +180,19 @@ inline Tensor relu6_backward(const Tensor& g, const Tensor& x) {
 }
 inline Tensor leaky_relu_backward(const Tensor& g, const Tensor& x, double slope) {
   check_activation_grad("leaky_relu backward", g, x);
+#ifdef RETIKD_WITH_CUDA
+  // GPU: g·(x > 0) + slope·(g − g·(x > 0)) = (1 − slope)·relu_grad + slope·g.
+  Tensor pass;
+  if (cuda_activation_grad(cuda::kReluGrad, g, x, pass)) {
+    Tensor gc = g.contiguous(), a = Tensor::empty(g.shape(), g.dtype(), g.device()),
+           b = Tensor::empty(g.shape(), g.dtype(), g.device()), out = Tensor::empty(g.shape(), g.dtype(), g.device());
+    const int dt = static_cast<int>(g.dtype()), dev = g.device().index;
+    cuda::affine(pass.raw_data(), a.raw_data(), g.numel(), static_cast<float>(1.0 - slope), 0.f, dt, dev);
+    cuda::affine(gc.raw_data(), b.raw_data(), g.numel(), static_cast<float>(slope), 0.f, dt, dev);
+    cuda::binary(cuda::kAdd, a.raw_data(), b.raw_data(), out.raw_data(), dt, g.numel(), dev);
+    return out;
+  }
+#endif
   return cpu_zip(g, x, "leaky_relu backward", [slope](auto gv, auto v) {
     using T = decltype(v);
     return v > T(0) ? gv : gv * T(slope);
@@ -151,6 +211,7 @@ inline Tensor gelu_backward(const Tensor& g, const Tensor& x, GeluApprox approx 
     });
   }
   // d/dx xΦ(x) = Φ(x) + xφ(x)
+  RETIKD_ACTIVATION_GRAD_CUDA(kGeluErfGrad, g, x);
   return cpu_zip(g, x, "gelu backward", [](auto gv, auto v) {
     using T = decltype(v);
     const T cdf = T(0.5) * (T(1) + std::erf(v * T(kGeluInvSqrt2)));
@@ -161,11 +222,13 @@ inline Tensor gelu_backward(const Tensor& g, const Tensor& x, GeluApprox approx 
 // From the saved output y = σ(x): σ' = y(1−y).
 inline Tensor sigmoid_backward(const Tensor& g, const Tensor& y) {
   check_activation_grad("sigmoid backward", g, y);
+  RETIKD_ACTIVATION_GRAD_CUDA(kSigmoidGrad, g, y);
   return cpu_zip(g, y, "sigmoid backward", [](auto gv, auto s) { return gv * s * (decltype(s)(1) - s); });
 }
 // From the input: (xσ(x))' = σ(x)(1 + x(1−σ(x))).
 inline Tensor silu_backward(const Tensor& g, const Tensor& x) {
   check_activation_grad("silu backward", g, x);
+  RETIKD_ACTIVATION_GRAD_CUDA(kSiluGrad, g, x);
   return cpu_zip(g, x, "silu backward", [](auto gv, auto v) {
     using T = decltype(v);
     const T s = stable_sigmoid(v);
@@ -175,6 +238,7 @@ inline Tensor silu_backward(const Tensor& g, const Tensor& x) {
 // From the saved output y = tanh(x): tanh' = 1 − y².
 inline Tensor tanh_backward(const Tensor& g, const Tensor& y) {
   check_activation_grad("tanh backward", g, y);
+  RETIKD_ACTIVATION_GRAD_CUDA(kTanhGrad, g, y);
   return cpu_zip(g, y, "tanh backward", [](auto gv, auto t) { return gv * (decltype(t)(1) - t * t); });
 }
 

@@ -15,6 +15,9 @@
 #include "retikd/core/error.hpp"
 #include "retikd/core/parallel.hpp"
 #include "retikd/core/tensor.hpp"
+#ifdef RETIKD_WITH_CUDA
+#include "retikd/cuda/nn_ops.hpp"
+#endif
 
 namespace retikd {
 namespace ops {
@@ -95,9 +98,36 @@ Tensor cpu_zip(const Tensor& a, const Tensor& b, const char* op, F&& f) {
 // Sums a gradient of the broadcast shape back down to `shape` (the inverse of broadcasting).
 inline Tensor sum_to(const Tensor& g, const Shape& shape) {
   if (g.shape() == shape) return g;
-  check_cpu("sum_to", g);
   const int64_t lead = g.dim() - static_cast<int64_t>(shape.size());
   RETIKD_CHECK(lead >= 0, "sum_to: cannot reduce ", g.describe(), " to ", shape_str(shape));
+#ifdef RETIKD_WITH_CUDA
+  if (g.is_cuda() && (g.dtype() == DType::float32 || g.dtype() == DType::float16)) {
+    // GPU: permute the kept dimensions first and the summed ones (the leading extra dimensions and those
+    // broadcast from 1) last, then one row sum per kept element (cuda::reduce_rows, float accumulation).
+    std::vector<int64_t> kept, summed;
+    int64_t kept_n = 1, summed_n = 1;
+    for (int64_t gd = 0; gd < g.dim(); ++gd) {
+      const int64_t d = gd - lead;
+      RETIKD_CHECK(d < 0 || shape[d] == g.size(gd) || shape[d] == 1, "sum_to: cannot reduce ", g.describe(),
+                   " to ", shape_str(shape));
+      if (d < 0 || (shape[d] == 1 && g.size(gd) != 1)) {
+        summed.push_back(gd);
+        summed_n *= g.size(gd);
+      } else {
+        kept.push_back(gd);
+        kept_n *= g.size(gd);
+      }
+    }
+    std::vector<int64_t> perm = kept;
+    perm.insert(perm.end(), summed.begin(), summed.end());
+    const Tensor rows = g.permute(perm).contiguous();
+    Tensor out = Tensor::empty(shape, g.dtype(), g.device());
+    cuda::reduce_rows(rows.raw_data(), out.raw_data(), kept_n, summed_n, cuda::kRowSum, 1.f,
+                      static_cast<int>(g.dtype()), g.device().index);
+    return out;
+  }
+#endif
+  check_cpu("sum_to", g);
   // View the output as the broadcast shape with stride 0 on reduced dims, and add every gradient element in.
   Tensor out = Tensor::zeros(shape, g.dtype());
   Shape out_strides(static_cast<std::size_t>(g.dim()), 0);

@@ -20,12 +20,16 @@ namespace ops {
 namespace impl {
 
 #ifdef RETIKD_WITH_CUDA
+// Broadcasting operands are expanded (stride 0) and gathered into contiguous buffers first — one extra pass
+// over the smaller operand's broadcast, which the elementwise kernel then streams like equal shapes.
 inline bool cuda_binary(int op, const Tensor& a, const Tensor& b, Tensor& out) {
-  if (!a.is_cuda() || a.shape() != b.shape() || a.device() != b.device() || a.dtype() != b.dtype()) return false;
+  if (!a.is_cuda() || a.device() != b.device() || a.dtype() != b.dtype()) return false;
   if (a.dtype() != DType::float32 && a.dtype() != DType::float16) return false;
-  Tensor ca = a.contiguous(), cb = b.contiguous();
-  out = Tensor::empty(a.shape(), a.dtype(), a.device());
-  cuda::binary(op, ca.raw_data(), cb.raw_data(), out.raw_data(), static_cast<int>(a.dtype()), a.numel(),
+  const Shape s = a.shape() == b.shape() ? a.shape() : broadcast_shapes(a.shape(), b.shape(), "binary op");
+  Tensor ca = a.shape() == s ? a.contiguous() : a.expand(s).contiguous();
+  Tensor cb = b.shape() == s ? b.contiguous() : b.expand(s).contiguous();
+  out = Tensor::empty(s, a.dtype(), a.device());
+  cuda::binary(op, ca.raw_data(), cb.raw_data(), out.raw_data(), static_cast<int>(a.dtype()), out.numel(),
                a.device().index);
   return true;
 }

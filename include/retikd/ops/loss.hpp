@@ -450,8 +450,23 @@ inline Var binary_cross_entropy_with_logits(const Var& logits, const Var& target
     pw = pos_weight.to(x.dtype()).expand(x.shape()).contiguous();
     if (pw.shares_storage_with(pos_weight)) pw = pw.clone();
   }
-  Tensor out = impl::reduce_elementwise_loss(impl::bce_with_logits_elementwise(x, y, pw), reduction);
   const bool gx_needed = logits.requires_grad(), gy_needed = targets.requires_grad();
+#ifdef RETIKD_WITH_CUDA
+  Tensor elementwise;
+  if (!pw.defined() && impl::cuda_binary(cuda::kBceLogits, x, y, elementwise)) {
+    // GPU (no pos_weight): the fused elementwise kernels; ∂ℓ/∂x = (1 − y) − σ(−x), ∂ℓ/∂y = −x.
+    Tensor out = impl::reduce_elementwise_loss(elementwise, reduction);
+    return make_result(out, op, {logits, targets},
+                       [x, y, reduction, gx_needed, gy_needed](const Tensor& g) -> std::vector<Tensor> {
+                         const Tensor ge = impl::loss_grad_per_element(g, x.shape(), reduction);
+                         Tensor dx;
+                         if (gx_needed) impl::cuda_binary(cuda::kBceLogitsGradX, x, y, dx);
+                         return {gx_needed ? impl::mul(ge, dx) : Tensor(),
+                                 gy_needed ? impl::neg(impl::mul(ge, x)) : Tensor()};
+                       });
+  }
+#endif
+  Tensor out = impl::reduce_elementwise_loss(impl::bce_with_logits_elementwise(x, y, pw), reduction);
   return make_result(out, op, {logits, targets},
                      [x, y, pw, reduction, gx_needed, gy_needed](const Tensor& g) -> std::vector<Tensor> {
                        return impl::bce_with_logits_backward(g, x, y, pw, reduction, gx_needed, gy_needed);

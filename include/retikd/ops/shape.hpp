@@ -54,6 +54,25 @@ inline Tensor concat(const std::vector<Tensor>& xs, int64_t dim) {
     out_shape[d] += x.size(d);
   }
   Tensor out = Tensor::empty(out_shape, first.dtype(), first.device());
+#ifdef RETIKD_WITH_CUDA
+  if (out.is_cuda()) {
+    // GPU: each input is `outer` rows of x.size(d)·inner elements, landing at its column offset of the output's
+    // rows — one 2-D device copy per input (a strided copy_ into a narrowed view would go through the host).
+    int64_t outer = 1, inner = 1;
+    for (int64_t k = 0; k < d; ++k) outer *= out_shape[k];
+    for (int64_t k = d + 1; k < static_cast<int64_t>(out_shape.size()); ++k) inner *= out_shape[k];
+    const std::size_t es = out.element_size(), row = static_cast<std::size_t>(out_shape[d] * inner) * es;
+    std::size_t col = 0;
+    for (const Tensor& x : xs) {
+      const std::size_t width = static_cast<std::size_t>(x.size(d) * inner) * es;
+      const Tensor c = x.contiguous();
+      cuda::copy_2d_device_to_device(static_cast<char*>(out.raw_data()) + col, row, c.raw_data(), width, width,
+                                     static_cast<std::size_t>(outer), out.device().index);
+      col += width;
+    }
+    return out;
+  }
+#endif
   int64_t offset = 0;
   for (const Tensor& x : xs) {
     if (x.size(d) > 0) out.narrow(d, offset, x.size(d)).copy_(x);
