@@ -177,6 +177,38 @@ void copy_device_to_device(void* dst, const void* src, std::size_t bytes, int de
   copy(dst, src, bytes, cudaMemcpyDeviceToDevice, device);
 }
 
+void copy_2d_device_to_device(void* dst, std::size_t dpitch, const void* src, std::size_t spitch, std::size_t width,
+                              std::size_t height, int device) {
+  if (width == 0 || height == 0) return;
+  if (dst == nullptr || src == nullptr) throw std::runtime_error("retikd::cuda: 2-D copy with a null pointer");
+  detail::DeviceGuard guard(device);
+  RETIKD_CUDA_CHECK(cudaMemcpy2DAsync(dst, dpitch, src, spitch, width, height, cudaMemcpyDeviceToDevice,
+                                      detail::current_stream()));
+}
+
+void* event_create(int device) {
+  detail::DeviceGuard guard(device);
+  cudaEvent_t e = nullptr;
+  RETIKD_CUDA_CHECK(cudaEventCreate(&e));
+  return e;
+}
+
+void event_record(void* event, int device) {
+  detail::DeviceGuard guard(device);
+  RETIKD_CUDA_CHECK(cudaEventRecord(static_cast<cudaEvent_t>(event), detail::current_stream()));
+}
+
+float event_elapsed_ms(void* start, void* end) {
+  RETIKD_CUDA_CHECK(cudaEventSynchronize(static_cast<cudaEvent_t>(end)));
+  float ms = 0.f;
+  RETIKD_CUDA_CHECK(cudaEventElapsedTime(&ms, static_cast<cudaEvent_t>(start), static_cast<cudaEvent_t>(end)));
+  return ms;
+}
+
+void event_destroy(void* event) noexcept {
+  if (event) cudaEventDestroy(static_cast<cudaEvent_t>(event));
+}
+
 void synchronize(int device) {
   detail::DeviceGuard guard(device);
   RETIKD_CUDA_CHECK(cudaDeviceSynchronize());

@@ -20,6 +20,7 @@
 
 #include "retikd/core/error.hpp"
 #include "retikd/autograd/accumulate.hpp"
+#include "retikd/autograd/op_observer.hpp"
 #include "retikd/core/tensor.hpp"
 
 namespace retikd {
@@ -152,6 +153,7 @@ inline VarImpl::~VarImpl() {
 
 // Wraps an op's output: records a node when grad mode is on and some input requires a gradient.
 inline Var make_result(Tensor value, const char* op, std::vector<Var> inputs, BackwardFn backward) {
+  if (OpObserver* observer = op_observer()) observer->on_op(op, false);
   Var out(std::move(value), false);
   if (!grad_mode_enabled()) return out;
   bool any = false;
@@ -212,6 +214,7 @@ inline void Var::backward(const Tensor& grad_output) const {
     RETIKD_CHECK(static_cast<bool>(node.backward), "backward reached '", node.op,
                  "', which has no backward (wrap it in NoGradGuard or detach its inputs)");
     std::vector<Tensor> input_grads = node.backward(g);
+    if (OpObserver* observer = op_observer()) observer->on_op(node.op.c_str(), true);
     RETIKD_CHECK(input_grads.size() == node.inputs.size(), node.op, " backward: returned ",
                  input_grads.size(), " gradients for ", node.inputs.size(), " inputs");
     for (std::size_t i = 0; i < input_grads.size(); ++i) {

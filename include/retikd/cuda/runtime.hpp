@@ -35,6 +35,18 @@ void copy_host_to_device(void* dst, const void* src, std::size_t bytes, int devi
 void copy_device_to_host(void* dst, const void* src, std::size_t bytes, int device);
 void copy_device_to_device(void* dst, const void* src, std::size_t bytes, int device);
 
+// height rows of width bytes from src (row pitch spitch) to dst (row pitch dpitch), both on `device`,
+// asynchronously on the current stream (cudaMemcpy2DAsync): concatenation along an inner dimension.
+void copy_2d_device_to_device(void* dst, std::size_t dpitch, const void* src, std::size_t spitch, std::size_t width,
+                              std::size_t height, int device);
+
+// CUDA events on the current stream of `device`, for timing host-driven sequences of launches
+// (retikd/cuda/profiler.hpp). event_elapsed_ms waits for `end`.
+void* event_create(int device);
+void event_record(void* event, int device);
+float event_elapsed_ms(void* start, void* end);
+void event_destroy(void* event) noexcept;
+
 // Waits for all work on `device`, then reports any asynchronous error a kernel left behind.
 void synchronize(int device);
 
