@@ -10,13 +10,18 @@
 // double atomics (no atomics at all: every output element has one writer), launched on the default stream.
 #include <cuda_runtime.h>
 
+#include <atomic>
 #include <cstdint>
+#include <cstdlib>
+#include <cstring>
 #include <stdexcept>
 #include <string>
 
 #include "cuda_check.cuh"
 #include "launch.cuh"
 #include "retikd/core/half.hpp"
+#include "retikd/cuda/blas.hpp"
+#include "retikd/cuda/elementwise.hpp"
 #include "retikd/cuda/fused.hpp"
 #include "retikd/cuda/fused_tiles.hpp"
 #include "retikd/cuda/runtime.hpp"
@@ -148,6 +153,213 @@ unsigned grid_blocks(const char* op, int64_t blocks) {
   return static_cast<unsigned>(blocks);
 }
 
+// ---- the GEMM route (float32; see FusedStrategy in retikd/cuda/fused.hpp) --------------------------------------
+
+constexpr int kRowWarps = 8;  // rows per 256-thread block in the row kernels: one warp per score row
+
+// The used (possibly cross-replaced) copy of Q or K, as float.
+struct UsedOperand {
+  const float* student;
+  const float* source;
+  uint64_t key, threshold;
+  float* out;
+  __device__ void operator()(int64_t x) const { out[x] = attn_load(student, source, key, threshold, x); }
+};
+
+// The teacher's scaled logit z_ij of score row `row` = (bh, i): from the GEMM output Z (already scaled) or
+// from a.zt (B, zt_heads, N, N) times scale_t — what attn_scores computes in the tiled route.
+__device__ __forceinline__ float gemm_route_z(const AttnArgs& a, const float* Z, int64_t row, int j) {
+  if (Z) return Z[row * a.N + j];
+  const int64_t bh = row / a.N, i = row % a.N, b = bh / a.H, h = a.zt_heads == 1 ? 0 : bh % a.H;
+  return static_cast<const float*>(a.zt)[((b * a.zt_heads + h) * a.N + i) * a.N + j] * a.scale_t;
+}
+
+// One warp per score row: the online softmax states of fused_tiles.hpp over the row's columns (lane-strided),
+// merged across the warp, then the row's loss and log-sum-exps.
+__global__ void __launch_bounds__(kRowWarps * 32) attn_rows_forward_kernel(AttnArgs a, const float* S, const float* Z,
+                                                                        int64_t rows) {
+  const int64_t row = static_cast<int64_t>(blockIdx.x) * kRowWarps + threadIdx.x / 32;
+  const int lane = threadIdx.x % 32;
+  if (row >= rows) return;  // uniform per warp
+  AttnRowState st;
+  attn_state_init(st);
+  const float* srow = S + row * a.N;
+  for (int j = lane; j < a.N; j += 32) attn_state_push(st, a.loss, srow[j], gemm_route_z(a, Z, row, j));
+  for (int off = 16; off > 0; off >>= 1) {
+    AttnRowState o;
+    o.m_s = __shfl_xor_sync(0xffffffffu, st.m_s, off);
+    o.l_s = __shfl_xor_sync(0xffffffffu, st.l_s, off);
+    o.m_t = __shfl_xor_sync(0xffffffffu, st.m_t, off);
+    o.l_t = __shfl_xor_sync(0xffffffffu, st.l_t, off);
+    o.acc = __shfl_xor_sync(0xffffffffu, st.acc, off);
+    st = attn_state_merge(st, o, a.loss);
+  }
+  if (lane == 0) {
+    float ls = 0.f, lt = 0.f;
+    a.row_loss[row] = attn_state_finish(st, a.loss, &ls, &lt);
+    if (a.loss == kAttnKL) {
+      a.lse_s[row] = ls;
+      a.lse_t[row] = lt;
+    }
+  }
+}
+
+// The score buffer turned, in place, into factor · ∂row/∂s (the left operand of dQ = W·K and dK = Wᵀ·Q).
+__global__ void __launch_bounds__(kRowWarps * 32) attn_rows_backward_kernel(AttnArgs a, float* S, const float* Z,
+                                                                         int64_t rows) {
+  const int64_t row = static_cast<int64_t>(blockIdx.x) * kRowWarps + threadIdx.x / 32;
+  const int lane = threadIdx.x % 32;
+  if (row >= rows) return;
+  const float factor = attn_grad_factor(a);
+  const float ls = a.loss == kAttnKL ? a.lse_s[row] : 0.f, lt = a.loss == kAttnKL ? a.lse_t[row] : 0.f;
+  float* srow = S + row * a.N;
+  for (int j = lane; j < a.N; j += 32)
+    srow[j] = factor * attn_grad_elem(a.loss, srow[j], gemm_route_z(a, Z, row, j), ls, lt);
+}
+
+// The fp32 scratch buffers of one GEMM-route call: the used Q / K (only when elements are replaced), the
+// scores and, with a per-head teacher Q/K, the teacher logits.
+struct AttnGemmBuffers {
+  Scratch q_used, k_used, scores, teacher;
+  const float* q = nullptr;
+  const float* k = nullptr;
+  AttnGemmBuffers(const AttnArgs& a, int device)
+      : q_used(a.threshold && a.qx ? operand_bytes(a) : 0, device),
+        k_used(a.threshold && a.kx ? operand_bytes(a) : 0, device),
+        scores(score_bytes(a), device),
+        teacher(a.teacher == kTeacherQK ? score_bytes(a) : 0, device) {
+    const int64_t n = static_cast<int64_t>(a.B) * a.H * a.N * a.d;
+    q = static_cast<const float*>(a.q);
+    k = static_cast<const float*>(a.k);
+    if (q_used.p) {
+      detail::launch_grid_stride<int64_t>(n, UsedOperand{q, static_cast<const float*>(a.qx), a.key_q, a.threshold, q_used.f()});
+      q = q_used.f();
+    }
+    if (k_used.p) {
+      detail::launch_grid_stride<int64_t>(n, UsedOperand{k, static_cast<const float*>(a.kx), a.key_k, a.threshold, k_used.f()});
+      k = k_used.f();
+    }
+    const int64_t BH = static_cast<int64_t>(a.B) * a.H, N = a.N, NN = N * N;
+    // S[bh] = scale_s · Q[bh] · K[bh]ᵀ (N × N), and the teacher's Z[bh] = scale_t · Qt[bh] · Kt[bh]ᵀ.
+    gemm(false, true, N, N, a.d, a.scale_s, q, a.d, N * a.d, k, a.d, N * a.d, 0.f, scores.p, N, NN, BH, kFloat32,
+         device);
+    if (teacher.p)
+      gemm(false, true, N, N, a.dt, a.scale_t, a.qt, a.dt, N * a.dt, a.kt, a.dt, N * a.dt, 0.f, teacher.p, N, NN, BH,
+           kFloat32, device);
+  }
+  static std::size_t operand_bytes(const AttnArgs& a) {
+    return static_cast<std::size_t>(a.B) * a.H * a.N * a.d * sizeof(float);
+  }
+  static std::size_t score_bytes(const AttnArgs& a) {
+    return static_cast<std::size_t>(a.B) * a.H * a.N * a.N * sizeof(float);
+  }
+};
+
+unsigned row_blocks(int64_t rows) { return grid_blocks("fused attention rows", (rows + kRowWarps - 1) / kRowWarps); }
+
+void attn_forward_gemm(const AttnArgs& a, float* loss_out, int device) {
+  AttnGemmBuffers buf(a, device);
+  const int64_t rows = static_cast<int64_t>(a.B) * a.H * a.N;
+  attn_rows_forward_kernel<<<row_blocks(rows), kRowWarps * 32, 0, detail::current_stream()>>>(
+      a, buf.scores.f(), buf.teacher.p ? buf.teacher.f() : nullptr, rows);
+  RETIKD_CUDA_CHECK_LAUNCH();
+  reduce_sum_kernel<<<1, kReduceThreads, 0, detail::current_stream()>>>(a.row_loss, rows, a.loss_scale, loss_out);
+  RETIKD_CUDA_CHECK_LAUNCH();
+}
+
+void attn_backward_gemm(AttnArgs a, void* dq_out, void* dk_out, int device) {
+  AttnGemmBuffers buf(a, device);
+  const int64_t BH = static_cast<int64_t>(a.B) * a.H, N = a.N, NN = N * N, rows = BH * N, n = rows * a.d;
+  attn_rows_backward_kernel<<<row_blocks(rows), kRowWarps * 32, 0, detail::current_stream()>>>(
+      a, buf.scores.f(), buf.teacher.p ? buf.teacher.f() : nullptr, rows);
+  RETIKD_CUDA_CHECK_LAUNCH();
+  const bool same = dq_out == dk_out;
+  const std::size_t bytes = static_cast<std::size_t>(n) * sizeof(float);
+  Scratch dq(bytes, device), dk(same ? 0 : bytes, device);
+  float* W = buf.scores.f();
+  // dQ[bh] = W[bh] · K[bh];  dK[bh] = W[bh]ᵀ · Q[bh] (added onto dQ when Q and K are one tensor).
+  gemm(false, false, N, a.d, N, 1.f, W, N, NN, buf.k, a.d, N * a.d, 0.f, dq.p, a.d, N * a.d, BH, kFloat32, device);
+  gemm(true, false, N, a.d, N, 1.f, W, N, NN, buf.q, a.d, N * a.d, same ? 1.f : 0.f, same ? dq.p : dk.p, a.d, N * a.d,
+       BH, kFloat32, device);
+  detail::launch_grid_stride<int64_t>(
+      n, FinishGrad<float>{dq.f(), static_cast<float*>(dq_out), a.qx != nullptr, a.key_q, a.threshold});
+  if (!same)
+    detail::launch_grid_stride<int64_t>(
+        n, FinishGrad<float>{dk.f(), static_cast<float*>(dk_out), a.kx != nullptr, a.key_k, a.threshold});
+}
+
+// GL, channel grouping: the residual R = Y + bias − T in place over the GEMM's Y, and per-block partial Σ R²
+// (a fixed grid, so the sum is deterministic).
+constexpr int kEpilogueBlocks = 1024;
+__global__ void __launch_bounds__(kReduceThreads) gl_epilogue_kernel(float* resid, const float* bias, const float* t,
+                                                                     int64_t n, int D, float* block_loss) {
+  __shared__ double red[kReduceThreads];
+  double s = 0.0;
+  for (int64_t x = static_cast<int64_t>(blockIdx.x) * kReduceThreads + threadIdx.x; x < n;
+       x += static_cast<int64_t>(gridDim.x) * kReduceThreads) {
+    const float r = resid[x] + (bias ? bias[x % D] : 0.f) - t[x];
+    resid[x] = r;
+    s += static_cast<double>(r) * r;
+  }
+  red[threadIdx.x] = s;
+  __syncthreads();
+  for (int stride = kReduceThreads / 2; stride > 0; stride /= 2) {
+    if (static_cast<int>(threadIdx.x) < stride) red[threadIdx.x] += red[threadIdx.x + stride];
+    __syncthreads();
+  }
+  if (threadIdx.x == 0) block_loss[blockIdx.x] = static_cast<float>(red[0]);
+}
+
+// R' = (2 · loss_scale · g) · R, g read on the device.
+struct ScaleResidual {
+  GlArgs a;
+  float* out;
+  __device__ void operator()(int64_t x) const { out[x] = gl_grad_factor(a) * a.resid[x]; }
+};
+
+// (B, C, N) ↔ (B, N, C) float32 transposes through the strided-copy kernel.
+void transpose_bcn_to_bnc(const void* src, void* dst, int64_t B, int64_t C, int64_t N, int device) {
+  const int64_t sizes[3] = {B, N, C}, strides[3] = {C * N, 1, N};
+  strided_copy(src, kFloat32, 3, sizes, strides, 0, dst, device);
+}
+void transpose_bnc_to_bcn(const void* src, void* dst, int64_t B, int64_t C, int64_t N, int device) {
+  const int64_t sizes[3] = {B, C, N}, strides[3] = {N * C, 1, C};
+  strided_copy(src, kFloat32, 3, sizes, strides, 0, dst, device);
+}
+
+void gl_forward_gemm(GlArgs a, float* loss_out, int device) {
+  const int64_t N = static_cast<int64_t>(a.gh) * a.gw, BN = a.B * N, G = a.groups, Cg = a.C / G, Dg = a.D / G;
+  Scratch st(static_cast<std::size_t>(BN) * a.C * sizeof(float), device);
+  transpose_bcn_to_bnc(a.s, st.p, a.B, a.C, N, device);
+  // Y_g (B·N × D/G) = S_g (B·N × C/G) · W_gᵀ, written where the residual goes.
+  gemm(false, true, BN, Dg, Cg, 1.f, st.p, a.C, Cg, a.w, Cg, Dg * Cg, 0.f, a.resid, a.D, Dg, G, kFloat32, device);
+  Scratch partial(kEpilogueBlocks * sizeof(float), device);
+  gl_epilogue_kernel<<<kEpilogueBlocks, kReduceThreads, 0, detail::current_stream()>>>(
+      a.resid, static_cast<const float*>(a.bias), static_cast<const float*>(a.t), BN * a.D, a.D, partial.f());
+  RETIKD_CUDA_CHECK_LAUNCH();
+  reduce_sum_kernel<<<1, kReduceThreads, 0, detail::current_stream()>>>(partial.f(), kEpilogueBlocks, a.loss_scale,
+                                                                        loss_out);
+  RETIKD_CUDA_CHECK_LAUNCH();
+}
+
+void gl_backward_gemm(GlArgs a, int device) {
+  const int64_t N = static_cast<int64_t>(a.gh) * a.gw, BN = a.B * N, G = a.groups, Cg = a.C / G, Dg = a.D / G;
+  Scratch st(static_cast<std::size_t>(BN) * a.C * sizeof(float), device);
+  transpose_bcn_to_bnc(a.s, st.p, a.B, a.C, N, device);
+  Scratch rp(static_cast<std::size_t>(BN) * a.D * sizeof(float), device);
+  detail::launch_grid_stride<int64_t>(BN * a.D, ScaleResidual{a, rp.f()});
+  // dS_g (B·N × C/G) = R'_g · W_g, transposed back to (B, C, N); dW_g = R'_gᵀ · S_g; db = 1ᵀ · R'.
+  Scratch dst(static_cast<std::size_t>(BN) * a.C * sizeof(float), device);
+  gemm(false, false, BN, Cg, Dg, 1.f, rp.p, a.D, Dg, a.w, Cg, Dg * Cg, 0.f, dst.p, a.C, Cg, G, kFloat32, device);
+  transpose_bnc_to_bcn(dst.p, a.ds, a.B, a.C, N, device);
+  gemm(true, false, Dg, Cg, BN, 1.f, rp.p, a.D, Dg, st.p, a.C, Cg, 0.f, a.dw, Cg, Dg * Cg, G, kFloat32, device);
+  if (a.bias) {
+    Scratch ones(static_cast<std::size_t>(BN) * sizeof(float), device);
+    fill(ones.p, kFloat32, BN, 1.0, device);
+    gemm(false, false, 1, a.D, BN, 1.f, ones.p, BN, 0, rp.p, a.D, 0, 0.f, a.db, a.D, 0, 1, kFloat32, device);
+  }
+}
+
 template <class T>
 void attn_forward_typed(const AttnArgs& a, float* loss_out) {
   const int tiles = (a.N + kAttnTile - 1) / kAttnTile;
@@ -226,6 +438,54 @@ bool fail_why(std::string* why, const std::string& text) {
 }  // namespace
 }  // namespace fused
 
+namespace {
+int initial_strategy() {
+  const char* e = std::getenv("RETIKD_FUSED_STRATEGY");
+  if (!e || !*e || std::strcmp(e, "auto") == 0) return kFusedAuto;
+  if (std::strcmp(e, "tiled") == 0) return kFusedTiled;
+  if (std::strcmp(e, "gemm") == 0) return kFusedGemm;
+  throw std::invalid_argument(std::string("RETIKD_FUSED_STRATEGY='") + e + "' (auto, tiled, gemm)");
+}
+std::atomic<int>& strategy_slot() {
+  static std::atomic<int> s(initial_strategy());
+  return s;
+}
+// Compute capability per device, read once (the driver query is cheap but not free on every launch).
+int cached_capability(int device) {
+  static std::atomic<int> cc[64];
+  if (device < 0 || device >= 64) return compute_capability(device);
+  int v = cc[device].load();
+  if (v == 0) {
+    v = compute_capability(device);
+    cc[device].store(v);
+  }
+  return v;
+}
+constexpr double kGemmRouteWorkspace = 1024.0 * 1024.0 * 1024.0;
+}  // namespace
+
+void set_fused_strategy(int strategy) {
+  if (strategy != kFusedAuto && strategy != kFusedTiled && strategy != kFusedGemm)
+    throw std::invalid_argument("set_fused_strategy: unknown strategy " + std::to_string(strategy));
+  strategy_slot().store(strategy);
+}
+int fused_strategy() { return strategy_slot().load(); }
+
+int fused_attn_route(const fused::AttnArgs& a, int dtype, int device) {
+  const int s = fused_strategy();
+  if (dtype != kFloat32 || s == kFusedTiled) return kFusedTiled;
+  if (s == kFusedGemm) return kFusedGemm;
+  const double ws = 4.0 * a.B * a.H * a.N * a.N * (a.teacher == fused::kTeacherQK ? 2 : 1);
+  return cached_capability(device) >= 70 && ws <= kGemmRouteWorkspace ? kFusedGemm : kFusedTiled;
+}
+
+int fused_gl_route(const fused::GlArgs& a, int dtype, int device) {
+  const int s = fused_strategy();
+  if (dtype != kFloat32 || a.grouping != fused::kGlChannel || s == kFusedTiled) return kFusedTiled;
+  if (s == kFusedGemm) return kFusedGemm;
+  return cached_capability(device) >= 70 ? kFusedGemm : kFusedTiled;
+}
+
 bool fused_attn_can_implement(const FusedAttnShape& s, std::string* why) {
   using fused::fail_why;
   if (s.dtype != kFloat32 && s.dtype != kFloat16) return fail_why(why, "dtype is not float32 or float16");
@@ -245,7 +505,9 @@ bool fused_attn_can_implement(const FusedAttnShape& s, std::string* why) {
 void fused_attn_forward(const fused::AttnArgs& a, int dtype, float* loss_out, int device) {
   fused::check_dtype("fused_attn_forward", dtype);
   detail::DeviceGuard guard(device);
-  if (dtype == kFloat32)
+  if (fused_attn_route(a, dtype, device) == kFusedGemm)
+    fused::attn_forward_gemm(a, loss_out, device);
+  else if (dtype == kFloat32)
     fused::attn_forward_typed<float>(a, loss_out);
   else
     fused::attn_forward_typed<Half>(a, loss_out);
@@ -255,7 +517,9 @@ void fused_attn_backward(const fused::AttnArgs& a, int dtype, void* dq_out, void
   fused::check_dtype("fused_attn_backward", dtype);
   if (a.grad_out == nullptr) throw std::invalid_argument("fused_attn_backward: grad_out is null");
   detail::DeviceGuard guard(device);
-  if (dtype == kFloat32)
+  if (fused_attn_route(a, dtype, device) == kFusedGemm)
+    fused::attn_backward_gemm(a, dq_out, dk_out, device);
+  else if (dtype == kFloat32)
     fused::attn_backward_typed<float>(a, dq_out, dk_out, device);
   else
     fused::attn_backward_typed<Half>(a, dq_out, dk_out, device);
@@ -279,7 +543,9 @@ bool fused_gl_can_implement(const FusedGlShape& s, std::string* why) {
 void fused_gl_forward(const fused::GlArgs& a, int dtype, float* loss_out, int device) {
   fused::check_dtype("fused_gl_forward", dtype);
   detail::DeviceGuard guard(device);
-  if (dtype == kFloat32)
+  if (fused_gl_route(a, dtype, device) == kFusedGemm)
+    fused::gl_forward_gemm(a, loss_out, device);
+  else if (dtype == kFloat32)
     fused::gl_forward_typed<float>(a, loss_out, device);
   else
     fused::gl_forward_typed<Half>(a, loss_out, device);
@@ -289,7 +555,9 @@ void fused_gl_backward(const fused::GlArgs& a, int dtype, int device) {
   fused::check_dtype("fused_gl_backward", dtype);
   if (a.grad_out == nullptr) throw std::invalid_argument("fused_gl_backward: grad_out is null");
   detail::DeviceGuard guard(device);
-  if (dtype == kFloat32)
+  if (fused_gl_route(a, dtype, device) == kFusedGemm)
+    fused::gl_backward_gemm(a, device);
+  else if (dtype == kFloat32)
     fused::gl_backward_typed<float>(a);
   else
     fused::gl_backward_typed<Half>(a);

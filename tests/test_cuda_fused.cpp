@@ -169,35 +169,51 @@ void run_gl(kd::GlGrouping grouping, int64_t B, int64_t C, int64_t D, int64_t gh
 
 constexpr double kR32 = 1e-4, kA32 = 1e-5, kR16 = 1e-2, kA16 = 1e-3;
 
+// Runs body under each route of the launchers (cuda::FusedStrategy): the tiled block programs and the GEMM
+// route (float32 only; float16 problems take the tiled route under either), then restores the automatic choice.
+template <class F>
+void for_each_route(F&& body) {
+  for (int route : {cuda::kFusedTiled, cuda::kFusedGemm}) {
+    CAPTURE(route);
+    cuda::set_fused_strategy(route);
+    body();
+  }
+  cuda::set_fused_strategy(cuda::kFusedAuto);
+}
+
 }  // namespace
 
 TEST_CASE("cuda fused PCA: KL (paper) and MSE (cakd) targets, partial cross, odd sizes, fp32 and fp16") {
   RETIKD_SKIP_WITHOUT_CUDA();
-  for (DType dt : {DType::float32, DType::float16}) {
-    const double r = dt == DType::float32 ? kR32 : kR16, a = dt == DType::float32 ? kA32 : kA16;
-    run_attn({2, 3, 37, 45, 0, true, false, false, 0.5, 1.0}, dt, r, a);
-    run_attn({1, 2, 33, 20, 0, true, false, false, 0.0, 2.0}, dt, r, a);
-    run_attn({2, 3, 37, 20, 33, false, true, false, 0.0, 1.0}, dt, r, a);
-    run_attn({2, 2, 37, 24, 24, false, true, false, 0.5, 1.0}, dt, r, a);
-    run_attn({2, 2, 35, 20, 20, false, true, true, 0.5, 1.0}, dt, r, a);
-  }
+  for_each_route([] {
+    for (DType dt : {DType::float32, DType::float16}) {
+      const double r = dt == DType::float32 ? kR32 : kR16, a = dt == DType::float32 ? kA32 : kA16;
+      run_attn({2, 3, 37, 45, 0, true, false, false, 0.5, 1.0}, dt, r, a);
+      run_attn({1, 2, 33, 20, 0, true, false, false, 0.0, 2.0}, dt, r, a);
+      run_attn({2, 3, 37, 20, 33, false, true, false, 0.0, 1.0}, dt, r, a);
+      run_attn({2, 2, 37, 24, 24, false, true, false, 0.5, 1.0}, dt, r, a);
+      run_attn({2, 2, 35, 20, 20, false, true, true, 0.5, 1.0}, dt, r, a);
+    }
+  });
 }
 
 TEST_CASE("cuda fused PCA: the torch_anchor shapes (12 heads x 64, 196 tokens)") {
   RETIKD_SKIP_WITHOUT_CUDA();
-  run_attn({2, 12, 196, 64, 0, true, false, false, 0.5, 1.0}, DType::float32, kR32, kA32);
+  for_each_route([] { run_attn({2, 12, 196, 64, 0, true, false, false, 0.5, 1.0}, DType::float32, kR32, kA32); });
   run_attn({2, 12, 196, 64, 0, true, false, false, 0.5, 1.0}, DType::float16, kR16, kA16);
 }
 
 TEST_CASE("cuda fused GL: channel and spatial groupings, odd sizes and the torch_anchor shape") {
   RETIKD_SKIP_WITHOUT_CUDA();
-  for (DType dt : {DType::float32, DType::float16}) {
-    const double r = dt == DType::float32 ? kR32 : kR16, a = dt == DType::float32 ? kA32 : kA16;
-    run_gl(kd::GlGrouping::channel, 3, 40, 72, 9, 9, 4, dt, r, a);
-    run_gl(kd::GlGrouping::spatial, 2, 70, 66, 14, 14, 1, dt, r, a);
-    run_gl(kd::GlGrouping::spatial, 2, 9, 11, 7, 6, 1, dt, r, a);
-  }
-  run_gl(kd::GlGrouping::channel, 2, 1280, 768, 14, 14, 8, DType::float32, kR32, kA32);
+  for_each_route([] {
+    for (DType dt : {DType::float32, DType::float16}) {
+      const double r = dt == DType::float32 ? kR32 : kR16, a = dt == DType::float32 ? kA32 : kA16;
+      run_gl(kd::GlGrouping::channel, 3, 40, 72, 9, 9, 4, dt, r, a);
+      run_gl(kd::GlGrouping::spatial, 2, 70, 66, 14, 14, 1, dt, r, a);
+      run_gl(kd::GlGrouping::spatial, 2, 9, 11, 7, 6, 1, dt, r, a);
+    }
+    run_gl(kd::GlGrouping::channel, 2, 1280, 768, 14, 14, 8, DType::float32, kR32, kA32);
+  });
 }
 
 // Host-only: runs with or without a device.

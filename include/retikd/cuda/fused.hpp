@@ -18,6 +18,25 @@
 namespace retikd {
 namespace cuda {
 
+// How the launchers below do the work; both routes compute the same loss and gradients (fp32 rounding apart):
+//   kFusedTiled  the flash-style block programs of fused_tiles.hpp: no (B, H, N, N) score tensor and no GL
+//                output Y in memory, fp32 or fp16 storage. The route for small-memory devices (the Jetson Nano)
+//                and the only one for fp16.
+//   kFusedGemm   float32 only: the products as cuBLAS strided-batched GEMMs (TF32 when cuda::allow_tf32()),
+//                the softmax / KL / MSE and its gradient (PCA) or the residual and loss (GL) in one row /
+//                epilogue kernel of ours, the PCA scores held in a workspace of B·H·N·N floats (twice that with
+//                a per-head teacher Q/K). Where GEMM throughput is high this is several times faster: on an H100
+//                the tiled PCA loss kernel took 1.69 ms at the torch_anchor.py shape (docs/results.md).
+//   kFusedAuto   (default) kFusedGemm for float32 on compute capability ≥ 7.0 when the workspace is at most
+//                1 GiB, else kFusedTiled.
+// The environment variable RETIKD_FUSED_STRATEGY (auto, tiled, gemm) sets the initial value.
+enum FusedStrategy { kFusedAuto = 0, kFusedTiled = 1, kFusedGemm = 2 };
+void set_fused_strategy(int strategy);
+int fused_strategy();
+// The route (kFusedTiled or kFusedGemm) the launchers take for this problem on `device`.
+int fused_attn_route(const fused::AttnArgs& a, int dtype, int device);
+int fused_gl_route(const fused::GlArgs& a, int dtype, int device);
+
 struct FusedAttnShape {
   int64_t B = 0, H = 0, N = 0, d = 0, dt = 0;
   int teacher = fused::kTeacherLogits;
