@@ -55,9 +55,22 @@ inline void check_close(const std::string& what, const Tensor& gpu, const Tensor
   const auto g = gpu.to(Device::cpu()).to(DType::float64).contiguous().to_vector<double>();
   const auto c = cpu.to(Device::cpu()).to(DType::float64).contiguous().to_vector<double>();
   int bad = 0;
-  for (std::size_t i = 0; i < g.size(); ++i)
-    if (!(std::abs(g[i] - c[i]) <= atol + rtol * std::abs(c[i]))) ++bad;
-  INFO(what << ": " << bad << " of " << g.size() << " elements outside tolerance");
+  std::size_t worst = 0;
+  double worst_excess = -1.0, max_ref = 0.0;
+  for (std::size_t i = 0; i < g.size(); ++i) {
+    const double err = std::abs(g[i] - c[i]), allowed = atol + rtol * std::abs(c[i]);
+    max_ref = std::max(max_ref, std::abs(c[i]));
+    if (!(err <= allowed)) ++bad;
+    if (!(err - allowed <= worst_excess)) {
+      worst_excess = err - allowed;
+      worst = i;
+    }
+  }
+  // On failure: how many, and the worst element (GPU, reference, the tolerance there), so one run tells
+  // a few rounding outliers from a systematic error.
+  INFO(what << ": " << bad << " of " << g.size() << " elements outside tolerance; worst at " << worst << ": gpu "
+            << (g.empty() ? 0.0 : g[worst]) << ", reference " << (c.empty() ? 0.0 : c[worst]) << ", allowed "
+            << (c.empty() ? 0.0 : atol + rtol * std::abs(c[worst])) << "; max |reference| " << max_ref);
   CHECK(bad == 0);
 }
 
