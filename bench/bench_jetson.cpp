@@ -14,10 +14,13 @@
 //
 // It uses no Google Benchmark (one table, one JSON, and it cross-compiles for aarch64 with nothing else):
 // each measurement runs once to warm up, then repeats for at least --min-time seconds (and 3 times), and
-// reports the median. Timing here is the CPU path (NEON on the Nano's Cortex-A57, AVX2 / AVX-512 on x86).
-// The GPU section is the place for the CUDA kernels timed with events (cudaEventRecord / ElapsedTime around
-// each launch): kernels/ holds only the elementwise kernels so far, so a CUDA build prints the device and says
-// what is not timed yet; a Timer with the same interface as CpuTimer slots in.
+// reports the median. The CPU path is timed always (NEON on the Nano's Cortex-A57, AVX2 / AVX-512 on x86). In a
+// CUDA build with a device, the same kernels are timed again on the GPU in fp32 and fp16 with CUDA events
+// (GpuTimer: an event pair around each call on the stream retikd launches on, the same warm-up / min-time /
+// median rule), then the folded student through deploy::GpuHalfStudent in fp32 and fp16 at every batch, and
+// batch 1 replayed from a CUDA graph. GPU forward rows start from images already on the device and end with
+// the logits on the host (what a classifier needs); the graph row includes copying the image in.
+//   --no-gpu skips the GPU section; --no-cpu skips the CPU section (a GPU run on a slow host).
 #include <algorithm>
 #include <chrono>
 #include <cmath>
@@ -25,6 +28,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <functional>
+#include <stdexcept>
 #include <string>
 #include <vector>
 
@@ -42,7 +46,10 @@
 #include <retikd/ops/pool.hpp>
 #include <retikd/ops/softmax.hpp>
 #ifdef RETIKD_WITH_CUDA
+#include <cuda_runtime.h>
+
 #include <retikd/cuda/runtime.hpp>
+#include <retikd/deploy/gpu_inference.hpp>
 #endif
 
 using namespace retikd;
@@ -67,6 +74,8 @@ struct Options {
   bool roofline = false;
   bool quick = false;
   double width = 1.0;
+  bool cpu = true;
+  bool gpu = true;
 };
 
 struct Timing {
@@ -74,7 +83,10 @@ struct Timing {
   int reps = 0;
 };
 
-// Wall-clock timing of host code (the CPU path). A GPU timer would record events around the same callable.
+// A timer runs fn once to warm up, then repeats it (at least 3 times and min_time seconds) and reports the median.
+using TimerFn = std::function<Timing(const std::function<void()>&)>;
+
+// Wall-clock timing of host code (the CPU path).
 struct CpuTimer {
   double min_time;
   Timing operator()(const std::function<void()>& fn) const {
@@ -92,6 +104,39 @@ struct CpuTimer {
     return {t[t.size() / 2], t.front(), static_cast<int>(t.size())};
   }
 };
+
+#ifdef RETIKD_WITH_CUDA
+// CUDA-event timing of GPU work: one event pair around each call on the legacy default stream, which every
+// retikd launcher uses outside a graph capture; the elapsed time is the device's, not the host's.
+struct GpuTimer {
+  double min_time;
+  Timing operator()(const std::function<void()>& fn) const {
+    fn();  // warm-up: cuDNN algorithm choice, cuBLAS workspace, the caching allocator's first blocks
+    cuda::synchronize(0);
+    cudaEvent_t a = nullptr, b = nullptr;
+    if (cudaEventCreate(&a) != cudaSuccess || cudaEventCreate(&b) != cudaSuccess)
+      throw std::runtime_error("bench_jetson: cudaEventCreate failed");
+    std::vector<double> t;
+    double total = 0;
+    while (t.size() < 3 || total < min_time) {
+      cudaEventRecord(a, nullptr);
+      fn();
+      cudaEventRecord(b, nullptr);
+      cudaEventSynchronize(b);
+      float ms = 0;
+      cudaEventElapsedTime(&ms, a, b);
+      t.push_back(ms / 1e3);
+      total += ms / 1e3;
+      if (t.size() >= 2000) break;
+    }
+    cudaEventDestroy(a);
+    cudaEventDestroy(b);
+    cuda::synchronize(0);  // reports an asynchronous kernel error here rather than in the next row
+    std::sort(t.begin(), t.end());
+    return {t[t.size() / 2], t.front(), static_cast<int>(t.size())};
+  }
+};
+#endif
 
 struct Row {
   std::string section, name, shape, dtype;
@@ -139,7 +184,7 @@ Options parse(int argc, char** argv) {
     };
     if (a == "--help" || a == "-h") {
       std::printf("usage: retikd_bench_jetson [--img PX] [--batches 1,8,32] [--min-time S] [--threads N]\n"
-                  "                           [--json FILE] [--roofline] [--quick] [--width W]\n"
+                  "                           [--json FILE] [--roofline] [--quick] [--width W] [--no-gpu] [--no-cpu]\n"
                   "  --quick: 96 px, batches 1 and 2, short timings (a smoke, e.g. under qemu)\n");
       std::exit(0);
     } else if (a == "--img") {
@@ -161,6 +206,10 @@ Options parse(int argc, char** argv) {
       o.quick = true;
     } else if (a == "--width") {
       o.width = std::atof(value().c_str());
+    } else if (a == "--no-gpu") {
+      o.gpu = false;
+    } else if (a == "--no-cpu") {
+      o.cpu = false;
     } else {
       std::fprintf(stderr, "bench_jetson: unknown option %s (see --help)\n", a.c_str());
       std::exit(2);
@@ -181,9 +230,19 @@ Options parse(int argc, char** argv) {
 // ---- the kernels ---------------------------------------------------------------------------------------------
 
 // A convolution at the student's shape: FLOPs count the taps inside the input (padding excluded).
+// Where a kernel runs: the device and the storage dtype of its tensors.
+struct Placement {
+  Device device = Device::cpu();
+  DType dtype = DType::float32;
+  Tensor on(const Tensor& t) const { return t.to(dtype).to(device); }
+  double element_bytes() const { return static_cast<double>(dtype_size(dtype)); }
+  std::string name() const { return dtype == DType::float16 ? "fp16" : "fp32"; }
+};
+
 Row conv_row(const std::string& name, int64_t C, int64_t H, int64_t O, int64_t k, int64_t stride, int64_t groups,
-             const CpuTimer& timer, Generator& gen) {
-  const Tensor x = randn({1, C, H, H}, gen), w = randn({O, C / groups, k, k}, gen), b = randn({O}, gen);
+             const TimerFn& timer, Generator& gen, const Placement& at) {
+  const Tensor x = at.on(randn({1, C, H, H}, gen)), w = at.on(randn({O, C / groups, k, k}, gen)),
+               b = at.on(randn({O}, gen));
   const auto opt = ops::Conv2dOptions().with_stride(stride).with_padding((k - 1) / 2).with_groups(groups);
   const auto g = ops::impl::conv2d_geometry(x.shape(), w.shape(), opt);
   auto inside = [&](int64_t in, int64_t out) {
@@ -200,80 +259,102 @@ Row conv_row(const std::string& name, int64_t C, int64_t H, int64_t O, int64_t k
   r.name = name;
   r.shape = shape_text(x.shape()) + " -> " + std::to_string(O) + "x" + std::to_string(g.OH) + "x" + std::to_string(g.OW) +
             " k" + std::to_string(k) + " s" + std::to_string(stride) + (groups > 1 ? " dw" : "");
-  r.dtype = "fp32";
+  r.dtype = at.name();
   r.flops = 2.0 * static_cast<double>(O) * static_cast<double>(C / groups) * inside(H, g.OH) * inside(H, g.OW);
-  r.bytes = 4.0 * static_cast<double>(x.numel() + w.numel() + b.numel() + O * g.OH * g.OW);
+  r.bytes = at.element_bytes() * static_cast<double>(x.numel() + w.numel() + b.numel() + O * g.OH * g.OW);
   r.t = timer([&] { Tensor y = ops::impl::conv2d(x, w, b, opt); });
   return r;
 }
 
-std::vector<Row> kernel_rows(const CpuTimer& timer) {
+// The kernels at the placement `at`; a kernel with no path there (e.g. an op without an fp16 GPU kernel) is
+// reported and left out, not fatal for the table.
+std::vector<Row> kernel_rows(const TimerFn& timer, const Placement& at) {
   Generator gen(1);
   std::vector<Row> rows;
+  const double es = at.element_bytes();
+  auto attempt = [&](const std::string& name, const std::function<void()>& add) {
+    try {
+      add();
+    } catch (const std::exception& e) {
+      std::printf("  (%s %s on %s not timed: %s)\n", name.c_str(), at.name().c_str(), at.device.to_string().c_str(),
+                  e.what());
+    }
+  };
+  auto conv = [&](const std::string& name, int64_t C, int64_t H, int64_t O, int64_t k, int64_t stride,
+                  int64_t groups) {
+    attempt(name, [&] { rows.push_back(conv_row(name, C, H, O, k, stride, groups, timer, gen, at)); });
+  };
   // MobileNetV2 at 224 px, batch 1 (docs/models.md): the stem, three pointwise layers, three depthwise.
-  rows.push_back(conv_row("conv 3x3 (stem)", 3, 224, 32, 3, 2, 1, timer, gen));
-  rows.push_back(conv_row("pointwise expand", 24, 56, 144, 1, 1, 1, timer, gen));
-  rows.push_back(conv_row("pointwise project", 144, 56, 24, 1, 1, 1, timer, gen));
-  rows.push_back(conv_row("pointwise 320->1280", 320, 7, 1280, 1, 1, 1, timer, gen));
-  rows.push_back(conv_row("depthwise 3x3", 144, 56, 144, 3, 1, 144, timer, gen));
-  rows.push_back(conv_row("depthwise 3x3 stride 2", 144, 56, 144, 3, 2, 144, timer, gen));
-  rows.push_back(conv_row("depthwise 3x3 (7x7 map)", 960, 7, 960, 3, 1, 960, timer, gen));
+  conv("conv 3x3 (stem)", 3, 224, 32, 3, 2, 1);
+  conv("pointwise expand", 24, 56, 144, 1, 1, 1);
+  conv("pointwise project", 144, 56, 24, 1, 1, 1);
+  conv("pointwise 320->1280", 320, 7, 1280, 1, 1, 1);
+  conv("depthwise 3x3", 144, 56, 144, 3, 1, 144);
+  conv("depthwise 3x3 stride 2", 144, 56, 144, 3, 2, 144);
+  conv("depthwise 3x3 (7x7 map)", 960, 7, 960, 3, 1, 960);
 
   auto simple = [&](const std::string& name, const Shape& s, double flops, double bytes,
                     const std::function<void()>& fn) {
-    Row r;
-    r.section = "kernel";
-    r.name = name;
-    r.shape = shape_text(s);
-    r.dtype = "fp32";
-    r.flops = flops;
-    r.bytes = bytes;
-    r.t = timer(fn);
-    rows.push_back(r);
+    attempt(name, [&] {
+      Row r;
+      r.section = "kernel";
+      r.name = name;
+      r.shape = shape_text(s);
+      r.dtype = at.name();
+      r.flops = flops;
+      r.bytes = bytes;
+      r.t = timer(fn);
+      rows.push_back(r);
+    });
   };
   {
-    const Tensor x = randn({1, 144, 56, 56}, gen);
+    const Tensor x = at.on(randn({1, 144, 56, 56}, gen));
     const double n = static_cast<double>(x.numel());
-    simple("relu6", x.shape(), 2 * n, 8 * n, [&] { Tensor y = ops::impl::relu6(x); });
-    Tensor w = randn({144}, gen), b = randn({144}, gen), m = randn({144}, gen), v = rand({144}, gen);
-    simple("batch norm (eval; folded away)", x.shape(), 2 * n, 8 * n,
+    simple("relu6", x.shape(), 2 * n, 2 * es * n, [&] { Tensor y = ops::impl::relu6(x); });
+    // Batch norm's weight and bias follow the activations' dtype; its running statistics stay float32.
+    const Placement stats{at.device, DType::float32};
+    Tensor w = at.on(randn({144}, gen)), b = at.on(randn({144}, gen)), m = stats.on(randn({144}, gen)),
+           v = stats.on(rand({144}, gen));
+    simple("batch norm (eval; folded away)", x.shape(), 2 * n, 2 * es * n,
            [&] { auto y = ops::impl::batch_norm(x, w, b, m, v, false, 0.1, 1e-5); });
   }
   {
-    const Tensor a = randn({1, 24, 56, 56}, gen), b = randn({1, 24, 56, 56}, gen);
+    const Tensor a = at.on(randn({1, 24, 56, 56}, gen)), b = at.on(randn({1, 24, 56, 56}, gen));
     const double n = static_cast<double>(a.numel());
-    simple("residual add", a.shape(), n, 12 * n, [&] { Tensor y = ops::impl::add(a, b); });
+    simple("residual add", a.shape(), n, 3 * es * n, [&] { Tensor y = ops::impl::add(a, b); });
   }
   {
-    const Tensor x = randn({32, 1280, 7, 7}, gen);
+    const Tensor x = at.on(randn({32, 1280, 7, 7}, gen));
     const double n = static_cast<double>(x.numel());
-    simple("global average pool", x.shape(), n, 4 * (n + 32 * 1280), [&] { Tensor y = ops::impl::adaptive_avg_pool2d(x, 1, 1); });
+    simple("global average pool", x.shape(), n, es * (n + 32 * 1280), [&] { Tensor y = ops::impl::adaptive_avg_pool2d(x, 1, 1); });
   }
   {
-    const Tensor x = randn({1, 64, 112, 112}, gen);
+    const Tensor x = at.on(randn({1, 64, 112, 112}, gen));
     const double out = 64.0 * 56 * 56;
-    simple("max pool 3x3 s2 (ResNet)", x.shape(), 9 * out, 4 * (static_cast<double>(x.numel()) + out),
+    simple("max pool 3x3 s2 (ResNet)", x.shape(), 9 * out, es * (static_cast<double>(x.numel()) + out),
            [&] { auto y = ops::impl::max_pool2d(x, 3, 2, 1, false); });
   }
   auto gemm_row = [&](const std::string& name, int64_t M, int64_t N, int64_t K) {
-    const Tensor a = randn({M, K}, gen), b = randn({K, N}, gen);
+    const Tensor a = at.on(randn({M, K}, gen)), b = at.on(randn({K, N}, gen));
     simple(name + " " + std::to_string(M) + "x" + std::to_string(N) + "x" + std::to_string(K), {M, N, K},
-           2.0 * M * N * K, 4.0 * static_cast<double>(M * K + K * N + M * N), [&] { Tensor c = ops::impl::matmul(a, b); });
+           2.0 * M * N * K, es * static_cast<double>(M * K + K * N + M * N), [&] { Tensor c = ops::impl::matmul(a, b); });
   };
   gemm_row("GEMM classifier", 32, 4, 1280);
   gemm_row("GEMM", 512, 512, 512);
-  {
+  if (at.dtype == DType::float16 || !at.device.is_cuda()) {
     const int64_t n = 2211940;  // the folded MobileNetV2's parameters
-    const Tensor h = randn({n}, gen).to(DType::float16);
-    Row r;
-    r.section = "kernel";
-    r.name = "fp16 -> fp32 weights (bundle load)";
-    r.shape = std::to_string(n);
-    r.dtype = "fp16";
-    r.flops = 0;
-    r.bytes = 6.0 * static_cast<double>(n);
-    r.t = timer([&] { Tensor f = h.to(DType::float32); });
-    rows.push_back(r);
+    const Tensor h = randn({n}, gen).to(DType::float16).to(at.device);
+    attempt("fp16 -> fp32 weights", [&] {
+      Row r;
+      r.section = "kernel";
+      r.name = "fp16 -> fp32 weights (bundle load)";
+      r.shape = std::to_string(n);
+      r.dtype = "fp16";
+      r.flops = 0;
+      r.bytes = 6.0 * static_cast<double>(n);
+      r.t = timer([&] { Tensor f = h.to(DType::float32); });
+      rows.push_back(r);
+    });
   }
   return rows;
 }
@@ -310,6 +391,45 @@ std::vector<Row> forward_rows(const Options& o, const CpuTimer& timer, deploy::F
   }
   return rows;
 }
+
+#ifdef RETIKD_WITH_CUDA
+// The folded student on the GPU (deploy::GpuHalfStudent) in fp32 and fp16 at every batch, then batch 1
+// replayed from a CUDA graph; FLOPs and bytes as the CPU rows count them, bytes at the storage dtype.
+std::vector<Row> gpu_forward_rows(const Options& o, const TimerFn& timer, nn::Model& source) {
+  std::vector<Row> rows;
+  Generator gen(2);
+  for (const bool half : {false, true}) {
+    const Placement at{Device::cuda(0), half ? DType::float16 : DType::float32};
+    deploy::GpuHalfStudent student(deploy::fold_batch_norm(source), Device::cuda(0), half);
+    const double macs = student.model().trace(o.img, o.img, 1).macs;
+    double w = 0, act = 0;
+    for (const auto& c : deploy::layer_costs(student.model(), o.img, o.img, 1)) {
+      w += at.element_bytes() * static_cast<double>(c.weights);
+      act += at.element_bytes() * static_cast<double>(c.read + c.written);
+    }
+    auto row = [&](const std::string& name, int64_t b, const std::function<void()>& fn) {
+      Row r;
+      r.section = "forward";
+      r.name = name;
+      r.shape = shape_text({b, 3, o.img, o.img});
+      r.dtype = at.name();
+      r.images = b;
+      r.flops = 2.0 * macs * static_cast<double>(b);
+      r.bytes = w + act * static_cast<double>(b);
+      r.t = timer(fn);
+      rows.push_back(r);
+    };
+    for (const int64_t b : o.batches) {
+      const Tensor x = at.on(randn({b, 3, o.img, o.img}, gen));
+      row(std::string("GPU student ") + at.name(), b, [&] { Tensor y = student.run(x); });
+    }
+    student.capture(o.img, o.img);
+    const Tensor one = randn({1, 3, o.img, o.img}, gen);
+    row(std::string("GPU student ") + at.name() + " CUDA graph", 1, [&] { Tensor y = student.run_captured(one); });
+  }
+  return rows;
+}
+#endif
 
 struct ModelRoofline {
   std::vector<deploy::LayerCost> layers;
@@ -379,17 +499,18 @@ int main(int argc, char** argv) {
 #ifdef RETIKD_WITH_CUDA
     if (cuda::device_count() > 0) {
       gpu = cuda::device_name(0) + " (sm_" + std::to_string(cuda::compute_capability(0)) + ")";
-      std::printf("GPU: %s — GPU kernels are not timed yet: kernels/ holds only the elementwise kernels; the\n"
-                  "convolution, depthwise and GEMM kernels will be timed here with CUDA events as they land.\n",
-                  gpu.c_str());
+      std::printf("GPU: %s%s\n", gpu.c_str(), o.gpu ? " (timed with CUDA events after the CPU section)" : " (--no-gpu)");
     }
 #endif
     std::printf("fp16: the CPU path has no fp16 arithmetic (a bundle's fp16 weights are widened once at load,\n"
                 "timed below); fp16 compute is the GPU's (HFMA2 on sm_53).\n\n");
 
-    const std::vector<Row> kernels = kernel_rows(timer);
-    std::printf("== kernels at MobileNetV2-224 shapes (batch 1 unless the shape says otherwise), this CPU ==\n");
-    print_rows(kernels);
+    std::vector<Row> kernels;
+    if (o.cpu) {
+      kernels = kernel_rows(timer, Placement{});
+      std::printf("== kernels at MobileNetV2-224 shapes (batch 1 unless the shape says otherwise), this CPU ==\n");
+      print_rows(kernels);
+    }
 
     Generator gen(3);
     nn::ModelOptions mo;
@@ -398,13 +519,33 @@ int main(int argc, char** argv) {
     auto source = nn::create_model("mobilenet_v2", mo, gen);
     source->eval();
     auto folded = deploy::fold_batch_norm(*source);
-    const std::vector<Row> forward = forward_rows(o, timer, *folded, *source);
+    std::vector<Row> forward;
+    if (o.cpu) forward = forward_rows(o, timer, *folded, *source);
     std::printf("\n== the student: MobileNetV2 x%g, 4 classes, %lld px, %.3f GMACs/image ==\n", o.width,
                 static_cast<long long>(o.img), folded->trace(o.img, o.img, 1).macs / 1e9);
     print_rows(forward);
     for (const Row& r : forward)
       std::printf("  %-30s batch %-3lld %8.1f images/s\n", r.name.c_str(), static_cast<long long>(r.images),
                   static_cast<double>(r.images) / r.t.median);
+
+    std::vector<Row> gpu_kernels, gpu_forward;
+#ifdef RETIKD_WITH_CUDA
+    if (o.gpu && cuda::device_count() > 0) {
+      const GpuTimer gpu_timer{o.min_time};
+      for (const DType dt : {DType::float32, DType::float16}) {
+        const std::vector<Row> k = kernel_rows(gpu_timer, Placement{Device::cuda(0), dt});
+        gpu_kernels.insert(gpu_kernels.end(), k.begin(), k.end());
+      }
+      std::printf("\n== the same kernels on the GPU (%s), CUDA events ==\n", gpu.c_str());
+      print_rows(gpu_kernels);
+      gpu_forward = gpu_forward_rows(o, gpu_timer, *source);
+      std::printf("\n== the student on the GPU (%s): images on the device, logits back on the host ==\n", gpu.c_str());
+      print_rows(gpu_forward);
+      for (const Row& r : gpu_forward)
+        std::printf("  %-30s batch %-3lld %8.3f ms %10.1f images/s\n", r.name.c_str(), static_cast<long long>(r.images),
+                    1e3 * r.t.median, static_cast<double>(r.images) / r.t.median);
+    }
+#endif
 
     const ModelRoofline one = roofline(*folded, o.img, 1), many = roofline(*folded, o.img, 32);
     std::printf("\n== Nano roofline of the student (per image; BN folded, activations fused) ==\n");
@@ -432,6 +573,7 @@ int main(int argc, char** argv) {
       s += "  \"options\": {\"img\": " + std::to_string(o.img) + ", \"width\": " + number(o.width) +
            ", \"min_time_s\": " + number(o.min_time) + "},\n";
       s += "  \"kernels\": " + json_rows(kernels) + ",\n  \"forward\": " + json_rows(forward) + ",\n";
+      s += "  \"gpu_kernels\": " + json_rows(gpu_kernels) + ",\n  \"gpu_forward\": " + json_rows(gpu_forward) + ",\n";
       s += "  \"nano_roofline\": {\"batch1_fp16_ms\": " + number(1e3 * one.fp16_s) + ", \"batch1_fp32_ms\": " +
            number(1e3 * one.fp32_s) + ", \"batch32_fp16_ms_per_image\": " + number(1e3 * many.fp16_s / 32) +
            ", \"layers\": [";

@@ -2,12 +2,17 @@
 // built by scripts/gpu_prepare.sh and run by scripts/gpu_check.sh (warm-up 5, 30 timed iterations, median).
 //
 // What is timed, and how it differs from torch_anchor.py's rows (so the ratio is read honestly):
-//   pca: the QKV 1×1 projection as a cuBLAS GEMM (B·196 × 1280 → 2·768, forward + both backward GEMMs) plus the
-//        fused paper-target KL kernel (12 heads × 64, 196 tokens, teacher affinity (B, 196, 196)) forward and
-//        backward. NOT included: the bilinear 7×7 → 14×14 upsample and the teacher affinity GEMM (torch's row
-//        includes the upsample; the teacher side is detached and computed once per step there too).
-//   gl:  the fused channel-grouped GL kernel (8 groups, 1280 → 768, 196 positions) forward and backward; the
-//        upsample is again not included.
+//   pca: the bilinear 7×7 → 14×14 upsample of the student map (forward and backward, as torch's nn.Upsample),
+//        the QK 1×1 projection as cuBLAS GEMMs (B·196 × 1280 → 2·768, forward + both backward GEMMs) and the
+//        fused paper-target KL (12 heads × 64, 196 tokens, teacher affinity (B, 196, 196)) forward and backward.
+//        torch projects Q, K and V (3·768) where the KL needs Q and K only, and its target is per head; the
+//        teacher side is detached in both.
+//   gl:  the same upsample, then the fused channel-grouped GL (8 groups, 1280 → 768, 196 positions) forward and
+//        backward.
+// Rows: *_fp32 strict fp32 everywhere; pca_tf32proj TF32 on the projection GEMMs only — what torch's defaults
+// do (cuDNN convolutions may use TF32, matmuls may not); gl_tf32 TF32 in the GL GEMMs (torch's grouped 1×1
+// convolution is a cuDNN convolution); *_kernel the fused loss alone; *_tiled the same through the tiled
+// (sm_53) route instead of the automatic choice (cuda::FusedStrategy).
 // Output lines: "retikd <key> <median ms>", parsed by gpu_check.sh.
 #include <cuda_runtime.h>
 
@@ -19,6 +24,7 @@
 
 #include "retikd/cuda/blas.hpp"
 #include "retikd/cuda/fused.hpp"
+#include "retikd/cuda/nn_ops.hpp"
 #include "retikd/cuda/runtime.hpp"
 #include "retikd/kd/cross_mask.hpp"
 
@@ -95,23 +101,43 @@ int main() {
   void* dq = gqk;
   void* dk = gqk + size_t(B) * H * N * d;
   const long M = long(B) * N;
+  // The student map (B, 1280, 7, 7) upsampled to the 14 × 14 grid, and its gradient back.
+  float* map7 = dev_random(size_t(B) * C * 49, 13);
+  float* gmap7 = dev_random(size_t(B) * C * 49, 14);
+  auto upsample = [&](const float* x, float* y) {
+    rc::bilinear_forward(x, y, long(B) * C, 7, 7, 14, 14, false, rc::kFloat32, 0);
+  };
+  auto upsample_back = [&](const float* gy, float* gx) {
+    rc::bilinear_backward(gy, gx, long(B) * C, 7, 7, 14, 14, false, rc::kFloat32, 0);
+  };
+  bool tf32_projection = false;
   auto pca = [&] {
+    upsample(map7, tok);
+    rc::set_allow_tf32(tf32_projection);
     rc::gemm(false, true, M, 2 * D, C, 1.f, tok, C, 0, wqkv, C, 0, 0.f, qk, 2 * D, 0, 1, rc::kFloat32, 0);
+    rc::set_allow_tf32(false);
     rc::fused_attn_forward(a, rc::kFloat32, loss, 0);
     rc::fused_attn_backward(a, rc::kFloat32, dq, dk, 0);
+    rc::set_allow_tf32(tf32_projection);
     rc::gemm(false, false, M, C, 2 * D, 1.f, gqk, 2 * D, 0, wqkv, C, 0, 0.f, gtok, C, 0, 1, rc::kFloat32, 0);
     rc::gemm(true, false, 2 * D, C, M, 1.f, gqk, 2 * D, 0, tok, C, 0, 0.f, gw, C, 0, 1, rc::kFloat32, 0);
+    rc::set_allow_tf32(false);
+    upsample_back(gtok, gmap7);
   };
-  rc::set_allow_tf32(false);
   std::printf("retikd pca_fp32 %.4f\n", median_ms(pca));
-  rc::set_allow_tf32(true);
-  std::printf("retikd pca_tf32 %.4f\n", median_ms(pca));
-  rc::set_allow_tf32(false);
+  tf32_projection = true;
+  std::printf("retikd pca_tf32proj %.4f\n", median_ms(pca));
+  tf32_projection = false;
   auto pca_kernel_only = [&] {
     rc::fused_attn_forward(a, rc::kFloat32, loss, 0);
     rc::fused_attn_backward(a, rc::kFloat32, dq, dk, 0);
   };
-  std::printf("retikd pca_kernel %.4f\n", median_ms(pca_kernel_only));
+  std::printf("retikd pca_kernel %.4f (route %s)\n", median_ms(pca_kernel_only),
+              rc::fused_attn_route(a, rc::kFloat32, 0) == rc::kFusedGemm ? "gemm" : "tiled");
+  rc::set_fused_strategy(rc::kFusedTiled);
+  std::printf("retikd pca_kernel_tiled %.4f\n", median_ms(pca_kernel_only));
+  std::printf("retikd pca_fp32_tiled %.4f\n", median_ms(pca));
+  rc::set_fused_strategy(rc::kFusedAuto);
   // ---- GL ----
   float* s = dev_random(size_t(B) * C * N, 20);
   float* w = dev_random(size_t(D) * (C / 8), 21);
@@ -139,10 +165,19 @@ int main() {
   g.dw = dw;
   g.db = db;
   auto gl = [&] {
+    upsample(map7, s);
     rc::fused_gl_forward(g, rc::kFloat32, loss, 0);
     rc::fused_gl_backward(g, rc::kFloat32, 0);
+    upsample_back(ds, gmap7);
   };
-  std::printf("retikd gl_fp32 %.4f\n", median_ms(gl));
+  std::printf("retikd gl_fp32 %.4f (route %s)\n", median_ms(gl),
+              rc::fused_gl_route(g, rc::kFloat32, 0) == rc::kFusedGemm ? "gemm" : "tiled");
+  rc::set_allow_tf32(true);
+  std::printf("retikd gl_tf32 %.4f\n", median_ms(gl));
+  rc::set_allow_tf32(false);
+  rc::set_fused_strategy(rc::kFusedTiled);
+  std::printf("retikd gl_fp32_tiled %.4f\n", median_ms(gl));
+  rc::set_fused_strategy(rc::kFusedAuto);
   rc::synchronize(0);
   return 0;
 }
