@@ -26,12 +26,14 @@
 #include "retikd/cuda/runtime.hpp"
 #include "retikd/deploy/gpu_inference.hpp"
 #include "retikd/nn/models.hpp"
+#include "retikd/ops/activation.hpp"
 #include "retikd/ops/conv.hpp"
 #include "retikd/ops/loss.hpp"
 #include "retikd/ops/norm.hpp"
 #include "retikd/ops/pool.hpp"
 #include "retikd/ops/reduce.hpp"
 #include "retikd/ops/resize.hpp"
+#include "retikd/ops/shape.hpp"
 #include "retikd/optim/optim.hpp"
 #include "cuda_test_util.hpp"
 
@@ -184,6 +186,56 @@ TEST_CASE("cuda layer norm, reductions, global average pool: forward and backwar
     const Tensor x = rnd(gen, {6, 50}, dt);
     poison_cache(64);
     check_close("amax", ops::impl::amax(x.to(kGpu), {1}), ops::impl::amax(x.to(DType::float64), {1}), 0, 0);
+  }
+}
+
+TEST_CASE("cuda activations and their gradients, broadcasting ops, BCE with logits, concat: forward and backward") {
+  RETIKD_SKIP_WITHOUT_CUDA();
+  const uint64_t seed = fresh_seed();
+  CAPTURE(seed);
+  Generator gen(seed);
+  for (DType dt : {DType::float32, DType::float16}) {
+    CAPTURE(dtype_name(dt));
+    const double r = dt == DType::float32 ? 1e-5 : 1e-2, a = dt == DType::float32 ? 1e-5 : 1e-2;
+    // Inputs of scale 4 cross ReLU6's kinks at 0 and 6; a value rounded onto a kink has the same side on both
+    // devices (the CPU reference sees the same rounded input).
+    const Shape s{3, 70, 11};
+    using F = std::function<Var(const std::vector<Var>&)>;
+    const std::vector<std::pair<std::string, F>> activations = {
+        {"relu", [](const std::vector<Var>& v) { return ops::relu(v[0]); }},
+        {"relu6", [](const std::vector<Var>& v) { return ops::relu6(v[0]); }},
+        {"leaky_relu 0.2", [](const std::vector<Var>& v) { return ops::leaky_relu(v[0], 0.2); }},
+        {"gelu (erf)", [](const std::vector<Var>& v) { return ops::gelu(v[0]); }},
+        {"silu", [](const std::vector<Var>& v) { return ops::silu(v[0]); }},
+        {"sigmoid", [](const std::vector<Var>& v) { return ops::sigmoid(v[0]); }},
+        {"tanh", [](const std::vector<Var>& v) { return ops::tanh(v[0]); }},
+    };
+    for (const auto& act : activations) compare_autograd(act.first, gen, {rnd(gen, s, dt, 4.0)}, act.second, r, a);
+    // Broadcasting in every position the models use: positional embeddings, SE gates, biases, scalars per row.
+    compare_autograd("add (2,17,24) + (1,17,24)", gen, {rnd(gen, {2, 17, 24}, dt), rnd(gen, {1, 17, 24}, dt)},
+                     [](const std::vector<Var>& v) { return ops::add(v[0], v[1]); }, r, a * 4);
+    compare_autograd("mul (3,40,5,5) * (3,40,1,1)", gen, {rnd(gen, {3, 40, 5, 5}, dt), rnd(gen, {3, 40, 1, 1}, dt)},
+                     [](const std::vector<Var>& v) { return ops::mul(v[0], v[1]); }, r, a * 25);
+    compare_autograd("sub (6,33) - (33)", gen, {rnd(gen, {6, 33}, dt), rnd(gen, {33}, dt)},
+                     [](const std::vector<Var>& v) { return ops::sub(v[0], v[1]); }, r, a * 6);
+    compare_autograd("div (4,1,9) / (1,7,9)", gen, {rnd(gen, {4, 1, 9}, dt), positive(gen, {1, 7, 9}, dt, 0.5)},
+                     [](const std::vector<Var>& v) { return ops::div(v[0], v[1]); }, r, a * 40);
+    compare_autograd("concat along dim 1", gen, {rnd(gen, {2, 1, 8}, dt), rnd(gen, {2, 5, 8}, dt), rnd(gen, {2, 3, 8}, dt)},
+                     [](const std::vector<Var>& v) { return ops::concat({v[0], v[1], v[2]}, 1); }, r, a);
+  }
+  // The discriminator's loss: logits against targets in [0, 1], both differentiable (float32, no pos_weight).
+  std::vector<double> probabilities;
+  std::uniform_real_distribution<double> unit(0.0, 1.0);
+  std::mt19937_64 engine(seed);
+  for (int i = 0; i < 48; ++i) probabilities.push_back(unit(engine));
+  const Tensor targets = Tensor::from_vector(probabilities, {16, 3}).to(DType::float32);
+  for (ops::Reduction red : {ops::Reduction::mean, ops::Reduction::sum, ops::Reduction::none}) {
+    CAPTURE(static_cast<int>(red));
+    compare_autograd("binary_cross_entropy_with_logits", gen, {rnd(gen, {16, 3}, DType::float32, 3.0), targets},
+                     [red](const std::vector<Var>& v) {
+                       return ops::binary_cross_entropy_with_logits(v[0], v[1], Tensor(), red);
+                     },
+                     1e-5, 1e-5);
   }
 }
 
