@@ -128,6 +128,42 @@ TEST_CASE("slice and narrow: values and gradients scattered back into zeros") {
   CHECK_THROWS_AS(ops::slice(Var(x), 2, 0, 1), Error);
 }
 
+// as_pitched_view decides when a GPU copy_ into a view can be one 2-D copy: every element of the view must sit
+// at row·pitch + column of the flattened order, and every layout it accepts is checked element by element.
+TEST_CASE("as_pitched_view: narrows of contiguous tensors are rows of a pitch; transposes and steps are not") {
+  auto check = [](const Tensor& v, bool expect) {
+    CAPTURE(shape_str(v.shape()));
+    CAPTURE(shape_str(v.strides()));
+    PitchedView p;
+    const bool ok = as_pitched_view(v.shape(), v.strides(), &p);
+    CHECK(ok == expect);
+    if (!ok) return;
+    CHECK(p.rows * p.row_elems == v.numel());
+    // The view's element i in row-major order lives at offset + (i / row_elems)·pitch + i % row_elems.
+    std::vector<int64_t> idx(v.shape().size(), 0);
+    for (int64_t i = 0; i < v.numel(); ++i) {
+      int64_t off = 0;
+      for (std::size_t k = 0; k < idx.size(); ++k) off += idx[k] * v.strides()[k];
+      CHECK(off == (i / p.row_elems) * p.pitch + i % p.row_elems);
+      for (int64_t k = static_cast<int64_t>(idx.size()) - 1; k >= 0; --k) {
+        if (++idx[static_cast<std::size_t>(k)] < v.shape()[static_cast<std::size_t>(k)]) break;
+        idx[static_cast<std::size_t>(k)] = 0;
+      }
+    }
+  };
+  const Tensor t = Tensor::zeros({2, 5, 8});
+  check(t, true);
+  check(t.narrow(1, 1, 3), true);   // rows of 24, pitch 40
+  check(t.narrow(2, 2, 5), true);   // rows of 5, pitch 8
+  check(t.narrow(0, 1, 1), true);   // one contiguous block
+  check(t.narrow(1, 4, 1), true);   // a size-1 dimension in the middle
+  check(Tensor::zeros({4, 1, 6}).narrow(2, 0, 3), true);
+  check(t.narrow(1, 1, 3).narrow(2, 0, 4), false);  // two levels of rows
+  check(t.transpose(1, 2), false);
+  check(t.slice(2, 0, 8, 2), false);  // a step
+  check(Tensor::zeros({1, 8}).expand({3, 8}), false);
+}
+
 TEST_CASE("expand sums its gradient over the broadcast dimensions") {
   Tensor x = f64({1, 2, 3}, {1, 3});
   Var e = ops::expand(Var(x), {4, 2, 3});

@@ -6,6 +6,7 @@
 #include <ostream>
 #include <sstream>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "retikd/core/error.hpp"
@@ -47,6 +48,44 @@ inline int64_t wrap_dim(int64_t dim, int64_t ndim, const char* op) {
 }
 
 // NumPy broadcasting of two shapes; throws naming `op` and both shapes when they do not broadcast.
+// A strided view laid out as `rows` rows of `row_elems` contiguous elements whose starts are `pitch` elements
+// apart — what one 2-D copy (cudaMemcpy2D) writes: a narrow / slice with step 1 of a contiguous tensor along
+// any dimension, for instance. as_pitched_view returns false for other layouts (transposes, steps, broadcasts).
+struct PitchedView {
+  int64_t rows = 1, row_elems = 1, pitch = 1;
+};
+inline bool as_pitched_view(const Shape& shape, const Shape& strides, PitchedView* out) {
+  std::vector<std::pair<int64_t, int64_t>> dims;  // (size, stride) of the dimensions larger than 1
+  for (std::size_t k = 0; k < shape.size(); ++k) {
+    if (shape[k] == 0) return false;
+    if (shape[k] != 1) dims.emplace_back(shape[k], strides[k]);
+  }
+  PitchedView v;
+  int64_t k = static_cast<int64_t>(dims.size()) - 1;
+  int64_t inner = 1;  // the contiguous innermost block
+  while (k >= 0 && dims[static_cast<std::size_t>(k)].second == inner) {
+    inner *= dims[static_cast<std::size_t>(k)].first;
+    --k;
+  }
+  v.row_elems = inner;
+  v.pitch = inner;
+  if (k >= 0) {
+    if (inner == 1) return false;  // the innermost dimension itself is strided
+    const auto& row_dim = dims[static_cast<std::size_t>(k)];
+    if (row_dim.second < inner) return false;  // rows would overlap (or run backwards)
+    v.pitch = row_dim.second;
+    v.rows = row_dim.first;
+    for (int64_t j = k - 1; j >= 0; --j) {  // the outer dimensions must continue the same row progression
+      const auto& d = dims[static_cast<std::size_t>(j)];
+      const auto& next = dims[static_cast<std::size_t>(j + 1)];
+      if (d.second != next.second * next.first) return false;
+      v.rows *= d.first;
+    }
+  }
+  *out = v;
+  return true;
+}
+
 inline Shape broadcast_shapes(const Shape& a, const Shape& b, const char* op) {
   std::size_t n = a.size() > b.size() ? a.size() : b.size();
   Shape out(n);

@@ -397,10 +397,19 @@ class Tensor {
                  device().index);
       s = c;
     }
+    PitchedView rows;
     if (is_contiguous()) {
       copy_bytes(raw_data(), device(), s.raw_data(), device(), numel() * element_size());
+    } else if (as_pitched_view(shape_, strides_, &rows)) {
+      // A narrow / slice of a contiguous tensor (e.g. the backward of narrow): one 2-D device copy. (Through
+      // the host this cost 27 ms of a 121 ms KD step on an H100.)
+      const std::size_t es = element_size();
+      cuda::copy_2d_device_to_device(raw_data(), static_cast<std::size_t>(rows.pitch) * es, s.raw_data(),
+                                     static_cast<std::size_t>(rows.row_elems) * es,
+                                     static_cast<std::size_t>(rows.row_elems) * es,
+                                     static_cast<std::size_t>(rows.rows), device().index);
     } else {
-      // Strided destination on the GPU (rare: an in-place write into a view): patch it via the host.
+      // Other strided destinations on the GPU (rare: an in-place write into a transposed view): via the host.
       scatter_from_host(s.to(Device::cpu()));
     }
     return *this;
