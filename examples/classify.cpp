@@ -33,6 +33,7 @@ struct Options {
   std::string manifest, split = "test", root;
   int64_t batch = 0;  // 0: 2 on the CPU, 16 on a GPU (see --help)
   std::string device = "cpu";
+  std::string precision = "fp16";  // on a GPU; the CPU path always computes in fp32
   std::string csv, json, gradcam_dir;
   std::string tap = "stage4", cam = "gradcam", cam_score = "logit";
   bool quiet = false, info_only = false;
@@ -41,7 +42,7 @@ struct Options {
 void usage(std::FILE* f) {
   std::fprintf(f,
                "usage: classify --bundle FILE [PATH...] [--manifest FILE [--split NAME] [--root DIR]]\n"
-               "                [--batch N] [--device cpu|cuda] [--csv FILE] [--json FILE] [--quiet]\n"
+               "                [--batch N] [--device cpu|cuda [--precision fp16|fp32]] [--csv FILE] [--json FILE] [--quiet]\n"
                "                [--gradcam DIR [--tap NAME] [--cam gradcam|gradcam++] [--cam-score logit|logprob]]\n"
                "                [--info]\n"
                "  PATH             image files (JPEG, PNG) and folders (searched recursively)\n"
@@ -50,6 +51,8 @@ void usage(std::FILE* f) {
                "  --batch N        images per forward pass (default 2 on the CPU, where larger batches fall\n"
                "                   out of cache and run slower per image; 16 on a GPU)\n"
                "  --device D       cpu (default) or cuda (builds with the CUDA library)\n"
+               "  --precision P    on cuda: fp16 (default; fp16 storage, fp32 accumulation) or fp32; Grad-CAM\n"
+               "                   always runs in fp32\n"
                "  --csv / --json   write per-image results with per-class probabilities\n"
                "  --gradcam DIR    write a Grad-CAM overlay PNG per image (its predicted class) into DIR;\n"
                "                   --tap (default stage4), --cam (gradcam, gradcam++), --cam-score (logit,\n"
@@ -92,6 +95,12 @@ Options parse(int argc, char** argv) {
       o.device = value();
       if (o.device != "cpu" && o.device != "cuda") {
         std::fprintf(stderr, "classify: --device is cpu or cuda, got '%s'\n", o.device.c_str());
+        std::exit(2);
+      }
+    } else if (a == "--precision") {
+      o.precision = value();
+      if (o.precision != "fp16" && o.precision != "fp32") {
+        std::fprintf(stderr, "classify: --precision is fp16 or fp32, got '%s'\n", o.precision.c_str());
         std::exit(2);
       }
     } else if (a == "--csv") {
@@ -160,6 +169,9 @@ int main(int argc, char** argv) {
         return 1;
       }
       bundle.model->to(Device::cuda(0));
+      // fp16 storage with fp32 accumulation on the GPU (the kernels' rule; DESIGN.md §4) unless asked otherwise;
+      // Grad-CAM needs gradients, which the fp16 path does not keep well: it stays in fp32.
+      if (o.precision == "fp16" && o.gradcam_dir.empty()) bundle.model->to(DType::float16);
 #else
       std::fprintf(stderr, "classify: --device cuda: this build has no CUDA support (configure with nvcc present, "
                            "RETIKD_CUDA=ON; docs/jetson.md), use --device cpu\n");
@@ -211,7 +223,8 @@ int main(int argc, char** argv) {
 
     std::printf("classify: %zu images with %s (%s, %lld parameters, input %d px) on %s, batch %lld\n", files.size(),
                 o.bundle.c_str(), bundle.info.arch.c_str(), static_cast<long long>(bundle.info.parameters),
-                bundle.info.preprocess.input_size(), classifier.device().to_string().c_str(),
+                bundle.info.preprocess.input_size(),
+                (classifier.device().to_string() + (classifier.dtype() == DType::float16 ? " fp16" : "")).c_str(),
                 static_cast<long long>(batch));
     deploy::ClassifyOptions copt;
     copt.batch = batch;
@@ -227,8 +240,7 @@ int main(int argc, char** argv) {
       preds = classifier.classify(files, truths, copt, &timing);
     } catch (const std::exception& e) {
       if (o.device != "cuda") throw;
-      std::fprintf(stderr, "classify: GPU inference failed: %s\n(the CUDA path needs the CUDA convolution kernels; "
-                           "use --device cpu)\n", e.what());
+      std::fprintf(stderr, "classify: GPU inference failed: %s\n(use --device cpu, or --precision fp32)\n", e.what());
       return 1;
     }
     const double total_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();

@@ -124,6 +124,11 @@ class Classifier {
     const auto params = model_->parameters();
     return params.empty() ? Device::cpu() : params.front().device();
   }
+  // The parameters' dtype (float16 for the GPU fp16 path); inputs are cast to it, probabilities are float32.
+  DType dtype() const {
+    const auto params = model_->parameters();
+    return params.empty() ? DType::float32 : params.front().dtype();
+  }
 
   // The normalised model input (3, H, W) for one file (Preprocess::input); throws data::DataError naming the
   // file when it is bad.
@@ -143,7 +148,7 @@ class Classifier {
     }
     NoGradGuard no_grad;
     model_->eval();
-    const Var logits = model_->forward(Var(x.to(device())));
+    const Var logits = model_->forward(Var(x.to(device()).to(dtype())));
     return ops::impl::softmax(logits.value().to(Device::cpu()).to(DType::float32), 1);
   }
 
