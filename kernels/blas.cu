@@ -20,6 +20,7 @@ namespace cuda {
 namespace {
 
 std::atomic<bool> g_allow_tf32{false};
+std::atomic<bool> g_allow_tf32_conv{false};
 
 cublasHandle_t handle_for(int device) {
   constexpr int kMaxDevices = 64;
@@ -39,8 +40,13 @@ int as_int(const char* what, int64_t v) {
 
 }  // namespace
 
-void set_allow_tf32(bool allow) { g_allow_tf32.store(allow); }
+void set_allow_tf32(bool allow) {
+  g_allow_tf32.store(allow);
+  g_allow_tf32_conv.store(allow);
+}
 bool allow_tf32() { return g_allow_tf32.load(); }
+void set_allow_tf32_conv(bool allow) { g_allow_tf32_conv.store(allow); }
+bool allow_tf32_conv() { return g_allow_tf32_conv.load(); }
 
 void gemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha, const void* A, int64_t lda,
           int64_t stride_a, const void* B, int64_t ldb, int64_t stride_b, float beta, void* C, int64_t ldc,
@@ -61,6 +67,12 @@ void gemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alp
 #else
   const cudaDataType_t compute = CUDA_R_32F;  // cuBLAS 10: fp32 accumulation, no TF32
 #endif
+  if (batch == 1) {  // the plain GEMM: cuBLAS's heuristics for it are the better tuned ones
+    RETIKD_CUBLAS_CHECK(cublasGemmEx(h, op_b, op_a, as_int("N", N), as_int("M", M), as_int("K", K), &alpha, B, type,
+                                     as_int("ldb", ldb), A, type, as_int("lda", lda), &beta, C, type,
+                                     as_int("ldc", ldc), compute, CUBLAS_GEMM_DEFAULT));
+    return;
+  }
   RETIKD_CUBLAS_CHECK(cublasGemmStridedBatchedEx(
       h, op_b, op_a, as_int("N", N), as_int("M", M), as_int("K", K), &alpha, B, type, as_int("ldb", ldb),
       static_cast<long long>(stride_b), A, type, as_int("lda", lda), static_cast<long long>(stride_a), &beta, C,

@@ -55,6 +55,14 @@ TEST_CASE("cuda matmul: cuBLAS against the CPU GEMM, fp32 and fp16, transposes a
       else
         check_close("matmul fp16", gpu, cpu, 1e-2, 1e-3 * K);
     }
+    // A shared right operand over a batch whose rows are not evenly spaced (a narrowed view): this one must
+    // stay a strided-batched GEMM, not be folded into one (B·M)-row product.
+    const Tensor a = rnd(gen, {3, 20, 33}, dt), b = rnd(gen, {33, 9}, dt);
+    const Tensor cpu = ops::impl::matmul(a.narrow(1, 2, 17).to(DType::float64), b.to(DType::float64));
+    poison_cache(cpu.numel());
+    const Tensor gpu = ops::impl::matmul(a.to(Device::cuda(0)).narrow(1, 2, 17), b.to(Device::cuda(0)));
+    check_close("matmul of a narrowed batch", gpu, cpu, dt == DType::float32 ? 1e-5 : 1e-2,
+                (dt == DType::float32 ? 1e-6 : 1e-3) * 33);
   }
 }
 
@@ -63,8 +71,14 @@ TEST_CASE("cuda linear: forward and backward (input, weight, bias) against the C
   const uint64_t seed = fresh_seed();
   CAPTURE(seed);
   Generator gen(seed);
-  const Tensor x = rnd(gen, {3, 7, 45}, DType::float32), w = rnd(gen, {29, 45}, DType::float32),
-               b = rnd(gen, {29}, DType::float32), g = rnd(gen, {3, 7, 29}, DType::float32);
+  // 3-D input: one folded GEMM accumulating onto the broadcast bias; 2-D: the plain GEMM onto it.
+  // One row: the bias must not be accumulated into (a broadcast view of one row counts as contiguous).
+  for (const Shape& xs : {Shape{3, 7, 45}, Shape{11, 45}, Shape{1, 45}}) {
+  CAPTURE(shape_str(xs));
+  Shape ys = xs;
+  ys.back() = 29;
+  const Tensor x = rnd(gen, xs, DType::float32), w = rnd(gen, {29, 45}, DType::float32),
+               b = rnd(gen, {29}, DType::float32), g = rnd(gen, ys, DType::float32);
   Var cx(x, true), cw(w, true), cb(b, true);
   Var cy = ops::linear(cx, cw, cb);
   cy.backward(g);
@@ -76,6 +90,8 @@ TEST_CASE("cuda linear: forward and backward (input, weight, bias) against the C
   check_close("linear dx", gx.grad(), cx.grad(), 1e-5, 1e-5);
   check_close("linear dw", gw.grad(), cw.grad(), 1e-5, 1e-5);
   check_close("linear db", gbv.grad(), cb.grad(), 1e-5, 1e-5);
+  check_close("bias after the call", gbv.value(), b, 0, 0);
+  }
 }
 
 TEST_CASE("cuda softmax / log_softmax: last dimension, forward and backward, fp32 and fp16") {

@@ -30,7 +30,8 @@ std::size_t cached_bytes(int device);
 // Bytes handed out by device_malloc and not yet freed on `device` (bucket-rounded sizes).
 std::size_t allocated_bytes(int device);
 
-// Synchronous copies (cudaMemcpy) on `device`; bytes == 0 does nothing.
+// Host ↔ device: synchronous copies (cudaMemcpy) on `device`. Device → device: queued on the current stream
+// (cudaMemcpyAsync), ordered with the kernels and capturable into a CUDA graph. bytes == 0 does nothing.
 void copy_host_to_device(void* dst, const void* src, std::size_t bytes, int device);
 void copy_device_to_host(void* dst, const void* src, std::size_t bytes, int device);
 void copy_device_to_device(void* dst, const void* src, std::size_t bytes, int device);
