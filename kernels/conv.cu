@@ -9,6 +9,7 @@
 // bias + ReLU6 in the same pass) reads each input about kh·kw/stride² times from cache.
 #include <cuda_runtime.h>
 
+#include <algorithm>
 #include <cstdint>
 #include <cstdio>
 #include <mutex>
@@ -143,6 +144,58 @@ __global__ void __launch_bounds__(kReduceThreads) depthwise_weight_kernel(Conv2d
   const float part = prog::depthwise_grad_weight_part<T>(d, gy, x, o, tap / d.kw, tap % d.kw, threadIdx.x, blockDim.x);
   const float s = detail::block_sum_f(part);
   if (threadIdx.x == 0) gw[blockIdx.x] = prog::from_f<T>(s);
+}
+
+// The weight gradient of a KH×KW depthwise layer with a (chunks, O) grid: block (p, o) reads its share of
+// output channel o's N·OH·OW gradient values once and accumulates all KH·KW taps in registers, into
+// partials[(o·chunks + p)·taps + tap]; depthwise_weight_fold sums each (o, tap)'s partials in a fixed order.
+// The first version (one block per (o, tap), each re-reading gy, 64-bit index math) took 8.4 ms of a 74 ms KD
+// step on an H100 for MobileNetV2's 17 depthwise layers at batch 32. 32-bit indices: N·OH·OW < 2³¹.
+template <class T, int KH, int KW>
+__global__ void __launch_bounds__(kReduceThreads) depthwise_weight_partial(Conv2dDims d, const T* gy, const T* x,
+                                                                           uint32_t chunk, float* partials) {
+  const uint32_t p = blockIdx.x, o = blockIdx.y, chunks = gridDim.x;
+  const uint32_t c = o / static_cast<uint32_t>(d.O / d.C);
+  const uint32_t OW = static_cast<uint32_t>(d.OW), L = static_cast<uint32_t>(d.OH) * OW;
+  const uint32_t total = static_cast<uint32_t>(d.N) * L, j1 = min(total, (p + 1) * chunk);
+  float acc[KH * KW];
+#pragma unroll
+  for (int t = 0; t < KH * KW; ++t) acc[t] = 0.f;
+  for (uint32_t j = p * chunk + threadIdx.x; j < j1; j += blockDim.x) {
+    const uint32_t n = j / L, l = j - n * L, oh = l / OW, ow = l - oh * OW;
+    const float g = prog::to_f(gy[(static_cast<int64_t>(n) * d.O + o) * L + l]);
+    const T* plane = x + (static_cast<int64_t>(n) * d.C + c) * d.H * d.W;
+    const int ih0 = static_cast<int>(oh) * d.stride_h - d.pad_top, iw0 = static_cast<int>(ow) * d.stride_w - d.pad_left;
+#pragma unroll
+    for (int ki = 0; ki < KH; ++ki) {
+      const int ih = ih0 + ki * d.dil_h;
+      if (ih < 0 || ih >= d.H) continue;
+#pragma unroll
+      for (int kj = 0; kj < KW; ++kj) {
+        const int iw = iw0 + kj * d.dil_w;
+        if (iw >= 0 && iw < d.W) acc[ki * KW + kj] += g * prog::to_f(plane[ih * d.W + iw]);
+      }
+    }
+  }
+#pragma unroll
+  for (int t = 0; t < KH * KW; ++t) {
+    const float s = detail::block_sum_f(acc[t]);
+    if (threadIdx.x == 0) partials[(static_cast<int64_t>(o) * chunks + p) * (KH * KW) + t] = s;
+  }
+}
+
+// One warp per (o, tap): gw[o·taps + tap] = Σ_p partials[(o·chunks + p)·taps + tap].
+template <class T>
+__global__ void __launch_bounds__(kReduceThreads) depthwise_weight_fold(const float* partials, uint32_t outputs,
+                                                                        uint32_t taps, uint32_t chunks, T* gw) {
+  const uint32_t k = blockIdx.x * (kReduceThreads / 32) + threadIdx.x / 32;
+  const int lane = threadIdx.x % 32;
+  if (k >= outputs * taps) return;
+  const uint32_t o = k / taps, t = k - o * taps;
+  float acc = 0.f;
+  for (uint32_t p = lane; p < chunks; p += 32) acc += partials[(static_cast<int64_t>(o) * chunks + p) * taps + t];
+  acc = detail::warp_sum_f(acc);
+  if (lane == 0) gw[k] = prog::from_f<T>(acc);
 }
 
 // One block per channel c: out[c] = Σ_{n, l} x[(n·C + c)·L + l].
@@ -296,7 +349,7 @@ struct CudnnConv {
                                                        CUDNN_CROSS_CORRELATION, CUDNN_DATA_FLOAT));
     RETIKD_CUDNN_CHECK(cudnnSetConvolutionGroupCount(conv, d.groups));
     // fp32 without TF32 permission: plain FMA math, so results match the CPU within fp32 rounding.
-    fma_only = dtype == kFloat32 && !allow_tf32();
+    fma_only = dtype == kFloat32 && !allow_tf32_conv();
     RETIKD_CUDNN_CHECK(cudnnSetConvolutionMathType(
         conv, fma_only ? CUDNN_FMA_MATH : (dtype == kFloat16 ? CUDNN_TENSOR_OP_MATH : CUDNN_DEFAULT_MATH)));
   }
@@ -557,6 +610,43 @@ void depthwise_backward_weight(const Conv2dDims& d, const void* gy, const void* 
   check_dims("retikd::cuda::depthwise_backward_weight", d);
   if (d.groups != d.C) throw std::invalid_argument("retikd::cuda::depthwise_backward_weight: groups must equal C");
   detail::DeviceGuard guard(device);
+  const int64_t total = 1LL * d.N * d.OH * d.OW;
+  const bool square3 = d.kh == 3 && d.kw == 3, square5 = d.kh == 5 && d.kw == 5;
+  if ((square3 || square5) && total > 0 && d.O <= 65535) {
+    // Chunks per output channel: about 2048 blocks in all, none with fewer than 1024 positions.
+    const int64_t taps = 1LL * d.kh * d.kw;
+    int64_t chunks = std::min<int64_t>((2048 + d.O - 1) / d.O, (total + 1023) / 1024);
+    chunks = std::max<int64_t>(1, std::min<int64_t>(chunks, 1024));
+    const uint32_t chunk = static_cast<uint32_t>((total + chunks - 1) / chunks);
+    Scratch partials(static_cast<std::size_t>(d.O * chunks * taps) * sizeof(float), device);
+    float* part = static_cast<float*>(partials.p);
+    const dim3 grid(static_cast<unsigned>(chunks), static_cast<unsigned>(d.O));
+    const cudaStream_t cs = detail::current_stream();
+    if (dtype == kFloat32) {
+      const float* g = static_cast<const float*>(gy);
+      const float* xs = static_cast<const float*>(x);
+      if (square3) depthwise_weight_partial<float, 3, 3><<<grid, kReduceThreads, 0, cs>>>(d, g, xs, chunk, part);
+      else depthwise_weight_partial<float, 5, 5><<<grid, kReduceThreads, 0, cs>>>(d, g, xs, chunk, part);
+    } else {
+      const Half* g = static_cast<const Half*>(gy);
+      const Half* xs = static_cast<const Half*>(x);
+      if (square3) depthwise_weight_partial<Half, 3, 3><<<grid, kReduceThreads, 0, cs>>>(d, g, xs, chunk, part);
+      else depthwise_weight_partial<Half, 5, 5><<<grid, kReduceThreads, 0, cs>>>(d, g, xs, chunk, part);
+    }
+    RETIKD_CUDA_CHECK_LAUNCH();
+    const unsigned fold_blocks = static_cast<unsigned>((d.O * taps + kReduceThreads / 32 - 1) / (kReduceThreads / 32));
+    if (dtype == kFloat32)
+      depthwise_weight_fold<float><<<fold_blocks, kReduceThreads, 0, cs>>>(
+          part, static_cast<uint32_t>(d.O), static_cast<uint32_t>(taps), static_cast<uint32_t>(chunks),
+          static_cast<float*>(gw));
+    else
+      depthwise_weight_fold<Half><<<fold_blocks, kReduceThreads, 0, cs>>>(
+          part, static_cast<uint32_t>(d.O), static_cast<uint32_t>(taps), static_cast<uint32_t>(chunks),
+          static_cast<Half*>(gw));
+    RETIKD_CUDA_CHECK_LAUNCH();
+    return;
+  }
+  // Other kernel shapes: one block per (o, tap).
   const unsigned blocks = static_cast<unsigned>(d.O * d.kh * d.kw);
   if (dtype == kFloat32)
     depthwise_weight_kernel<float><<<blocks, kReduceThreads, 0, detail::current_stream()>>>(d, static_cast<const float*>(gy),

@@ -118,16 +118,21 @@ TEST_CASE("cuda depthwise conv2d: our kernel against the CPU, stride 1 and 2, fp
   const uint64_t seed = fresh_seed();
   CAPTURE(seed);
   Generator gen(seed);
-  struct Case { Shape x; int64_t mult; ops::Conv2dOptions opt; };
+  // 3×3 and 5×5 take the all-taps weight-gradient kernel (the large case with several chunks per channel);
+  // 3×1 the per-tap one.
+  struct Case { Shape x; int64_t mult; ops::Conv2dOptions opt; int64_t kh = 3, kw = 3; };
   const Case cases[] = {{{2, 32, 14, 14}, 1, ops::Conv2dOptions().with_padding(1)},
                         {{3, 24, 15, 13}, 1, ops::Conv2dOptions().with_stride(2).with_padding(0, 1, 0, 1)},
-                        {{2, 8, 9, 9}, 2, ops::Conv2dOptions().with_stride(2).with_padding(1)}};
+                        {{2, 8, 9, 9}, 2, ops::Conv2dOptions().with_stride(2).with_padding(1)},
+                        {{4, 16, 56, 56}, 1, ops::Conv2dOptions().with_padding(1)},
+                        {{2, 12, 20, 19}, 1, ops::Conv2dOptions().with_stride(2).with_padding(2), 5, 5},
+                        {{2, 6, 10, 10}, 1, ops::Conv2dOptions().with_padding(1, 1, 0, 0), 3, 1}};
   for (DType dt : {DType::float32, DType::float16}) {
     for (Case c : cases) {
       CAPTURE(dtype_name(dt));
       CAPTURE(shape_str(c.x));
       c.opt.groups = c.x[1];
-      const Shape ws{c.x[1] * c.mult, 1, 3, 3};
+      const Shape ws{c.x[1] * c.mult, 1, c.kh, c.kw};
       compare_autograd(
           "depthwise", gen, {rnd(gen, c.x, dt), rnd(gen, ws, dt), rnd(gen, {ws[0]}, dt)},
           [&](const std::vector<Var>& v) { return ops::conv2d(v[0], v[1], v[2], c.opt); },
@@ -141,16 +146,20 @@ TEST_CASE("cuda batch norm: training (running update) and evaluation, forward an
   const uint64_t seed = fresh_seed();
   CAPTURE(seed);
   Generator gen(seed);
+  // Shapes: one block per channel; many short planes per block (chunks cross plane boundaries); planes longer
+  // than a chunk (several blocks per plane).
+  for (const Shape& xs : {Shape{4, 6, 7, 5}, Shape{300, 5, 7, 7}, Shape{8, 3, 96, 96}}) {
   for (DType dt : {DType::float32, DType::float16}) {
     for (bool training : {true, false}) {
+      CAPTURE(shape_str(xs));
       CAPTURE(dtype_name(dt));
       CAPTURE(training);
-      const Shape xs{4, 6, 7, 5};
-      const Tensor rm = rnd(gen, {6}, DType::float32), rv = positive(gen, {6}, DType::float32, 0.5);
+      const int64_t C = xs[1];
+      const Tensor rm = rnd(gen, {C}, DType::float32), rv = positive(gen, {C}, DType::float32, 0.5);
       Tensor cm = rm.to(DType::float64), cv = rv.to(DType::float64), gm = rm.to(kGpu), gv = rv.to(kGpu);
       int call = 0;
       compare_autograd(
-          "batch_norm", gen, {shifted(gen, xs, dt, 2.0, 1.0), rnd(gen, {6}, dt), rnd(gen, {6}, dt)},
+          "batch_norm", gen, {shifted(gen, xs, dt, 2.0, 1.0), rnd(gen, {C}, dt), rnd(gen, {C}, dt)},
           [&](const std::vector<Var>& v) {
             const bool gpu = v[0].value().is_cuda();
             ++call;
@@ -161,6 +170,7 @@ TEST_CASE("cuda batch norm: training (running update) and evaluation, forward an
       check_close("running_mean", gm, cm, 1e-5, 1e-6);
       check_close("running_var", gv, cv, 1e-5, 1e-6);
     }
+  }
   }
 }
 
@@ -183,9 +193,17 @@ TEST_CASE("cuda layer norm, reductions, global average pool: forward and backwar
                      [](const std::vector<Var>& v) { return ops::sum(v[0]); }, r, a * 100);
     compare_autograd("global average pool", gen, {rnd(gen, {2, 40, 7, 7}, dt)},
                      [](const std::vector<Var>& v) { return ops::adaptive_avg_pool2d(v[0], 1, 1); }, r, a);
-    const Tensor x = rnd(gen, {6, 50}, dt);
-    poison_cache(64);
-    check_close("amax", ops::impl::amax(x.to(kGpu), {1}), ops::impl::amax(x.to(DType::float64), {1}), 0, 0);
+    // A few very long rows take the chunked two-stage reduction (a loss summed over everything).
+    compare_autograd("sum of everything, 300k elements", gen, {rnd(gen, {3, 100000}, dt)},
+                     [](const std::vector<Var>& v) { return ops::sum(v[0]); }, r, a * 1000);
+    compare_autograd("mean of 3 rows of 100k", gen, {rnd(gen, {3, 100000}, dt)},
+                     [](const std::vector<Var>& v) { return ops::mean(v[0], {-1}); }, r, a);
+    for (const Shape& xs : {Shape{6, 50}, Shape{2, 70001}}) {
+      CAPTURE(shape_str(xs));
+      const Tensor x = rnd(gen, xs, dt);
+      poison_cache(64);
+      check_close("amax", ops::impl::amax(x.to(kGpu), {1}), ops::impl::amax(x.to(DType::float64), {1}), 0, 0);
+    }
   }
 }
 

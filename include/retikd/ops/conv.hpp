@@ -923,7 +923,9 @@ inline Var conv2d(const Var& x, const Var& weight, const Var& bias = Var(), cons
   Tensor out = impl::conv2d(x.value(), weight.value(), bias_value, opt);
   const Tensor xv = x.value(), wv = weight.value();
   const bool gx = x.requires_grad(), gw = weight.requires_grad(), gb = bias.defined() && bias.requires_grad();
-  return make_result(out, "conv2d", {x, weight, bias},
+  // Depthwise layers get their own name so a GPU op profile separates retikd's depthwise kernel from cuDNN.
+  const bool depthwise = opt.groups > 1 && opt.groups == xv.size(1);
+  return make_result(out, depthwise ? "conv2d_depthwise" : "conv2d", {x, weight, bias},
                      [xv, wv, opt, gx, gw, gb](const Tensor& g) -> std::vector<Tensor> {
                        return {gx ? impl::conv2d_backward_input(g, wv, xv.shape(), opt) : Tensor(),
                                gw ? impl::conv2d_backward_weight(g, xv, wv.shape(), opt) : Tensor(),
