@@ -11,6 +11,8 @@
 //                            "KD train step fp32" does the same work except that its PCA target is the teacher's
 //                            last-block attention probabilities per head while retikd's paper target is the
 //                            teacher-token affinity (DESIGN.md §5)
+//   retikd *_tf32conv        the same step with PyTorch eager's default precision policy: TF32 for cuDNN
+//                            convolutions (torch.backends.cudnn.allow_tf32 = True), strict fp32 GEMMs
 // then "retikd kd_step_mem_gib X": the device memory the process took from the driver for the KD step
 // (cudaMemGetInfo before the models were built and after the timed steps: weights, activations, the caching
 // allocator's free blocks, cuBLAS / cuDNN workspaces) — an upper bound of its peak allocation, to set beside
@@ -27,6 +29,7 @@
 #include <vector>
 
 #include "retikd/core/random.hpp"
+#include "retikd/cuda/blas.hpp"
 #include "retikd/cuda/profiler.hpp"
 #include "retikd/cuda/runtime.hpp"
 #include "retikd/kd/distiller.hpp"
@@ -142,6 +145,12 @@ int main() {
     const double tms = median_ms([&] { kd::TeacherFeatures t = d.teacher_forward(x); });
     std::printf("retikd kd_teacher_part_b32 %.3f ms\n", tms);
     profile("kd_step_b32", [&] { d.step(x, yg, ids, epoch); });
+    // PyTorch eager's default precision: TF32 convolutions (cudnn.allow_tf32), strict fp32 matmuls.
+    cuda::set_allow_tf32_conv(true);
+    const double ms_tf32 = median_ms([&] { d.step(x, yg, ids, epoch); });
+    std::printf("retikd kd_step_b32_tf32conv %.3f ms %.1f img/s\n", ms_tf32, 1e3 * B / ms_tf32);
+    profile("kd_step_b32_tf32conv", [&] { d.step(x, yg, ids, epoch); });
+    cuda::set_allow_tf32_conv(false);
   });
   cuda::empty_cache();
 
@@ -182,6 +191,10 @@ int main() {
     const double ms = median_ms(step);
     std::printf("retikd student_step_b32 %.3f ms %.1f img/s\n", ms, 1e3 * B / ms);
     profile("student_step_b32", step);
+    cuda::set_allow_tf32_conv(true);
+    const double ms_tf32 = median_ms(step);
+    std::printf("retikd student_step_b32_tf32conv %.3f ms %.1f img/s\n", ms_tf32, 1e3 * B / ms_tf32);
+    cuda::set_allow_tf32_conv(false);
   });
   return 0;
 }

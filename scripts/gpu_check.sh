@@ -85,7 +85,7 @@ if want bench; then
   grep "^retikd" "$LOG/bench_fused.log" | sed 's/^/  /'
   timeout 90 "$BUILD/gpu_bench_kd" >"$LOG/bench_kd.log" 2>&1 || echo "  gpu_bench_kd failed (rc $?)"
   grep "^retikd" "$LOG/bench_kd.log" | cut -c1-400 | sed 's/^/  /'
-  grep "^profile kd_step_b32" "$LOG/bench_kd.log" | head -16 | sed 's/^/  /'
+  grep "^profile kd_step_b32 " "$LOG/bench_kd.log" | head -16 | sed 's/^/  /'
   timeout 60 "$BUILD/retikd_bench_jetson" --no-cpu --min-time 0.1 --json "$LOG/bench_jetson.json" >"$LOG/bench_jetson.log" 2>&1 \
     || echo "  bench_jetson failed (rc $?)"
   grep -E "not timed|GPU student|error" "$LOG/bench_jetson.log" | cut -c1-200 | sed 's/^/  /'
@@ -125,9 +125,11 @@ row() {  # name, retikd ms, torch ms
   row "GL step, TF32 GEMMs (vs torch.compile)" "$(val gl_tf32)" "$(tval 'GL projector fwd+bwd+MSE compiled' torch_compiled.log)"
   row "GL step, strict fp32, tiled (sm_53) route" "$(val gl_fp32_tiled)" "$(tval 'GL projector fwd+bwd+MSE compiled' torch_compiled.log)"
   row "KD train step fp32 B32 224, ViT-B/16 -> MobileNetV2 (torch eager)" "$(val kd_step_b32)" "$(tval 'KD train step fp32 eager' torch_eager.log)"
+  row "KD train step, TF32 convs + fp32 GEMMs = torch's default (torch eager)" "$(val kd_step_b32_tf32conv)" "$(tval 'KD train step fp32 eager' torch_eager.log)"
   row "KD train step fp32 (torch.compile)" "$(val kd_step_b32)" "$(tval 'KD train step fp32 compiled' torch_compiled.log)"
   row "  of which the teacher's forward (retikd alone)" "$(val kd_teacher_part_b32)" ""
   row "MobileNetV2 training step fp32 B32 224 (CE, AdamW)" "$(val student_step_b32)" ""
+  row "MobileNetV2 training step, TF32 convs" "$(val student_step_b32_tf32conv)" ""
   row "ViT-B/16 forward fp32 B32 (torch eager)" "$(val teacher_fwd_b32)" "$(tval 'vit_base_patch16_224 fp32 eager b32' torch_eager.log)"
   row "MobileNetV2 fp16 b1: retikd CUDA graph vs torch fp16 NHWC eager" "$(jval 'fp16 CUDA graph' 1)" "$(tval 'mobilenetv2 fp16 NHWC eager b1' torch_eager.log)"
   row "MobileNetV2 fp16 b1: retikd eager vs torch fp16 NHWC eager" "$(jval 'GPU student fp16  ' 1)" "$(tval 'mobilenetv2 fp16 NHWC eager b1' torch_eager.log)"

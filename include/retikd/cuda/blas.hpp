@@ -12,9 +12,14 @@
 namespace retikd {
 namespace cuda {
 
-// TF32 for float32 GEMMs on sm_80+ (off by default: results then match the CPU within fp32 rounding).
+// TF32 tensor-core math for float32 products on sm_80+, off by default: results then match the CPU within fp32
+// rounding. set_allow_tf32 sets it for cuBLAS GEMMs and cuDNN convolutions together; set_allow_tf32_conv for
+// convolutions alone — PyTorch's defaults are TF32 convolutions (torch.backends.cudnn.allow_tf32 = True) with
+// strict fp32 matmuls (torch.backends.cuda.matmul.allow_tf32 = False), i.e. set_allow_tf32_conv(true).
 void set_allow_tf32(bool allow);
-bool allow_tf32();
+bool allow_tf32();  // GEMMs
+void set_allow_tf32_conv(bool allow);
+bool allow_tf32_conv();
 
 // Row-major C[b] = alpha · op(A[b]) · op(B[b]) + beta · C[b] for b < batch, with op(X) = Xᵀ when trans_x;
 // op(A) is M×K, op(B) K×N, C M×N with leading dimension ldc; lda / ldb are the row strides of A and B as

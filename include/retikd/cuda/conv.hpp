@@ -24,7 +24,7 @@ std::string conv_backend();
 void set_conv_use_cudnn(bool use);
 bool conv_built_with_cudnn();
 
-// Dense (any groups) y = conv(x, w), no bias. fp32 follows cuda::allow_tf32() (FMA math otherwise), fp16
+// Dense (any groups) y = conv(x, w), no bias. fp32 follows cuda::allow_tf32_conv() (FMA math otherwise), fp16
 // accumulates in fp32.
 void conv2d_forward(const Conv2dDims& d, const void* x, const void* w, void* y, int dtype, int device);
 // gx (N, C, H, W) = the input gradient from gy (N, O, OH, OW).
