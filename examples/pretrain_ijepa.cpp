@@ -210,9 +210,13 @@ ProbeRow probe_encoder(const std::string& name, nn::VisionTransformer& vit, data
   row.r = ssl::linear_probe(ftr, fte, 4, {}, names);
   row.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   if (log)
-    std::fprintf(log, "probe: %-28s test accuracy %.4f  macro-F1 %.4f  (train acc %.4f; %d train / %d test; %.0f s)\n",
+    std::fprintf(log,
+                 "probe: %-28s test accuracy %.4f  macro-F1 %.4f  (train acc %.4f; %d train / %d test; fit %s in %lld "
+                 "steps, |grad| %.1e; %.0f s)\n",
                  name.c_str(), row.r.test.accuracy, row.r.test.macro_f1, row.r.train.accuracy,
-                 static_cast<int>(ftr.size()), static_cast<int>(fte.size()), row.seconds);
+                 static_cast<int>(ftr.size()), static_cast<int>(fte.size()),
+                 row.r.converged ? "converged" : "NOT converged", static_cast<long long>(row.r.iterations),
+                 row.r.grad_norm, row.seconds);
   return row;
 }
 
@@ -232,7 +236,8 @@ std::vector<ProbeRow> run_probe(const Options& o, const Sources& src,
   j["pooling"] = o.pooling;
   j["data"] = src.description;
   metrics::Json arr = metrics::Json::array();
-  std::string md = "| encoder | test accuracy | test macro-F1 | train accuracy | seconds |\n|---|---:|---:|---:|---:|\n";
+  std::string md = "| encoder | test accuracy | test macro-F1 | train accuracy | fit steps (converged) | seconds |\n"
+                   "|---|---:|---:|---:|---:|---:|\n";
   for (const auto& r : rows) {
     metrics::Json e = metrics::Json::object();
     e["encoder"] = r.name;
@@ -241,10 +246,14 @@ std::vector<ProbeRow> run_probe(const Options& o, const Sources& src,
     e["train_accuracy"] = r.r.train.accuracy;
     e["train_macro_f1"] = r.r.train.macro_f1;
     e["seconds"] = r.seconds;
+    e["fit_iterations"] = r.r.iterations;
+    e["fit_grad_norm"] = r.r.grad_norm;
+    e["fit_converged"] = r.r.converged;
     arr.push_back(e);
     char line[256];
-    std::snprintf(line, sizeof line, "| %s | %.4f | %.4f | %.4f | %.0f |\n", r.name.c_str(), r.r.test.accuracy,
-                  r.r.test.macro_f1, r.r.train.accuracy, r.seconds);
+    std::snprintf(line, sizeof line, "| %s | %.4f | %.4f | %.4f | %lld (%s) | %.0f |\n", r.name.c_str(),
+                  r.r.test.accuracy, r.r.test.macro_f1, r.r.train.accuracy, static_cast<long long>(r.r.iterations),
+                  r.r.converged ? "yes" : "no", r.seconds);
     md += line;
   }
   j["rows"] = arr;

@@ -443,4 +443,28 @@ TEST_CASE("ssl linear probe: separable features are learnt, shuffled labels are 
   const ssl::LinearProbeResult s = ssl::linear_probe(make(400, true), make(200, true), 4);
   CHECK(s.test.accuracy < 0.45);
   CHECK_THROWS_AS(ssl::fit_logistic_regression(train, 3), Error);  // label 3 outside [0, 3)
+  CHECK(r.converged);
+  CHECK(r.grad_norm <= ssl::LogisticRegressionOptions().tolerance);
+}
+
+TEST_CASE("ssl linear probe: the fit runs to convergence on badly conditioned features") {
+  // 24 features, all a shared signal plus small independent noise (condition number of XᵀX ~ 10⁴, like
+  // mean-pooled ViT tokens): 500 fixed steps (session 3's probe) do not reach the optimum here.
+  Generator g(43);
+  ssl::FeatureSet f;
+  f.dim = 24;
+  for (int64_t i = 0; i < 400; ++i) {
+    const int64_t y = i % 4;
+    const double shared = g.normal();
+    for (int64_t d = 0; d < 24; ++d) f.x.push_back(shared + 0.02 * g.normal() + (d == y ? 0.05 : 0.0));
+    f.y.push_back(y);
+  }
+  ssl::LogisticRegressionOptions few;
+  few.iterations = 500;
+  const ssl::LogisticRegression early = ssl::fit_logistic_regression(f, 4, few);
+  const ssl::LogisticRegression full = ssl::fit_logistic_regression(f, 4);
+  CHECK_FALSE(early.converged);
+  CHECK(full.converged);
+  CHECK(full.grad_norm <= ssl::LogisticRegressionOptions().tolerance);
+  CHECK(full.final_loss < early.final_loss);
 }
