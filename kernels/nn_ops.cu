@@ -2,8 +2,8 @@
 // row kernels (include/retikd/cuda/nn_ops.hpp). Shapes of work: elementwise-shaped passes go through the
 // shared grid-stride helper (launch.cuh); per-channel statistics are a (chunks, channels) grid of 256-thread
 // blocks folded per channel in a fixed order (reduce.cuh); per-row work over short rows (classes, LayerNorm
-// features, pooled planes) is one warp per row, as in softmax.cu. Pool and resize index math comes from retikd/cuda/op_programs.hpp
-// (run on the CPU by tests/test_cuda_programs.cpp).
+// features, pooled planes) is one warp per row, as in softmax.cu. Pool and resize index math comes from
+// retikd/cuda/op_programs.hpp (run on the CPU by tests/test_cuda_programs.cpp).
 #include <cuda_runtime.h>
 
 #include <algorithm>

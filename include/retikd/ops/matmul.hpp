@@ -53,8 +53,8 @@ inline GemmOperand as_gemm_operand(const Tensor& t3) {
 }
 
 // (…, M, K) · (…, K, N) with broadcast batch dims; both operands at least 2-D here. With c_init (a fresh,
-// unaliased contiguous tensor of the result's shape and dtype) the product is accumulated onto it (GEMM β = 1): linear's
-// bias on the GPU is written once and the GEMM adds onto it, instead of a separate read-read-write add pass.
+// unaliased contiguous tensor of the result's shape and dtype) the product is accumulated onto it (GEMM β = 1):
+// linear's bias on the GPU is written once and the GEMM adds onto it, instead of a separate add pass.
 inline Tensor matmul_nd(const Tensor& a, const Tensor& b, const Tensor& c_init = Tensor()) {
 #ifdef RETIKD_WITH_CUDA
   const bool on_gpu = a.is_cuda();

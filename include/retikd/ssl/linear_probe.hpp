@@ -6,8 +6,8 @@
 //
 // The head is fitted by full-batch Nesterov-accelerated gradient descent on the (class-weighted) mean
 // cross-entropy plus an L2 penalty, until the gradient vanishes: a strongly convex problem, so the result does
-// not depend on an initialisation or a batch order, and the step 1/L uses L = λmax(XᵀX/n)/2 + l2 (power iteration), which
-// bounds the curvature of softmax regression.
+// not depend on an initialisation or a batch order, and the step 1/L uses L = λmax(XᵀX/n)/2 + l2 (power
+// iteration), which bounds the curvature of softmax regression.
 #pragma once
 
 #include <algorithm>
