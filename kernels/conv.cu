@@ -19,6 +19,7 @@
 #include "cuda_check.cuh"
 #include "launch.cuh"
 #include "reduce.cuh"
+#include "scratch.cuh"
 #include "retikd/core/half.hpp"
 #include "retikd/cuda/blas.hpp"
 #include "retikd/cuda/conv.hpp"
@@ -71,15 +72,7 @@ char* at(void* p, int64_t elements, int dtype) {
   return static_cast<char*>(p) + elements * static_cast<int64_t>(elem_size(dtype));
 }
 
-// A device buffer from the caching allocator, returned on scope exit (the default stream orders the reuse).
-struct Scratch {
-  void* p = nullptr;
-  int device = 0;
-  Scratch(std::size_t bytes, int dev) : p(device_malloc(bytes, dev)), device(dev) {}
-  ~Scratch() { device_free(p, device); }
-  Scratch(const Scratch&) = delete;
-  Scratch& operator=(const Scratch&) = delete;
-};
+using detail::Scratch;  // a device buffer from the caching allocator, returned on scope exit
 
 // ---- elementwise-shaped work (grid-stride, uint32 indices: every launcher checks < 2^31) -----------------
 

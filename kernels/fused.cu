@@ -19,6 +19,7 @@
 
 #include "cuda_check.cuh"
 #include "launch.cuh"
+#include "scratch.cuh"
 #include "retikd/core/half.hpp"
 #include "retikd/cuda/blas.hpp"
 #include "retikd/cuda/elementwise.hpp"
@@ -124,22 +125,7 @@ struct FinishGrad {
   __device__ void operator()(int64_t x) const { out[x] = attn_finish_grad<T>(acc, has_source, key, threshold, x); }
 };
 
-// RAII fp32 scratch from the caching allocator (freed back to the cache; stream order keeps reuse safe on
-// the default stream).
-struct Scratch {
-  void* p = nullptr;
-  int device = 0;
-  Scratch(std::size_t bytes, int dev) : p(device_malloc(bytes, dev)), device(dev) {}
-  ~Scratch() {
-    try {
-      device_free(p, device);
-    } catch (...) {
-    }
-  }
-  Scratch(const Scratch&) = delete;
-  Scratch& operator=(const Scratch&) = delete;
-  float* f() const { return static_cast<float*>(p); }
-};
+using detail::Scratch;  // RAII scratch from the caching allocator (kernels/scratch.cuh)
 
 void check_dtype(const char* op, int dtype) {
   if (dtype != kFloat32 && dtype != kFloat16)

@@ -14,6 +14,7 @@
 #include "cuda_check.cuh"
 #include "launch.cuh"
 #include "reduce.cuh"
+#include "scratch.cuh"
 #include "retikd/core/half.hpp"
 #include "retikd/cuda/nn_ops.hpp"
 #include "retikd/cuda/op_programs.hpp"
@@ -604,23 +605,16 @@ void reduce_rows(const void* x, void* out, int64_t rows, int64_t n, int op, floa
   if (n > 4 * kChunk && rows <= 256) {
     const int64_t chunks = std::min<int64_t>((n + kChunk - 1) / kChunk, 1024);
     const int64_t chunk = (n + chunks - 1) / chunks;
-    float* partials =
-        static_cast<float*>(device_malloc(static_cast<std::size_t>(rows * chunks) * sizeof(float), device));
-    try {
-      RETIKD_NN_DISPATCH(dtype, T,
-                         row_reduce_chunks<T><<<dim3(static_cast<unsigned>(chunks), static_cast<unsigned>(rows)),
-                                                kThreads, 0, detail::current_stream()>>>(static_cast<const T*>(x),
-                                                                                         partials, n, chunk, op));
-      RETIKD_CUDA_CHECK_LAUNCH();
-      RETIKD_NN_DISPATCH(dtype, T,
-                         row_fold_partials<T><<<warp_row_blocks(rows), kThreads, 0, detail::current_stream()>>>(
-                             partials, static_cast<T*>(out), rows, chunks, op, scale));
-      RETIKD_CUDA_CHECK_LAUNCH();
-    } catch (...) {
-      device_free(partials, device);
-      throw;
-    }
-    device_free(partials, device);
+    detail::Scratch partials(static_cast<std::size_t>(rows * chunks) * sizeof(float), device);
+    RETIKD_NN_DISPATCH(dtype, T,
+                       row_reduce_chunks<T><<<dim3(static_cast<unsigned>(chunks), static_cast<unsigned>(rows)),
+                                              kThreads, 0, detail::current_stream()>>>(static_cast<const T*>(x),
+                                                                                       partials.f(), n, chunk, op));
+    RETIKD_CUDA_CHECK_LAUNCH();
+    RETIKD_NN_DISPATCH(dtype, T,
+                       row_fold_partials<T><<<warp_row_blocks(rows), kThreads, 0, detail::current_stream()>>>(
+                           partials.f(), static_cast<T*>(out), rows, chunks, op, scale));
+    RETIKD_CUDA_CHECK_LAUNCH();
     return;
   }
   if (n <= 2048 || rows > 65535) {
@@ -658,26 +652,20 @@ void batch_norm_forward(const void* x, const void* weight, const void* bias, flo
     const int64_t M = N * S;
     const uint32_t chunks = bn_chunks(C, M);
     const uint32_t chunk = static_cast<uint32_t>((M + chunks - 1) / chunks);
-    float* partials = static_cast<float*>(device_malloc(static_cast<std::size_t>(C * chunks) * sizeof(float), device));
-    try {
-      const dim3 grid(chunks, static_cast<unsigned>(C));
-      const unsigned fold_blocks = warp_row_blocks(C);
-      for (int pass = 0; pass < 2; ++pass) {
-        RETIKD_NN_DISPATCH(dtype, T,
-                           bn_partial_kernel<T><<<grid, kThreads, 0, detail::current_stream()>>>(
-                               static_cast<const T*>(x), static_cast<uint32_t>(C), static_cast<uint32_t>(S),
-                               static_cast<uint32_t>(M), chunk, pass == 0 ? nullptr : save_mean, partials));
-        RETIKD_CUDA_CHECK_LAUNCH();
-        bn_fold_kernel<<<fold_blocks, kThreads, 0, detail::current_stream()>>>(
-            partials, static_cast<uint32_t>(C), chunks, static_cast<uint32_t>(M), pass == 1, running_mean,
-            running_var, save_mean, save_invstd, momentum, eps);
-        RETIKD_CUDA_CHECK_LAUNCH();
-      }
-    } catch (...) {
-      device_free(partials, device);
-      throw;
+    detail::Scratch partials(static_cast<std::size_t>(C * chunks) * sizeof(float), device);
+    const dim3 grid(chunks, static_cast<unsigned>(C));
+    const unsigned fold_blocks = warp_row_blocks(C);
+    for (int pass = 0; pass < 2; ++pass) {
+      RETIKD_NN_DISPATCH(dtype, T,
+                         bn_partial_kernel<T><<<grid, kThreads, 0, detail::current_stream()>>>(
+                             static_cast<const T*>(x), static_cast<uint32_t>(C), static_cast<uint32_t>(S),
+                             static_cast<uint32_t>(M), chunk, pass == 0 ? nullptr : save_mean, partials.f()));
+      RETIKD_CUDA_CHECK_LAUNCH();
+      bn_fold_kernel<<<fold_blocks, kThreads, 0, detail::current_stream()>>>(
+          partials.f(), static_cast<uint32_t>(C), chunks, static_cast<uint32_t>(M), pass == 1, running_mean,
+          running_var, save_mean, save_invstd, momentum, eps);
+      RETIKD_CUDA_CHECK_LAUNCH();
     }
-    device_free(partials, device);
   } else {
     launch32(C, BnEvalStats{running_mean, running_var, save_mean, save_invstd, eps});
   }
@@ -699,34 +687,29 @@ void batch_norm_backward(const void* g, const void* x, const void* weight, const
   const uint32_t chunks = bn_chunks(C, M);
   const uint32_t chunk = static_cast<uint32_t>(std::max<int64_t>(1, (M + chunks - 1) / chunks));
   // sums (2·C floats) then the block partials (2·C·chunks floats), one allocation
-  float* sums = static_cast<float*>(
-      device_malloc(static_cast<std::size_t>(2 * C + 2 * C * static_cast<int64_t>(chunks)) * sizeof(float), device));
+  detail::Scratch buffer(static_cast<std::size_t>(2 * C + 2 * C * static_cast<int64_t>(chunks)) * sizeof(float),
+                         device);
+  float* sums = buffer.f();
   float* partials = sums + 2 * C;
-  try {
+  RETIKD_NN_DISPATCH(dtype, T,
+                     bn_backward_partial<T><<<dim3(chunks, static_cast<unsigned>(C)), kThreads, 0,
+                                              detail::current_stream()>>>(
+                         static_cast<const T*>(g), static_cast<const T*>(x), save_mean, static_cast<uint32_t>(C),
+                         static_cast<uint32_t>(S), static_cast<uint32_t>(M), chunk, partials));
+  RETIKD_CUDA_CHECK_LAUNCH();
+  RETIKD_NN_DISPATCH(dtype, T,
+                     bn_backward_fold<T><<<warp_row_blocks(C), kThreads, 0, detail::current_stream()>>>(
+                         partials, static_cast<uint32_t>(C), chunks, save_invstd, sums, static_cast<T*>(gw),
+                         static_cast<T*>(gb)));
+  RETIKD_CUDA_CHECK_LAUNCH();
+  if (gx) {
+    const float inv_M = N * S > 0 ? 1.f / static_cast<float>(N * S) : 0.f;
     RETIKD_NN_DISPATCH(dtype, T,
-                       bn_backward_partial<T><<<dim3(chunks, static_cast<unsigned>(C)), kThreads, 0,
-                                                detail::current_stream()>>>(
-                           static_cast<const T*>(g), static_cast<const T*>(x), save_mean, static_cast<uint32_t>(C),
-                           static_cast<uint32_t>(S), static_cast<uint32_t>(M), chunk, partials));
-    RETIKD_CUDA_CHECK_LAUNCH();
-    RETIKD_NN_DISPATCH(dtype, T,
-                       bn_backward_fold<T><<<warp_row_blocks(C), kThreads, 0, detail::current_stream()>>>(
-                           partials, static_cast<uint32_t>(C), chunks, save_invstd, sums, static_cast<T*>(gw),
-                           static_cast<T*>(gb)));
-    RETIKD_CUDA_CHECK_LAUNCH();
-    if (gx) {
-      const float inv_M = N * S > 0 ? 1.f / static_cast<float>(N * S) : 0.f;
-      RETIKD_NN_DISPATCH(dtype, T,
-                         launch32(N * C * S, BnBackwardInput<T>{static_cast<const T*>(g), static_cast<const T*>(x),
-                                                                static_cast<const T*>(weight), save_mean, save_invstd,
-                                                                sums, static_cast<T*>(gx), static_cast<uint32_t>(C),
-                                                                static_cast<uint32_t>(S), inv_M, training}));
-    }
-  } catch (...) {
-    device_free(sums, device);
-    throw;
+                       launch32(N * C * S, BnBackwardInput<T>{static_cast<const T*>(g), static_cast<const T*>(x),
+                                                              static_cast<const T*>(weight), save_mean, save_invstd,
+                                                              sums, static_cast<T*>(gx), static_cast<uint32_t>(C),
+                                                              static_cast<uint32_t>(S), inv_M, training}));
   }
-  device_free(sums, device);
 }
 
 void layer_norm_forward(const void* x, const void* weight, const void* bias, float* save_mean, float* save_invstd,

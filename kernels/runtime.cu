@@ -139,7 +139,12 @@ void copy(void* dst, const void* src, std::size_t bytes, cudaMemcpyKind kind, in
   if (bytes == 0) return;
   if (dst == nullptr || src == nullptr) throw std::runtime_error("retikd::cuda: copy with a null pointer");
   detail::DeviceGuard guard(device);
-  RETIKD_CUDA_CHECK(cudaMemcpy(dst, src, bytes, kind));
+  // Device to device: queued on the current stream like every kernel (cudaMemcpy does not wait for the host
+  // there either), so it is ordered with them and can be captured into a CUDA graph; cudaMemcpy cannot.
+  if (kind == cudaMemcpyDeviceToDevice)
+    RETIKD_CUDA_CHECK(cudaMemcpyAsync(dst, src, bytes, kind, detail::current_stream()));
+  else
+    RETIKD_CUDA_CHECK(cudaMemcpy(dst, src, bytes, kind));
 }
 
 }  // namespace
@@ -173,13 +178,8 @@ void copy_host_to_device(void* dst, const void* src, std::size_t bytes, int devi
 void copy_device_to_host(void* dst, const void* src, std::size_t bytes, int device) {
   copy(dst, src, bytes, cudaMemcpyDeviceToHost, device);
 }
-// Device to device: queued on the current stream like every kernel (cudaMemcpy does not wait for the host here
-// either), so it is ordered with them and can be captured into a CUDA graph; the legacy cudaMemcpy cannot.
 void copy_device_to_device(void* dst, const void* src, std::size_t bytes, int device) {
-  if (bytes == 0) return;
-  if (dst == nullptr || src == nullptr) throw std::runtime_error("retikd::cuda: copy with a null pointer");
-  detail::DeviceGuard guard(device);
-  RETIKD_CUDA_CHECK(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToDevice, detail::current_stream()));
+  copy(dst, src, bytes, cudaMemcpyDeviceToDevice, device);
 }
 
 void copy_2d_device_to_device(void* dst, std::size_t dpitch, const void* src, std::size_t spitch, std::size_t width,
