@@ -3,6 +3,12 @@
 //
 //   model_info --model mobilenet_v2 [--classes 4] [--img 224] [--width-mult 1.0]
 //   model_info --model vit_base --patch 16 --img 224
+//   model_info --model vit_small_patch14_dinov2 --weights vit_s_focus.onnx --embed photo.jpg
+//
+// With --weights the model's weights come from a file (.onnx: the DINOv2 ONNX export through
+// io/onnx_import.hpp; .safetensors: timm / retikd names); with --embed IMAGE it runs the model on one image and
+// prints the output shape, the first 8 values of the final-norm CLS token and its L2 norm. An image of the
+// model's size is used as it is; others are resized (whole photo, antialiased) first; then ImageNet mean / std.
 //
 // FLOPs are counted analytically by shape inference through every layer (nn/trace.hpp), not by timing or
 // instrumenting a forward: multiply-accumulates of convolutions, linear layers and the two attention
@@ -16,7 +22,14 @@
 #include <string>
 #include <vector>
 
+#include <retikd/data/decode.hpp>
+#include <retikd/data/image.hpp>
+#include <retikd/data/transforms.hpp>
+#include <retikd/io/safetensors.hpp>
 #include <retikd/nn/models.hpp>
+#ifdef RETIKD_WITH_ONNX
+#include <retikd/io/onnx_import.hpp>
+#endif
 
 using namespace retikd;
 
@@ -35,6 +48,11 @@ void usage(std::ostream& os) {
         "  --width-mult W   MobileNetV2 / EfficientNet width multiplier (default 1.0)\n"
         "  --batch B        batch size for tap shapes and FLOPs (default 1)\n"
         "  --all-taps       list every ViT block's taps instead of one line per tap kind\n"
+        "  --weights FILE   load weights: .onnx (vit_small_patch14_dinov2 from a Hugging Face Dinov2Model export)\n"
+        "                   or .safetensors (timm / retikd names; entries the file lacks keep their init)\n"
+        "  --embed IMAGE    run the model on IMAGE (resized to --img unless it already is that size, ImageNet\n"
+        "                   mean/std) and print the output shape, the first 8 values of the final-norm CLS\n"
+        "                   token and its L2 norm\n"
         "Prints parameters, weights size (fp32, fp16), feature taps with shapes, and forward FLOPs\n"
         "(analytic: 2 x multiply-accumulates of convolutions, linear layers and attention products).\n";
 }
@@ -132,6 +150,62 @@ void print_taps(const std::vector<nn::TapInfo>& taps, bool all) {
   }
 }
 
+bool ends_with(const std::string& s, const std::string& suffix) {
+  return s.size() >= suffix.size() && s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
+}
+
+void load_weights(nn::Model& m, const std::string& path) {
+  if (ends_with(path, ".onnx")) {
+#ifdef RETIKD_WITH_ONNX
+    auto* vit = dynamic_cast<nn::VisionTransformer*>(&m);
+    if (vit == nullptr || vit->config().variant != "dinov2")
+      throw Error("--weights " + path + ": ONNX import is for vit_small_patch14_dinov2 (a Dinov2Model export)");
+    const io::onnx::ImportReport r = io::onnx::load_dinov2(*vit, path);
+    std::cout << "weights     " << r.summary() << "\n";
+    return;
+#else
+    throw Error("--weights " + path + ": this build has no ONNX import (install libonnx-dev and rebuild)");
+#endif
+  }
+  io::load_module(path, m, /*strict=*/false);
+  std::cout << "weights     " << path << " (safetensors)\n";
+}
+
+// IMAGE as a (1, 3, size, size) ImageNet-normalised tensor.
+Tensor image_input(const std::string& path, int size) {
+  data::Image img = data::to_float(data::load_image(path));
+  if (img.channels == 1) {
+    data::Image rgb(3, img.height, img.width);
+    for (int c = 0; c < 3; ++c) std::copy(img.data.begin(), img.data.end(), rgb.plane(c));
+    img = rgb;
+  }
+  if (img.channels == 4) img.data.resize(3 * img.plane_size()), img.channels = 3;
+  if (img.height != size || img.width != size) img = data::resize(img, size, size, /*antialias=*/true);
+  data::normalize(img, data::kImageNetMean, data::kImageNetStd);
+  return Tensor::from_vector(img.data, {1, 3, size, size});
+}
+
+void embed(nn::Model& m, const std::string& image, int size) {
+  m.eval();
+  NoGradGuard no_grad;
+  const Tensor x = image_input(image, size);
+  const Tensor y = m.forward_features(Var(x)).value();
+  std::cout << "embed       " << image << " at " << size << "x" << size << " px: output " << shape_str(y.shape()) << "\n";
+  if (y.dim() != 3) return;  // a CNN's feature map: no CLS token
+  const std::vector<float> cls = y.narrow(1, 0, 1).contiguous().to_vector<float>();
+  double norm = 0;
+  for (float v : cls) norm += static_cast<double>(v) * v;
+  std::cout << "cls token   ";
+  for (std::size_t i = 0; i < 8 && i < cls.size(); ++i) {
+    char buf[32];
+    std::snprintf(buf, sizeof buf, "%s%.6f", i ? " " : "", cls[i]);
+    std::cout << buf;
+  }
+  char buf[64];
+  std::snprintf(buf, sizeof buf, "%.6f", std::sqrt(norm));
+  std::cout << "\ncls norm    " << buf << "  (L2 of the final-norm CLS token)\n";
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -139,6 +213,7 @@ int main(int argc, char** argv) {
   nn::ModelOptions opt;
   int64_t batch = 1;
   bool all_taps = false;
+  std::string weights, embed_image;
   try {
     for (int i = 1; i < argc; ++i) {
       const std::string a = argv[i];
@@ -163,6 +238,10 @@ int main(int argc, char** argv) {
         batch = parse_int(a, value());
       } else if (a == "--all-taps") {
         all_taps = true;
+      } else if (a == "--weights") {
+        weights = value();
+      } else if (a == "--embed") {
+        embed_image = value();
       } else {
         throw Error("unknown argument '" + a + "'");
       }
@@ -179,6 +258,7 @@ int main(int argc, char** argv) {
     const bool width_ok = model == "mobilenet_v2" || model == "efficientnet_b0";
     if (opt.width_mult != 1.0 && !width_ok) throw Error("--width-mult applies to mobilenet_v2 and efficientnet_b0 only");
     if (opt.patch_size != 16 && !vit) throw Error("--patch applies to the ViT models only");
+    if (model == "vit_small_patch14_dinov2" && opt.patch_size != 16) throw Error("--patch: DINOv2's patch is 14");
   } catch (const Error& e) {
     std::cerr << "model_info: " << e.what() << "\n(model_info --help lists the options)\n";
     return 2;
@@ -220,6 +300,8 @@ int main(int argc, char** argv) {
     std::cout << "feature taps (forward_with_taps names; shapes at " << img << "x" << img << " px, batch " << batch
               << "):\n";
     print_taps(m->tap_names(img, img, batch), all_taps);
+    if (!weights.empty()) load_weights(*m, weights);
+    if (!embed_image.empty()) embed(*m, embed_image, static_cast<int>(img));
   } catch (const Error& e) {
     std::cerr << "model_info: " << e.what() << "\n";
     return 1;

@@ -7,7 +7,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 start=$(date +%s)
 
-packages=(cmake g++ make libstb-dev doctest-dev libbenchmark-dev libopenblas-dev)
+packages=(cmake g++ make libstb-dev doctest-dev libbenchmark-dev libopenblas-dev libonnx-dev libprotobuf-dev)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -28,7 +28,7 @@ else
   echo "test.sh: no CUDA 13 toolkit at /usr/local/cuda: building without the CUDA library"
   cuda_args=(-DRETIKD_CUDA=OFF)
 fi
-cmake -S . -B "$build_dir" -DCMAKE_BUILD_TYPE=Release "${cuda_args[@]}"
+cmake -S . -B "$build_dir" -DCMAKE_BUILD_TYPE=Release -DRETIKD_ONNX=ON "${cuda_args[@]}"
 cmake --build "$build_dir" -j2
 ctest --test-dir "$build_dir" --output-on-failure
 bash scripts/sm53_gate.sh

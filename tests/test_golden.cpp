@@ -33,7 +33,10 @@
 #include <retikd/ops/loss.hpp>
 #include <retikd/ops/resize.hpp>
 
+#include "golden_util.hpp"
+
 using namespace retikd;
+using namespace retikd::golden;
 
 namespace {
 
@@ -41,97 +44,6 @@ constexpr double kRtol = 1e-4;
 // MobileNetV2's float32 training-mode gradients: torch's own float32 pass is ~1e-4 (relative L2) from the
 // float64 reference at these sizes (the files' "torch_float32_error"), so 1e-4 element-wise cannot hold.
 constexpr double kMobileNetGradRtol32 = 3e-4;
-
-// ---- the generator of tools/golden/make_golden.py ----------------------------------------------------------
-uint64_t fnv1a64(const std::string& s) {
-  uint64_t h = 0xCBF29CE484222325ull;
-  for (unsigned char c : s) {
-    h ^= c;
-    h *= 0x100000001B3ull;
-  }
-  return h;
-}
-
-// Element i of the stream `h`, as a double in [-1, 1).
-double gen_uniform(uint64_t h, uint64_t i) {
-  uint64_t z = h + (i + 1) * 0x9E3779B97F4A7C15ull;
-  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-  z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-  z ^= z >> 31;
-  return static_cast<double>(z >> 11) * 0x1p-53 * 2.0 - 1.0;
-}
-
-bool ends_with(const std::string& s, const std::string& suffix) {
-  return s.size() >= suffix.size() && s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
-}
-
-// (center, scale) of a tensor's values: make_golden.py's init_rule.
-std::pair<double, double> init_rule(const std::string& name, const Shape& shape) {
-  if (ends_with(name, "running_mean")) return {0.0, 0.125};
-  if (ends_with(name, "running_var")) return {1.0, 0.5};
-  if (ends_with(name, "weight") && shape.size() == 1) return {1.0, 0.25};
-  if (ends_with(name, "weight") && shape.size() >= 2) {
-    const double fan_in = static_cast<double>(shape_numel(shape) / shape[0]);
-    return {0.0, std::sqrt(6.0 / fan_in)};
-  }
-  if (name.compare(0, 5, "input") == 0) return {0.0, 1.0};
-  return {0.0, 0.125};
-}
-
-Tensor generated(const std::string& name, const Shape& shape) {
-  if (ends_with(name, "num_batches_tracked")) return Tensor::zeros(shape, DType::int64);
-  const auto rule = init_rule(name, shape);
-  const uint64_t h = fnv1a64(name);
-  std::vector<float> v(static_cast<std::size_t>(shape_numel(shape)));
-  for (std::size_t i = 0; i < v.size(); ++i)
-    v[i] = static_cast<float>(rule.first + rule.second * gen_uniform(h, i));
-  return Tensor::from_vector(v, shape);
-}
-
-std::vector<double> probe_vector(const std::string& name, int64_t n) {
-  const uint64_t h = fnv1a64(name);
-  std::vector<double> r(static_cast<std::size_t>(n));
-  for (std::size_t i = 0; i < r.size(); ++i) r[i] = gen_uniform(h, i);
-  return r;
-}
-
-// Every parameter and buffer of `m` from the generator, loaded strictly by name.
-void fill_generated(nn::Module& m) {
-  std::map<std::string, Tensor> sd;
-  for (const auto& kv : m.state_dict()) sd[kv.first] = generated(kv.first, kv.second.shape());
-  m.load_state_dict(sd, true);
-}
-
-// Dropout and stochastic depth to eval mode (their masks cannot match PyTorch's).
-void noise_off(nn::Module& m) {
-  nn::for_each_module(m, [](nn::Module& x) {
-    if (dynamic_cast<nn::Dropout*>(&x) || dynamic_cast<nn::DropPath*>(&x)) x.train(false);
-  });
-}
-
-// ---- golden files ------------------------------------------------------------------------------------------
-std::string golden_dir() {
-  if (const char* env = std::getenv("RETIKD_GOLDEN_DIR")) return env;
-  std::string here = __FILE__;
-  const auto slash = here.find_last_of('/');
-  return (slash == std::string::npos ? std::string(".") : here.substr(0, slash)) + "/golden";
-}
-
-struct Golden {
-  std::map<std::string, Tensor> t;
-  std::map<std::string, std::string> meta;
-  std::string file;
-
-  explicit Golden(const std::string& name) : file(golden_dir() + "/" + name + ".safetensors") {
-    t = io::load_safetensors(file, &meta);
-  }
-  const Tensor& operator[](const std::string& k) const {
-    auto it = t.find(k);
-    if (it == t.end()) fail("golden file ", file, " has no tensor '", k, "'");
-    return it->second;
-  }
-  bool has(const std::string& k) const { return t.count(k) != 0; }
-};
 
 // max over elements of |ours − ref| / (atol + rtol·|ref|), atol = rtol·max|ref|: ≤ 1 passes. A reference
 // that is numerically zero (‖ref‖₂ ≤ 1e-9·zero_scale, e.g. the gradient of a batch-norm bias that only

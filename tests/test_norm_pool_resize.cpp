@@ -1,6 +1,7 @@
 // tests/test_norm_pool_resize.cpp — max / avg / adaptive-avg pooling, batch norm (train and eval, running
-// statistics), layer norm and bilinear resize: forward values computed by hand or by direct loops written
-// here, backward by float64 gradient checks, non-contiguous inputs, and the shape errors.
+// statistics), layer norm, bilinear and bicubic resize: forward values computed by hand, by direct loops written
+// here or by PyTorch (bicubic: tests/golden/dinov2_golden.safetensors), backward by float64 gradient checks,
+// non-contiguous inputs, and the shape errors.
 #include <doctest/doctest.h>
 
 #include <cmath>
@@ -12,6 +13,8 @@
 #include <retikd/ops/norm.hpp>
 #include <retikd/ops/pool.hpp>
 #include <retikd/ops/resize.hpp>
+
+#include "golden_util.hpp"
 
 using namespace retikd;
 
@@ -503,4 +506,37 @@ TEST_CASE("interpolate_bilinear: non-contiguous input, float32, and bad shapes")
   CHECK_THROWS_AS(ops::interpolate_bilinear(Var(Tensor::zeros({3, 4, 4})), 2, 2), retikd::Error);
   CHECK_THROWS_AS(ops::interpolate_bilinear(Var(Tensor::zeros({1, 3, 4, 4})), 0, 2), retikd::Error);
   CHECK_THROWS_AS(ops::interpolate_bilinear(Var(Tensor::zeros({1, 3, 0, 4})), 2, 2), retikd::Error);
+}
+
+TEST_CASE("interpolate_bicubic: PyTorch's bicubic values, interpolation weights, identity and gradcheck") {
+  // PyTorch's F.interpolate(mode="bicubic", align_corners=False) of a generated (1, 2, 5, 7) tensor
+  const golden::Golden g("dinov2_golden");
+  const Tensor x = g["bicubic.in"];
+  for (const auto& size : {std::pair<int64_t, int64_t>{3, 9}, {8, 4}, {5, 16}}) {
+    CAPTURE(size.first);
+    CAPTURE(size.second);
+    const Tensor ref = g["bicubic.out_" + std::to_string(size.first) + "x" + std::to_string(size.second)];
+    const Tensor y = ops::interpolate_bicubic(Var(x.to(DType::float64)), size.first, size.second).value();
+    CHECK(max_abs_diff(y, ref.to(DType::float64)) < 2e-6);  // the reference is stored in float32
+  }
+  // each row of the weight matrix sums to 1 (Keys' kernel reproduces constants), edge taps clamp
+  const Tensor w = ops::impl::bicubic_matrix(37, 16, DType::float64);
+  const std::vector<double> wv = w.to_vector<double>();
+  for (int64_t i = 0; i < 16; ++i) {
+    double row = 0.0;
+    for (int64_t j = 0; j < 37; ++j) row += wv[static_cast<std::size_t>(i * 37 + j)];
+    CHECK(row == doctest::Approx(1.0));
+  }
+  std::vector<double> eye(36, 0.0);
+  for (int i = 0; i < 6; ++i) eye[static_cast<std::size_t>(i * 7)] = 1.0;
+  CHECK(max_abs_diff(ops::impl::bicubic_matrix(6, 6, DType::float64), Tensor::from_vector(eye, {6, 6})) < 1e-15);
+  const Tensor rnd = random_tensor({1, 2, 4, 5}, 41);
+  CHECK(max_abs_diff(ops::interpolate_bicubic(Var(rnd), 4, 5).value(), rnd) == 0.0);
+  for (const auto& size : {std::pair<int64_t, int64_t>{7, 3}, {2, 8}}) {
+    auto r = gradcheck([&](const std::vector<Var>& v) { return ops::interpolate_bicubic(v[0], size.first, size.second); },
+                       {rnd});
+    CHECK_MESSAGE(r.ok, r.message);
+  }
+  CHECK_THROWS_AS(ops::interpolate_bicubic(Var(Tensor::zeros({3, 4, 4})), 2, 2), retikd::Error);
+  CHECK_THROWS_AS(ops::interpolate_bicubic(Var(Tensor::zeros({1, 3, 4, 4})), 0, 2), retikd::Error);
 }

@@ -5,7 +5,8 @@
 //   std::shared_ptr<nn::Model> m = nn::create_model("vit_small", opt, gen);
 //
 // Names: mobilenet_v2, resnet18, resnet34, efficientnet_b0, vit_tiny, vit_small, vit_base (the ViT ones take
-// img_size and patch_size from the options; the CNNs take any image size at forward time).
+// img_size and patch_size from the options; the CNNs take any image size at forward time) and
+// vit_small_patch14_dinov2 (DINOv2 ViT-S/14: patch 14 fixed, img_size the working size, a multiple of 14).
 #pragma once
 
 #include <memory>
@@ -32,7 +33,8 @@ struct ModelOptions {
 };
 
 inline std::vector<std::string> model_names() {
-  return {"mobilenet_v2", "resnet18", "resnet34", "efficientnet_b0", "vit_tiny", "vit_small", "vit_base"};
+  return {"mobilenet_v2", "resnet18", "resnet34", "efficientnet_b0", "vit_tiny", "vit_small", "vit_base",
+          "vit_small_patch14_dinov2"};
 }
 
 inline std::shared_ptr<Model> create_model(const std::string& name, const ModelOptions& o, Generator& gen) {
@@ -61,6 +63,15 @@ inline std::shared_ptr<Model> create_model(const std::string& name, const ModelO
     ViTConfig c = name == "vit_tiny"    ? ViTConfig::tiny(o.num_classes, o.img_size, o.patch_size)
                   : name == "vit_small" ? ViTConfig::small(o.num_classes, o.img_size, o.patch_size)
                                         : ViTConfig::base(o.num_classes, o.img_size, o.patch_size);
+    c.in_chans = o.in_chans;
+    if (o.dropout >= 0) c.drop_rate = o.dropout;
+    if (o.drop_path_rate >= 0) c.drop_path_rate = o.drop_path_rate;
+    return std::make_shared<VisionTransformer>(c, gen);
+  }
+  if (name == "vit_small_patch14_dinov2") {
+    RETIKD_CHECK(o.img_size >= 14 && o.img_size % 14 == 0, "create_model: vit_small_patch14_dinov2 needs an image "
+                 "size that is a multiple of its 14-pixel patch, got ", o.img_size);
+    ViTConfig c = ViTConfig::dinov2_small(o.num_classes, o.img_size);
     c.in_chans = o.in_chans;
     if (o.dropout >= 0) c.drop_rate = o.dropout;
     if (o.drop_path_rate >= 0) c.drop_path_rate = o.drop_path_rate;

@@ -1,6 +1,6 @@
 // retikd/nn/transformer.hpp — the Vision Transformer's parts with timm's names: PatchEmbed (`proj`),
-// multi-head self-attention (`qkv`, `proj`), Mlp (`fc1`, `fc2`) and the pre-norm Block (`norm1`, `attn`,
-// `norm2`, `mlp`).
+// multi-head self-attention (`qkv`, `proj`), Mlp (`fc1`, `fc2`), LayerScale (`gamma`, DINOv2 / CaiT) and the
+// pre-norm Block (`norm1`, `attn`, `ls1`, `norm2`, `mlp`, `ls2`; the ls* only with LayerScale).
 //
 // Attention can hand out what the distillation losses read (DESIGN.md §5): the per-head Q, K, V
 // (B, heads, N, d), the pre-softmax logits Q·Kᵀ·d^−½ and the probabilities softmax(logits), both
@@ -151,6 +151,24 @@ class Mlp : public Layer, public Traceable {
   std::shared_ptr<Dropout> drop1_, drop2_;
 };
 
+// timm's LayerScale: x · γ per channel, γ (dim) initialised to init_values (DINOv2 trains with 1e-5). It lets a
+// deep ViT start close to the identity; pretrained DINOv2 weights carry the learned γ of each block.
+class LayerScale : public Layer, public Traceable {
+ public:
+  Var gamma;  // (dim)
+
+  LayerScale(int64_t dim, double init_values) {
+    RETIKD_CHECK(dim > 0, "LayerScale: dim must be positive, got ", dim);
+    gamma = register_parameter("gamma", Tensor::full({dim}, init_values));
+  }
+  Var forward(const Var& x) override { return ops::mul(x, gamma); }  // (..., dim) · (dim)
+  Shape infer_shape(const Shape& in, ShapeTrace*) const override {
+    RETIKD_CHECK(!in.empty() && in.back() == gamma.size(0), "LayerScale(", gamma.size(0), "): input ", shape_str(in),
+                 " must end in ", gamma.size(0));
+    return in;
+  }
+};
+
 struct BlockOptions {
   double mlp_ratio = 4.0;
   bool qkv_bias = true;
@@ -158,14 +176,17 @@ struct BlockOptions {
   double attn_drop = 0.0;  // dropout on the attention probabilities
   double drop_path = 0.0;  // stochastic depth of both residual branches
   double norm_eps = 1e-6;  // timm's ViT LayerNorm
+  double init_values = 0.0;  // > 0: LayerScale on both residual branches, γ initialised to this
 };
 
-// Pre-norm transformer block: x + drop_path(attn(norm1(x))), then x + drop_path(mlp(norm2(x))).
+// Pre-norm transformer block: x + drop_path(ls1(attn(norm1(x)))), then x + drop_path(ls2(mlp(norm2(x)))); ls1 and
+// ls2 are LayerScale when BlockOptions::init_values > 0 and absent otherwise.
 class Block : public Layer, public Traceable {
  public:
   std::shared_ptr<LayerNorm> norm1, norm2;
   std::shared_ptr<Attention> attn;
   std::shared_ptr<Mlp> mlp;
+  std::shared_ptr<LayerScale> ls1, ls2;  // null without LayerScale
 
   Block(int64_t dim, int64_t num_heads, Generator& gen, NoiseSource noise = nullptr, const BlockOptions& o = {}) {
     if (!noise) noise = make_noise();
@@ -173,10 +194,13 @@ class Block : public Layer, public Traceable {
     norm1 = register_module("norm1", std::make_shared<LayerNorm>(dim, o.norm_eps));
     attn = register_module("attn", std::make_shared<Attention>(dim, num_heads, gen, noise, o.qkv_bias, o.attn_drop,
                                                                o.proj_drop));
+    RETIKD_CHECK(o.init_values >= 0, "Block: init_values must be >= 0, got ", o.init_values);
+    if (o.init_values > 0) ls1 = register_module("ls1", std::make_shared<LayerScale>(dim, o.init_values));
     drop_path1_ = register_module("drop_path1", std::make_shared<DropPath>(o.drop_path, noise));
     norm2 = register_module("norm2", std::make_shared<LayerNorm>(dim, o.norm_eps));
     const int64_t hidden = static_cast<int64_t>(static_cast<double>(dim) * o.mlp_ratio);
     mlp = register_module("mlp", std::make_shared<Mlp>(dim, hidden, dim, gen, noise, Activation::gelu, o.proj_drop));
+    if (o.init_values > 0) ls2 = register_module("ls2", std::make_shared<LayerScale>(dim, o.init_values));
     drop_path2_ = register_module("drop_path2", std::make_shared<DropPath>(o.drop_path, noise));
   }
 
@@ -185,8 +209,11 @@ class Block : public Layer, public Traceable {
   // The block's output; the attention internals asked for in `want` land in *attn_out (when non-null).
   Var forward_with(const Var& x, const AttentionTaps& want, AttentionOutput* attn_out) {
     AttentionOutput a = attn->forward_with(norm1->forward(x), want);
-    Var y = ops::add(x, drop_path1_->forward(a.out));
-    y = ops::add(y, drop_path2_->forward(mlp->forward(norm2->forward(y))));
+    Var branch = ls1 ? ls1->forward(a.out) : a.out;
+    Var y = ops::add(x, drop_path1_->forward(branch));
+    branch = mlp->forward(norm2->forward(y));
+    if (ls2) branch = ls2->forward(branch);
+    y = ops::add(y, drop_path2_->forward(branch));
     if (attn_out) *attn_out = std::move(a);
     return y;
   }

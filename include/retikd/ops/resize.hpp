@@ -7,6 +7,14 @@
 // align_corners=False: scale = in/out, source coordinate (dst + 0.5)·scale − 0.5 clamped below at 0; the
 // lower neighbour is floor(src) (at most in − 1), the upper one is the next pixel unless that is past the
 // edge. align_corners=True: scale = (in − 1)/(out − 1) (0 when out = 1), source = dst·scale.
+//
+// Bicubic resize (PyTorch's mode='bicubic', align_corners=False, antialias=False; ONNX Resize mode 'cubic' with
+// cubic_coeff_a −0.75 and 'half_pixel' coordinates, which is what DINOv2's exported graph uses on its position
+// embedding): source (dst + 0.5)·in/out − 0.5, not clamped; taps at floor(src) − 1 … + 2 with Keys' cubic
+// convolution weights (a = −0.75), each tap index clamped to [0, in − 1] (the edge pixel repeats). Being linear
+// and separable, it runs as two products with interpolation matrices, y = Wh · x · Wwᵀ, through ops::matmul —
+// so it has a backward and a GPU path for free. Meant for small grids (position embeddings); an image-sized
+// input costs O(H·W·(out_h + out_w)) per plane.
 #pragma once
 
 #include <algorithm>
@@ -17,6 +25,7 @@
 #include "retikd/autograd/var.hpp"
 #include "retikd/core/parallel.hpp"
 #include "retikd/ops/common.hpp"
+#include "retikd/ops/matmul.hpp"
 #ifdef RETIKD_WITH_CUDA
 #include "retikd/cuda/nn_ops.hpp"
 #endif
@@ -161,7 +170,44 @@ inline Tensor interpolate_bilinear_backward(const Tensor& grad_out, const Shape&
   return gx;
 }
 
+// The (out, in) matrix W of bicubic interpolation along one axis: y = W · x (see the top of this file).
+inline Tensor bicubic_matrix(int64_t in, int64_t out, DType dtype = DType::float32) {
+  RETIKD_CHECK(in >= 1 && out >= 1, "bicubic_matrix: sizes (", in, " -> ", out, ") must be positive");
+  const double a = -0.75;
+  // Keys' kernel on |t| <= 1 and 1 < |t| < 2.
+  auto near = [a](double t) { return ((a + 2.0) * t - (a + 3.0)) * t * t + 1.0; };
+  auto far = [a](double t) { return ((a * t - 5.0 * a) * t + 8.0 * a) * t - 4.0 * a; };
+  std::vector<double> w(static_cast<std::size_t>(out * in), 0.0);
+  const double scale = static_cast<double>(in) / static_cast<double>(out);
+  for (int64_t i = 0; i < out; ++i) {
+    const double src = (static_cast<double>(i) + 0.5) * scale - 0.5;
+    const double f = std::floor(src);
+    const double t = src - f;
+    const double taps[4] = {far(t + 1.0), near(t), near(1.0 - t), far(2.0 - t)};
+    for (int k = 0; k < 4; ++k) {
+      const int64_t j = std::min(std::max(static_cast<int64_t>(f) - 1 + k, int64_t(0)), in - 1);
+      w[static_cast<std::size_t>(i * in + j)] += taps[k];
+    }
+  }
+  return Tensor::from_vector<double>(w, {out, in}).to(dtype);
+}
+
 }  // namespace impl
+
+// Bicubic resize of x (N, C, H, W) to (N, C, out_h, out_w): PyTorch's F.interpolate(mode='bicubic',
+// align_corners=False) and ONNX's Resize(cubic, a = −0.75, half_pixel). Differentiable with respect to x.
+inline Var interpolate_bicubic(const Var& x, int64_t out_h, int64_t out_w) {
+  RETIKD_CHECK(x.dim() == 4, "interpolate_bicubic: input ", shape_str(x.shape()), " must be 4-D (N, C, H, W)");
+  RETIKD_CHECK(out_h >= 1 && out_w >= 1, "interpolate_bicubic: output size (", out_h, ", ", out_w,
+               ") must be positive");
+  const int64_t H = x.size(2), W = x.size(3);
+  if (H == out_h && W == out_w) return x;
+  const DType dt = x.value().dtype();
+  const Var wh(impl::bicubic_matrix(H, out_h, dt).to(x.value().device()), false);                 // (out_h, H)
+  const Var ww_t(impl::bicubic_matrix(W, out_w, dt).transpose(0, 1).contiguous().to(x.value().device()),
+                 false);                                                                               // (W, out_w)
+  return matmul(matmul(wh, x), ww_t);                                                                 // (N, C, oh, ow)
+}
 
 // Bilinear resize of x (N, C, H, W) to (N, C, out_h, out_w), PyTorch's F.interpolate(mode='bilinear').
 inline Var interpolate_bilinear(const Var& x, int64_t out_h, int64_t out_w, bool align_corners = false) {

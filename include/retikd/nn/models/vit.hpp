@@ -14,10 +14,16 @@
 //   norm                   (B, T, D)       = forward_features (after the final LayerNorm)
 //   pre_logits             (B, D)          CLS token after the norm (or the token mean, global_pool avg)
 //
-// An input whose patch grid differs from the configured one gets its position embedding resized: the grid
-// part bilinearly (align_corners = false) on the tape, the CLS part unchanged. timm resamples bicubically
-// (resample_abs_pos_embed); bilinear is what ops/ offers, so weights loaded from timm and run at another
-// size differ slightly from timm's output there (identical at the configured size).
+// An input whose patch grid differs from the stored one gets its position embedding resized on the tape, the
+// CLS part unchanged: bilinearly (align_corners = false) by default, bicubically when pos_embed_bicubic is set
+// (ops::interpolate_bicubic: PyTorch's bicubic with align_corners = false and no antialiasing, i.e. what the
+// DINOv2 ONNX graph and Hugging Face's Dinov2Model do; timm's resample_abs_pos_embed antialiases when it
+// shrinks, so timm's own output differs slightly from both below the stored grid).
+//
+// DINOv2 (ViTConfig::dinov2_small, model name vit_small_patch14_dinov2): patch 14, LayerScale
+// (`blocks.{i}.ls1.gamma`, `blocks.{i}.ls2.gamma`), LayerNorm eps 1e-6, exact GELU, the position embedding stored
+// for a 37×37 grid (518 px) and always resampled bicubically to the working grid (16×16 at 224 px; any image
+// size divisible by 14). io/onnx_import.hpp loads Meta's weights from the ONNX export.
 // Init as timm ('' mode): pos_embed trunc_normal(0.02), cls_token N(0, 1e-6), every Linear
 // trunc_normal(0.02) with zero bias, LayerNorm ones/zeros, patch projection PyTorch's Conv2d default.
 #pragma once
@@ -51,6 +57,22 @@ struct ViTConfig {
   double attn_drop_rate = 0.0;
   double drop_path_rate = 0.0;   // stochastic depth, linear from 0 to this over the blocks
   double norm_eps = 1e-6;
+  double init_values = 0.0;      // > 0: LayerScale in every block (DINOv2: 1e-5)
+  int64_t pos_embed_grid = 0;    // grid the position embedding is stored for; 0: img_size / patch_size
+  bool pos_embed_bicubic = false;  // resample it bicubically (true) or bilinearly to another grid
+  bool pool_token_and_avg = false;  // head on CLS ⊕ mean patch token (2·D features) instead of global_pool_avg's
+  std::string variant;           // "dinov2" names the architecture vit_small_patch14_dinov2
+
+  // DINOv2 ViT-S/14 (Meta's weights through io/onnx_import.hpp): D 384, 12 blocks, 6 heads, LayerScale, the
+  // position embedding stored at 37×37 and resampled bicubically; `img` is the working size (multiple of 14).
+  static ViTConfig dinov2_small(int64_t classes = 4, int64_t img = 224) {
+    ViTConfig c = preset(384, 6, classes, img, 14);
+    c.init_values = 1e-5;
+    c.pos_embed_grid = 37;
+    c.pos_embed_bicubic = true;
+    c.variant = "dinov2";
+    return c;
+  }
 
   static ViTConfig tiny(int64_t classes = 4, int64_t img = 224, int64_t patch = 16) {
     return preset(192, 3, classes, img, patch);
@@ -92,9 +114,13 @@ class VisionTransformer : public Model {
     RETIKD_CHECK(cfg.num_classes >= 0, "VisionTransformer: num_classes must be >= 0");
     RETIKD_CHECK(cfg.class_token || cfg.global_pool_avg, "VisionTransformer: without a class token the pooling "
                  "must be the token mean (global_pool_avg)");
+    RETIKD_CHECK(!cfg.pool_token_and_avg || (cfg.class_token && !cfg.global_pool_avg),
+                 "VisionTransformer: pool_token_and_avg needs a class token and excludes global_pool_avg");
+    RETIKD_CHECK(cfg.pos_embed_grid >= 0 && cfg.init_values >= 0, "VisionTransformer: pos_embed_grid and "
+                 "init_values must be >= 0");
     DeferInit defer;  // every weight is drawn below
     const int64_t D = cfg.embed_dim;
-    grid_ = cfg.img_size / cfg.patch_size;
+    grid_ = cfg.pos_embed_grid > 0 ? cfg.pos_embed_grid : cfg.img_size / cfg.patch_size;
     const int64_t prefix = cfg.class_token ? 1 : 0;
     if (cfg.class_token) cls_token = register_parameter("cls_token", Tensor::zeros({1, 1, D}));
     pos_embed = register_parameter("pos_embed", Tensor::zeros({1, prefix + grid_ * grid_, D}));
@@ -110,11 +136,13 @@ class VisionTransformer : public Model {
       o.drop_path = cfg.depth > 1 ? cfg.drop_path_rate * static_cast<double>(i) / static_cast<double>(cfg.depth - 1)
                                   : cfg.drop_path_rate;
       o.norm_eps = cfg.norm_eps;
+      o.init_values = cfg.init_values;
       blocks.push_back(seq->push_back(std::make_shared<Block>(D, cfg.num_heads, gen, noise_, o)));
     }
     norm = register_module("norm", std::make_shared<LayerNorm>(D, cfg.norm_eps));
     head_drop_ = register_module("head_drop", std::make_shared<Dropout>(cfg.drop_rate, noise_));
-    if (cfg.num_classes > 0) head = register_module("head", std::make_shared<Linear>(D, cfg.num_classes, gen));
+    if (cfg.num_classes > 0)
+      head = register_module("head", std::make_shared<Linear>(pooled_dim(), cfg.num_classes, gen));
 
     patch_embed->proj->reset_parameters(gen);  // timm keeps nn.Conv2d's default for the patch projection
     trunc_normal_(pos_embed.mutable_value(), 0.0, 0.02, -2.0, 2.0, gen);
@@ -133,9 +161,14 @@ class VisionTransformer : public Model {
                        : cfg_.embed_dim == 768 && cfg_.num_heads == 12 ? "base"
                                                                         : "custom";
     if (cfg_.depth != 12) size = "custom";
-    return "vit_" + size + "_patch" + std::to_string(cfg_.patch_size) + "_" + std::to_string(cfg_.img_size);
+    const std::string variant = cfg_.variant.empty() ? "" : "_" + cfg_.variant;
+    return "vit_" + size + "_patch" + std::to_string(cfg_.patch_size) + variant + "_" + std::to_string(cfg_.img_size);
   }
-  int64_t num_classes() const override { return cfg_.num_classes > 0 ? cfg_.num_classes : cfg_.embed_dim; }
+  // Features the head reads: D, or 2·D for CLS ⊕ mean patch token.
+  int64_t pooled_dim() const { return cfg_.pool_token_and_avg ? 2 * cfg_.embed_dim : cfg_.embed_dim; }
+  // The grid the position embedding is stored for.
+  int64_t pos_embed_grid() const { return grid_; }
+  int64_t num_classes() const override { return cfg_.num_classes > 0 ? cfg_.num_classes : pooled_dim(); }
   int64_t in_chans() const override { return cfg_.in_chans; }
   int64_t default_img_size() const override { return cfg_.img_size; }
   const ViTConfig& config() const { return cfg_; }
@@ -190,6 +223,29 @@ class VisionTransformer : public Model {
     return t;
   }
 
+  // The forward in pieces, for training the top of a partly frozen ViT from cached tokens:
+  //   forward_features(x) == norm->forward(run_blocks(embed_tokens(x), 0, depth))
+  // embed_tokens: patch embedding, CLS token, position embedding (resampled to the grid) and token dropout.
+  Var embed_tokens(const Var& x) {
+    RETIKD_CHECK(x.dim() == 4 && x.size(1) == cfg_.in_chans, arch(), ": input ", shape_str(x.shape()),
+                 " must be (B, ", cfg_.in_chans, ", H, W)");
+    const int64_t B = x.size(0);
+    const auto g = grid(x.size(2), x.size(3));
+    RETIKD_CHECK(g.first > 0 && g.second > 0, arch(), ": input ", shape_str(x.shape()), " is smaller than a ",
+                 cfg_.patch_size, "-pixel patch");
+    Var t = patch_embed->forward(x);  // (B, N, D)
+    if (cfg_.class_token) t = ops::concat({ops::expand(cls_token, {B, 1, cfg_.embed_dim}), t}, 1);  // (B, T, D)
+    return pos_drop_->forward(ops::add(t, position_embedding(g.first, g.second)));
+  }
+  // Blocks [from, to) applied to tokens (B, T, D).
+  Var run_blocks(const Var& tokens, int64_t from, int64_t to) {
+    RETIKD_CHECK(0 <= from && from <= to && to <= static_cast<int64_t>(blocks.size()), arch(), ": blocks [", from,
+                 ", ", to, ") outside the ", blocks.size(), " blocks");
+    Var t = tokens;
+    for (int64_t i = from; i < to; ++i) t = blocks[static_cast<std::size_t>(i)]->forward(t);
+    return t;
+  }
+
   // Patch tokens (B, T, D) of a gh × gw grid as a feature map (B, D, gh, gw), prefix (CLS) tokens dropped —
   // the layout a CNN student's features have (e.g. to resize 14×14 teacher tokens to a 7×7 student grid).
   Var tokens_to_map(const Var& tokens, int64_t gh, int64_t gw) const {
@@ -201,14 +257,15 @@ class VisionTransformer : public Model {
     return ops::permute(ops::reshape(patches, {B, gh, gw, D}), {0, 3, 1, 2});       // (B, D, gh, gw)
   }
 
-  // The position embedding for a gh × gw grid: as stored when the grid is the configured one, else its grid
-  // part resized bilinearly (differentiable).
+  // The position embedding for a gh × gw grid: as stored when the grid is the stored one, else its grid part
+  // resized bilinearly or bicubically (ViTConfig::pos_embed_bicubic; differentiable).
   Var position_embedding(int64_t gh, int64_t gw) const {
     if (gh == grid_ && gw == grid_) return pos_embed;
     const int64_t D = cfg_.embed_dim, P = num_prefix_tokens();
     Var grid_part = ops::narrow(pos_embed, 1, P, grid_ * grid_);                                  // (1, g·g, D)
     Var img = ops::permute(ops::reshape(grid_part, {1, grid_, grid_, D}), {0, 3, 1, 2});         // (1, D, g, g)
-    Var resized = ops::interpolate_bilinear(img, gh, gw, false);                                   // (1, D, gh, gw)
+    Var resized = cfg_.pos_embed_bicubic ? ops::interpolate_bicubic(img, gh, gw)                   // (1, D, gh, gw)
+                                         : ops::interpolate_bilinear(img, gh, gw, false);
     Var back = ops::reshape(ops::permute(resized, {0, 2, 3, 1}), {1, gh * gw, D});                // (1, gh·gw, D)
     if (P == 0) return back;
     return ops::concat({ops::narrow(pos_embed, 1, 0, P), back}, 1);                                // (1, T, D)
@@ -223,10 +280,15 @@ class VisionTransformer : public Model {
     const auto g = grid(x.size(2), x.size(3));
     RETIKD_CHECK(g.first > 0 && g.second > 0, arch(), ": input ", shape_str(x.shape()), " is smaller than a ",
                  cfg_.patch_size, "-pixel patch");
-    Var t = patch_embed->forward(x);  // (B, N, D)
-    if (c) c->offer("patch_embed", t);
-    if (cfg_.class_token) t = ops::concat({ops::expand(cls_token, {B, 1, cfg_.embed_dim}), t}, 1);  // (B, T, D)
-    t = pos_drop_->forward(ops::add(t, position_embedding(g.first, g.second)));
+    Var t;
+    if (c && c->wants("patch_embed")) {
+      t = patch_embed->forward(x);  // (B, N, D)
+      c->offer("patch_embed", t);
+      if (cfg_.class_token) t = ops::concat({ops::expand(cls_token, {B, 1, cfg_.embed_dim}), t}, 1);  // (B, T, D)
+      t = pos_drop_->forward(ops::add(t, position_embedding(g.first, g.second)));
+    } else {
+      t = embed_tokens(x);
+    }
     for (int64_t i = 0; i < n_blocks; ++i) {
       const std::string name = "blocks." + std::to_string(i);
       AttentionTaps want;
@@ -256,8 +318,11 @@ class VisionTransformer : public Model {
   }
 
   Var pool(const Var& tokens) const {
-    if (!cfg_.global_pool_avg) return ops::squeeze(ops::narrow(tokens, 1, 0, 1), 1);  // (B, D): the CLS token
     const int64_t P = num_prefix_tokens();
+    if (cfg_.pool_token_and_avg)                                                        // (B, 2D): CLS ⊕ mean
+      return ops::concat({ops::squeeze(ops::narrow(tokens, 1, 0, 1), 1),
+                          ops::mean(ops::narrow(tokens, 1, P, tokens.size(1) - P), {1})}, 1);
+    if (!cfg_.global_pool_avg) return ops::squeeze(ops::narrow(tokens, 1, 0, 1), 1);  // (B, D): the CLS token
     return ops::mean(ops::narrow(tokens, 1, P, tokens.size(1) - P), {1});             // (B, D)
   }
 
@@ -280,11 +345,12 @@ class VisionTransformer : public Model {
       taps->push_back({n + ".attn.logits", {B, H, T, T}, "pre-softmax attention q·kᵀ/√d"});
       taps->push_back({n + ".attn.probs", {B, H, T, T}, "attention probabilities (rows sum to 1)"});
     }
-    if (head) head->infer_shape({B, D}, t);
+    if (head) head->infer_shape({B, pooled_dim()}, t);
     if (!taps) return;
     taps->push_back({"norm", tok, "= forward_features (tokens after the final norm)"});
-    taps->push_back({"pre_logits", {B, D}, cfg_.global_pool_avg ? "mean patch token after the norm"
-                                                                   : "CLS token after the norm"});
+    taps->push_back({"pre_logits", {B, pooled_dim()}, cfg_.pool_token_and_avg ? "CLS token and mean patch token after the norm"
+                                                      : cfg_.global_pool_avg ? "mean patch token after the norm"
+                                                                             : "CLS token after the norm"});
   }
 
   ViTConfig cfg_;
