@@ -15,6 +15,7 @@
 #include "retikd/core/random.hpp"
 #include "retikd/metrics/classification.hpp"
 #include "retikd/metrics/json.hpp"
+#include "retikd/metrics/paired.hpp"
 #include "retikd/metrics/report.hpp"
 
 using namespace retikd;
@@ -570,4 +571,32 @@ TEST_CASE("report: Markdown with linked SVG files") {
   CHECK(md.find("![confusion matrix](confusion.svg)") != std::string::npos);
   check_svg(metrics::read_text_file(dir.path + "/roc.svg"));
   CHECK_THROWS_AS(rep.figure("../escape.svg", "<svg/>", "x"), Error);
+}
+
+TEST_CASE("paired comparison: Student's t quantiles, the paired interval and McNemar's exact test") {
+  // t(0.975) from the standard tables
+  CHECK(metrics::student_t_quantile(0.975, 1) == doctest::Approx(12.7062).epsilon(1e-4));
+  CHECK(metrics::student_t_quantile(0.975, 4) == doctest::Approx(2.7764).epsilon(1e-4));
+  CHECK(metrics::student_t_quantile(0.975, 30) == doctest::Approx(2.0423).epsilon(1e-4));
+  CHECK(metrics::student_t_cdf(0.0, 7) == doctest::Approx(0.5));
+  CHECK(metrics::student_t_cdf(-2.3646, 7) == doctest::Approx(0.025).epsilon(1e-3));
+  // five seeds: differences 1, 2, 3, 4, 5 points -> mean 3, sd sqrt(2.5), half-width 2.7764 * sd / sqrt(5)
+  const metrics::PairedDifference d =
+      metrics::paired_difference({0.80, 0.80, 0.80, 0.80, 0.80}, {0.81, 0.82, 0.83, 0.84, 0.85});
+  CHECK(d.n == 5);
+  CHECK(d.mean == doctest::Approx(0.03));
+  CHECK(d.sd == doctest::Approx(std::sqrt(2.5) / 100));
+  CHECK(d.ci_low == doctest::Approx(0.03 - 2.7764 * std::sqrt(2.5) / 100 / std::sqrt(5.0)).epsilon(1e-3));
+  CHECK(d.ci_high > d.mean);
+  CHECK(std::isnan(metrics::paired_difference({0.5}, {0.6}).ci_low));  // one seed: no interval
+  // McNemar: 5 images only A gets right, 15 only B: p = 2 * P[Binomial(20, 1/2) <= 5] = 0.04139
+  std::vector<int64_t> labels(30, 1), a(30, 1), b(30, 1);
+  for (int i = 0; i < 5; ++i) b[static_cast<std::size_t>(i)] = 0;        // only A right
+  for (int i = 5; i < 20; ++i) a[static_cast<std::size_t>(i)] = 0;       // only B right
+  const metrics::McNemar m = metrics::mcnemar(labels, a, b);
+  CHECK(m.only_a == 5);
+  CHECK(m.only_b == 15);
+  CHECK(m.p_value == doctest::Approx(0.041389).epsilon(1e-4));
+  CHECK(metrics::mcnemar(labels, a, a).p_value == 1.0);
+  CHECK_THROWS_AS(metrics::paired_difference({0.1, 0.2}, {0.3}), retikd::Error);
 }

@@ -65,6 +65,7 @@ struct ClassificationResult {
   double macro_auc = std::numeric_limits<double>::quiet_NaN();          // mean over classes with an AUC
   std::vector<std::vector<int64_t>> confusion;                         // [true class][predicted class]
   std::vector<RocCurve> roc;                                            // per class (empty without scores)
+  std::vector<int64_t> labels, predicted;                               // per sample, in evaluation order
 
   int64_t num_classes() const { return static_cast<int64_t>(class_names.size()); }
   const ClassMetrics& of(const std::string& name) const {
@@ -228,6 +229,8 @@ inline ClassificationResult evaluate_predictions(const std::vector<int64_t>& lab
   ClassificationResult r;
   r.class_names = detail::resolve_names(class_names, num_classes, "evaluate_predictions");
   r.confusion = confusion_matrix(labels, predictions, num_classes);
+  r.labels = labels;
+  r.predicted = predictions;
   r.num_samples = static_cast<int64_t>(labels.size());
   const double n = static_cast<double>(r.num_samples);
   const std::size_t C = static_cast<std::size_t>(num_classes);

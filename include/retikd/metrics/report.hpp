@@ -13,6 +13,7 @@
 #include <cstdint>
 #include <cstdio>
 #include <limits>
+#include <map>
 #include <string>
 #include <utility>
 #include <vector>
@@ -268,6 +269,9 @@ inline std::string line_chart_svg(const std::vector<Series>& series, const Chart
 // Per-epoch values (NaN where a value was not recorded), e.g. from train::read_training_curves().
 struct TrainingCurves {
   std::vector<double> epoch, train_loss, val_loss, train_accuracy, val_accuracy;
+  // Every other numeric per-epoch training value ("train_ce", "train_pca", "train_w_pca", ...) by its log key,
+  // one value per epoch (NaN where a record lacks it).
+  std::map<std::string, std::vector<double>> extra;
 };
 
 inline std::string loss_curves_svg(const TrainingCurves& t, const std::string& title = "Loss") {
@@ -276,6 +280,20 @@ inline std::string loss_curves_svg(const TrainingCurves& t, const std::string& t
   s.push_back({"validation", t.epoch, t.val_loss, svg::palette(1), true, true});
   ChartOptions o;
   o.title = title, o.x_label = "epoch", o.y_label = "loss";
+  return line_chart_svg(s, o);
+}
+
+// One training term per panel: its raw value per epoch and, when the log has "train_w_<term>", the weighted value
+// that entered the loss (the KD stage: CE of ~0.5 next to a raw KL of ~100 reads on its own axis).
+inline std::string term_curves_svg(const TrainingCurves& t, const std::string& term, const std::string& title) {
+  std::vector<Series> s;
+  auto raw = t.extra.find("train_" + term);
+  if (raw != t.extra.end()) s.push_back({term + " (raw)", t.epoch, raw->second, svg::palette(0), false, true});
+  auto w = t.extra.find("train_w_" + term);
+  if (w != t.extra.end()) s.push_back({term + " x weight", t.epoch, w->second, svg::palette(2), true, true});
+  ChartOptions o;
+  o.title = title, o.x_label = "epoch", o.y_label = term;
+  o.width = 420, o.height = 280;
   return line_chart_svg(s, o);
 }
 
@@ -474,7 +492,13 @@ class MarkdownReport {
     md_ += std::string(static_cast<std::size_t>(std::min(6, std::max(1, level))), '#') + " " + text + "\n\n";
   }
   void paragraph(const std::string& text) { md_ += text + "\n\n"; }
-  void raw(const std::string& markdown) { md_ += markdown; }
+  // Markdown as given, then a blank line (a table followed directly by a heading or a second table would
+  // otherwise run into it).
+  void raw(const std::string& markdown) {
+    md_ += markdown;
+    if (!md_.empty() && md_.back() != '\n') md_ += '\n';
+    if (md_.size() >= 2 && md_[md_.size() - 2] != '\n') md_ += '\n';
+  }
   void metrics_table(const ClassificationResult& r) { md_ += metrics_table_markdown(r) + "\n"; }
   // Writes `svg` to <dir>/<file_name> (atomically) and links it.
   void figure(const std::string& file_name, const std::string& svg, const std::string& caption) {

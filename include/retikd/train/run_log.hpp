@@ -210,7 +210,17 @@ inline metrics::TrainingCurves training_curves(const std::vector<metrics::Json>&
     t.val_loss.push_back(value(r, "val_loss"));
     t.train_accuracy.push_back(value(r, "train_accuracy"));
     t.val_accuracy.push_back(value(r, "val_accuracy"));
+    if (!r.is_object()) continue;
+    for (const auto& m : r.members()) {
+      if (m.first.compare(0, 6, "train_") != 0 || m.first == "train_loss" || m.first == "train_accuracy" ||
+          !(m.second.is_number() || m.second.is_null()))
+        continue;
+      auto& v = t.extra[m.first];
+      v.resize(t.epoch.size() - 1, std::numeric_limits<double>::quiet_NaN());
+      v.push_back(m.second.as_number());
+    }
   }
+  for (auto& kv : t.extra) kv.second.resize(t.epoch.size(), std::numeric_limits<double>::quiet_NaN());
   return t;
 }
 inline metrics::TrainingCurves read_training_curves(const std::string& log_path) {
