@@ -1011,7 +1011,21 @@ TEST_CASE("presets: the numbers of DESIGN.md §5") {
   CHECK(c.pca.heads * c.pca.head_dim == 768);
   CHECK(c.gl.grouping == GlGrouping::spatial);
   CHECK(c.pca_student_tap == "stage4");
-  CHECK(c.weights.ramp_epochs > 0);
+  // the official code's numbers (cakd) and the paper's text (cakd_paper)
+  CHECK(c.weights.ramp(25.0) == 0.0);
+  CHECK(c.weights.ramp(30.0) == doctest::Approx(0.1));  // (30 − 25) / 50
+  CHECK(c.weights.ramp(60.0) == doctest::Approx(0.2));  // capped
+  CHECK(c.weights.lambda_gl == doctest::Approx(0.05));
+  CHECK(c.disc.lr_ratio == doctest::Approx(0.01));
+  CHECK(c.teacher_token_tap == "norm");
+  CHECK(c.pca.average_heads);
+  DistillConfig cp = distill_preset("cakd_paper");
+  CHECK(cp.weights.ramp_epochs == 25.0);
+  CHECK(cp.weights.ramp(25.0) == 1.0);
+  CHECK(cp.weights.lambda_gl == 1.0);
+  CHECK(cp.disc.lr_ratio == doctest::Approx(0.25));
+  CHECK(cp.teacher_token_tap.empty());
+  CHECK_FALSE(cp.pca.average_heads);
   DistillConfig q = distill_preset("quick");
   CHECK(q.img_size <= 128);
   CHECK(q.student == "mobilenet_v2");
@@ -1131,4 +1145,111 @@ TEST_CASE("distiller: a non-finite loss skips the update and says so") {
   // a finite batch afterwards trains normally
   CHECK(d.step(randn32({2, 3, 64, 64}, 8), labels_of({0, 1}), {0, 1}, 0.0).get("skipped") == 0.0);
   CHECK(d.student().parameters()[0].value().to_vector<float>() != student_before);
+}
+
+TEST_CASE("sample-weighted KD terms, row-mean attention KL and the entropy-matched temperature against loops") {
+  const int64_t B = 3, C = 4;
+  const Tensor zs = randn64({B, C}, 11), zt = randn64({B, C}, 12);
+  const Tensor w = Tensor::from_vector<double>({1.0, 3.0, 0.5}, {B});
+  const double tau = 2.0;
+  double num = 0, den = 0;
+  for (int64_t b = 0; b < B; ++b) {
+    std::vector<double> sr, tr;
+    for (int64_t c = 0; c < C; ++c) sr.push_back(zs.at({b, c})), tr.push_back(zt.at({b, c}));
+    const auto p = softmax_row(tr, tau), q = softmax_row(sr, tau);
+    double kl = 0;
+    for (int64_t c = 0; c < C; ++c) kl += p[c] * std::log(p[c] / q[c]);
+    num += w.at({b}) * kl;
+    den += w.at({b});
+  }
+  check_scalar(logit_kd_loss(Var(zs), Var(zt), tau, w), tau * tau * num / den, 1e-12);
+  // equal weights give the unweighted batchmean
+  check_scalar(logit_kd_loss(Var(zs), Var(zt), tau, Tensor::ones({B}, DType::float64)),
+               logit_kd_loss(Var(zs), Var(zt), tau).item<double>(), 1e-12);
+  // feature MSE: weighted mean of per-sample means
+  const Tensor a = randn64({B, 2, 5}, 13), t = randn64({B, 2, 5}, 14);
+  num = den = 0;
+  for (int64_t b = 0; b < B; ++b) {
+    double m = 0;
+    for (int64_t i = 0; i < 2; ++i)
+      for (int64_t j = 0; j < 5; ++j) m += std::pow(a.at({b, i, j}) - t.at({b, i, j}), 2);
+    num += w.at({b}) * m / 10.0;
+    den += w.at({b});
+  }
+  check_scalar(feature_mse_loss(Var(a), Var(t), w), num / den, 1e-12);
+  // attention KL: row_mean divides batchmean's sum over N rows by N
+  const int64_t H = 2, N = 5;
+  const Tensor s4 = randn64({B, H, N, N}, 15), t3 = randn64({B, N, N}, 16);
+  const double batchmean = attention_kl_loss(Var(s4), Var(t3), 1.5).item<double>();
+  check_scalar(attention_kl_loss(Var(s4), Var(t3), 1.5, /*row_mean=*/true), batchmean / N, 1e-12);
+  check_scalar(attention_kl_loss(Var(s4), Var(t3), 1.5, false, Tensor::ones({B}, DType::float64)), batchmean, 1e-12);
+  // entropy: uniform rows give log N at any τ; a temperature is found for a requested fraction
+  CHECK(mean_row_entropy(Tensor::zeros({3, N}, DType::float64), 0.7) == doctest::Approx(std::log(double(N))));
+  const Tensor peaked = randn64({6, 16}, 17, 8.0);
+  for (double f : {0.2, 0.5, 0.8}) {
+    const double tau_f = temperature_for_entropy(peaked, f);
+    CHECK(mean_row_entropy(peaked, tau_f) == doctest::Approx(f * std::log(16.0)).epsilon(1e-6));
+  }
+  CHECK(temperature_for_entropy(peaked, 0.8) > temperature_for_entropy(peaked, 0.2));
+}
+
+TEST_CASE("MultiViewGenerator: mirror views are the horizontal mirror, exactly") {
+  MultiViewConfig c;
+  c.augmented_views = 1;
+  c.mirror = true;
+  const MultiViewGenerator g(c);
+  const Tensor x = randn32({2, 3, 4, 5}, 21);
+  const std::vector<Tensor> v = g.generate(x, {7, 9}, 3);
+  REQUIRE(v.size() == 2);
+  CHECK(v[0].to_vector<float>() == x.to_vector<float>());
+  for (int64_t b = 0; b < 2; ++b)
+    for (int64_t ch = 0; ch < 3; ++ch)
+      for (int64_t i = 0; i < 4; ++i)
+        for (int64_t j = 0; j < 5; ++j) CHECK(v[1].at({b, ch, i, j}) == x.at({b, ch, i, 4 - j}));
+  c.augmented_views = 2;
+  CHECK_THROWS_AS(MultiViewGenerator{c}, retikd::Error);
+}
+
+TEST_CASE("distiller: projector warm-up leaves the student to CE, then balanced KD weights are measured and used") {
+  DistillConfig cfg = distill_preset("smoke");
+  cfg.weights.lambda_adv = 0.0;  // no discriminator: the terms balanced are logit KD, PCA and GL
+  cfg.views.augmented_views = 1;
+  cfg.views.mirror = true;
+  cfg.ce_clean_view_only = true;
+  cfg.bn_clean_views = true;
+  cfg.projector_warmup_epochs = 0.5;
+  cfg.balance_rho = 0.5;
+  cfg.balance_batches = 2;
+  cfg.weights.class_weights = {1.0, 2.0, 1.0, 0.5};
+  cfg.weights.kd_class_weighted = true;
+  cfg.pca.target = PcaTarget::paper;
+  cfg.pca.cross_prob = 0.0;
+  cfg.pca.kl_row_mean = true;
+  cfg.pca.target_entropy = 0.5;
+  SmokeRun run(cfg);
+  CrossArchitectureDistiller& d = *run.d;
+  const Tensor x = randn32({4, 3, 64, 64}, 23);
+  const Tensor y = labels_of({0, 1, 2, 3});
+  // warm-up: the KD terms do not reach the student (its update equals a CE-only update of the same start)
+  LossBreakdown warm = d.step(x, y, {0, 1, 2, 3}, 0.1);
+  CHECK(warm.get("skipped") == 0.0);
+  CHECK(warm.get("w_logit_kd") == 0.0);
+  CHECK(warm.get("w_pca") == doctest::Approx(warm.get("pca")));  // projectors learn at weight 1 meanwhile
+  CHECK(d.balanced_weights() == std::vector<double>{0.0, 0.0, 0.0});
+  CHECK(warm.has("pca_entropy"));
+  CHECK(warm.get("pca_entropy") == doctest::Approx(0.5 * std::log(16.0)).epsilon(1e-3));  // 4x4 grid, τ chosen
+  // after it: two batches of measurement, then ρ·|∇CE|/|∇L_k| for each term
+  d.step(x, y, {0, 1, 2, 3}, 0.6);
+  d.step(x, y, {0, 1, 2, 3}, 0.7);
+  const std::vector<double> w = d.balanced_weights();
+  REQUIRE(w.size() == 3);
+  for (double v : w) CHECK((v > 0.0 && std::isfinite(v)));
+  LossBreakdown later = d.step(x, y, {0, 1, 2, 3}, 0.8);
+  CHECK(later.get("w_gl") == doctest::Approx(w[2] * later.get("gl") * later.get("kd_ramp")).epsilon(1e-9));
+  // the measurement and τ survive a checkpoint through heads(): a fresh distiller loaded with them agrees
+  SmokeRun again(cfg);
+  again.d->heads().load_state_dict(d.heads().state_dict());
+  again.d->step(x, y, {0, 1, 2, 3}, 0.9);
+  CHECK(again.d->balanced_weights() == w);
+  CHECK(again.d->pca()->temperature() == doctest::Approx(d.pca()->temperature()));
 }

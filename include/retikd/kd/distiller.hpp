@@ -26,6 +26,8 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <cstdio>
+#include <cstring>
 #include <limits>
 #include <map>
 #include <memory>
@@ -37,6 +39,7 @@
 #include "retikd/autograd/var.hpp"
 #include "retikd/core/error.hpp"
 #include "retikd/core/random.hpp"
+#include "retikd/io/atomic_file.hpp"
 #include "retikd/kd/discriminator.hpp"
 #include "retikd/kd/gl_projector.hpp"
 #include "retikd/kd/grid.hpp"
@@ -70,6 +73,10 @@ struct DistillConfig {
                                          // (bilinear) before the teacher sees them, e.g. 128 px -> 224 px
   // what is distilled
   int64_t teacher_block = -1;            // tokens (and Q/K/V) of this block; -1: the last
+  // The teacher tokens the PCA / GL targets are made of: "" = that block's output before any norm (the
+  // published recipes); "norm" = after the final LayerNorm (our default: normalised, informative targets);
+  // "blocks.{i}.norm" = block i's output through the final norm.
+  std::string teacher_token_tap;
   std::string pca_student_tap = "features";
   std::string gl_student_tap = "features";
   PcaConfig pca;                         // in_channels filled from the student tap
@@ -78,6 +85,14 @@ struct DistillConfig {
   MultiViewConfig views;
   KDLossWeights weights;
   bool cache_teacher = false;            // TeacherCache over a fixed set of views per sample
+  // Our default where the published recipes fall short (DESIGN.md §5; docs/distillation.md):
+  bool ce_clean_view_only = false;       // CE on view 0 only (augmented views can erase the optic disc)
+  bool bn_clean_views = false;           // batch-norm batch statistics from view 0; other views use running stats
+  double projector_warmup_epochs = 0.0;  // projectors learn on detached student features first; KD terms off
+  double balance_rho = 0.0;              // > 0: each KD term weighted ρ·‖∇CE‖/‖∇L_k‖ at the student's shared
+                                         // layers, measured right after the warm-up (replaces λ_k, 1 − α)
+  int64_t balance_batches = 4;           // batches the gradient norms are averaged over
+  double projector_lr_mult = 1.0;        // projectors' lr = student lr × this
   // optimisation
   std::string optimizer = "adamw";       // adamw | sgd (momentum 0.9)
   double lr = 1e-4;
@@ -90,7 +105,7 @@ struct DistillConfig {
   uint64_t seed = 0;
 };
 
-inline std::vector<std::string> distill_preset_names() { return {"paper", "cakd", "quick", "smoke"}; }
+inline std::vector<std::string> distill_preset_names() { return {"paper", "cakd", "cakd_paper", "quick", "smoke"}; }
 
 // The presets of DESIGN.md §5 (docs/distillation.md lists every number with its source).
 inline DistillConfig distill_preset(const std::string& name) {
@@ -119,7 +134,7 @@ inline DistillConfig distill_preset(const std::string& name) {
     c.epochs = 50;
     c.batch_size = 32;
     c.augment = {true, true, 12.0, 0.1, 0.1, 0.1, 0.05, true};
-  } else if (name == "cakd") {
+  } else if (name == "cakd" || name == "cakd_paper") {
     c.teacher = nn::ViTConfig::base(4, 224, 16);
     c.img_size = 224;
     c.pca_student_tap = c.gl_student_tap = "stage4";  // MobileNetV2 features.13, 14×14 = the teacher grid
@@ -141,6 +156,20 @@ inline DistillConfig distill_preset(const std::string& name) {
     c.weights.lambda_adv = 0.1;
     c.weights.ramp_start_epoch = 0.0;
     c.weights.ramp_epochs = 25.0;
+    if (name == "cakd") {
+      // CAKD's official code (yufanLIU/CrossArch_KD, CAKD/dist_train_cakd.py and its vision_transformer.py), where
+      // it differs from the paper's text (kept as cakd_paper): the KD weight min(max(epoch − 25, 0)/50, 0.2) —
+      // off for 25 epochs, then +0.02 per epoch up to 0.2; the patch-token GL term at 0.05 (× that weight); the
+      // discriminator at 0.01× the student's lr; GL targets after the teacher's final LayerNorm; attention and
+      // V·Vᵀ maps averaged over heads.
+      c.weights.ramp_start_epoch = 25.0;
+      c.weights.ramp_epochs = 10.0;
+      c.weights.ramp_max = 0.2;
+      c.weights.lambda_gl = 0.05;
+      c.disc.lr_ratio = 0.01;
+      c.teacher_token_tap = "norm";
+      c.pca.average_heads = true;
+    }
     c.lr = 1e-4;
     c.weight_decay = 1e-5;
     c.epochs = 50;
@@ -255,6 +284,91 @@ class TeacherCache {
   void clear() { records_.clear(); }
   int64_t hits = 0, misses = 0, stale = 0;
 
+  // The records in a file ("RKDTC1\n", then per record: sample, view, fingerprint, the logits and every tap as
+  // float32 with their shapes), so runs that share a teacher and a training split (seed repeats, ablations)
+  // compute the teacher's targets once. Written atomically; load() returns false on any mismatch or corruption
+  // (the caller then recomputes) and only then touches nothing.
+  void save(const std::string& path) const {
+    io::write_file_atomically(
+        path,
+        [&](const io::ByteSink& sink) {
+          sink("RKDTC1\n", 7);
+          const int64_t n = static_cast<int64_t>(records_.size());
+          sink(&n, sizeof n);
+          auto tensor = [&](const Tensor& t) {
+            const Tensor c = t.defined() ? t.to(DType::float32).contiguous() : Tensor();
+            const int64_t nd = c.defined() ? c.dim() : -1;
+            sink(&nd, sizeof nd);
+            if (!c.defined()) return;
+            for (int64_t d = 0; d < nd; ++d) {
+              const int64_t sz = c.size(d);
+              sink(&sz, sizeof sz);
+            }
+            sink(c.raw_data(), static_cast<std::size_t>(c.numel()) * 4);
+          };
+          for (const auto& kv : records_) {
+            const int64_t key[2] = {kv.first.first, kv.first.second};
+            sink(key, sizeof key);
+            sink(&kv.second.fingerprint, sizeof(double));
+            tensor(kv.second.logits);
+            const int64_t ntaps = static_cast<int64_t>(kv.second.taps.size());
+            sink(&ntaps, sizeof ntaps);
+            for (const auto& t : kv.second.taps) {
+              const int64_t len = static_cast<int64_t>(t.first.size());
+              sink(&len, sizeof len);
+              sink(t.first.data(), t.first.size());
+              tensor(t.second);
+            }
+          }
+        },
+        "teacher cache");
+  }
+  bool load(const std::string& path) {
+    std::FILE* f = std::fopen(path.c_str(), "rb");
+    if (!f) return false;
+    std::unique_ptr<std::FILE, int (*)(std::FILE*)> closer(f, &std::fclose);
+    auto read = [&](void* p, std::size_t n) { return std::fread(p, 1, n, f) == n; };
+    char magic[7];
+    int64_t n = 0;
+    if (!read(magic, 7) || std::memcmp(magic, "RKDTC1\n", 7) != 0 || !read(&n, sizeof n) || n < 0 || n > (1 << 26))
+      return false;
+    auto tensor = [&](Tensor& out) {
+      int64_t nd = 0;
+      if (!read(&nd, sizeof nd) || nd < -1 || nd > 8) return false;
+      if (nd == -1) return true;
+      Shape shape;
+      int64_t numel = 1;
+      for (int64_t d = 0; d < nd; ++d) {
+        int64_t sz = 0;
+        if (!read(&sz, sizeof sz) || sz < 0 || sz > (1 << 20)) return false;
+        shape.push_back(sz);
+        numel *= sz;
+        if (numel > (int64_t(1) << 28)) return false;
+      }
+      out = Tensor::empty(shape, DType::float32);
+      return read(out.raw_data(), static_cast<std::size_t>(numel) * 4);
+    };
+    std::map<std::pair<int64_t, int64_t>, TeacherRecord> loaded;
+    for (int64_t i = 0; i < n; ++i) {
+      int64_t key[2];
+      TeacherRecord r;
+      int64_t ntaps = 0;
+      if (!read(key, sizeof key) || !read(&r.fingerprint, sizeof(double)) || !tensor(r.logits) ||
+          !read(&ntaps, sizeof ntaps) || ntaps < 0 || ntaps > 16)
+        return false;
+      for (int64_t t = 0; t < ntaps; ++t) {
+        int64_t len = 0;
+        if (!read(&len, sizeof len) || len < 0 || len > 256) return false;
+        std::string name(static_cast<std::size_t>(len), '\0');
+        if (!read(&name[0], name.size()) || !tensor(r.taps[name])) return false;
+      }
+      loaded[{key[0], key[1]}] = std::move(r);
+    }
+    if (std::fgetc(f) != EOF) return false;
+    records_ = std::move(loaded);
+    return true;
+  }
+
   // A cheap, order-sensitive fingerprint of one image: Σ x_i·(1 + i mod 7).
   static double fingerprint(const Tensor& image) {
     const std::vector<double> v = image.to_vector<double>();
@@ -325,12 +439,15 @@ class CrossArchitectureDistiller {
       gl_ = heads_->register_module("gl", std::make_shared<GroupLinearProjector>(cfg_.gl, gen));
       student_tap_names_.insert(cfg_.gl_student_tap);
     }
+    // What the run decides once and must keep across a resume: gradient-norm sums of the balancing and the
+    // PCA temperature (float64 buffer in heads(), so the pipeline's checkpoint carries it).
+    kd_state_ = &heads_->register_buffer("kd_state", Tensor::zeros({kStateSize}, DType::float64));
     if (cfg_.weights.lambda_adv > 0.0) {
       cfg_.disc.in_dim = D;
       disc_ = heads_->register_module("disc", std::make_shared<FeatureDiscriminator>(cfg_.disc, gen));
     }
 
-    teacher_tap_names_.push_back(bname);
+    teacher_tap_names_.push_back(cfg_.teacher_token_tap.empty() ? bname : cfg_.teacher_token_tap);
     if (pca_ && pca_->needs_teacher_qkv()) {
       teacher_tap_names_.push_back(bname + ".attn.q");
       teacher_tap_names_.push_back(bname + ".attn.k");
@@ -342,7 +459,12 @@ class CrossArchitectureDistiller {
     if (pca_) for (auto& p : pca_->trainable_parameters()) heads_params.push_back(p);
     if (gl_) for (auto& p : gl_->trainable_parameters()) heads_params.push_back(p);
     std::vector<optim::ParamGroup> groups{{student_->trainable_parameters(), cfg_.lr, cfg_.weight_decay, "student"}};
-    if (!heads_params.empty()) groups.push_back({heads_params, cfg_.lr, cfg_.weight_decay, "projectors"});
+    RETIKD_CHECK(cfg_.projector_lr_mult > 0.0 && cfg_.balance_rho >= 0.0 && cfg_.projector_warmup_epochs >= 0.0 &&
+                     cfg_.balance_batches >= 1,
+                 "CrossArchitectureDistiller: projector_lr_mult must be positive, balance_rho and "
+                 "projector_warmup_epochs >= 0, balance_batches >= 1");
+    if (!heads_params.empty())
+      groups.push_back({heads_params, cfg_.lr * cfg_.projector_lr_mult, cfg_.weight_decay, "projectors"});
     if (cfg_.optimizer == "adamw") {
       optim::AdamWOptions o;
       o.lr = cfg_.lr;
@@ -391,21 +513,31 @@ class CrossArchitectureDistiller {
 
     // 2. teacher, 3. student
     const TeacherFeatures tf = cfg_.cache_teacher ? teacher_from_cache(views, sample_ids) : teacher_forward(X);
-    std::vector<std::string> taps(student_tap_names_.begin(), student_tap_names_.end());
-    nn::ModelOutput so = student_->forward_with_taps(Var(X), taps, true);
+    const nn::ModelOutput so = student_forward(X, images.size(0));
+    restore_state();
 
-    // 4. terms
+    // 4. terms. During the projector warm-up the projectors read detached student features (they learn, the
+    // student does not) and the KD terms are left out of the student's loss.
+    const bool warming = epoch < cfg_.projector_warmup_epochs;
+    auto tap = [&](const std::string& name) { return warming ? so.tap(name).detach() : so.tap(name); };
+    const Tensor sw = cfg_.weights.kd_class_weighted ? sample_weights_from_labels(Y, cfg_.weights.class_weights)
+                                                     : Tensor();
     KDTerms terms;
-    terms.ce = classification_loss(so.logits, Y, cfg_.weights);
-    if (cfg_.weights.logit_kd) terms.logit_kd = logit_kd_loss(so.logits, tf.logits, cfg_.weights.temperature);
+    const int64_t B0 = images.size(0);
+    terms.ce = cfg_.ce_clean_view_only && V > 1
+                   ? classification_loss(ops::narrow(so.logits, 0, 0, B0), labels, cfg_.weights)
+                   : classification_loss(so.logits, Y, cfg_.weights);
+    if (cfg_.weights.logit_kd) terms.logit_kd = logit_kd_loss(so.logits, tf.logits, cfg_.weights.temperature, sw);
     PcaResult r;
     if (pca_) {
-      r = pca_->forward(so.tap(cfg_.pca_student_tap), tf, s);
+      r = pca_->forward(tap(cfg_.pca_student_tap), tf, s, sw);
       terms.pca = r.loss;
+      if (pca_->temperature_chosen()) state(kPcaTau) = pca_->temperature();
+      if (std::isfinite(pca_->last_target_entropy())) log.set("pca_entropy", pca_->last_target_entropy());
     }
     GlResult g;
     if (gl_) {
-      g = gl_->forward(so.tap(cfg_.gl_student_tap), tf, /*need_projected=*/disc_ != nullptr);
+      g = gl_->forward(tap(cfg_.gl_student_tap), tf, /*need_projected=*/disc_ != nullptr, sw);
       terms.gl = g.loss;
     }
 
@@ -423,7 +555,9 @@ class CrossArchitectureDistiller {
       frozen = std::make_unique<FrozenScope>(*disc_);
       terms.adv = generator_loss(*disc_, g.projected);
     }
-    Var total = combine_losses(terms, cfg_.weights, epoch, &log);
+    if (!warming && cfg_.balance_rho > 0.0 && state(kBalanceCount) < static_cast<double>(cfg_.balance_batches))
+      measure_gradient_norms(terms);
+    Var total = combine_losses(terms, effective_weights(warming), epoch, &log);
     if (r.attn.defined()) log.set("pca_attn", r.attn.item<double>());
     if (r.vv.defined()) log.set("pca_vv", r.vv.item<double>());
     if (disc_) {
@@ -438,6 +572,38 @@ class CrossArchitectureDistiller {
     student_opt_->step();
     log.set("skipped", 0.0);
     return log;
+  }
+
+  // The KD weights in force: during the projector warm-up CE plus the projector terms at weight 1 (their inputs
+  // are detached, so only the projectors learn); with balancing, ρ·‖∇CE‖/‖∇L_k‖ once measured (0 until then).
+  KDLossWeights effective_weights(bool warming) const {
+    KDLossWeights w = cfg_.weights;
+    if (warming) {
+      w.logit_kd = false;
+      w.lambda_adv = 0.0;
+      if (w.lambda_pca > 0.0) w.lambda_pca = 1.0;
+      if (w.lambda_gl > 0.0) w.lambda_gl = 1.0;
+      w.ramp_start_epoch = 0.0;
+      w.ramp_epochs = 0.0;
+      return w;
+    }
+    if (cfg_.balance_rho <= 0.0) return w;
+    const double n = kd_state_->data<double>()[kBalanceCount];
+    auto lambda = [&](int k) {
+      const double* st = kd_state_->data<double>();
+      return n >= static_cast<double>(cfg_.balance_batches) && st[kGradTerm + k] > 0.0
+                 ? cfg_.balance_rho * st[kGradCe + k] / st[kGradTerm + k]
+                 : 0.0;
+    };
+    if (w.logit_kd) w.lambda_logit = lambda(0);
+    if (w.lambda_pca > 0.0) w.lambda_pca = lambda(1);
+    if (w.lambda_gl > 0.0) w.lambda_gl = lambda(2);
+    return w;
+  }
+  // The balanced weights once measured (logit, pca, gl; 0 for a term that is off or not yet measured).
+  std::vector<double> balanced_weights() const {
+    const KDLossWeights w = effective_weights(false);
+    return {w.logit_kd ? w.lambda_logit : 0.0, w.lambda_pca, w.lambda_gl};
   }
 
   // ---- the teacher side ----
@@ -573,9 +739,82 @@ class CrossArchitectureDistiller {
     return log;
   }
 
+  // kd_state_ layout: [0] batches measured, [1..3] Σ‖∇CE‖ on each term's parameters (logit, pca, gl),
+  // [4..6] Σ‖∇L_k‖, [7] the PCA temperature chosen (0: none yet).
+  static constexpr int64_t kStateSize = 8;
+  static constexpr int kBalanceCount = 0, kGradCe = 1, kGradTerm = 4, kPcaTau = 7;
+  double& state(int i) { return kd_state_->data<double>()[i]; }
+  // After a resume the buffer holds the PCA temperature chosen before: use it.
+  void restore_state() {
+    if (pca_ && !pca_->temperature_chosen() && state(kPcaTau) > 0.0) pca_->set_temperature(state(kPcaTau));
+  }
+
+  // The student's logits and taps for the views X (V·B, ...): one forward, or, with bn_clean_views, the clean
+  // view in training mode and the other views with batch norm on its running statistics (so the statistics,
+  // like the evaluation, see clean images only).
+  nn::ModelOutput student_forward(const Tensor& X, int64_t B) {
+    std::vector<std::string> taps(student_tap_names_.begin(), student_tap_names_.end());
+    if (!cfg_.bn_clean_views || X.size(0) == B) return student_->forward_with_taps(Var(X), taps, true);
+    nn::ModelOutput clean = student_->forward_with_taps(Var(X.narrow(0, 0, B)), taps, true);
+    std::vector<nn::Module*> bns;
+    nn::for_each_module(*student_, [&](nn::Module& m) {
+      if (dynamic_cast<nn::BatchNorm2d*>(&m) && m.is_training()) bns.push_back(&m);
+    });
+    for (auto* m : bns) m->train(false);
+    nn::ModelOutput rest;
+    try {
+      rest = student_->forward_with_taps(Var(X.narrow(0, B, X.size(0) - B)), taps, true);
+    } catch (...) {
+      for (auto* m : bns) m->train(true);
+      throw;
+    }
+    for (auto* m : bns) m->train(true);
+    nn::ModelOutput out;
+    out.logits = ops::concat({clean.logits, rest.logits}, 0);
+    for (const auto& kv : clean.taps) out.taps[kv.first] = ops::concat({kv.second, rest.tap(kv.first)}, 0);
+    return out;
+  }
+
+  // One batch of the balance measurement: ‖∇L_k‖ and ‖∇CE‖ over the student parameters L_k reaches (its shared
+  // layers with CE), each from its own backward pass over this step's graph; summed into kd_state_.
+  void measure_gradient_norms(const KDTerms& t) {
+    const std::vector<Var> params = student_->trainable_parameters();
+    auto grads_of = [&](const Var& loss) {
+      for (auto p : params) p.zero_grad();
+      loss.backward();
+      std::vector<Tensor> g;
+      for (const auto& p : params) g.push_back(p.grad().defined() ? p.grad().to(Device::cpu()).clone() : Tensor());
+      return g;
+    };
+    auto sq = [](const Tensor& x) {
+      double s = 0.0;
+      for (double v : x.to_vector<double>()) s += v * v;
+      return s;
+    };
+    const std::vector<Tensor> ce = grads_of(t.ce);
+    const Var* terms[3] = {&t.logit_kd, &t.pca, &t.gl};
+    for (int k = 0; k < 3; ++k) {
+      if (!terms[k]->defined() || !terms[k]->requires_grad()) continue;
+      const std::vector<Tensor> gk = grads_of(*terms[k]);
+      double nk = 0.0, nce = 0.0;
+      for (std::size_t i = 0; i < params.size(); ++i) {
+        if (!gk[i].defined()) continue;
+        const double s = sq(gk[i]);
+        if (s == 0.0) continue;
+        nk += s;
+        if (ce[i].defined()) nce += sq(ce[i]);
+      }
+      state(kGradCe + k) += std::sqrt(nce);
+      state(kGradTerm + k) += std::sqrt(nk);
+    }
+    state(kBalanceCount) += 1.0;
+    for (auto p : params) p.zero_grad();
+  }
+
   std::shared_ptr<nn::VisionTransformer> teacher_;
   std::shared_ptr<nn::Model> student_;
   DistillConfig cfg_;
+  Tensor* kd_state_ = nullptr;
   MultiViewGenerator views_;
   int64_t block_ = 0;
   std::pair<int64_t, int64_t> teacher_grid_{0, 0};

@@ -143,7 +143,8 @@ class GroupLinearProjector : public nn::Module {
 
   // L_gl for a student map (B, C, h, w) against the teacher block's patch tokens. need_projected = false lets a
   // GPU run use the fused kernel (see the file comment); the CPU path ignores it.
-  GlResult forward(const Var& student_map, const TeacherFeatures& t, bool need_projected = true) {
+  GlResult forward(const Var& student_map, const TeacherFeatures& t, bool need_projected = true,
+                   const Tensor& sample_weights = Tensor()) {
     RETIKD_CHECK(student_map.dim() == 4, "GroupLinearProjector: student map ", shape_str(student_map.shape()),
                  " must be (B, C, h, w)");
     const auto g = common_grid(cfg_.align, student_map.size(2), student_map.size(3), t.grid_h, t.grid_w);
@@ -154,7 +155,7 @@ class GroupLinearProjector : public nn::Module {
     r.target = teacher_patch_tokens(t, g.first, g.second);  // (B, N, D)
     RETIKD_CHECK(r.target.size(2) == cfg_.out_dim, "GroupLinearProjector: built for ", cfg_.out_dim,
                  "-dimensional teacher tokens, got ", shape_str(r.target.shape()));
-    if (!need_projected && aligned.value().is_cuda()) {
+    if (!need_projected && aligned.value().is_cuda() && !sample_weights.defined()) {
       std::string why;
       if (proj || (aligned.size(2) == cfg_.grid_h && aligned.size(3) == cfg_.grid_w)) {
         FusedGlInputs in;
@@ -173,7 +174,7 @@ class GroupLinearProjector : public nn::Module {
       log_fused_fallback("GL projector (fused group-wise linear loss)", why);
     }
     r.projected = project(aligned);  // (B, N, D)
-    r.loss = feature_mse_loss(r.projected, r.target);
+    r.loss = feature_mse_loss(r.projected, r.target, sample_weights);
     return r;
   }
 

@@ -20,7 +20,9 @@
 //            over channels when C ≠ 3), f_c uniform in [1−c, 1+c]
 //   mask     the image is tiled by patch×patch squares (the last row / column may be smaller);
 //            round(ratio·count) distinct tiles, uniform, are set to black (pixel value 0)
-// View 0 is the input itself.
+// View 0 is the input itself. With `mirror`, the one augmented view is the horizontal mirror of the input
+// instead (no random transform): the CPU route, where the teacher's targets for an image and its mirror are
+// computed once from cached features (pipeline/pretrained_teacher.hpp).
 #pragma once
 
 #include <algorithm>
@@ -50,6 +52,7 @@ struct MultiViewConfig {
   std::vector<double> mean{0.485, 0.456, 0.406};  // the normalisation of the batch (empty: none)
   std::vector<double> std{0.229, 0.224, 0.225};
   uint64_t seed = 0;
+  bool mirror = false;           // the one augmented view (augmented_views = 1) is the horizontal mirror
 };
 
 // What one augmented view received (tests, logs).
@@ -144,6 +147,25 @@ inline void mask_tiles(Tensor& img, int64_t patch, const std::vector<int64_t>& t
 
 }  // namespace mv
 
+// Horizontal mirror of a batch (B, C, H, W), float32 or float64, CPU.
+inline Tensor hflip_batch(const Tensor& x) {
+  RETIKD_CHECK(x.dim() == 4 && x.is_cpu() && (x.dtype() == DType::float32 || x.dtype() == DType::float64),
+               "hflip_batch: images ", x.describe(), " must be a (B, C, H, W) float CPU tensor");
+  const Tensor c = x.contiguous();
+  Tensor out = Tensor::empty(c.shape(), c.dtype());
+  const int64_t rows = c.size(0) * c.size(1) * c.size(2), W = c.size(3);
+  auto run = [&](auto tag) {
+    using T = decltype(tag);
+    const T* src = c.data<T>();
+    T* dst = out.data<T>();
+    for (int64_t r = 0; r < rows; ++r)
+      for (int64_t j = 0; j < W; ++j) dst[r * W + j] = src[r * W + (W - 1 - j)];
+  };
+  if (c.dtype() == DType::float32) run(float());
+  else run(double());
+  return out;
+}
+
 class MultiViewGenerator {
  public:
   explicit MultiViewGenerator(MultiViewConfig cfg = {}) : cfg_(std::move(cfg)) {
@@ -155,6 +177,8 @@ class MultiViewGenerator {
     RETIKD_CHECK(cfg_.brightness >= 0.0 && cfg_.contrast >= 0.0 && cfg_.rotation_degrees >= 0.0,
                  "MultiViewGenerator: jitter strengths and rotation must be >= 0");
     RETIKD_CHECK(cfg_.mean.size() == cfg_.std.size(), "MultiViewGenerator: mean and std differ in length");
+    RETIKD_CHECK(!cfg_.mirror || cfg_.augmented_views == 1, "MultiViewGenerator: mirror views need "
+                 "augmented_views = 1, got ", cfg_.augmented_views);
   }
   const MultiViewConfig& config() const { return cfg_; }
   int64_t num_views() const { return 1 + cfg_.augmented_views; }
@@ -184,6 +208,7 @@ class MultiViewGenerator {
                  "MultiViewGenerator: normalisation for ", cfg_.mean.size(), " channels, images have ", images.size(1));
     if (records) records->assign(sample_ids.size(), ViewRecord{});
     if (v == 0) return images;
+    if (cfg_.mirror) return images.is_cpu() ? hflip_batch(images) : hflip_batch(images.to(Device::cpu())).to(images.device());
     // The transforms run on the host: GPU images make the round trip (the same views either way).
     if (!images.is_cpu()) return view(images.to(Device::cpu()), sample_ids, step, v, records).to(images.device());
     Tensor out = Tensor::empty(images.shape(), images.dtype());

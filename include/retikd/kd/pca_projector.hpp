@@ -30,6 +30,7 @@
 
 #include <cmath>
 #include <cstdint>
+#include <limits>
 #include <memory>
 #include <string>
 
@@ -63,6 +64,13 @@ struct PcaConfig {
   double cross_prob = 0.0;   // p (CAKD: 0.5; 0 disables)
   uint64_t cross_seed = 0x5EEDC0DEULL;
   double temperature = 1.0;  // τ of the paper target
+  // paper target, our default (DESIGN.md §5): the KL as the mean over rows instead of batchmean's sum over the
+  // N rows, and τ chosen at the first step so the teacher target's mean row entropy is this fraction of log N
+  // (0: keep `temperature`). softmax(T·Tᵀ/√D) at τ = 1 is nearly the identity (entropy ≈ 0).
+  bool kl_row_mean = false;
+  double target_entropy = 0.0;
+  // cakd target: compare the maps averaged over heads (CAKD's official code) instead of head by head
+  bool average_heads = false;
   double attn_weight = 1.0;  // cakd: weight of MSE(A_S, A_T) inside L_pca
   double vv_weight = 1.0;    // cakd: weight of MSE(V_S V_Sᵀ/√d, V_T V_Tᵀ/√d) inside L_pca
   GridAlign align = GridAlign::resize_teacher;
@@ -158,8 +166,21 @@ class PartialCrossAttentionProjector : public nn::Module {
     return out;
   }
 
-  // L_pca for a student map (B, C, h, w) against the teacher block; `step` seeds the replacement mask.
-  PcaResult forward(const Var& student_map, const TeacherFeatures& t, uint64_t step) {
+  // τ in use for the paper target (set from target_entropy at the first forward when configured).
+  double temperature() const { return cfg_.temperature; }
+  void set_temperature(double tau) {
+    RETIKD_CHECK(tau > 0.0, "PartialCrossAttentionProjector: temperature must be positive");
+    cfg_.temperature = tau;
+    temperature_chosen_ = true;
+  }
+  bool temperature_chosen() const { return temperature_chosen_; }
+  // Mean row entropy of the last paper target at the temperature in use (nats; NaN before the first forward).
+  double last_target_entropy() const { return last_entropy_; }
+
+  // L_pca for a student map (B, C, h, w) against the teacher block; `step` seeds the replacement mask; sample
+  // weights (B), when defined, weigh each sample's term (the unfused path then runs on a GPU too).
+  PcaResult forward(const Var& student_map, const TeacherFeatures& t, uint64_t step,
+                    const Tensor& sample_weights = Tensor()) {
     RETIKD_CHECK(student_map.dim() == 4, "PartialCrossAttentionProjector: student map ",
                  shape_str(student_map.shape()), " must be (B, C, h, w)");
     const auto g = common_grid(cfg_.align, student_map.size(2), student_map.size(3), t.grid_h, t.grid_w);
@@ -175,17 +196,32 @@ class PartialCrossAttentionProjector : public nn::Module {
       if (needs_teacher_v()) te.v = teacher_heads(t.v, t, g.first, g.second, "v");
       check_teacher(te.q.size(1), te.q.size(3));
     }
-    if (st.q.value().is_cuda() && fused_forward(st, te, t, g, step, r)) return r;
+    if (cfg_.target == PcaTarget::paper) {  // the target's row entropy: chooses τ once, and is logged
+      const Tensor zt = token_affinity_logits(teacher_patch_tokens(t, g.first, g.second)).value();  // (B, N, N)
+      if (cfg_.target_entropy > 0.0 && !temperature_chosen_) set_temperature(temperature_for_entropy(zt, cfg_.target_entropy));
+      last_entropy_ = mean_row_entropy(zt, cfg_.temperature);
+    }
+    const bool plain = !sample_weights.defined() && !cfg_.kl_row_mean && !cfg_.average_heads;
+    if (plain && st.q.value().is_cuda() && fused_forward(st, te, t, g, step, r)) return r;
+    if (!plain && st.q.value().is_cuda()) log_fused_fallback("PCA projector (fused attention loss)",
+                                                             "sample weights / row-mean KL are not fused");
     if (is_training()) st = cross(st, te, step);
     r.student_logits = attention_logits(st.q, st.k);  // (B, H, N, N)
     if (cfg_.target == PcaTarget::paper) {
       r.teacher_logits = token_affinity_logits(teacher_patch_tokens(t, g.first, g.second));  // (B, N, N)
-      r.attn = attention_kl_loss(r.student_logits, r.teacher_logits, cfg_.temperature);
+      r.attn = attention_kl_loss(r.student_logits, r.teacher_logits, cfg_.temperature, cfg_.kl_row_mean,
+                                 sample_weights);
       r.loss = r.attn;
     } else {
       r.teacher_logits = attention_logits(te.q, te.k);  // (B, Ht, N, N)
-      r.attn = feature_mse_loss(r.student_logits, r.teacher_logits);
-      r.vv = feature_mse_loss(value_relation(st.v), value_relation(te.v));
+      Var rs = value_relation(st.v), rt = value_relation(te.v);
+      if (cfg_.average_heads) {  // (B, N, N) each: the mean over heads on both sides
+        r.attn = feature_mse_loss(ops::mean(r.student_logits, {1}), ops::mean(r.teacher_logits, {1}), sample_weights);
+        r.vv = feature_mse_loss(ops::mean(rs, {1}), ops::mean(rt, {1}), sample_weights);
+      } else {
+        r.attn = feature_mse_loss(r.student_logits, r.teacher_logits, sample_weights);
+        r.vv = feature_mse_loss(rs, rt, sample_weights);
+      }
       r.loss = ops::add(ops::mul(r.attn, cfg_.attn_weight), ops::mul(r.vv, cfg_.vv_weight));
     }
     return r;
@@ -251,6 +287,8 @@ class PartialCrossAttentionProjector : public nn::Module {
   }
 
   PcaConfig cfg_;
+  bool temperature_chosen_ = false;
+  double last_entropy_ = std::numeric_limits<double>::quiet_NaN();
 };
 
 }  // namespace kd
