@@ -14,7 +14,7 @@ namespace {
 
 void usage(std::FILE* f) {
   std::fprintf(f,
-      "usage: distill_retina [--data ROOT] [--manifest FILE] [--synthetic] [--preset paper|cakd|quick|smoke]\n"
+      "usage: distill_retina [--data ROOT] [--manifest FILE] [--synthetic] [--preset paper|cakd|cakd_paper|quick|smoke]\n"
       "                      [--out DIR] [--teacher dinov2_s14|vit_tiny|vit_small|vit_b16] [--teacher-init FILE]\n"
       "                      [--teacher-weights FILE] [--teacher-img PX] [--teacher-freeze K]\n"
       "                      [--teacher-head auto|cls|avg|cls_avg] [--teacher-tta 0|1] [--teacher-drop-path X]\n"
@@ -26,6 +26,9 @@ void usage(std::FILE* f) {
       "                      [--stop-after-epochs N] [--quiet]\n"
       "                      [--alpha X] [--lambda-pca X] [--lambda-gl X] [--lambda-adv X] [--logit-kd 0|1]\n"
       "                      [--temperature X] [--teacher-from DIR|FILE] [--no-ce] [--no-kd] [--bn-recalibrate 0|1]\n"
+      "                      [--mirror-views 0|1] [--ce-clean 0|1] [--bn-clean 0|1] [--kd-class-weighted 0|1]\n"
+      "                      [--balance-rho X] [--projector-warmup E] [--kd-ramp E] [--teacher-tokens pre|norm]\n"
+      "                      [--pca-entropy F] [--pca-row-mean 0|1] [--projector-lr-mult X]\n"
       "\n"
       "Stages (each under DIR/<stage>/, resumed when interrupted, skipped when complete):\n"
       "  teacher     fine-tune the ViT teacher with cross-entropy\n"
@@ -35,7 +38,8 @@ void usage(std::FILE* f) {
       "\n"
       "  --data ROOT          image root (split.tsv manifest or class folders); default ../shared/data/fundus4\n"
       "                       when its split.tsv exists, else the built-in synthetic set\n"
-      "  --preset NAME        paper | cakd (GPU-sized) | quick (CPU, default) | smoke (seconds, synthetic)\n"
+      "  --preset NAME        paper | cakd (CAKD's official code) | cakd_paper (its paper's text) (GPU-sized) |\n"
+      "                       quick (CPU, default) | smoke (seconds, synthetic)\n"
       "  --out DIR            default runs/<preset>\n"
       "  --teacher NAME       dinov2_s14: DINOv2 ViT-S/14 from pretrained weights (the default of quick, paper and\n"
       "                       cakd when the weights are found; else the preset's ViT from scratch, said in the\n"
@@ -47,9 +51,9 @@ void usage(std::FILE* f) {
       "  --teacher-freeze K   blocks 0..K-1 frozen, their output cached per image and mirror (quick: 8; 0: all\n"
       "                       trained from the images, the GPU route)\n"
       "  --teacher-head H     pooling of the teacher's head: auto (a linear probe per pooling on validation\n"
-      "                       picks, and initialises the head), cls, avg, cls_avg\n"
+      "                       picks), cls, avg, cls_avg\n"
       "  --teacher-tta 0|1    average the teacher's logits over the image and its mirror (default 1)\n"
-      "  --teacher-drop-path X, --teacher-layer-decay X   fine-tuning regularisation (0.1) and lr decay (0.75)\n"
+      "  --teacher-drop-path X, --teacher-layer-decay X   fine-tuning regularisation (0) and lr decay (0.9)\n"
       "  --epochs-student N   epochs of both student stages (CE baseline and distilled)\n"
       "  --limit-train N      a seeded subset of N training images (timing runs); --limit-eval the same for val/test\n"
       "  --stop-after-epochs N  stop (as if killed) after N epochs in this call; run again to resume\n"
@@ -61,6 +65,18 @@ void usage(std::FILE* f) {
       "  --no-ce, --no-kd     skip the CE-only baseline / the distilled student (and its export)\n"
       "  --bn-recalibrate 0|1 re-centre the ImageNet student's batch norms on training images (default 1;\n"
       "                       nn/batchnorm_recalibration.hpp says why)\n"
+      "Distillation that helps (docs/distillation.md):\n"
+      "  --mirror-views 0|1   the one augmented view is the image's mirror (with the DINOv2 teacher: every teacher\n"
+      "                       target from its cached frozen blocks, at its own image size)\n"
+      "  --ce-clean 0|1       CE on the clean view only; --bn-clean 0|1 batch-norm statistics from it only\n"
+      "  --kd-class-weighted 0|1  KD terms weigh each sample by its label's class weight, like the CE\n"
+      "  --balance-rho X      > 0: each KD term weighted X * |grad CE| / |grad term| at the student's shared layers,\n"
+      "                       measured after the projector warm-up (replaces the lambdas)\n"
+      "  --projector-warmup E epochs in which the projectors learn on detached student features; --kd-ramp E\n"
+      "                       epochs over which the KD terms then ramp in\n"
+      "  --teacher-tokens pre|norm  PCA / GL targets from the block's raw tokens or after the final norm\n"
+      "  --pca-entropy F      PCA target temperature set so its mean row entropy is F * log N (0 < F < 1)\n"
+      "  --pca-row-mean 0|1   PCA KL as a mean over rows; --projector-lr-mult X projectors' lr multiple\n"
       "scripts/ablation.sh runs the ablation of docs/results.md with these.\n");
 }
 
@@ -168,6 +184,28 @@ int main(int argc, char** argv) {
         o.temperature = real();
       } else if (a == "--bn-recalibrate") {
         o.recalibrate_bn = static_cast<int>(integer() != 0);
+      } else if (a == "--mirror-views") {
+        o.mirror_views = static_cast<int>(integer() != 0);
+      } else if (a == "--ce-clean") {
+        o.ce_clean = static_cast<int>(integer() != 0);
+      } else if (a == "--bn-clean") {
+        o.bn_clean = static_cast<int>(integer() != 0);
+      } else if (a == "--kd-class-weighted") {
+        o.kd_class_weighted = static_cast<int>(integer() != 0);
+      } else if (a == "--balance-rho") {
+        o.balance_rho = real();
+      } else if (a == "--projector-warmup") {
+        o.projector_warmup = real();
+      } else if (a == "--kd-ramp") {
+        o.kd_ramp = real();
+      } else if (a == "--teacher-tokens") {
+        o.teacher_tokens = value();
+      } else if (a == "--pca-entropy") {
+        o.pca_entropy = real();
+      } else if (a == "--pca-row-mean") {
+        o.pca_row_mean = static_cast<int>(integer() != 0);
+      } else if (a == "--projector-lr-mult") {
+        o.projector_lr_mult = real();
       } else if (a == "--teacher-from") {
         o.teacher_from = value();
       } else if (a == "--no-ce") {
@@ -198,7 +236,7 @@ int main(int argc, char** argv) {
     bool known = false;
     for (const auto& n : kd::distill_preset_names()) known = known || n == o.preset;
     if (!known) {
-      std::fprintf(stderr, "distill_retina: unknown preset '%s' (paper, cakd, quick, smoke)\n", o.preset.c_str());
+      std::fprintf(stderr, "distill_retina: unknown preset '%s' (paper, cakd, cakd_paper, quick, smoke)\n", o.preset.c_str());
       return 2;
     }
     (void)preset_given;

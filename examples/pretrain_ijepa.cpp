@@ -18,6 +18,12 @@
 // Defaults fit a 2-core CPU: a ViT-Tiny-wide encoder (D 192, 3 heads) of depth 6 on 112 px images with 8 px
 // patches (a 14×14 grid, the smallest that leaves enough context patches for the multi-block masks), a
 // predictor of width 96 and depth 4.
+//
+// --arch dinov2_s14 --init FILE continues from pretrained DINOv2 ViT-S/14 weights (ONNX export or timm-named
+// safetensors): domain-adaptive I-JEPA on the fundus images. The encoder is then vit_small_patch14_dinov2 (patch
+// 14, its learned 37×37 position embedding, resampled bicubically; --img a multiple of 14), both encoders start
+// from the file, the predictor (default width 192, 6 heads) from scratch; encoder.safetensors is what
+// `distill_retina --teacher-weights FILE` fine-tunes.
 #include <sys/stat.h>
 
 #include <chrono>
@@ -38,6 +44,7 @@
 #include <retikd/metrics/json.hpp>
 #include <retikd/metrics/report.hpp>
 #include <retikd/optim/optim.hpp>
+#include <retikd/pipeline/pretrained_teacher.hpp>
 #include <retikd/ssl/ssl.hpp>
 #include <retikd/train/checkpoint.hpp>
 #include <retikd/train/run_log.hpp>
@@ -66,6 +73,8 @@ struct Options {
   std::string probe_only;  // an encoder file: probe it (and the random encoder), no pretraining
   std::string pooling = "mean";
   int64_t probe_limit = 0;  // > 0: seeded subsets of the probe's train / test splits (timing)
+  std::string arch = "vit";  // vit (the options above) | dinov2_s14
+  std::string init;          // initial encoder weights (dinov2_s14: .onnx or .safetensors)
 };
 
 void usage() {
@@ -78,7 +87,7 @@ void usage() {
       "                      [--wd-start 0.04] [--wd-end 0.4] [--ema-start 0.996] [--ema-end 1.0] [--clip X]\n"
       "                      [--seed 0] [--workers 1] [--limit N] [--val-images 64] [--resume | --restart]\n"
       "                      [--epochs-this-call N] [--export-img N] [--probe] [--probe-only FILE]\n"
-      "                      [--pooling mean|cls] [--probe-limit N] [--quiet]\n"
+      "                      [--pooling mean|cls] [--probe-limit N] [--quiet] [--arch vit|dinov2_s14] [--init FILE]\n"
       "\n"
       "  --data ROOT      image root (split.tsv manifest or class folders); default ../shared/data/fundus4 when\n"
       "                   its split.tsv exists, else the synthetic fundus set\n"
@@ -92,6 +101,9 @@ void usage() {
       "                   on the train split, scored on the test split) of the context and target encoders and\n"
       "                   of their random init\n"
       "  --probe-only F   probe encoder file F (and the random init of the same architecture); no pretraining\n"
+      "  --arch dinov2_s14  the encoder is DINOv2 ViT-S/14 (patch 14; --img a multiple of 14; --patch, --dim,\n"
+      "                   --depth, --heads do not apply); with --init FILE (.onnx or .safetensors) its pretrained\n"
+      "                   weights start both encoders (domain-adaptive continued pretraining)\n"
       "Output: OUT/encoder.safetensors is a ViT checkpoint (timm names) for distill_retina --teacher-init.\n");
 }
 
@@ -167,6 +179,18 @@ std::shared_ptr<data::Loader> make_loader(std::shared_ptr<const data::ImageSourc
 // ---- model ------------------------------------------------------------------------------------------------
 
 ssl::IJepaConfig model_config(const Options& o) {
+  if (o.arch == "dinov2_s14") {
+    RETIKD_CHECK(o.img % 14 == 0, "--img ", o.img, " must be a multiple of DINOv2's 14-pixel patch");
+    ssl::IJepaConfig c;
+    c.encoder = nn::ViTConfig::dinov2_small(0, o.img);
+    c.sincos_position = false;  // the pretrained, learned position embedding
+    c.predictor_dim = o.pred_dim;
+    c.predictor_depth = o.pred_depth;
+    c.predictor_heads = o.pred_heads;
+    c.loss = ssl::parse_latent_loss(o.loss);
+    return c;
+  }
+  RETIKD_CHECK(o.arch == "vit", "--arch must be vit or dinov2_s14, got '", o.arch, "'");
   RETIKD_CHECK(o.patch > 0 && o.img % o.patch == 0, "--img ", o.img, " must be a multiple of --patch ", o.patch);
   RETIKD_CHECK(o.dim % o.heads == 0 && o.dim % 4 == 0, "--dim ", o.dim, " must be a multiple of --heads ", o.heads,
                " and of 4");
@@ -307,6 +331,7 @@ class StopRequested : public Error {
 int main(int argc, char** argv) {
   std::setvbuf(stdout, nullptr, _IOLBF, 0);
   Options o;
+  bool pred_given = false;
   try {
     for (int i = 1; i < argc; ++i) {
       const std::string a = argv[i];
@@ -351,9 +376,9 @@ int main(int argc, char** argv) {
       else if (a == "--depth") o.depth = integer();
       else if (a == "--heads") o.heads = integer();
       else if (a == "--mlp-ratio") o.mlp_ratio = real();
-      else if (a == "--pred-dim") o.pred_dim = integer();
+      else if (a == "--pred-dim") o.pred_dim = integer(), pred_given = true;
       else if (a == "--pred-depth") o.pred_depth = integer();
-      else if (a == "--pred-heads") o.pred_heads = integer();
+      else if (a == "--pred-heads") o.pred_heads = integer(), pred_given = true;
       else if (a == "--loss") o.loss = value();
       else if (a == "--epochs") o.epochs = integer();
       else if (a == "--batch") o.batch = integer();
@@ -380,6 +405,8 @@ int main(int argc, char** argv) {
       else if (a == "--pooling") o.pooling = value();
       else if (a == "--probe-limit") o.probe_limit = integer();
       else if (a == "--quiet") o.quiet = true;
+      else if (a == "--arch") o.arch = value();
+      else if (a == "--init") o.init = value();
       else {
         std::fprintf(stderr, "pretrain_ijepa: unknown option '%s' (see --help)\n", a.c_str());
         return 2;
@@ -390,6 +417,20 @@ int main(int argc, char** argv) {
     RETIKD_CHECK(o.ema_start <= 1.0 && o.ema_end <= 1.0, "--ema-start / --ema-end must be at most 1");
     RETIKD_CHECK(o.min_lr_ratio <= 1.0, "--min-lr-ratio must be at most 1");
     ssl::parse_probe_pooling(o.pooling);
+    if (o.arch == "dinov2_s14") {
+      // DINOv2's own geometry and a predictor half its width, unless given
+      o.patch = 14;
+      o.dim = 384;
+      o.depth = 12;
+      o.heads = 6;
+      if (!pred_given) {
+        o.pred_dim = 192;
+        o.pred_heads = 6;
+      }
+      RETIKD_CHECK(o.export_img == 0, "--export-img does not apply to dinov2_s14 (its encoder keeps the 37x37 "
+                   "position embedding and resamples it itself)");
+    }
+    RETIKD_CHECK(o.init.empty() || o.arch == "dinov2_s14", "--init applies to --arch dinov2_s14");
     std::FILE* log = o.quiet ? nullptr : stdout;
     train::detail::make_directories(o.out + "/.cache");
 
@@ -398,6 +439,11 @@ int main(int argc, char** argv) {
     const ssl::IJepaConfig cfg = model_config(o);
     Generator init(static_cast<uint64_t>(o.seed));
     ssl::IJepa model(cfg, init);
+    if (!o.init.empty()) {
+      const std::string what = pipeline::load_dinov2_weights(*model.context_encoder, o.init);
+      model.target_encoder->load_state_dict(model.context_encoder->state_dict());
+      if (log) std::fprintf(log, "init: both encoders from %s\n", what.c_str());
+    }
     // The encoder before any update: the probe's "random" baseline (same architecture and initialisation).
     Generator init_again(static_cast<uint64_t>(o.seed));
     nn::VisionTransformer random_encoder(cfg.encoder, init_again);

@@ -45,10 +45,6 @@
 #include "retikd/train/checkpoint.hpp"
 #include "retikd/train/run_log.hpp"
 #include "retikd/train/trainer_loop.hpp"
-#ifdef RETIKD_WITH_ONNX
-#include "retikd/io/onnx_import.hpp"
-#endif
-
 namespace retikd {
 namespace pipeline {
 
@@ -85,7 +81,7 @@ struct PipelineSettings {
 inline PipelineSettings pipeline_preset(const std::string& name) {
   PipelineSettings s;
   s.kd = kd::distill_preset(name);
-  if (name == "paper" || name == "cakd") {
+  if (name == "paper" || name == "cakd" || name == "cakd_paper") {
     s.teacher_epochs = 30;
     s.teacher_lr = 1e-4;
     s.teacher_weight_decay = 0.05;
@@ -138,6 +134,18 @@ struct PipelineOptions {
   // weights file itself. Ablations and seed repeats distil from one teacher, trained once.
   std::string teacher_from;
   int recalibrate_bn = -1;       // 0 / 1: batch-norm re-centring of the imported student (default on)
+  // Distillation that helps (docs/distillation.md); negative / empty: the preset's
+  int mirror_views = -1;         // 0 / 1: the augmented view is the image's mirror (cheap, exact teacher targets)
+  int ce_clean = -1;             // 0 / 1: CE on the clean view only
+  int bn_clean = -1;             // 0 / 1: batch-norm statistics from the clean view only
+  int kd_class_weighted = -1;    // 0 / 1: KD terms weighted by the class weight of each sample's label
+  double balance_rho = -1;       // > 0: KD weights from gradient-norm ratios (ρ); 0: the λs as given
+  double projector_warmup = -1;  // epochs of projector warm-up (student features detached)
+  double kd_ramp = -1;           // epochs over which the KD terms ramp in after the warm-up
+  std::string teacher_tokens;    // pre | norm: the teacher tokens of the PCA / GL targets
+  double pca_entropy = -1;       // (0, 1): τ of the PCA target from its mean row entropy; 0: the preset's τ
+  int pca_row_mean = -1;         // 0 / 1: PCA KL as a mean over rows
+  double projector_lr_mult = -1; // projectors' lr as a multiple of the student's
   bool run_ce = true;            // the CE-only student baseline stage
   bool run_kd = true;            // the distilled student stage (and the bundle export)
   std::string teacher;           // dinov2_s14 | vit_tiny | vit_small | vit_b16
@@ -477,45 +485,6 @@ inline std::string find_dinov2_weights(const std::string& explicit_path) {
   return "";
 }
 
-inline bool ends_with_ci(const std::string& s, const std::string& suffix) {
-  if (s.size() < suffix.size()) return false;
-  for (std::size_t i = 0; i < suffix.size(); ++i)
-    if (std::tolower(static_cast<unsigned char>(s[s.size() - suffix.size() + i])) != suffix[i]) return false;
-  return true;
-}
-
-// Loads pretrained DINOv2 weights (ONNX export or timm-named safetensors) into `vit`; the head keeps its init.
-inline std::string load_dinov2_weights(nn::VisionTransformer& vit, const std::string& path) {
-  if (ends_with_ci(path, ".onnx")) {
-#ifdef RETIKD_WITH_ONNX
-    return io::onnx::load_dinov2(vit, path).summary();
-#else
-    fail("the DINOv2 teacher's weights ", path, " are ONNX, and this build has no ONNX import (install libonnx-dev "
-         "libprotobuf-dev and rebuild, or pass a safetensors file with timm names)");
-#endif
-  }
-  const auto before = vit.state_dict();
-  io::SafetensorsContents c = io::read_safetensors(path);
-  std::map<std::string, Tensor> file = c.to_map();
-  std::map<std::string, Tensor> keep;
-  std::vector<std::string> wrong;
-  for (const auto& kv : before) {
-    auto it = file.find(kv.first);
-    if (it == file.end()) continue;
-    if (it->second.shape() != kv.second.shape()) {
-      if (kv.first.compare(0, 5, "head.") != 0)
-        wrong.push_back(kv.first + " " + shape_str(it->second.shape()) + " vs " + shape_str(kv.second.shape()));
-      continue;
-    }
-    keep[kv.first] = it->second;
-  }
-  RETIKD_CHECK(wrong.empty() && keep.size() + 2 >= before.size(), "--teacher-weights ", path, ": ", keep.size(),
-               " of the teacher's ", before.size(), " tensors found with the right shape (a vit_small_patch14_dinov2 ",
-               "state dict with timm names is expected)", wrong.empty() ? "" : "; wrong shapes: " + wrong[0]);
-  vit.load_state_dict(keep, /*strict=*/false);
-  return std::to_string(keep.size()) + " tensors from " + path;
-}
-
 // The settings of a run: the preset with the options' overrides applied (throws on a bad value).
 inline PipelineSettings resolve_settings(const PipelineOptions& o) {
   PipelineSettings s = pipeline_preset(o.preset);
@@ -526,7 +495,8 @@ inline PipelineSettings resolve_settings(const PipelineOptions& o) {
     c.teacher.img_size = o.img;  // a scratch teacher works at the student's size; DINOv2 has its own below
   }
   // The pretrained DINOv2 teacher: asked for, or the default of quick / paper / cakd when its weights are found.
-  const bool preset_prefers_dinov2 = o.preset == "quick" || o.preset == "paper" || o.preset == "cakd";
+  const bool preset_prefers_dinov2 =
+      o.preset == "quick" || o.preset == "paper" || o.preset == "cakd" || o.preset == "cakd_paper";
   const bool want_dinov2 =
       o.teacher == "dinov2_s14" || (o.teacher.empty() && o.teacher_init.empty() && preset_prefers_dinov2);
   if (want_dinov2) {
@@ -567,6 +537,7 @@ inline PipelineSettings resolve_settings(const PipelineOptions& o) {
       if (o.teacher_freeze >= 0) ft.freeze_blocks = o.teacher_freeze;
       if (!o.teacher_head.empty()) ft.head = o.teacher_head;
       if (o.teacher_tta >= 0) ft.flip_tta = o.teacher_tta != 0;
+      ft.drop_path = ft.freeze_blocks == 0 ? 0.1 : 0.0;  // many epochs over all blocks vs a few over the top ones
       if (o.teacher_drop_path >= 0) ft.drop_path = o.teacher_drop_path;
       if (o.teacher_layer_decay > 0) ft.layer_decay = o.teacher_layer_decay;
       RETIKD_CHECK(ft.head == "auto" || ft.head == "cls" || ft.head == "avg" || ft.head == "cls_avg",
@@ -576,6 +547,12 @@ inline PipelineSettings resolve_settings(const PipelineOptions& o) {
       RETIKD_CHECK(ft.layer_decay <= 1.0 && ft.drop_path <= 1.0, "--teacher-layer-decay and --teacher-drop-path "
                    "must be at most 1");
       s.teacher_note = "DINOv2 ViT-S/14 (self-supervised on LVD-142M) from " + path;
+      if (o.preset == "quick") {
+        // the CPU route: the augmented view is the mirror, so every teacher target comes from the frozen-block
+        // cache (the teacher never runs a full forward in the KD stage)
+        c.views.mirror = true;
+        c.views.augmented_views = 1;
+      }
     }
   } else if (!o.teacher_weights.empty() || o.teacher_img > 0 || o.teacher_freeze >= 0 || !o.teacher_head.empty() ||
              o.teacher_tta >= 0) {
@@ -616,7 +593,10 @@ inline PipelineSettings resolve_settings(const PipelineOptions& o) {
   if (o.lr > 0) c.lr = o.lr;
   if (o.teacher_lr > 0) s.teacher_lr = o.teacher_lr;
   if (o.weight_decay >= 0) c.weight_decay = o.weight_decay;
-  if (o.views >= 0) c.views.augmented_views = o.views;
+  if (o.views >= 0) {
+    c.views.augmented_views = o.views;
+    if (o.mirror_views < 0) c.views.mirror = false;  // K views asked for: the random multi-view set
+  }
   if (o.cache_teacher >= 0) c.cache_teacher = o.cache_teacher != 0;
   if (o.recalibrate_bn >= 0) s.recalibrate_batchnorm = o.recalibrate_bn != 0;
   if (o.alpha >= 0) c.weights.alpha = o.alpha;
@@ -625,6 +605,32 @@ inline PipelineSettings resolve_settings(const PipelineOptions& o) {
   if (o.lambda_adv >= 0) c.weights.lambda_adv = o.lambda_adv;
   if (o.temperature > 0) c.weights.temperature = o.temperature;
   if (o.logit_kd >= 0) c.weights.logit_kd = o.logit_kd != 0;
+  if (o.mirror_views >= 0) {
+    c.views.mirror = o.mirror_views != 0;
+    if (c.views.mirror) c.views.augmented_views = 1;
+  }
+  if (o.ce_clean >= 0) c.ce_clean_view_only = o.ce_clean != 0;
+  if (o.bn_clean >= 0) c.bn_clean_views = o.bn_clean != 0;
+  if (o.kd_class_weighted >= 0) c.weights.kd_class_weighted = o.kd_class_weighted != 0;
+  if (o.balance_rho >= 0) c.balance_rho = o.balance_rho;
+  if (o.projector_warmup >= 0) c.projector_warmup_epochs = o.projector_warmup;
+  if (o.kd_ramp >= 0) {
+    c.weights.ramp_start_epoch = c.projector_warmup_epochs;
+    c.weights.ramp_epochs = o.kd_ramp;
+  }
+  if (!o.teacher_tokens.empty()) {
+    RETIKD_CHECK(o.teacher_tokens == "pre" || o.teacher_tokens == "norm", "--teacher-tokens must be pre or norm, got '",
+                 o.teacher_tokens, "'");
+    c.teacher_token_tap = o.teacher_tokens == "norm" ? "norm" : "";
+  }
+  if (o.pca_entropy >= 0) {
+    RETIKD_CHECK(o.pca_entropy < 1.0, "--pca-entropy must be in [0, 1), got ", o.pca_entropy);
+    c.pca.target_entropy = o.pca_entropy;
+  }
+  if (o.pca_row_mean >= 0) c.pca.kl_row_mean = o.pca_row_mean != 0;
+  if (o.projector_lr_mult > 0) c.projector_lr_mult = o.projector_lr_mult;
+  RETIKD_CHECK(!c.views.mirror || c.views.augmented_views == 1, "--mirror-views 1 makes exactly one augmented view; "
+               "--views ", c.views.augmented_views, " contradicts it");
   c.weights.validate();
   RETIKD_CHECK(o.teacher_init.empty() || o.teacher_from.empty(),
                "--teacher-init (initialise, then fine-tune) and --teacher-from (reuse a finished teacher) exclude "
@@ -712,6 +718,14 @@ inline PipelineResult run_distill_pipeline(const PipelineOptions& o) {
     st.params = model.num_parameters();
     st.weights_bytes = detail::file_size(weights);
     st.test = test ? *test : detail::evaluate(model, *test_loader);
+    {  // per-image test predictions, for paired comparisons between runs (examples/compare_runs)
+      std::string tsv = "index\tlabel\tpredicted\n";
+      for (std::size_t i = 0; i < st.test.labels.size(); ++i)
+        tsv += std::to_string(i) + "\t" + std::to_string(st.test.labels[i]) + "\t" +
+               std::to_string(st.test.predicted[i]) + "\n";
+      io::write_file_atomically(dir + "/test_predictions.tsv",
+                                [&](const io::ByteSink& sink) { sink(tsv.data(), tsv.size()); }, "test predictions");
+    }
     metrics::update_metrics_file(metrics_path, st.name, metrics::to_json(st.test, st.params, st.weights_bytes));
     const auto& g = st.test.of("Glaucoma");
     detail::say(log, st.name + " test: accuracy " + detail::num(st.test.accuracy).substr(0, 6) + ", macro-F1 " +
@@ -805,6 +819,9 @@ inline PipelineResult run_distill_pipeline(const PipelineOptions& o) {
   // ---- stage 1: teacher fine-tune -------------------------------------------------------------------------
   Generator gen(seed);
   std::shared_ptr<nn::VisionTransformer> teacher;
+  // The DINOv2 teacher's frozen-block cache of the training split (the KD stage's teacher targets come from it).
+  std::string prefix_dir, prefix_key;
+  std::function<std::shared_ptr<data::Loader>()> teacher_plain_train;
   if (s.teacher_kind == "dinov2") {
     StageResult st;
     st.name = "teacher";
@@ -820,8 +837,8 @@ inline PipelineResult run_distill_pipeline(const PipelineOptions& o) {
                                 ", label smoothing " + detail::num(ft.label_smoothing) + ", head " + ft.head +
                                 (ft.flip_tta ? ", flip TTA" : ""));
     // The teacher's own loaders: its image size, preprocessed (and cached) separately from the student's.
-    auto teacher_loader = [&](std::shared_ptr<const data::ImageSource> src, data::TransformPtr t, bool shuffle,
-                              const std::string& tag) {
+    auto teacher_loader = [&, timg](std::shared_ptr<const data::ImageSource> src, data::TransformPtr t, bool shuffle,
+                                    const std::string& tag) {
       data::LoaderOptions lo = base;
       lo.preprocess = data::compose({data::make<data::Resize>(static_cast<int>(timg)),
                                      data::make<data::CenterCrop>(static_cast<int>(timg))});
@@ -831,6 +848,17 @@ inline PipelineResult run_distill_pipeline(const PipelineOptions& o) {
       return std::make_shared<data::Loader>(src, lo);
     };
     auto t_test = teacher_loader(d.test, plain, false, "test");
+    teacher_plain_train = [&, teacher_loader]() { return teacher_loader(d.train, plain, false, "train"); };
+    if (ft.freeze_blocks > 0) {
+      const std::string weights_cache = dinov2_cache_path();  // …/retikd/dinov2-vits14/vit_s_focus.onnx
+      prefix_dir = out + "/.cache";
+      if (!weights_cache.empty()) {
+        const std::string root = weights_cache.substr(0, weights_cache.rfind('/'));
+        const std::string shared_dir = root.substr(0, root.rfind('/')) + "/teacher-prefix";
+        if (data::fs::make_dirs(shared_dir)) prefix_dir = shared_dir;
+      }
+      prefix_key = teacher_prefix_key(s.teacher_weights, ft.freeze_blocks, timg, {d.train, d.val, d.test});
+    }
     const auto t0 = now();
     if (!o.teacher_from.empty()) {
       std::string path = o.teacher_from;
@@ -846,7 +874,16 @@ inline PipelineResult run_distill_pipeline(const PipelineOptions& o) {
       io::load_module(path, *teacher);
       detail::say(log, "teacher: reusing " + path + " (no training in this run)");
       data::fs::make_dirs(out + "/teacher");
-      const metrics::ClassificationResult test = evaluate_with_flip_tta(*teacher, *t_test, ft.flip_tta);
+      // the test split through the frozen-block cache when it is on disk (seconds), else a full forward
+      metrics::ClassificationResult test;
+      PrefixCache pc;
+      const auto tg = teacher->grid(timg, timg);
+      if (!prefix_dir.empty() &&
+          PrefixCache::load(prefix_dir + "/teacher-prefix-" + prefix_key + "-test.bin", d.test->size(),
+                            ft.freeze_blocks, 1 + tg.first * tg.second, teacher->config().embed_dim, pc))
+        test = evaluate_from_prefix(*teacher, pc, ft.flip_tta, cfg.batch_size);
+      else
+        test = evaluate_with_flip_tta(*teacher, *t_test, ft.flip_tta);
       st.skipped = true;
       finish_stage(st, *teacher, out + "/teacher", &test, {{"retikd.pooling", pooling->second}});
     } else {
@@ -862,17 +899,8 @@ inline PipelineResult run_distill_pipeline(const PipelineOptions& o) {
       if (s.class_weighted) ctx.class_weights = d.class_weights;
       ctx.seed = seed;
       ctx.before_epoch = [&](int64_t epoch) { budget.take("teacher", epoch); };
-      if (ft.freeze_blocks > 0) {
-        const std::string weights_cache = dinov2_cache_path();  // …/retikd/dinov2-vits14/vit_s_focus.onnx
-        std::string dir = out + "/.cache";
-        if (!weights_cache.empty()) {
-          const std::string root = weights_cache.substr(0, weights_cache.rfind('/'));
-          const std::string shared_dir = root.substr(0, root.rfind('/')) + "/teacher-prefix";
-          if (data::fs::make_dirs(shared_dir)) dir = shared_dir;
-        }
-        ctx.cache_dir = dir;
-        ctx.cache_key = teacher_prefix_key(s.teacher_weights, ft.freeze_blocks, timg, {d.train, d.val, d.test});
-      }
+      ctx.cache_dir = prefix_dir;
+      ctx.cache_key = prefix_key;
       ctx.config = common_config({{"model", "vit_small_patch14_dinov2"},
                                   {"weights", s.teacher_weights},
                                   {"teacher_img", std::to_string(timg)},
@@ -987,6 +1015,53 @@ inline PipelineResult run_distill_pipeline(const PipelineOptions& o) {
     detail::init_student(*student, s, log, calibration);
     Generator hgen(seed + 2);
     kd::CrossArchitectureDistiller distiller(teacher, student, cfg, hgen);
+    // The CPU route: with mirror views and a frozen-prefix DINOv2 teacher, every teacher target comes from the
+    // prefix cache (the teacher's top blocks, at its own image size, once per image and mirror).
+    if (s.teacher_kind == "dinov2" && cfg.cache_teacher && cfg.views.mirror && s.teacher_ft.freeze_blocks > 0) {
+      const auto t0p = now();
+      const int64_t k = s.teacher_ft.freeze_blocks;
+      // The targets depend on the teacher's weights, its token tap, TTA and the student's images: kept beside
+      // the teacher's weights, so runs reusing the teacher (--teacher-from: seeds, ablations) read them.
+      std::string teacher_dir = out + "/teacher";
+      if (!o.teacher_from.empty())
+        teacher_dir = data::fs::is_directory(o.teacher_from) ? o.teacher_from + "/teacher"
+                                                              : o.teacher_from.substr(0, o.teacher_from.rfind('/'));
+      std::string tap_tag = distiller.teacher_taps().empty() ? std::string("none") : distiller.teacher_taps()[0];
+      for (char& ch : tap_tag)
+        if (ch == '.' || ch == '/') ch = '_';
+      const std::string targets_file = teacher_dir + "/kd_targets-" + tap_tag + "-tta" +
+                                       (s.teacher_ft.flip_tta ? "1" : "0") + "-" + std::to_string(img) + "px.bin";
+      if (distiller.teacher_taps().size() == 1 && distiller.cache().load(targets_file) &&
+          static_cast<int64_t>(distiller.cache().size()) == 2 * d.train->size()) {
+        detail::say(log, "student_kd: teacher targets read from " + targets_file);
+      } else {
+        distiller.cache().clear();
+        const auto tg = teacher->grid(cfg.teacher_img_size, cfg.teacher_img_size);
+        PrefixCache pc;
+        const std::string file = prefix_dir.empty() ? std::string() : prefix_dir + "/teacher-prefix-" + prefix_key + "-train.bin";
+        if (file.empty() || !PrefixCache::load(file, d.train->size(), k, 1 + tg.first * tg.second,
+                                               teacher->config().embed_dim, pc)) {
+          auto loader = teacher_plain_train();
+          pc = PrefixCache::build(*teacher, *loader, k, "student_kd: teacher blocks 0-" + std::to_string(k - 1), bar_out);
+          if (!file.empty()) pc.save(file);
+        }
+        auto student_plain = make_loader(d.train, plain, false, "train");
+        const int64_t n = fill_teacher_cache_from_prefix(distiller, *teacher, pc, *student_plain, s.teacher_ft.flip_tta,
+                                                         cfg.batch_size, bar_out);
+        if (n > 0) {
+          detail::say(log, "student_kd: " + std::to_string(n) + " teacher targets (image and mirror of every training "
+                               "image, the teacher at " + std::to_string(cfg.teacher_img_size) + " px" +
+                               (s.teacher_ft.flip_tta ? ", flip-averaged logits" : "") + ") in " +
+                               detail::num(secs_since(t0p)).substr(0, 5) + " s, " +
+                               std::to_string(distiller.cache().bytes() >> 20) + " MiB");
+          try {
+            distiller.cache().save(targets_file);
+          } catch (const Error& e) {
+            detail::say(log, std::string("student_kd: could not keep the teacher targets on disk (") + e.what() + ")");
+          }
+        }
+      }
+    }
     data::Loader& train_loader = *kd_train_loader;
     const int64_t steps = train_loader.num_batches();
     optim::WarmupCosineSchedule sched(distiller.student_optimizer(), cfg.warmup_epochs * steps,
@@ -1004,6 +1079,15 @@ inline PipelineResult run_distill_pipeline(const PipelineOptions& o) {
     conf["kd"] = "a" + detail::num(cfg.weights.alpha) + " pca" + detail::num(cfg.weights.lambda_pca) + " gl" +
                  detail::num(cfg.weights.lambda_gl) + " adv" + detail::num(cfg.weights.lambda_adv) + " views" +
                  std::to_string(cfg.views.augmented_views) + " cache" + (cfg.cache_teacher ? "1" : "0");
+    conf["kd_logit"] = std::string(cfg.weights.logit_kd ? "on" : "off") + " T" + detail::num(cfg.weights.temperature);
+    conf["kd_recipe"] = std::string("mirror") + (cfg.views.mirror ? "1" : "0") + " ce_clean" +
+                        (cfg.ce_clean_view_only ? "1" : "0") + " bn_clean" + (cfg.bn_clean_views ? "1" : "0") +
+                        " class_weighted" + (cfg.weights.kd_class_weighted ? "1" : "0") + " rho" +
+                        detail::num(cfg.balance_rho) + " warmup" + detail::num(cfg.projector_warmup_epochs) +
+                        " ramp" + detail::num(cfg.weights.ramp_start_epoch) + "+" + detail::num(cfg.weights.ramp_epochs) +
+                        " tokens" + (cfg.teacher_token_tap.empty() ? "pre" : cfg.teacher_token_tap) + " pca_entropy" +
+                        detail::num(cfg.pca.target_entropy) + " pca_row_mean" + (cfg.pca.kl_row_mean ? "1" : "0") +
+                        " proj_lr" + detail::num(cfg.projector_lr_mult);
     conf["teacher_weights"] = std::to_string(detail::file_size(out + "/teacher/model.safetensors"));
     train::TrainerLoop loop(loop_options("student_kd", cfg.epochs, steps, conf), state);
     const train::LoopResult lres = loop.run(
@@ -1036,8 +1120,15 @@ inline PipelineResult run_distill_pipeline(const PipelineOptions& o) {
           es.samples = seen;
           for (const auto& kv : sums)
             if (kv.first == "ce" || kv.first == "pca" || kv.first == "gl" || kv.first == "adv_g" ||
-                kv.first == "logit_kd" || kv.first == "disc")
+                kv.first == "logit_kd" || kv.first == "disc" || kv.first == "pca_entropy" ||
+                kv.first.compare(0, 2, "w_") == 0)
               es.extra[kv.first] = kv.second / n;
+          const std::vector<double> bw = distiller.balanced_weights();
+          if (cfg.balance_rho > 0.0) {
+            es.extra["lambda_logit"] = bw[0];
+            es.extra["lambda_pca"] = bw[1];
+            es.extra["lambda_gl"] = bw[2];
+          }
           if (cfg.cache_teacher) {
             const kd::TeacherCache& c = distiller.cache();
             detail::say(log, "student_kd: teacher cache " + std::to_string(c.hits) + " hits, " +
@@ -1123,9 +1214,31 @@ inline PipelineResult run_distill_pipeline(const PipelineOptions& o) {
     std::string sizes = "| model | parameters | weights (fp32 safetensors) |\n|---|---|---|\n";
     for (const auto& st : result.stages)
       sizes += "| " + st.name + " | " + std::to_string(st.params) + " | " + std::to_string(st.weights_bytes) + " |\n";
-    if (result.bundle_bytes > 0)
-      sizes += "| student_kd fp16 bundle | | " + std::to_string(result.bundle_bytes) + " |\n";
+    for (const auto& b : {std::make_pair(std::string("student_ce"), result.ce_bundle_path),
+                          std::make_pair(std::string("student_kd"), result.bundle_path)}) {
+      if (b.second.empty()) continue;
+      sizes += "| " + b.first + " fp16 bundle (" + b.second + ")" +
+               (b.first == result.recommended_stage ? ", recommended" : "") + " | | " +
+               std::to_string(detail::file_size(b.second)) + " |\n";
+    }
     report.raw(sizes);
+    // How often each student predicts what the teacher predicts on the test split (the teacher's own accuracy
+    // bounds what imitating it can give).
+    const StageResult* teacher_st = nullptr;
+    for (const auto& st : result.stages)
+      if (st.name == "teacher") teacher_st = &st;
+    if (teacher_st && !teacher_st->test.predicted.empty()) {
+      std::string agree = "| student | agrees with the teacher (test) |\n|---|---|\n";
+      for (const auto& st : result.stages) {
+        if (st.name == "teacher" || st.test.predicted.size() != teacher_st->test.predicted.size()) continue;
+        int64_t same = 0;
+        for (std::size_t i = 0; i < st.test.predicted.size(); ++i) same += st.test.predicted[i] == teacher_st->test.predicted[i];
+        agree += "| " + st.name + " | " +
+                 metrics::format_metric(static_cast<double>(same) / static_cast<double>(st.test.predicted.size())) +
+                 " |\n";
+      }
+      report.raw(agree);
+    }
     for (const auto& st : result.stages) {
       report.heading(2, st.name);
       report.raw(metrics::metrics_table_markdown(st.test));
@@ -1135,6 +1248,12 @@ inline PipelineResult run_distill_pipeline(const PipelineOptions& o) {
         report.figure(st.name + "_loss.svg", metrics::loss_curves_svg(curves, st.name + " loss"), st.name + " loss");
         report.figure(st.name + "_accuracy.svg", metrics::accuracy_curves_svg(curves, st.name + " accuracy"),
                       st.name + " accuracy");
+        // The KD stage's terms, each on its own axis: raw and as weighted into the loss.
+        for (const char* term : {"ce", "logit_kd", "pca", "gl", "adv_g"})
+          if (curves.extra.count(std::string("train_") + term))
+            report.figure(st.name + "_term_" + term + ".svg",
+                          metrics::term_curves_svg(curves, term, st.name + ": " + term + " per epoch"),
+                          st.name + " " + term + " (raw and weighted) per epoch");
       }
       report.figure(st.name + "_confusion.svg", metrics::confusion_matrix_svg(st.test.confusion, st.test.class_names),
                     st.name + " confusion matrix (test)");

@@ -6,9 +6,8 @@
 //      epoch then trains blocks [k, depth), the final norm and the head on those tokens, a random view per image.
 //      k = 0 trains everything from the images (the GPU route; the loader's augmentation applies).
 //   2. head chosen on validation: a logistic-regression probe on the pretrained features (ssl/linear_probe.hpp)
-//      for each pooling — CLS token, mean patch token, both — the pooling with the best validation macro-F1 wins
-//      and its probe initialises the head (linear probing, then fine-tuning: the pretrained features are not
-//      disturbed by a random head's gradients in the first steps).
+//      for each pooling — CLS token, mean patch token, both — the pooling with the best validation macro-F1 wins;
+//      the head starts at zero (uniform logits; probe_init loads the probe instead — see TeacherFinetuneConfig).
 //   3. fine-tune with AdamW, layer-wise lr decay (block i gets lr · decay^(depth − 1 − i); the head head_lr),
 //      linear warm-up then cosine, drop-path on the trained blocks, class-weighted cross-entropy with label
 //      smoothing; the epoch with the best validation macro-F1 is kept.
@@ -39,6 +38,8 @@
 #include "retikd/data/loader.hpp"
 #include "retikd/data/progress.hpp"
 #include "retikd/io/atomic_file.hpp"
+#include "retikd/kd/distiller.hpp"
+#include "retikd/kd/multi_view.hpp"
 #include "retikd/metrics/classification.hpp"
 #include "retikd/nn/models/vit.hpp"
 #include "retikd/ops/loss.hpp"
@@ -47,40 +48,77 @@
 #include "retikd/optim/optim.hpp"
 #include "retikd/ssl/linear_probe.hpp"
 #include "retikd/train/trainer_loop.hpp"
+#ifdef RETIKD_WITH_ONNX
+#include "retikd/io/onnx_import.hpp"
+#endif
+#include "retikd/io/safetensors.hpp"
 
 namespace retikd {
 namespace pipeline {
 
+inline bool ends_with_ci(const std::string& s, const std::string& suffix) {
+  if (s.size() < suffix.size()) return false;
+  for (std::size_t i = 0; i < suffix.size(); ++i)
+    if (std::tolower(static_cast<unsigned char>(s[s.size() - suffix.size() + i])) != suffix[i]) return false;
+  return true;
+}
+
+// Loads pretrained DINOv2 weights (ONNX export or timm-named safetensors) into `vit`; the head keeps its init.
+inline std::string load_dinov2_weights(nn::VisionTransformer& vit, const std::string& path) {
+  if (ends_with_ci(path, ".onnx")) {
+#ifdef RETIKD_WITH_ONNX
+    return io::onnx::load_dinov2(vit, path).summary();
+#else
+    fail("the DINOv2 teacher's weights ", path, " are ONNX, and this build has no ONNX import (install libonnx-dev "
+         "libprotobuf-dev and rebuild, or pass a safetensors file with timm names)");
+#endif
+  }
+  const auto before = vit.state_dict();
+  io::SafetensorsContents c = io::read_safetensors(path);
+  std::map<std::string, Tensor> file = c.to_map();
+  std::map<std::string, Tensor> keep;
+  std::vector<std::string> wrong;
+  for (const auto& kv : before) {
+    auto it = file.find(kv.first);
+    if (it == file.end()) continue;
+    if (it->second.shape() != kv.second.shape()) {
+      if (kv.first.compare(0, 5, "head.") != 0)
+        wrong.push_back(kv.first + " " + shape_str(it->second.shape()) + " vs " + shape_str(kv.second.shape()));
+      continue;
+    }
+    keep[kv.first] = it->second;
+  }
+  RETIKD_CHECK(wrong.empty() && keep.size() + 2 >= before.size(), "--teacher-weights ", path, ": ", keep.size(),
+               " of the teacher's ", before.size(), " tensors found with the right shape (a vit_small_patch14_dinov2 ",
+               "state dict with timm names is expected)", wrong.empty() ? "" : "; wrong shapes: " + wrong[0]);
+  vit.load_state_dict(keep, /*strict=*/false);
+  return std::to_string(keep.size()) + " tensors from " + path;
+}
+
+
 struct TeacherFinetuneConfig {
   int64_t freeze_blocks = 8;       // k: blocks [0, k) frozen and cached; 0: full fine-tune from images
   double lr = 5e-5;                // the top block's lr (layer-wise decay below it)
-  double layer_decay = 0.75;       // block i: lr · layer_decay^(depth − 1 − i); norm: lr
+  double layer_decay = 0.9;        // block i: lr · layer_decay^(depth − 1 − i); norm: lr
   double head_lr = 1e-3;
   double weight_decay = 0.05;
-  double drop_path = 0.1;          // on the trained blocks, linear in depth as timm
+  double drop_path = 0.0;          // on the trained blocks, linear in depth as timm (the GPU route: 0.1)
   double label_smoothing = 0.1;
   int64_t epochs = 8;
   int64_t warmup_epochs = 1;
   int64_t batch_size = 32;
   std::string head = "auto";       // cls | avg | cls_avg | auto (chosen by a probe on validation)
-  bool probe_init = true;          // initialise the head from that probe
+  // Initialise the head from that probe. Off by default: the probe is fitted on standardised features, and
+  // folding the standardisation in gives channels of tiny variance huge raw weights, so the small feature changes
+  // of fine-tuning swing the logits (measured: validation macro-F1 0.77 -> 0.41 after one epoch). A zero head
+  // starts at uniform logits and learns at head_lr.
+  bool probe_init = false;
   bool flip_tta = true;            // val / test logits: mean over the image and its mirror
   bool class_weighted = true;
 };
 
-// Horizontal mirror of images (B, C, H, W), float32, CPU.
-inline Tensor flip_width(const Tensor& x) {
-  RETIKD_CHECK(x.dim() == 4 && x.dtype() == DType::float32, "flip_width: images ", x.describe(),
-               " must be (B, C, H, W) float32");
-  const Tensor c = x.contiguous();
-  Tensor out = Tensor::empty(c.shape(), DType::float32);
-  const int64_t rows = c.size(0) * c.size(1) * c.size(2), W = c.size(3);
-  const float* src = c.data<float>();
-  float* dst = out.data<float>();
-  for (int64_t r = 0; r < rows; ++r)
-    for (int64_t j = 0; j < W; ++j) dst[r * W + j] = src[r * W + (W - 1 - j)];
-  return out;
-}
+// Horizontal mirror of images (B, C, H, W), float32, CPU (the multi-view generator's mirror).
+inline Tensor flip_width(const Tensor& x) { return kd::hflip_batch(x); }
 
 // The tokens after the frozen blocks [0, k) for every image of a split (dataset order) and its mirror image.
 class PrefixCache {
@@ -202,15 +240,17 @@ class PrefixCache {
   }
 };
 
-// The ViT's pooled features (after the final norm) for every sample of a prefix cache, one view.
-inline ssl::FeatureSet pooled_features(nn::VisionTransformer& vit, const PrefixCache& c, int view,
-                                       const std::string& pooling, int64_t batch) {
+// The ViT's pooled features (after the final norm) for every sample of a prefix cache, one view, for each
+// pooling at once ("cls", "avg", "cls_avg"): the top blocks run once per sample.
+inline std::map<std::string, ssl::FeatureSet> pooled_features(nn::VisionTransformer& vit, const PrefixCache& c,
+                                                              int view, int64_t batch) {
   NoGradGuard no_grad;
   const bool was_training = vit.is_training();
   vit.eval();
-  ssl::FeatureSet f;
+  std::map<std::string, ssl::FeatureSet> f;
   const int64_t D = vit.config().embed_dim;
-  f.dim = pooling == "cls_avg" ? 2 * D : D;
+  f["cls"].dim = f["avg"].dim = D;
+  f["cls_avg"].dim = 2 * D;
   for (int64_t s = 0; s < c.size(); s += batch) {
     std::vector<int64_t> idx;
     for (int64_t i = s; i < std::min(c.size(), s + batch); ++i) idx.push_back(i);
@@ -219,10 +259,14 @@ inline ssl::FeatureSet pooled_features(nn::VisionTransformer& vit, const PrefixC
     const int64_t T = t.size(1);
     const Tensor cls = t.value().narrow(1, 0, 1).squeeze(1);                              // (B, D)
     const Tensor avg = ops::impl::mean(t.value().narrow(1, 1, T - 1), {1}, false);      // (B, D)
-    const Tensor feat = pooling == "cls" ? cls : pooling == "avg" ? avg : ops::impl::concat({cls, avg}, 1);
-    const auto v = feat.contiguous().to_vector<double>();
-    f.x.insert(f.x.end(), v.begin(), v.end());
-    for (int64_t i : idx) f.y.push_back(c.labels[static_cast<std::size_t>(i)]);
+    const std::pair<const char*, Tensor> parts[] = {{"cls", cls}, {"avg", avg},
+                                                    {"cls_avg", ops::impl::concat({cls, avg}, 1)}};
+    for (const auto& p : parts) {
+      const auto v = p.second.contiguous().to_vector<double>();
+      ssl::FeatureSet& fs = f[p.first];
+      fs.x.insert(fs.x.end(), v.begin(), v.end());
+      for (int64_t i : idx) fs.y.push_back(c.labels[static_cast<std::size_t>(i)]);
+    }
   }
   vit.train(was_training);
   return f;
@@ -240,9 +284,11 @@ inline HeadChoice choose_head(nn::VisionTransformer& vit, const PrefixCache& tra
                               const std::vector<std::string>& candidates, int64_t classes, int64_t batch) {
   HeadChoice best;
   double best_f1 = -1;
+  const auto train_features = pooled_features(vit, train, 0, batch);
+  const auto val_features = pooled_features(vit, val, 0, batch);
   for (const auto& pooling : candidates) {
-    const ssl::FeatureSet tr = pooled_features(vit, train, 0, pooling, batch);
-    const ssl::FeatureSet va = pooled_features(vit, val, 0, pooling, batch);
+    const ssl::FeatureSet& tr = train_features.at(pooling);
+    const ssl::FeatureSet& va = val_features.at(pooling);
     ssl::LogisticRegressionOptions o;
     o.iterations = 4000;  // l2 1e-2 on standardised features is well conditioned: ~1,000–2,000 steps converge
     o.tolerance = 1e-4;
@@ -287,6 +333,12 @@ inline void load_probe_into_head(nn::Linear& head, const ssl::LogisticRegression
   head.bias.mutable_value().copy_(Tensor::from_vector(b, {p.classes}));
 }
 
+// A zero classifier: uniform logits at the start, every class learnt from the same point.
+inline void zero_head(nn::Linear& head) {
+  head.weight.mutable_value().fill_(0.0);
+  if (head.bias.defined()) head.bias.mutable_value().fill_(0.0);
+}
+
 // Parameter groups with layer-wise lr decay: blocks [k, depth) (lr · decay^(depth − 1 − i)), the final norm (lr),
 // the head (head_lr). Frozen blocks and the embedding get no group (they are not trained).
 inline std::vector<optim::ParamGroup> layerwise_groups(nn::VisionTransformer& vit, const TeacherFinetuneConfig& c) {
@@ -324,6 +376,34 @@ inline metrics::ClassificationResult evaluate_with_flip_tta(nn::VisionTransforme
     logits.insert(logits.end(), v.begin(), v.end());
     const auto y = b.labels.to_vector<int64_t>();
     labels.insert(labels.end(), y.begin(), y.end());
+  }
+  vit.train(was_training);
+  return metrics::evaluate_classification(labels, logits, vit.num_classes(), metrics::ScoreKind::logits);
+}
+
+// Metrics of a ViT over a split from its frozen-block cache (eval mode, no tape; flip-averaged logits when
+// `flip_tta`): the top blocks only.
+inline metrics::ClassificationResult evaluate_from_prefix(nn::VisionTransformer& vit, const PrefixCache& pc, bool flip_tta,
+                                                          int64_t batch) {
+  NoGradGuard no_grad;
+  const bool was_training = vit.is_training();
+  vit.eval();
+  const int64_t depth = vit.config().depth;
+  std::vector<double> logits;
+  std::vector<int64_t> labels;
+  for (int64_t s = 0; s < pc.size(); s += batch) {
+    std::vector<int64_t> idx;
+    for (int64_t i = s; i < std::min(pc.size(), s + batch); ++i) idx.push_back(i);
+    auto run = [&](int view) {
+      return vit.forward_head(vit.norm->forward(
+                                  vit.run_blocks(Var(pc.batch(idx, std::vector<int>(idx.size(), view))), pc.blocks, depth)))
+          .value();
+    };
+    Tensor l = run(0);
+    if (flip_tta) l = ops::impl::mul_scalar(ops::impl::add(l, run(1)), 0.5);
+    const auto v = l.to_vector<double>();
+    logits.insert(logits.end(), v.begin(), v.end());
+    for (int64_t i : idx) labels.push_back(pc.labels[static_cast<std::size_t>(i)]);
   }
   vit.train(was_training);
   return metrics::evaluate_classification(labels, logits, vit.num_classes(), metrics::ScoreKind::logits);
@@ -457,6 +537,7 @@ inline TeacherStageResult finetune_pretrained_teacher(
       c.head == "auto" ? std::vector<std::string>{"cls", "avg", "cls_avg"} : std::vector<std::string>{c.head};
   if (detail::read_head_choice(choice_path, choice)) {
     vit = build(choice.pooling);
+    zero_head(*vit->head);  // a checkpoint, when there is one, replaces it
     detail::say_line(ctx.log, "teacher: head on " + choice.pooling + " (chosen earlier, " + choice_path + ")");
   } else if (k > 0 && (candidates.size() > 1 || c.probe_init)) {
     auto probe_model = build("cls");
@@ -468,10 +549,12 @@ inline TeacherStageResult finetune_pretrained_teacher(
                                   " -> head on " + choice.pooling + (c.probe_init ? " (initialised from its probe)" : ""));
     vit = choice.pooling == "cls" ? probe_model : build(choice.pooling);
     if (c.probe_init) load_probe_into_head(*vit->head, choice.probe);
+    else zero_head(*vit->head);
     detail::write_head_choice(choice_path, choice);
   } else {
     choice.pooling = c.head == "auto" ? "cls" : c.head;
     vit = build(choice.pooling);
+    zero_head(*vit->head);
     detail::write_head_choice(choice_path, choice);
   }
   res.pooling = choice.pooling;
@@ -624,6 +707,88 @@ inline TeacherStageResult finetune_pretrained_teacher(
   res.model = vit;
   res.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   return res;
+}
+
+// The distiller's teacher targets for every training sample and both views of the mirror scheme (view 0 the
+// image, view 1 its mirror; kd::MultiViewConfig::mirror), made from the frozen-block cache: the teacher runs only
+// its trained top blocks, on its own image size, once per sample and view, and the KD epochs then never run it.
+// Each record holds the logits (flip-averaged with `flip_tta`, so both views share them) and the tokens of the
+// distiller's token tap ("blocks.{i}" or "blocks.{i}.norm" for i >= k, or "norm"), keyed by the sample id with
+// the fingerprint of the student's view as the distiller will present it (`student_plain`: the student's
+// training images, unshuffled, unaugmented). Returns the number of records; 0 (nothing done) when the distiller
+// needs the teacher's per-head Q/K/V, which only a full teacher forward provides.
+inline int64_t fill_teacher_cache_from_prefix(kd::CrossArchitectureDistiller& distiller, nn::VisionTransformer& vit,
+                                              const PrefixCache& pc, data::Loader& student_plain, bool flip_tta,
+                                              int64_t batch, std::FILE* bar_out) {
+  const std::vector<std::string>& taps = distiller.teacher_taps();
+  if (taps.size() != 1) return 0;
+  const int64_t depth = vit.config().depth, k = pc.blocks;
+  // which blocks run and whether the final norm applies, from the tap's name
+  int64_t last = depth;
+  bool with_norm = false;
+  const std::string& tap = taps[0];
+  if (tap == "norm") {
+    with_norm = true;
+  } else if (tap.compare(0, 7, "blocks.") == 0) {
+    std::size_t used = 0;
+    last = std::stoll(tap.substr(7), &used) + 1;
+    const std::string rest = tap.substr(7 + used);
+    RETIKD_CHECK(rest.empty() || rest == ".norm", "fill_teacher_cache_from_prefix: unsupported tap '", tap, "'");
+    with_norm = rest == ".norm";
+  } else {
+    fail("fill_teacher_cache_from_prefix: unsupported tap '", tap, "'");
+  }
+  if (last <= k) return 0;  // the tap lies inside the frozen prefix: the cache does not hold it
+  NoGradGuard no_grad;
+  const bool was_training = vit.is_training();
+  vit.eval();
+  // the student's views' fingerprints, per sample
+  std::vector<double> prints[2];
+  for (auto& p : prints) p.assign(static_cast<std::size_t>(pc.size()), std::numeric_limits<double>::quiet_NaN());
+  student_plain.start_epoch(0);
+  data::Batch b;
+  while (student_plain.next(b)) {
+    const Tensor mirrored = kd::hflip_batch(b.images);
+    for (int64_t i = 0; i < b.size(); ++i) {
+      const std::size_t at = static_cast<std::size_t>(b.indices[static_cast<std::size_t>(i)]);
+      RETIKD_CHECK(at < prints[0].size(), "fill_teacher_cache_from_prefix: sample ", at, " outside the cache of ",
+                   pc.size());
+      prints[0][at] = kd::TeacherCache::fingerprint(b.images.narrow(0, i, 1));
+      prints[1][at] = kd::TeacherCache::fingerprint(mirrored.narrow(0, i, 1));
+    }
+  }
+  data::ProgressBar bar("student_kd: teacher targets (top blocks, both views)", pc.size(), "img", bar_out);
+  int64_t records = 0;
+  for (int64_t s = 0; s < pc.size(); s += batch) {
+    std::vector<int64_t> idx;
+    for (int64_t i = s; i < std::min(pc.size(), s + batch); ++i) idx.push_back(i);
+    Tensor tokens[2], logits[2];
+    for (int v = 0; v < 2; ++v) {
+      Var t = vit.run_blocks(Var(pc.batch(idx, std::vector<int>(idx.size(), v))), k, last);  // (B, T, D)
+      Var full = last == depth ? t : vit.run_blocks(t, last, depth);
+      const Var normed = vit.norm->forward(full);
+      tokens[v] = (with_norm ? (last == depth ? normed : vit.norm->forward(t)) : t).value();
+      logits[v] = vit.forward_head(normed).value();
+    }
+    const Tensor shared = flip_tta ? ops::impl::mul_scalar(ops::impl::add(logits[0], logits[1]), 0.5) : Tensor();
+    for (std::size_t j = 0; j < idx.size(); ++j) {
+      const int64_t jj = static_cast<int64_t>(j);
+      for (int v = 0; v < 2; ++v) {
+        kd::TeacherRecord rec;
+        rec.fingerprint = prints[v][static_cast<std::size_t>(idx[j])];
+        RETIKD_CHECK(!std::isnan(rec.fingerprint), "fill_teacher_cache_from_prefix: sample ", idx[j],
+                     " was not in the student's loader");
+        rec.logits = (flip_tta ? shared : logits[v]).narrow(0, jj, 1).squeeze(0).contiguous().clone();
+        rec.taps[tap] = tokens[v].narrow(0, jj, 1).squeeze(0).contiguous().clone();
+        distiller.cache().insert(idx[j], v, std::move(rec));
+        ++records;
+      }
+    }
+    bar.add(static_cast<int64_t>(idx.size()));
+  }
+  bar.finish();
+  vit.train(was_training);
+  return records;
 }
 
 }  // namespace pipeline
