@@ -3,11 +3,13 @@
 // One process-wide pool (created on first use, sized by RETIKD_NUM_THREADS or the hardware) runs
 // `parallel_for(begin, end, grain, fn)`, where fn(lo, hi) handles a half-open chunk. Ops call it with a
 // grain that keeps each chunk worth a thread wake-up; small work runs inline on the caller. Nested calls
-// (an op inside a worker) run inline too, so ops may call each other freely without deadlock.
+// (an op inside a worker) run inline too, so ops may call each other freely without deadlock. Idle threads
+// poll for a short while before they sleep (ThreadPool::kDefaultSpinMicroseconds, RETIKD_SPIN_US).
 #pragma once
 
 #include <algorithm>
 #include <atomic>
+#include <chrono>
 #include <condition_variable>
 #include <cstdint>
 #include <cstdlib>
@@ -22,13 +24,21 @@ namespace retikd {
 
 class ThreadPool {
  public:
-  explicit ThreadPool(int num_threads) : num_threads_(std::max(1, num_threads)) {
+  // How long an idle thread keeps polling for the next region (workers) or for the region's last task (the
+  // caller) before it sleeps on a condition variable. Why: waking a sleeping thread costs tens of
+  // microseconds on a VM (docs/results.md, "CPU GEMM"), and a ViT training step opens ~500 short parallel
+  // regions back to back (two per GEMM, one per elementwise op) with only a few microseconds of serial work
+  // between them. OpenMP runtimes spin the same way. RETIKD_SPIN_US overrides it (0: always sleep).
+  static constexpr int64_t kDefaultSpinMicroseconds = 200;
+
+  explicit ThreadPool(int num_threads, int64_t spin_us = spin_microseconds_from_env())
+      : num_threads_(std::max(1, num_threads)), spin_(std::chrono::microseconds(std::max<int64_t>(0, spin_us))) {
     for (int i = 1; i < num_threads_; ++i) workers_.emplace_back([this] { worker_loop(); });
   }
   ~ThreadPool() {
     {
       std::lock_guard<std::mutex> lock(mutex_);
-      stopping_ = true;
+      stopping_.store(true, std::memory_order_release);
     }
     wake_.notify_all();
     for (auto& w : workers_) w.join();
@@ -47,25 +57,24 @@ class ThreadPool {
       return;
     }
     std::unique_lock<std::mutex> job_lock(job_mutex_);  // one parallel region at a time
-    // Each region gets its own Job: a worker that wakes late holds the Job it saw, whose counter is
+    // Each region gets its own Job: a worker that arrives late holds the Job it saw, whose counter is
     // exhausted, so it can never take (or double-count) a task of a later region.
     auto job = std::make_shared<Job>();
     job->task = &task;
     job->num_tasks = num_tasks;
-    job->pending = num_tasks;
+    job->pending.store(num_tasks, std::memory_order_relaxed);
     {
       std::lock_guard<std::mutex> lock(mutex_);
       current_ = job;
-      ++generation_;
+      generation_.fetch_add(1, std::memory_order_release);
     }
-    wake_.notify_all();
+    wake_.notify_all();  // no system call when every worker is still polling
     inside_worker() = true;
     drain(*job);
     inside_worker() = false;
-    {
+    if (!spin_until([&] { return job->pending.load(std::memory_order_acquire) == 0; })) {
       std::unique_lock<std::mutex> lock(mutex_);
-      done_.wait(lock, [&] { return job->pending == 0; });
-      current_.reset();
+      done_.wait(lock, [&] { return job->pending.load(std::memory_order_acquire) == 0; });
     }
     if (job->error) std::rethrow_exception(job->error);
   }
@@ -75,18 +84,50 @@ class ThreadPool {
     const std::function<void(int64_t)>* task = nullptr;
     int64_t num_tasks = 0;
     std::atomic<int64_t> next{0};
-    int64_t pending = 0;  // guarded by the pool's mutex_
-    std::exception_ptr error;
+    std::atomic<int64_t> pending{0};
+    std::exception_ptr error;  // guarded by the pool's mutex_
   };
+
+  static int64_t spin_microseconds_from_env() {
+    if (const char* env = std::getenv("RETIKD_SPIN_US")) {
+      char* end = nullptr;
+      const long long v = std::strtoll(env, &end, 10);
+      if (end != env && v >= 0) return static_cast<int64_t>(v);
+    }
+    return kDefaultSpinMicroseconds;
+  }
 
   static bool& inside_worker() {
     static thread_local bool flag = false;
     return flag;
   }
 
+  static void cpu_relax() {
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_pause();
+#elif defined(__aarch64__)
+    asm volatile("yield" ::: "memory");
+#endif
+  }
+
+  // Polls done() for up to the spin budget; true once it held.
+  template <class Done>
+  bool spin_until(Done&& done) const {
+    if (done()) return true;
+    if (spin_.count() == 0) return false;
+    const auto deadline = std::chrono::steady_clock::now() + spin_;
+    for (;;) {
+      for (int i = 0; i < 64; ++i) {
+        cpu_relax();
+        if (done()) return true;
+      }
+      if (std::chrono::steady_clock::now() >= deadline) return done();
+    }
+  }
+
   void drain(Job& job) {
     for (;;) {
-      const int64_t t = job.next.fetch_add(1);
+      const int64_t t = job.next.fetch_add(1, std::memory_order_relaxed);
       if (t >= job.num_tasks) return;
       std::exception_ptr error;
       try {
@@ -94,9 +135,16 @@ class ThreadPool {
       } catch (...) {
         error = std::current_exception();
       }
-      std::lock_guard<std::mutex> lock(mutex_);
-      if (error && !job.error) job.error = error;
-      if (--job.pending == 0) done_.notify_all();
+      if (error) {
+        std::lock_guard<std::mutex> lock(mutex_);
+        if (!job.error) job.error = error;
+      }
+      if (job.pending.fetch_sub(1, std::memory_order_acq_rel) == 1) {
+        // The last task: the caller may already sleep on done_. Notifying under the mutex orders this after
+        // its predicate check, so the wake-up cannot be lost.
+        std::lock_guard<std::mutex> lock(mutex_);
+        done_.notify_all();
+      }
     }
   }
 
@@ -104,26 +152,32 @@ class ThreadPool {
     inside_worker() = true;
     uint64_t seen = 0;
     for (;;) {
+      spin_until([&] {
+        return generation_.load(std::memory_order_acquire) != seen || stopping_.load(std::memory_order_acquire);
+      });
       std::shared_ptr<Job> job;
       {
         std::unique_lock<std::mutex> lock(mutex_);
-        wake_.wait(lock, [&] { return stopping_ || (generation_ != seen && current_ != nullptr); });
-        if (stopping_) return;
-        seen = generation_;
-        job = current_;
+        wake_.wait(lock, [&] {
+          return stopping_.load(std::memory_order_relaxed) || generation_.load(std::memory_order_relaxed) != seen;
+        });
+        if (stopping_.load(std::memory_order_relaxed)) return;
+        seen = generation_.load(std::memory_order_relaxed);
+        job = current_;  // its tasks may all be taken already: then drain returns at once
       }
       drain(*job);
     }
   }
 
   int num_threads_;
+  std::chrono::steady_clock::duration spin_;
   std::vector<std::thread> workers_;
   std::mutex job_mutex_;
   std::mutex mutex_;
   std::condition_variable wake_, done_;
-  std::shared_ptr<Job> current_;
-  uint64_t generation_ = 0;
-  bool stopping_ = false;
+  std::shared_ptr<Job> current_;            // written under mutex_
+  std::atomic<uint64_t> generation_{0};     // bumped under mutex_, polled without it
+  std::atomic<bool> stopping_{false};
 };
 
 inline int default_num_threads() {
