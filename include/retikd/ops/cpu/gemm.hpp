@@ -403,7 +403,10 @@ void gemm_blocked(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, T
       if (threads > 1) {
         const int64_t b_tasks = slices * nc_panels;
         parallel_for(0, b_tasks, (b_tasks + threads - 1) / threads, pack_b);
-        parallel_for(0, m_panels, (m_panels + threads - 1) / threads, compute);
+        // Up to four row chunks per thread, taken dynamically: a thread that was preempted (a shared machine)
+        // or started late leaves the rest to the others instead of holding the region up. Packing A costs the
+        // same either way (each chunk packs only its own rows).
+        parallel_for(0, m_panels, 4, compute);
       } else {
         pack_b(0, slices * nc_panels);
         compute(0, m_panels);
