@@ -20,6 +20,7 @@
 
 #include <cmath>
 #include <cstdint>
+#include <limits>
 #include <type_traits>
 #include <vector>
 
@@ -73,14 +74,26 @@ T* scaled_queries(const T* q, int64_t ld, int64_t tokens, int64_t d, T scale) {
   return qs;
 }
 
-// Row-wise softmax of a rows × n block in place (max-subtracted, as ops::softmax).
+// The row stride of the T×T score blocks: float rows are padded to whole SIMD vectors, so the softmax runs
+// without a scalar tail (197 tokens: 208; 257: 272). The padding columns hold 0 after the softmax.
 template <class T>
-void softmax_rows_in_place(T* s, int64_t rows, int64_t n) {
+int64_t score_stride(int64_t tokens) {
+#if defined(RETIKD_VEC_MATH)
+  if constexpr (std::is_same<T, float>::value)
+    return (tokens + cpu::vec::kLanes - 1) / cpu::vec::kLanes * cpu::vec::kLanes;
+#endif
+  return tokens;
+}
+
+// Row-wise softmax of a rows × n block (row stride ld ≥ n) in place, max-subtracted as ops::softmax; the
+// padding columns [n, ld) become 0.
+template <class T>
+void softmax_rows_in_place(T* s, int64_t rows, int64_t n, int64_t ld) {
   for (int64_t r = 0; r < rows; ++r) {
-    T* row = s + r * n;
+    T* row = s + r * ld;
     if constexpr (std::is_same<T, float>::value) {
-      const float m = cpu::vec::row_max(row, n);
-      cpu::vec::scale(row, 1.0f / cpu::vec::exp_shifted_sum(row, m, row, n), n);
+      for (int64_t j = n; j < ld; ++j) row[j] = -std::numeric_limits<float>::infinity();
+      cpu::vec::softmax_row(row, row, ld);
     } else {
       T m = row[0];
       for (int64_t j = 1; j < n; ++j) m = row[j] > m ? row[j] : m;
@@ -95,21 +108,21 @@ void softmax_rows_in_place(T* s, int64_t rows, int64_t n) {
   }
 }
 
-// out (B, T, D) from contiguous qkv (B, T, 3D); probs_keep (B, H, T, T) or null.
+// out (B, T, D) from contiguous qkv (B, T, 3D); probs_keep (B, H, T, score_stride(T)) or null.
 template <class T>
 void qkv_attention_forward(const QkvAttentionShape& s, const T* qkv, T scale, T* out, T* probs_keep) {
-  const int64_t Tn = s.tokens, D = s.dim, H = s.heads, d = s.head_dim, ld = 3 * D;
+  const int64_t Tn = s.tokens, D = s.dim, H = s.heads, d = s.head_dim, ld = 3 * D, lp = score_stride<T>(Tn);
   parallel_for(0, s.batch * H, 1, [&](int64_t lo, int64_t hi) {
     for (int64_t task = lo; task < hi; ++task) {
       const int64_t b = task / H, h = task % H;
       const T* q = qkv + b * Tn * ld + h * d;  // (T, d), row stride 3D
       const T* k = q + D;
       const T* v = q + 2 * D;
-      T* p = probs_keep ? probs_keep + task * Tn * Tn : attention_scratch<T>(0, static_cast<std::size_t>(Tn * Tn));
+      T* p = probs_keep ? probs_keep + task * Tn * lp : attention_scratch<T>(0, static_cast<std::size_t>(Tn * lp));
       const T* qs = scaled_queries(q, ld, Tn, d, scale);
-      cpu::gemm_serial<T>(false, true, Tn, Tn, d, T(1), qs, d, k, ld, T(0), p, Tn);  // (T, T) scores
-      softmax_rows_in_place(p, Tn, Tn);
-      cpu::gemm_serial<T>(false, false, Tn, d, Tn, T(1), p, Tn, v, ld, T(0), out + b * Tn * D + h * d, D);
+      cpu::gemm_serial<T>(false, true, Tn, Tn, d, T(1), qs, d, k, ld, T(0), p, lp);  // (T, T) scores
+      softmax_rows_in_place(p, Tn, Tn, lp);
+      cpu::gemm_serial<T>(false, false, Tn, d, Tn, T(1), p, lp, v, ld, T(0), out + b * Tn * D + h * d, D);
     }
   });
 }
@@ -118,24 +131,24 @@ void qkv_attention_forward(const QkvAttentionShape& s, const T* qkv, T scale, T*
 template <class T>
 void qkv_attention_backward(const QkvAttentionShape& s, const T* qkv, const T* probs, const T* g, T scale,
                             T* gqkv) {
-  const int64_t Tn = s.tokens, D = s.dim, H = s.heads, d = s.head_dim, ld = 3 * D;
+  const int64_t Tn = s.tokens, D = s.dim, H = s.heads, d = s.head_dim, ld = 3 * D, lp = score_stride<T>(Tn);
   parallel_for(0, s.batch * H, 1, [&](int64_t lo, int64_t hi) {
     for (int64_t task = lo; task < hi; ++task) {
       const int64_t b = task / H, h = task % H;
       const T* q = qkv + b * Tn * ld + h * d;
       const T* k = q + D;
       const T* v = q + 2 * D;
-      const T* p = probs + task * Tn * Tn;
+      const T* p = probs + task * Tn * lp;
       const T* go = g + b * Tn * D + h * d;  // (T, d), row stride D
       T* gq = gqkv + b * Tn * ld + h * d;
       T* gk = gq + D;
       T* gv = gq + 2 * D;
-      cpu::gemm_serial<T>(true, false, Tn, d, Tn, T(1), p, Tn, go, D, T(0), gv, ld);  // dv = Pᵀ·G
-      T* ds = attention_scratch<T>(0, static_cast<std::size_t>(Tn * Tn));
-      cpu::gemm_serial<T>(false, true, Tn, Tn, d, T(1), go, D, v, ld, T(0), ds, Tn);  // dP = G·vᵀ
+      cpu::gemm_serial<T>(true, false, Tn, d, Tn, T(1), p, lp, go, D, T(0), gv, ld);  // dv = Pᵀ·G
+      T* ds = attention_scratch<T>(0, static_cast<std::size_t>(Tn * lp));
+      cpu::gemm_serial<T>(false, true, Tn, Tn, d, T(1), go, D, v, ld, T(0), ds, lp);  // dP = G·vᵀ
       for (int64_t r = 0; r < Tn; ++r) {  // dS = P ⊙ (dP − rowsum(dP ⊙ P)), in place
-        T* dr = ds + r * Tn;
-        const T* pr = p + r * Tn;
+        T* dr = ds + r * lp;
+        const T* pr = p + r * lp;
         T dot = T(0);
         if constexpr (std::is_same<T, float>::value) {
           dot = cpu::vec::dot(dr, pr, Tn);
@@ -144,9 +157,9 @@ void qkv_attention_backward(const QkvAttentionShape& s, const T* qkv, const T* p
         }
         for (int64_t j = 0; j < Tn; ++j) dr[j] = pr[j] * (dr[j] - dot);
       }
-      cpu::gemm_serial<T>(false, false, Tn, d, Tn, scale, ds, Tn, k, ld, T(0), gq, ld);  // dq = scale·dS·k
+      cpu::gemm_serial<T>(false, false, Tn, d, Tn, scale, ds, lp, k, ld, T(0), gq, ld);  // dq = scale·dS·k
       const T* qs = scaled_queries(q, ld, Tn, d, scale);
-      cpu::gemm_serial<T>(true, false, Tn, d, Tn, T(1), ds, Tn, qs, d, T(0), gk, ld);     // dk = dSᵀ·(q·scale)
+      cpu::gemm_serial<T>(true, false, Tn, d, Tn, T(1), ds, lp, qs, d, T(0), gk, ld);     // dk = dSᵀ·(q·scale)
     }
   });
 }
@@ -162,7 +175,11 @@ inline Var qkv_attention(const Var& qkv, int64_t heads, double scale) {
   const Tensor x = qkv.value().contiguous();
   const bool keep = grad_mode_enabled() && qkv.requires_grad();
   Tensor out = Tensor::empty({s.batch, s.tokens, s.dim}, x.dtype());
-  Tensor probs = keep ? Tensor::empty({s.batch, s.heads, s.tokens, s.tokens}, x.dtype()) : Tensor();
+  Tensor probs;  // (B, H, T, score_stride(T)): internal to the op, never handed out
+  if (keep) {
+    const int64_t lp = x.dtype() == DType::float32 ? impl::score_stride<float>(s.tokens) : s.tokens;
+    probs = Tensor::empty({s.batch, s.heads, s.tokens, lp}, x.dtype());
+  }
   if (out.numel() > 0) {
     dispatch_floating(x.dtype(), op, [&](auto tag) {
       using T = typename decltype(tag)::type;

@@ -116,8 +116,7 @@ inline Tensor softmax_forward(const Tensor& x, int64_t dim, bool log, const char
           T* out_row = py + r * l.n;
           if constexpr (std::is_same<T, float>::value) {
             if (!log) {  // SIMD exp (cpu/vec_math.hpp): attention's (B, H, T, T) rows
-              const float m = cpu::vec::row_max(row, l.n);
-              cpu::vec::scale(out_row, 1.0f / cpu::vec::exp_shifted_sum(row, m, out_row, l.n), l.n);
+              cpu::vec::softmax_row(row, out_row, l.n);
               continue;
             }
           }

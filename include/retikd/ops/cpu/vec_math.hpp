@@ -74,6 +74,26 @@ inline VF exp(VF x) {
   return select(underflow, VF{}, p * s1 * s2);
 }
 
+// The same for x ≤ 88 only (softmax's x − max ≤ 0): one scale factor and no overflow clamp, ~20% fewer
+// instructions; identical results where both apply.
+inline VF exp_upto88(VF x) {
+  const VI underflow = x < -87.3365447f;
+  x = select(underflow, splat(-87.0f), x);
+  const VF shifted = x * 1.44269504088896341f + 12582912.0f;
+  const VF n = shifted - 12582912.0f;
+  const VI ni = (VI)shifted - 0x4B400000;
+  const VF r = (x - n * 0.693145751953125f) - n * 1.42860682030941723e-6f;
+  VF p = splat(1.0f / 5040.0f);
+  p = p * r + 1.0f / 720.0f;
+  p = p * r + 1.0f / 120.0f;
+  p = p * r + 1.0f / 24.0f;
+  p = p * r + 1.0f / 6.0f;
+  p = p * r + 0.5f;
+  p = p * r + 1.0f;
+  p = p * r + 1.0f;
+  return select(underflow, VF{}, p * (VF)((ni + 127) << 23));
+}
+
 inline VF erf(VF x) {
   const VF ax = abs(x);
   const VI sign = (VI)x & (int32_t)0x80000000u;
@@ -175,6 +195,62 @@ inline float row_max(const float* x, int64_t n) {
 #endif
   for (; i < n; ++i) m = x[i] > m ? x[i] : m;
   return m;
+}
+
+// y = softmax(x) over a row of n elements (max-subtracted; y may alias x). Rows whose length is a multiple of
+// the vector width run without a scalar tail (attention pads its score rows for that).
+inline void softmax_row(const float* x, float* y, int64_t n) {
+#if defined(RETIKD_VEC_MATH)
+  if (n <= 0) return;
+  int64_t i = 0;
+  VF mv = splat(-std::numeric_limits<float>::infinity());
+  for (; i + kLanes <= n; i += kLanes) {
+    const VF v = load(x + i);
+    mv = select((VI)(v > mv), v, mv);
+  }
+  float lanes[kLanes], tail[kLanes];
+  const int64_t rest = n - i;
+  for (int j = 0; j < kLanes; ++j) tail[j] = j < rest ? x[i + j] : -std::numeric_limits<float>::infinity();
+  {
+    const VF v = load(tail);
+    mv = select((VI)(v > mv), v, mv);
+  }
+  store(lanes, mv);
+  float m = lanes[0];
+  for (int j = 1; j < kLanes; ++j) m = lanes[j] > m ? lanes[j] : m;
+  const VF mm = splat(m);
+  VF acc{};
+  for (i = 0; i + kLanes <= n; i += kLanes) {
+    const VF e = exp_upto88(load(x + i) - mm);
+    store(y + i, e);
+    acc += e;
+  }
+  VF et{};
+  if (rest > 0) {
+    et = exp_upto88(load(tail) - mm);  // the padding lanes give e^−inf = 0
+    acc += et;
+  }
+  store(lanes, acc);
+  float total = 0.0f;
+  for (int j = 0; j < kLanes; ++j) total += lanes[j];
+  const VF inv = splat(1.0f / total);
+  for (i = 0; i + kLanes <= n; i += kLanes) store(y + i, load(y + i) * inv);
+  if (rest > 0) {
+    store(tail, et * inv);
+    for (int64_t j = 0; j < rest; ++j) y[i + j] = tail[j];
+  }
+#else
+  if (n <= 0) return;
+  float m = x[0];
+  for (int64_t i = 1; i < n; ++i) m = x[i] > m ? x[i] : m;
+  float total = 0.0f;
+  for (int64_t i = 0; i < n; ++i) {
+    y[i] = std::exp(x[i] - m);
+    total += y[i];
+  }
+  const float inv = 1.0f / total;
+  for (int64_t i = 0; i < n; ++i) y[i] *= inv;
+#endif
 }
 
 // y = e^(x − shift) over a row; returns Σ y (summed in float, lane-wise then across lanes).
