@@ -25,14 +25,21 @@ namespace retikd {
 class ThreadPool {
  public:
   // How long an idle thread keeps polling for the next region (workers) or for the region's last task (the
-  // caller) before it sleeps on a condition variable. Why: waking a sleeping thread costs tens of
-  // microseconds on a VM (docs/results.md, "CPU GEMM"), and a ViT training step opens ~500 short parallel
-  // regions back to back (two per GEMM, one per elementwise op) with only a few microseconds of serial work
-  // between them. OpenMP runtimes spin the same way. RETIKD_SPIN_US overrides it (0: always sleep).
+  // caller) before it sleeps on a condition variable, at most. Why: waking a sleeping thread costs tens of
+  // microseconds on a VM (docs/results.md, "CPU GEMM"), and a ViT training step opens ~460 short parallel
+  // regions back to back (two per GEMM, one per elementwise op) with a median of ~10 µs of serial work
+  // between them (99 % under 200 µs). OpenMP runtimes spin the same way. RETIKD_SPIN_US overrides it (0:
+  // always sleep).
+  // The budget adapts per waiting thread: a poll that runs out halves it, a sleep that ends within the
+  // maximum (a poll would have caught it) doubles it again. On a machine with more runnable threads than
+  // cores the waits stretch and polls only take time from the threads doing the work (measured: ~10 %
+  // slower at load 8 on 2 cores with a fixed 200 µs), so there the budget shrinks towards plain sleeping.
   static constexpr int64_t kDefaultSpinMicroseconds = 200;
 
   explicit ThreadPool(int num_threads, int64_t spin_us = spin_microseconds_from_env())
-      : num_threads_(std::max(1, num_threads)), spin_(std::chrono::microseconds(std::max<int64_t>(0, spin_us))) {
+      : num_threads_(std::max(1, num_threads)),
+        max_spin_(std::chrono::microseconds(std::max<int64_t>(0, spin_us))),
+        caller_spin_(max_spin_) {
     for (int i = 1; i < num_threads_; ++i) workers_.emplace_back([this] { worker_loop(); });
   }
   ~ThreadPool() {
@@ -72,10 +79,7 @@ class ThreadPool {
     inside_worker() = true;
     drain(*job);
     inside_worker() = false;
-    if (!spin_until([&] { return job->pending.load(std::memory_order_acquire) == 0; })) {
-      std::unique_lock<std::mutex> lock(mutex_);
-      done_.wait(lock, [&] { return job->pending.load(std::memory_order_acquire) == 0; });
-    }
+    wait_adaptively(caller_spin_, [&] { return job->pending.load(std::memory_order_acquire) == 0; }, done_);
     if (job->error) std::rethrow_exception(job->error);
   }
 
@@ -110,19 +114,40 @@ class ThreadPool {
 #endif
   }
 
-  // Polls done() for up to the spin budget; true once it held.
+  using Clock = std::chrono::steady_clock;
+
+  // Polls done() for up to `budget`; true once it held.
   template <class Done>
-  bool spin_until(Done&& done) const {
+  static bool spin_until(Done&& done, Clock::duration budget) {
     if (done()) return true;
-    if (spin_.count() == 0) return false;
-    const auto deadline = std::chrono::steady_clock::now() + spin_;
+    if (budget.count() <= 0) return false;
+    const auto deadline = Clock::now() + budget;
     for (;;) {
       for (int i = 0; i < 64; ++i) {
         cpu_relax();
         if (done()) return true;
       }
-      if (std::chrono::steady_clock::now() >= deadline) return done();
+      if (Clock::now() >= deadline) return done();
     }
+  }
+
+  // Waits until done() (checked under mutex_ before sleeping on `cv`): polls for `budget` first, and adapts
+  // the budget to how the wait went (see kDefaultSpinMicroseconds).
+  template <class Done>
+  void wait_adaptively(Clock::duration& budget, Done&& done, std::condition_variable& cv) {
+    const auto start = Clock::now();
+    if (spin_until(done, budget)) {
+      budget = std::min(max_spin_, budget * 2);
+      return;
+    }
+    {
+      std::unique_lock<std::mutex> lock(mutex_);
+      cv.wait(lock, done);
+    }
+    if (Clock::now() - start <= max_spin_)
+      budget = std::min(max_spin_, std::max(budget * 2, max_spin_ / 8));  // a longer poll would have caught it
+    else
+      budget /= 2;
   }
 
   void drain(Job& job) {
@@ -151,16 +176,14 @@ class ThreadPool {
   void worker_loop() {
     inside_worker() = true;
     uint64_t seen = 0;
+    Clock::duration budget = max_spin_;
     for (;;) {
-      spin_until([&] {
+      wait_adaptively(budget, [&] {
         return generation_.load(std::memory_order_acquire) != seen || stopping_.load(std::memory_order_acquire);
-      });
+      }, wake_);
       std::shared_ptr<Job> job;
       {
-        std::unique_lock<std::mutex> lock(mutex_);
-        wake_.wait(lock, [&] {
-          return stopping_.load(std::memory_order_relaxed) || generation_.load(std::memory_order_relaxed) != seen;
-        });
+        std::lock_guard<std::mutex> lock(mutex_);
         if (stopping_.load(std::memory_order_relaxed)) return;
         seen = generation_.load(std::memory_order_relaxed);
         job = current_;  // its tasks may all be taken already: then drain returns at once
@@ -170,7 +193,8 @@ class ThreadPool {
   }
 
   int num_threads_;
-  std::chrono::steady_clock::duration spin_;
+  Clock::duration max_spin_;
+  Clock::duration caller_spin_;  // the caller's budget; only touched under job_mutex_
   std::vector<std::thread> workers_;
   std::mutex job_mutex_;
   std::mutex mutex_;
