@@ -3,12 +3,14 @@
 // and non-contiguous views), error paths, and the statistics and reproducibility of the dropout masks.
 #include <doctest/doctest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <vector>
 
 #include "retikd/autograd/gradcheck.hpp"
 #include "retikd/core/random.hpp"
 #include "retikd/ops/activation.hpp"
+#include "retikd/ops/cpu/vec_math.hpp"
 #include "retikd/ops/dropout.hpp"
 #include "retikd/ops/shape.hpp"
 #include "retikd/ops/softmax.hpp"
@@ -78,6 +80,70 @@ TEST_CASE("gelu (erf and tanh approximation), silu, sigmoid and tanh forward val
                1e-6);
   check_values(ops::gelu(Var(x.to(DType::float32)), ops::GeluApprox::tanh).value(),
                ops::gelu(Var(x), ops::GeluApprox::tanh).value().to_vector<double>(), 1e-6);
+}
+
+TEST_CASE("SIMD float exp and erf (cpu/vec_math.hpp) agree with libm, specials included") {
+  // A dense grid over exp's whole normal range and erf's transition; lengths that are not a multiple of the
+  // vector width exercise the padded tail.
+  const int64_t n = 200003;
+  std::vector<float> x(static_cast<std::size_t>(n)), y(x.size());
+  for (int64_t i = 0; i < n; ++i) x[i] = -87.0f + 167.0f * static_cast<float>(i) / static_cast<float>(n);
+  std::vector<float> g(x.size(), 1.0f);
+  double worst_exp = 0.0;
+  {
+    std::vector<float> shifted(x.size());
+    const float total = cpu::vec::exp_shifted_sum(x.data(), 0.0f, shifted.data(), n);
+    double ref_total = 0.0;
+    for (int64_t i = 0; i < n; ++i) {
+      const double e = std::exp(static_cast<double>(x[i]));
+      ref_total += e;
+      if (e < 3.0e38) worst_exp = std::max(worst_exp, std::fabs(shifted[i] - e) / e);
+    }
+    CHECK(std::fabs(total - ref_total) <= 1e-6 * ref_total);
+  }
+  CHECK(worst_exp < 2.5e-7);  // ~2 float ulp
+  double worst_erf = 0.0, worst_gelu = 0.0, worst_dgelu = 0.0;
+  for (int64_t i = 0; i < n; ++i) x[i] = -6.0f + 12.0f * static_cast<float>(i) / static_cast<float>(n);
+  cpu::vec::gelu_erf(x.data(), y.data(), n);
+  std::vector<float> dy(x.size());
+  cpu::vec::gelu_erf_backward(g.data(), x.data(), dy.data(), n);
+  for (int64_t i = 0; i < n; ++i) {
+    const double v = x[i], cdf = 0.5 * (1.0 + std::erf(v / std::sqrt(2.0)));
+    worst_gelu = std::max(worst_gelu, std::fabs(y[i] - v * cdf) / std::max(1.0, std::fabs(v)));
+    worst_dgelu = std::max(worst_dgelu, std::fabs(dy[i] - (cdf + v * std::exp(-0.5 * v * v) * 0.3989422804014327)));
+  }
+  CHECK(worst_gelu < 2e-7);
+  CHECK(worst_dgelu < 3e-7);
+#if defined(RETIKD_VEC_MATH)
+  const float specials[] = {-INFINITY, INFINITY, NAN, 0.0f, -0.0f, 1e-30f, -1.0f, 0.999f, 3.99f, 4.5f, -88.0f, 88.7f,
+                            89.0f, -87.3f, 20.0f, -3.0f};
+  float erf_out[16], exp_out[16];
+  for (int i = 0; i < 16; i += cpu::vec::kLanes) {
+    cpu::vec::store(erf_out + i, cpu::vec::erf(cpu::vec::load(specials + i)));
+    cpu::vec::store(exp_out + i, cpu::vec::exp(cpu::vec::load(specials + i)));
+  }
+  for (int i = 0; i < 16; ++i) {
+    CAPTURE(specials[i]);
+    const double e = std::exp(static_cast<double>(specials[i])), r = std::erf(static_cast<double>(specials[i]));
+    if (std::isnan(specials[i])) {
+      CHECK(std::isnan(erf_out[i]));
+      CHECK(std::isnan(exp_out[i]));
+      continue;
+    }
+    CHECK(std::fabs(erf_out[i] - r) <= 1.5e-7 * std::max(1e-30, std::fabs(r)) + 1e-37);
+    if (e > 3.4028234663852886e38) {
+      CHECK(std::isinf(exp_out[i]));
+    } else if (e < 1.1754943508222875e-38) {
+      CHECK(exp_out[i] == 0.0f);  // flushed below FLT_MIN
+    } else {
+      CHECK(std::fabs(exp_out[i] - e) <= 2.5e-7 * e);
+    }
+  }
+  cpu::vec::map1(x.data(), y.data(), n, [](cpu::vec::VF v) { return cpu::vec::erf(v); });
+  for (int64_t i = 0; i < n; ++i)
+    worst_erf = std::max(worst_erf, std::fabs(y[i] - std::erf(static_cast<double>(x[i]))));
+  CHECK(worst_erf < 1.5e-7);  // glibc's erff: 5e-8 on the same grid
+#endif
 }
 
 TEST_CASE("sigmoid and silu are numerically stable at extreme inputs") {
@@ -223,6 +289,29 @@ TEST_CASE("softmax over dim 0, a middle dim, the last dim, and of a transposed v
   check_values(ops::softmax(Var(f64({5.0}, {1, 1})), 1).value(), {1.0}, 0);
   check_values(ops::log_softmax(Var(f64({5.0}, {1, 1})), 0).value(), {0.0}, 0);
   check_values(ops::softmax(Var(Tensor::scalar(2.0, DType::float64)), 0).value(), {1.0}, 0);
+}
+
+TEST_CASE("float32 softmax rows (SIMD path) agree with float64, masked and huge logits included") {
+  for (int64_t n : {int64_t(1), int64_t(5), int64_t(16), int64_t(197)}) {  // shorter than, equal to, and
+    CAPTURE(n);                                                            // not a multiple of the vector width
+    Tensor x = ops::mul(Var(randn64({6, n}, 30 + static_cast<uint64_t>(n))), 4.0).value();
+    Tensor g = randn64({6, n}, 40 + static_cast<uint64_t>(n));
+    Var x32(x.to(DType::float32), true), x64(x, true);
+    Var y32 = ops::softmax(x32, 1), y64 = ops::softmax(x64, 1);
+    check_values(y32.value(), y64.value().to_vector<double>(), 1e-6);
+    y32.backward(g.to(DType::float32));
+    y64.backward(g);
+    check_values(x32.grad(), x64.grad().to_vector<double>(), 1e-5);
+  }
+  // -inf (masked) logits give exact zeros; 1e30 and its neighbours do not overflow.
+  Tensor m = f64({0.0, -INFINITY, 1.0, -INFINITY, 2.0, -INFINITY, 1e30, 1e30, -1e30, 0.0, 0.0, 0.0}, {2, 6})
+                 .to(DType::float32);
+  const std::vector<double> p = ops::softmax(Var(m), 1).value().to_vector<double>();
+  const double z = 1.0 + std::exp(1.0) + std::exp(2.0);
+  check_values(ops::softmax(Var(m), 1).value(),
+               {1.0 / z, 0.0, std::exp(1.0) / z, 0.0, std::exp(2.0) / z, 0.0, 0.5, 0.5, 0.0, 0.0, 0.0, 0.0}, 1e-7);
+  CHECK(p[1] == 0.0);
+  CHECK(p[3] == 0.0);
 }
 
 TEST_CASE("softmax and log_softmax backward pass the gradient checker") {

@@ -3,9 +3,11 @@
 #include <doctest/doctest.h>
 
 #include <atomic>
+#include <chrono>
 #include <cstdint>
 #include <cmath>
 #include <numeric>
+#include <thread>
 
 #include "retikd/core/host_block_cache.hpp"
 #include "retikd/core/parallel.hpp"
@@ -252,6 +254,30 @@ TEST_CASE("thread pool covers ranges and propagates errors") {
                     if (lo > 500) throw Error("boom");
                   }),
                   Error);
+}
+
+TEST_CASE("thread pool: many short regions back to back, with polling workers and with sleeping ones") {
+  // Regions follow each other faster than a worker can go to sleep (polling), or every worker sleeps between
+  // them (spin 0): either way every task runs exactly once and no wake-up is lost (a lost one hangs here).
+  for (int64_t spin_us : {int64_t(0), int64_t(50), int64_t(5000)}) {
+    CAPTURE(spin_us);
+    ThreadPool pool(3, spin_us);
+    std::atomic<int64_t> total{0};
+    int64_t expected = 0;
+    for (int region = 0; region < 3000; ++region) {
+      const int64_t tasks = 1 + region % 7;
+      expected += tasks * (tasks + 1) / 2;
+      pool.run(tasks, [&](int64_t t) { total += t + 1; });
+      if (region % 1000 == 999) std::this_thread::sleep_for(std::chrono::milliseconds(1));  // let them sleep
+    }
+    CHECK(total.load() == expected);
+    CHECK_THROWS_AS(pool.run(4, [](int64_t t) {
+                      if (t == 2) throw Error("boom");
+                    }),
+                    Error);
+    pool.run(2, [&](int64_t) { total += 1; });  // still usable after an exception
+    CHECK(total.load() == expected + 2);
+  }
 }
 
 // ---- host block cache (core/host_block_cache.hpp) ---------------------------------------------------------

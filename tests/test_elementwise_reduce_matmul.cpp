@@ -3,6 +3,7 @@
 // hand-computed or independently computed ones, backward against the gradient checker.
 #include <doctest/doctest.h>
 
+#include <algorithm>
 #include <cmath>
 
 #include "retikd/autograd/gradcheck.hpp"
@@ -210,4 +211,33 @@ TEST_CASE("matmul and linear backward") {
   check_close(y.value(), ops::impl::add(naive_matmul(x, w.transpose(0, 1).contiguous()), b), 1e-12);
   CHECK_THROWS_AS(ops::linear(Var(x), Var(rnd({4, 6}, 1))), Error);
   CHECK_THROWS_AS(ops::linear(Var(x), Var(w), Var(rnd({3}, 1))), Error);
+  // The CPU path adds the bias inside the GEMM: a transposed (non-contiguous) input, a transposed weight and a
+  // sliced bias, float32, large enough to be threaded, against matmul + broadcast add.
+  Tensor xt = rnd({40, 3, 70}, 43).to(DType::float32).transpose(0, 2);  // (70, 3, 40)
+  Tensor wt = rnd({40, 90}, 44).to(DType::float32).transpose(0, 1);     // (90, 40)
+  Tensor bs = rnd({180}, 45).to(DType::float32).slice(0, 0, 180, 2);   // (90,), stride 2
+  Tensor yl = ops::linear(Var(xt), Var(wt), Var(bs)).value();
+  Tensor yr = ops::impl::add(ops::impl::matmul(xt, wt.transpose(0, 1)), bs.contiguous());
+  REQUIRE(yl.shape() == Shape{70, 3, 90});
+  check_close(yl.to(DType::float64), yr.to(DType::float64), 1e-5);
+  CHECK_THROWS_AS(ops::linear(Var(xt), Var(wt), Var(bs.to(DType::float64))), Error);
+}
+
+TEST_CASE("sum_to over leading dimensions (bias gradients) equals the general strided reduction bit for bit") {
+  for (DType dt : {DType::float32, DType::float64}) {
+    Tensor g = rnd({37, 9, 300}, 46).to(dt);                          // contiguous: the column-sum path
+    Tensor strided = g.transpose(0, 2).contiguous().transpose(0, 2);  // same values, general path
+    REQUIRE_FALSE(strided.is_contiguous());
+    const std::vector<double> fast = ops::impl::sum_to(g, {300}).to_vector<double>();
+    CHECK(fast == ops::impl::sum_to(strided, {300}).to_vector<double>());
+    CHECK(ops::impl::sum_to(g, {9, 300}).to_vector<double>() == ops::impl::sum_to(strided, {9, 300}).to_vector<double>());
+    double worst = 0.0;
+    for (int64_t j = 0; j < 300; j += 7) {
+      double ref = 0.0;
+      for (int64_t a = 0; a < 37; ++a)
+        for (int64_t b = 0; b < 9; ++b) ref += g.at({a, b, j});
+      worst = std::max(worst, std::fabs(fast[static_cast<std::size_t>(j)] - ref));
+    }
+    CHECK(worst < (dt == DType::float32 ? 1e-4 : 1e-12));
+  }
 }

@@ -30,6 +30,8 @@ struct Case {
   double alpha, beta;
   int64_t pad_a = 0, pad_b = 0, pad_c = 0;  // extra elements per stored row (lda > minimum)
   bool poison_c = false;                    // fill C with NaN (only meaningful with beta == 0)
+  bool bias = false;                        // add a random per-column bias (cpu::gemm's bias argument)
+  bool serial = false;                      // call cpu::gemm_serial (the calling thread only)
 };
 
 std::string describe(const Case& c) {
@@ -37,7 +39,7 @@ std::string describe(const Case& c) {
          " ta=" + std::to_string(c.trans_a) + " tb=" + std::to_string(c.trans_b) +
          " alpha=" + std::to_string(c.alpha) + " beta=" + std::to_string(c.beta) +
          " pads=" + std::to_string(c.pad_a) + "," + std::to_string(c.pad_b) + "," + std::to_string(c.pad_c) +
-         (c.poison_c ? " NaN-C" : "");
+         (c.poison_c ? " NaN-C" : "") + (c.bias ? " bias" : "") + (c.serial ? " serial" : "");
 }
 
 template <class T>
@@ -68,10 +70,20 @@ int64_t run_case(const Case& c, uint32_t seed) {
       for (int64_t j = 0; j < c.N; ++j) C0[i * ldc + j] = std::numeric_limits<T>::quiet_NaN();
 
   const T alpha = static_cast<T>(c.alpha), beta = static_cast<T>(c.beta);
+  const auto bias = random_vector<T>(static_cast<std::size_t>(std::max<int64_t>(1, c.N)), rng);
   std::vector<T> got = C0, ref = C0;
-  gemm<T>(c.trans_a, c.trans_b, c.M, c.N, c.K, alpha, A.data(), lda, B.data(), ldb, beta, got.data(), ldc);
+  if (c.serial) {
+    retikd::cpu::gemm_serial<T>(c.trans_a, c.trans_b, c.M, c.N, c.K, alpha, A.data(), lda, B.data(), ldb, beta,
+                                got.data(), ldc);
+  } else {
+    gemm<T>(c.trans_a, c.trans_b, c.M, c.N, c.K, alpha, A.data(), lda, B.data(), ldb, beta, got.data(), ldc,
+            c.bias ? bias.data() : nullptr);
+  }
   gemm_reference<T>(c.trans_a, c.trans_b, c.M, c.N, c.K, alpha, A.data(), lda, B.data(), ldb, beta, ref.data(),
                     ldc);
+  if (c.bias)
+    for (int64_t i = 0; i < c.M; ++i)
+      for (int64_t j = 0; j < c.N; ++j) ref[i * ldc + j] += bias[j];
 
   const double eps = std::numeric_limits<T>::epsilon();
   int64_t bad = 0;
@@ -90,6 +102,7 @@ int64_t run_case(const Case& c, uint32_t seed) {
       }
       double bound = std::fabs(c.alpha) * abs_sum;
       if (c.beta != 0.0) bound += std::fabs(c.beta) * std::fabs(static_cast<double>(C0[i * ldc + j]));
+      if (c.bias) bound += std::fabs(static_cast<double>(bias[j]));
       const double tol = static_cast<double>(c.K + 2) * eps * bound + 4 * std::numeric_limits<T>::min();
       const double r = ref[i * ldc + j];
       if (!(std::isfinite(static_cast<double>(g)) && std::fabs(static_cast<double>(g) - r) <= tol)) {
@@ -184,6 +197,31 @@ TEST_CASE("gemm: large enough to run threaded, all transposes") {
       CHECK_MESSAGE(run_case<float>(c, seed++) == 0, describe(c));
     }
   Case d{300, 310, 290, true, false, -1.0, 1.0, 0, 0, 0};
+  CHECK_MESSAGE(run_case<double>(d, seed++) == 0, describe(d));
+}
+
+TEST_CASE("gemm: per-column bias added in the store, on every path; gemm_serial") {
+  // The bias reaches full tiles, edge tiles, later K slices (it must be added once), the column split and the
+  // threaded row split, with beta 0 (C not read, NaN-safe) and beta != 0; K = 0 leaves beta·C + bias.
+  uint32_t seed = 8000;
+  for (const auto& s : kShapes)
+    for (int t = 0; t < 4; ++t) {
+      Case c{s[0], s[1], s[2], (t & 1) != 0, (t & 2) != 0, t == 2 ? -0.5 : 1.0, t == 3 ? 0.5 : 0.0, 1, 2, 3};
+      c.bias = true;
+      c.poison_c = c.beta == 0.0 && t == 1;
+      CHECK_MESSAGE(run_case<float>(c, seed++) == 0, describe(c));
+    }
+  const int64_t large[][3] = {{520, 530, 610}, {7, 2100, 300}, {40, 4100, 700}};
+  for (const auto& s : large) {
+    Case c{s[0], s[1], s[2], false, true, 1.0, 0.0};
+    c.bias = true;
+    CHECK_MESSAGE(run_case<float>(c, seed++) == 0, describe(c));
+    c.bias = false;
+    c.serial = true;
+    CHECK_MESSAGE(run_case<float>(c, seed++) == 0, describe(c));
+  }
+  Case d{33, 47, 300, true, false, 1.0, 1.0, 0, 0, 0};
+  d.bias = true;
   CHECK_MESSAGE(run_case<double>(d, seed++) == 0, describe(d));
 }
 

@@ -553,6 +553,48 @@ TEST_CASE("Attention: against direct loops; probabilities, logits and per-head Q
   }
 }
 
+TEST_CASE("fused qkv_attention equals the tapped view path: values and gradients, float32 and float64") {
+  // Attention::forward (no taps, CPU) runs ops::qkv_attention; forward_with(taps) runs views + matmul +
+  // softmax. Odd sizes: 7 tokens, 3 heads of 5 (scale 1/sqrt(5) is not a power of two), batch 2.
+  const int64_t B = 2, N = 7, D = 15, H = 3;
+  Generator g(41);
+  nn::Attention attn(D, H, g);
+  for (DType dt : {DType::float64, DType::float32}) {
+    CAPTURE(dtype_name(dt));
+    attn.to(dt);
+    const Tensor x = randn64({B, N, D}, 42).to(dt);
+    const Tensor gy = randn64({B, N, D}, 43).to(dt);
+    nn::AttentionTaps taps;
+    taps.probs = true;
+    Var xf(x, true), xt(x, true);
+    attn.zero_grad();
+    Var yf = attn.forward(xf);
+    yf.backward(gy);
+    const Tensor dw_fused = attn.qkv->weight.grad(), db_fused = attn.qkv->bias.grad();
+    attn.zero_grad();
+    nn::AttentionOutput t = attn.forward_with(xt, taps);
+    REQUIRE(t.probs.defined());
+    t.out.backward(gy);
+    const double tol = 0.0;  // the fused op computes every product as the view path does: bit for bit
+    CHECK(max_diff(yf.value(), t.out.value()) <= tol);
+    CHECK(max_diff(xf.grad(), xt.grad()) <= tol);
+    CHECK(max_diff(dw_fused, attn.qkv->weight.grad()) <= tol);
+    CHECK(max_diff(db_fused, attn.qkv->bias.grad()) <= tol);
+    // Without a tape (evaluation) the probabilities are not kept: same output.
+    NoGradGuard no_grad;
+    CHECK(max_diff(attn.forward(Var(x)).value(), t.out.value()) <= tol);
+  }
+  // The op on its own through the float64 gradient checker, including a single token and a single head.
+  for (const Shape& s : {Shape{2, 4, 18}, Shape{1, 1, 6}, Shape{3, 5, 3}}) {
+    CAPTURE(shape_str(s));
+    const int64_t heads = s[2] == 18 ? 2 : 1;
+    GradcheckResult r = gradcheck([&](const std::vector<Var>& v) { return ops::qkv_attention(v[0], heads, 0.37); },
+                                  {randn64(s, 44)});
+    CHECK_MESSAGE(r.ok, r.message);
+  }
+  CHECK_THROWS_AS(ops::qkv_attention(Var(randn64({2, 3, 10}, 1)), 2, 1.0), Error);  // 10 is not 3·D with D % 2 = 0
+}
+
 TEST_CASE("Mlp and pre-norm Block: timm names, composition, drop path, gradients") {
   Generator g(22);
   nn::Mlp mlp(6, 12, 6, g);

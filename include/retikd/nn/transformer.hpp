@@ -5,7 +5,9 @@
 // Attention can hand out what the distillation losses read (DESIGN.md §5): the per-head Q, K, V
 // (B, heads, N, d), the pre-softmax logits Q·Kᵀ·d^−½ and the probabilities softmax(logits), both
 // (B, heads, N, N), before attention dropout. They are Vars on the tape (views of the qkv projection for
-// Q, K, V), so a loss on a student's attention backpropagates; a teacher runs under NoGradGuard.
+// Q, K, V), so a loss on a student's attention backpropagates; a teacher runs under NoGradGuard. Without taps
+// (and without attention dropout) a CPU forward takes the fused ops::qkv_attention instead: same values,
+// a fraction of the time.
 // Initialisation here is PyTorch's default; VisionTransformer applies timm's (trunc_normal std 0.02).
 #pragma once
 
@@ -14,6 +16,7 @@
 #include <utility>
 
 #include "retikd/nn/layers.hpp"
+#include "retikd/ops/attention.hpp"
 #include "retikd/ops/softmax.hpp"
 
 namespace retikd {
@@ -85,6 +88,14 @@ class Attention : public Layer, public Traceable {
     RETIKD_CHECK(x.dim() == 3 && x.size(2) == dim_, "Attention(", dim_, "): input ", shape_str(x.shape()),
                  " must be (B, N, ", dim_, ")");
     const int64_t B = x.size(0), N = x.size(1);
+    const bool attn_dropout = attn_drop_->is_training() && attn_drop_->p() > 0.0;
+    if (!want.any() && !attn_dropout && x.value().is_cpu()) {
+      // No internals asked for: the fused CPU op (ops/attention.hpp) reads q, k, v out of the qkv rows and
+      // writes (B, N, D) directly — same values, no view copies, one parallel region per direction.
+      AttentionOutput r;
+      r.out = proj_drop_->forward(proj->forward(ops::qkv_attention(qkv->forward(x), heads_, scale_)));
+      return r;
+    }
     Var qkv5 = ops::reshape(qkv->forward(x), {B, N, 3, heads_, head_dim_});  // (B, N, 3, H, d)
     Var parts = ops::permute(qkv5, {2, 0, 3, 1, 4});                         // (3, B, H, N, d)
     Var q = ops::squeeze(ops::narrow(parts, 0, 0, 1), 0);                   // (B, H, N, d)

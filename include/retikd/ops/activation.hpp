@@ -1,7 +1,8 @@
 // retikd/ops/activation.hpp — pointwise activations: relu, relu6, leaky_relu, gelu (exact erf and the tanh
 // approximation), silu, sigmoid, tanh; each with its backward.
 //
-// Forward on the CPU through impl::cpu_map; contiguous float32/float16 tensors on a GPU go to the CUDA unary
+// Forward on the CPU through impl::cpu_map (exact GELU on contiguous float32: the SIMD exp / erf of
+// cpu/vec_math.hpp, within ~2 ulp of libm's); contiguous float32/float16 tensors on a GPU go to the CUDA unary
 // launcher where one exists (relu, relu6, sigmoid, tanh, exact gelu, silu). Backward formulas are
 // impl::*_backward(grad, saved) functions, so layers and fused paths can reuse them. Gradients at the kinks
 // follow PyTorch: relu'(0) = 0, relu6'(0) = relu6'(6) = 0, leaky_relu'(0) = slope.
@@ -13,6 +14,7 @@
 
 #include "retikd/autograd/var.hpp"
 #include "retikd/ops/common.hpp"
+#include "retikd/ops/cpu/vec_math.hpp"
 #ifdef RETIKD_WITH_CUDA
 #include "retikd/cuda/elementwise.hpp"
 #include "retikd/cuda/nn_ops.hpp"
@@ -145,6 +147,13 @@ inline Tensor gelu(const Tensor& x, GeluApprox approx = GeluApprox::none) {
     });
   }
   RETIKD_ACTIVATION_CUDA(kGeluErf, x);
+  if (x.is_cpu() && x.dtype() == DType::float32 && x.is_contiguous()) {  // whole SIMD vectors (cpu/vec_math.hpp)
+    Tensor out = Tensor::empty(x.shape(), x.dtype());
+    const float* px = x.data<float>();
+    float* py = out.data<float>();
+    parallel_for(0, x.numel(), 1 << 14, [&](int64_t lo, int64_t hi) { cpu::vec::gelu_erf(px + lo, py + lo, hi - lo); });
+    return out;
+  }
   return cpu_map(x, "gelu", [](auto v) {
     using T = decltype(v);
     return T(0.5) * v * (T(1) + std::erf(v * T(kGeluInvSqrt2)));
@@ -212,6 +221,16 @@ inline Tensor gelu_backward(const Tensor& g, const Tensor& x, GeluApprox approx 
   }
   // d/dx xΦ(x) = Φ(x) + xφ(x)
   RETIKD_ACTIVATION_GRAD_CUDA(kGeluErfGrad, g, x);
+  if (x.is_cpu() && g.is_cpu() && x.dtype() == DType::float32 && x.is_contiguous() && g.is_contiguous()) {
+    Tensor out = Tensor::empty(x.shape(), x.dtype());
+    const float* pg = g.data<float>();
+    const float* px = x.data<float>();
+    float* po = out.data<float>();
+    parallel_for(0, x.numel(), 1 << 14, [&](int64_t lo, int64_t hi) {
+      cpu::vec::gelu_erf_backward(pg + lo, px + lo, po + lo, hi - lo);
+    });
+    return out;
+  }
   return cpu_zip(g, x, "gelu backward", [](auto gv, auto v) {
     using T = decltype(v);
     const T cdf = T(0.5) * (T(1) + std::erf(v * T(kGeluInvSqrt2)));

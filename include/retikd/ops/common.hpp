@@ -6,6 +6,7 @@
 // return Vars and record the op's backward, which is itself written with impl:: functions.
 #pragma once
 
+#include <algorithm>
 #include <array>
 #include <cstdint>
 #include <string>
@@ -128,6 +129,29 @@ inline Tensor sum_to(const Tensor& g, const Shape& shape) {
   }
 #endif
   check_cpu("sum_to", g);
+  // Only leading dimensions summed (a bias gradient: (…, C) → (C)) of a contiguous float gradient: rows added
+  // one after another into the output row, the same order as the strided loop below (bitwise the same sums),
+  // vectorised over the columns and split across threads by column ranges.
+  const Shape trailing(g.shape().end() - static_cast<std::ptrdiff_t>(shape.size()), g.shape().end());
+  if (trailing == shape && g.is_contiguous() && (g.dtype() == DType::float32 || g.dtype() == DType::float64)) {
+    Tensor out = Tensor::zeros(shape, g.dtype());
+    const int64_t cols = shape_numel(shape), rows = cols > 0 ? g.numel() / cols : 0;
+    dispatch_floating(g.dtype(), "sum_to", [&](auto tag) {
+      using T = typename decltype(tag)::type;
+      const T* pg = g.data<T>();
+      T* po = out.data<T>();
+      constexpr int64_t kBlock = 256;  // columns per task: a block of partial sums stays in L1
+      parallel_for(0, (cols + kBlock - 1) / kBlock, std::max<int64_t>(1, (int64_t(1) << 15) / std::max<int64_t>(1, rows * kBlock)),
+                   [&](int64_t c0, int64_t c1) {
+                     const int64_t j0 = c0 * kBlock, j1 = std::min(cols, c1 * kBlock);
+                     for (int64_t r = 0; r < rows; ++r) {
+                       const T* row = pg + r * cols;
+                       for (int64_t j = j0; j < j1; ++j) po[j] += row[j];
+                     }
+                   });
+    });
+    return out;
+  }
   // View the output as the broadcast shape with stride 0 on reduced dims, and add every gradient element in.
   Tensor out = Tensor::zeros(shape, g.dtype());
   Shape out_strides(static_cast<std::size_t>(g.dim()), 0);

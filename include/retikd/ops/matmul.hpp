@@ -146,6 +146,28 @@ inline Tensor matmul(const Tensor& a, const Tensor& b) {
   return out;
 }
 
+// x (…, in) · Wᵀ + b on the CPU as one GEMM over all leading rows, the bias added in the GEMM's store
+// (cpu::gemm's bias) rather than by a broadcast add over the whole output afterwards.
+inline Tensor linear_cpu(const Tensor& x, const Tensor& w, const Tensor& bias) {
+  check_cpu("linear", x);
+  check_cpu("linear", w);
+  check_cpu("linear", bias);
+  check_same_dtype("linear", x, w);
+  check_same_dtype("linear", x, bias);
+  const int64_t in = w.size(1), outf = w.size(0);
+  const Tensor xc = x.contiguous(), wc = w.contiguous(), bc = bias.contiguous();
+  Shape out_shape = x.shape();
+  out_shape.back() = outf;
+  Tensor out = Tensor::empty(out_shape, x.dtype());
+  const int64_t rows = in > 0 ? xc.numel() / in : shape_numel(out_shape) / std::max<int64_t>(outf, 1);
+  dispatch_floating(x.dtype(), "linear", [&](auto tag) {
+    using T = typename decltype(tag)::type;
+    cpu::gemm<T>(false, true, rows, outf, in, T(1), xc.data<T>(), std::max<int64_t>(in, 1), wc.data<T>(),
+                 std::max<int64_t>(in, 1), T(0), out.data<T>(), std::max<int64_t>(outf, 1), bc.data<T>());
+  });
+  return out;
+}
+
 }  // namespace impl
 
 // torch.matmul: (…, M, K) · (…, K, N) → (…, M, N), batch dims broadcast; a 1-D operand is a vector.
@@ -201,6 +223,8 @@ inline Var linear(const Var& x, const Var& weight, const Var& bias = Var()) {
     const Tensor expanded = bias.value().expand(out_shape);
     const Tensor init = expanded.is_contiguous() ? expanded.clone() : expanded.contiguous();
     out = impl::matmul_nd(xv, wv.transpose(0, 1), init);
+  } else if (has_bias && xv.is_cpu() && xv.dim() >= 2) {
+    out = impl::linear_cpu(xv, wv, bias.value());
   } else {
     out = impl::matmul(xv, wv.transpose(0, 1));
     if (has_bias)

@@ -284,6 +284,22 @@ inline std::array<Tensor, 3> batch_norm_backward(const Tensor& grad_out, const T
   return out;
 }
 
+// Σ_{j<n} term(j) in double with kLaneSumWidth interleaved partial sums, so the compiler vectorises the row
+// reductions of layer_norm (a single running sum is a serial dependency it may not reorder). The partial sums
+// are added in a fixed order: the result does not depend on the thread count.
+constexpr int kLaneSumWidth = 16;
+template <class Term>
+inline double lane_sum(int64_t n, Term&& term) {
+  double part[kLaneSumWidth] = {};
+  int64_t j = 0;
+  for (; j + kLaneSumWidth <= n; j += kLaneSumWidth)
+    for (int l = 0; l < kLaneSumWidth; ++l) part[l] += term(j + l);
+  for (int l = 0; j < n; ++j, ++l) part[l] += term(j);
+  double total = 0.0;
+  for (int l = 0; l < kLaneSumWidth; ++l) total += part[l];
+  return total;
+}
+
 struct LayerNormResult {
   Tensor output;
   Tensor mean;    // (rows,) float64
@@ -342,14 +358,11 @@ inline LayerNormResult layer_norm(const Tensor& x, const Shape& normalized_shape
       for (int64_t row = r0; row < r1; ++row) {
         const T* xs = px + row * D;
         T* ys = py + row * D;
-        double s = 0.0;
-        for (int64_t j = 0; j < D; ++j) s += static_cast<double>(xs[j]);
-        const double m = s / static_cast<double>(D);
-        double q = 0.0;
-        for (int64_t j = 0; j < D; ++j) {
+        const double m = lane_sum(D, [&](int64_t j) { return static_cast<double>(xs[j]); }) / static_cast<double>(D);
+        const double q = lane_sum(D, [&](int64_t j) {
           const double d = static_cast<double>(xs[j]) - m;
-          q += d * d;
-        }
+          return d * d;
+        });
         const double is = 1.0 / std::sqrt(q / static_cast<double>(D) + eps);
         mean[row] = m;
         invstd[row] = is;
@@ -410,14 +423,13 @@ inline std::array<Tensor, 3> layer_norm_backward(const Tensor& grad_out, const T
           const T* gs = pg + row * D;
           T* ds = pdx + row * D;
           const double m = mean[row], is = invstd[row];
-          double a = 0.0, c = 0.0;  // Σ ĝ and Σ ĝ·x̂
-          for (int64_t j = 0; j < D; ++j) {
-            const double gh = static_cast<double>(gs[j]) * w[j];
-            a += gh;
-            c += gh * (static_cast<double>(xs[j]) - m) * is;
-          }
-          a /= static_cast<double>(D);
-          c /= static_cast<double>(D);
+          // Σ ĝ and Σ ĝ·x̂, over the row
+          const double a =
+              lane_sum(D, [&](int64_t j) { return static_cast<double>(gs[j]) * w[j]; }) / static_cast<double>(D);
+          const double c = lane_sum(D, [&](int64_t j) {
+                             return static_cast<double>(gs[j]) * w[j] * ((static_cast<double>(xs[j]) - m) * is);
+                           }) /
+                           static_cast<double>(D);
           for (int64_t j = 0; j < D; ++j) {
             const double xh = (static_cast<double>(xs[j]) - m) * is;
             ds[j] = static_cast<T>(is * (static_cast<double>(gs[j]) * w[j] - a - xh * c));

@@ -4,7 +4,9 @@
 // The last dimension (inner = 1) runs row by row; otherwise the kernels walk blocks of up to kSoftmaxLanes
 // adjacent inner positions together, so a reduction over a middle or leading dimension still reads memory in
 // unit-stride runs and vectorises. Every row is max-subtracted
-// (log-sum-exp), so large logits never overflow. Outputs are contiguous in the input's dtype.
+// (log-sum-exp), so large logits never overflow. Outputs are contiguous in the input's dtype. float32 softmax
+// rows use the SIMD exp and lane-wise sums of cpu/vec_math.hpp (the scalar loops sum in order; both agree to
+// float rounding).
 //
 // Backward:  softmax      gx = y ⊙ (g − Σ_dim g⊙y)
 //            log_softmax  gx = g − exp(y) ⊙ Σ_dim g
@@ -16,10 +18,12 @@
 #include <cmath>
 #include <cstdint>
 #include <limits>
+#include <type_traits>
 #include <vector>
 
 #include "retikd/autograd/var.hpp"
 #include "retikd/ops/common.hpp"
+#include "retikd/ops/cpu/vec_math.hpp"
 #ifdef RETIKD_WITH_CUDA
 #include "retikd/cuda/softmax.hpp"
 #endif
@@ -110,6 +114,12 @@ inline Tensor softmax_forward(const Tensor& x, int64_t dim, bool log, const char
         for (int64_t r = lo; r < hi; ++r) {
           const T* row = px + r * l.n;
           T* out_row = py + r * l.n;
+          if constexpr (std::is_same<T, float>::value) {
+            if (!log) {  // SIMD exp (cpu/vec_math.hpp): attention's (B, H, T, T) rows
+              cpu::vec::softmax_row(row, out_row, l.n);
+              continue;
+            }
+          }
           T m = -std::numeric_limits<T>::infinity();
           for (int64_t k = 0; k < l.n; ++k) m = std::max(m, row[k]);
           T s = T(0);
@@ -201,6 +211,13 @@ inline Tensor softmax_backward_impl(const Tensor& g, const Tensor& y, int64_t di
           const T* y_row = py + r * l.n;
           T* gx_row = pgx + r * l.n;
           T s = T(0);
+          if constexpr (std::is_same<T, float>::value) {
+            if (!log) {
+              s = cpu::vec::dot(g_row, y_row, l.n);
+              for (int64_t k = 0; k < l.n; ++k) gx_row[k] = y_row[k] * (g_row[k] - s);
+              continue;
+            }
+          }
           if (log) {
             for (int64_t k = 0; k < l.n; ++k) s += g_row[k];
             for (int64_t k = 0; k < l.n; ++k) gx_row[k] = g_row[k] - std::exp(y_row[k]) * s;

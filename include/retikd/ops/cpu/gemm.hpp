@@ -116,7 +116,13 @@ template <class T>
 void pack_a_panel(bool trans_a, const T* A, int64_t lda, int64_t i0, int64_t rows, int64_t k0, int64_t kc,
                   T* __restrict dst) {
   constexpr int MR = Blocking<T>::MR;
-  if (trans_a) {  // the MR values of one k are contiguous in memory
+  if (trans_a && rows == MR) {  // the MR values of one k are contiguous in memory: one fixed-size copy per k
+    for (int64_t k = 0; k < kc; ++k) {
+      const T* src = A + (k0 + k) * lda + i0;
+#pragma GCC unroll 16
+      for (int i = 0; i < MR; ++i) dst[k * MR + i] = src[i];
+    }
+  } else if (trans_a) {
     for (int64_t k = 0; k < kc; ++k) {
       const T* src = A + (k0 + k) * lda + i0;
       T* d = dst + k * MR;
@@ -178,10 +184,11 @@ void pack_b_panel(bool trans_b, const T* B, int64_t ldb, int64_t j0, int64_t col
 }
 
 // ---------------------------------------------------------------------------------------------------------
-// The micro-kernel: C[0:MR, 0:NR] = alpha * Apanel · Bpanel + beta * C (beta == 0: C is not read).
+// The micro-kernel: C[0:MR, 0:NR] = alpha * Apanel · Bpanel + beta * C (+ bias[0:NR] on every row when
+// bias is non-null; beta == 0: C is not read).
 template <class T>
 inline void micro_kernel(int64_t kc, const T* __restrict a, const T* __restrict b, T* __restrict c,
-                         int64_t ldc, T alpha, T beta) {
+                         int64_t ldc, T alpha, T beta, const T* __restrict bias = nullptr) {
   constexpr int MR = Blocking<T>::MR;
   constexpr int NV = Blocking<T>::NV;
   constexpr int L = Blocking<T>::L;
@@ -217,7 +224,23 @@ inline void micro_kernel(int64_t kc, const T* __restrict a, const T* __restrict 
     b += NV * L;
   }
 
-  if (beta == T(0)) {
+  if (bias != nullptr) {  // the linear layer's bias, added in the store instead of a second pass over C
+    V bv[NV];
+#pragma GCC unroll 8
+    for (int v = 0; v < NV; ++v) std::memcpy(&bv[v], bias + v * L, sizeof(V));
+#pragma GCC unroll 16
+    for (int i = 0; i < MR; ++i)
+#pragma GCC unroll 8
+      for (int v = 0; v < NV; ++v) {
+        V out = alpha * acc[i][v] + bv[v];
+        if (beta != T(0)) {
+          V old;
+          std::memcpy(&old, c + i * ldc + v * L, sizeof(V));
+          out += beta * old;
+        }
+        std::memcpy(c + i * ldc + v * L, &out, sizeof(V));
+      }
+  } else if (beta == T(0)) {
 #pragma GCC unroll 16
     for (int i = 0; i < MR; ++i)
 #pragma GCC unroll 8
@@ -246,16 +269,19 @@ inline void micro_kernel(int64_t kc, const T* __restrict a, const T* __restrict 
     b += NR;
   }
   for (int i = 0; i < MR; ++i)
-    for (int j = 0; j < NR; ++j)
-      c[i * ldc + j] = beta == T(0) ? alpha * acc[i][j] : alpha * acc[i][j] + beta * c[i * ldc + j];
+    for (int j = 0; j < NR; ++j) {
+      T out = alpha * acc[i][j] + (bias ? bias[j] : T(0));
+      c[i * ldc + j] = beta == T(0) ? out : out + beta * c[i * ldc + j];
+    }
 #endif
 }
 
 // ---------------------------------------------------------------------------------------------------------
-// One packed A block (mc rows in MR panels) times one packed B block (nc columns in NR panels) into C.
+// One packed A block (mc rows in MR panels) times one packed B block (nc columns in NR panels) into C, plus
+// bias[j] on column j when bias is non-null.
 template <class T>
 void macro_kernel(int64_t mc, int64_t nc, int64_t kc, const T* ap, const T* bp, T* C, int64_t ldc, T alpha,
-                  T beta) {
+                  T beta, const T* bias = nullptr) {
   constexpr int MR = Blocking<T>::MR;
   constexpr int NR = Blocking<T>::NR;
   for (int64_t jr = 0; jr < nc; jr += NR) {
@@ -266,17 +292,16 @@ void macro_kernel(int64_t mc, int64_t nc, int64_t kc, const T* ap, const T* bp, 
       const T* a_panel = ap + ir * kc;
       T* c = C + ir * ldc + jr;
       if (mr == MR && nr == NR) {
-        micro_kernel<T>(kc, a_panel, b_panel, c, ldc, alpha, beta);
+        micro_kernel<T>(kc, a_panel, b_panel, c, ldc, alpha, beta, bias ? bias + jr : nullptr);
       } else {  // edge tile: full tile into a stack buffer, then only the valid part into C
         alignas(64) T tile[MR * NR];
         micro_kernel<T>(kc, a_panel, b_panel, tile, NR, T(1), T(0));
         for (int64_t i = 0; i < mr; ++i) {
           T* crow = c + i * ldc;
           const T* trow = tile + i * NR;
-          if (beta == T(0)) {
-            for (int64_t j = 0; j < nr; ++j) crow[j] = alpha * trow[j];
-          } else {
-            for (int64_t j = 0; j < nr; ++j) crow[j] = alpha * trow[j] + beta * crow[j];
+          for (int64_t j = 0; j < nr; ++j) {
+            T out = alpha * trow[j] + (bias ? bias[jr + j] : T(0));
+            crow[j] = beta == T(0) ? out : out + beta * crow[j];
           }
         }
       }
@@ -306,9 +331,11 @@ constexpr double kThreadingMinMacs = 96.0 * 96.0 * 96.0;
 constexpr int64_t kPackedBBytes = int64_t(8) << 20;
 
 // The blocked GEMM with validated arguments, M, N, K > 0 and alpha != 0. `threads` > 1 lets it use the pool.
+// bias (N values, or null) is added to every row of C once, with the first K slice.
 template <class T>
 void gemm_blocked(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, T alpha, const T* A,
-                  int64_t lda, const T* B, int64_t ldb, T beta, T* C, int64_t ldc, int threads) {
+                  int64_t lda, const T* B, int64_t ldb, T beta, T* C, int64_t ldc, int threads,
+                  const T* bias = nullptr) {
   using Cfg = Blocking<T>;
   constexpr int64_t MR = Cfg::MR, NR = Cfg::NR, KC = Cfg::KC, MC = Cfg::MC, NC = Cfg::NC;
   const int64_t m_panels = (M + MR - 1) / MR;
@@ -320,7 +347,8 @@ void gemm_blocked(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, T
     parallel_for(0, n_panels, (n_panels + threads - 1) / threads, [&](int64_t lo, int64_t hi) {
       const int64_t j0 = lo * NR, j1 = std::min(N, hi * NR);
       const T* b_slice = trans_b ? B + j0 * ldb : B + j0;
-      gemm_blocked<T>(trans_a, trans_b, M, j1 - j0, K, alpha, A, lda, b_slice, ldb, beta, C + j0, ldc, 1);
+      gemm_blocked<T>(trans_a, trans_b, M, j1 - j0, K, alpha, A, lda, b_slice, ldb, beta, C + j0, ldc, 1,
+                      bias ? bias + j0 : nullptr);
     });
     return;
   }
@@ -367,14 +395,18 @@ void gemm_blocked(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, T
               pack_a_panel<T>(trans_a, A, lda, p * MR, std::min(MR, M - p * MR), pc, kc,
                               ap + (p - p0) * MR * kc);
             const T beta_now = pc == 0 ? beta : T(1);  // later K slices accumulate onto the first
-            macro_kernel<T>(i1 - i0, nc, kc, ap, bp + s * KC * ncr, C + i0 * ldc + jc, ldc, alpha, beta_now);
+            const T* bias_now = pc == 0 && bias ? bias + jc : nullptr;
+            macro_kernel<T>(i1 - i0, nc, kc, ap, bp + s * KC * ncr, C + i0 * ldc + jc, ldc, alpha, beta_now, bias_now);
           }
         }
       };
       if (threads > 1) {
         const int64_t b_tasks = slices * nc_panels;
         parallel_for(0, b_tasks, (b_tasks + threads - 1) / threads, pack_b);
-        parallel_for(0, m_panels, (m_panels + threads - 1) / threads, compute);
+        // Up to four row chunks per thread, taken dynamically: a thread that was preempted (a shared machine)
+        // or started late leaves the rest to the others instead of holding the region up. Packing A costs the
+        // same either way (each chunk packs only its own rows).
+        parallel_for(0, m_panels, 4, compute);
       } else {
         pack_b(0, slices * nc_panels);
         compute(0, m_panels);
@@ -386,16 +418,20 @@ void gemm_blocked(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, T
 // Everything after argument checking: the degenerate cases, then the blocked GEMM.
 template <class T>
 void gemm_unchecked(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, T alpha, const T* A,
-                    int64_t lda, const T* B, int64_t ldb, T beta, T* C, int64_t ldc, bool allow_threads) {
+                    int64_t lda, const T* B, int64_t ldb, T beta, T* C, int64_t ldc, bool allow_threads,
+                    const T* bias = nullptr) {
   if (M == 0 || N == 0) return;
   if (K == 0 || alpha == T(0)) {  // BLAS semantics: A and B are not read
     scale_c(M, N, beta, C, ldc);
+    if (bias)
+      for (int64_t i = 0; i < M; ++i)
+        for (int64_t j = 0; j < N; ++j) C[i * ldc + j] += bias[j];
     return;
   }
   int threads = 1;
   if (allow_threads && static_cast<double>(M) * static_cast<double>(N) * static_cast<double>(K) >= kThreadingMinMacs)
     threads = thread_pool().num_threads();
-  gemm_blocked<T>(trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc, threads);
+  gemm_blocked<T>(trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc, threads, bias);
 }
 
 inline void check_gemm_args(const char* op, bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K,
@@ -426,12 +462,23 @@ inline void check_gemm_args(const char* op, bool trans_a, bool trans_b, int64_t 
 // Row-major C[M,N] = alpha * op(A)[M,K] · op(B)[K,N] + beta * C, op(X) = X or Xᵀ. lda/ldb/ldc are the row
 // strides of the stored (untransposed) matrices. beta == 0 ignores C's old content (NaN-safe); K == 0 or
 // alpha == 0 gives C = beta * C without reading A or B. Threads from the shared pool on large problems.
+// bias (optional, N values) is added to every row of C: a linear layer's x·Wᵀ + b in one pass over C.
 template <class T>
 void gemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, T alpha, const T* A, int64_t lda,
-          const T* B, int64_t ldb, T beta, T* C, int64_t ldc) {
+          const T* B, int64_t ldb, T beta, T* C, int64_t ldc, const T* bias = nullptr) {
   static_assert(std::is_same<T, float>::value || std::is_same<T, double>::value, "gemm: float or double");
   gemm_detail::check_gemm_args("gemm", trans_a, trans_b, M, N, K, A, lda, B, ldb, C, ldc);
-  gemm_detail::gemm_unchecked<T>(trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc, true);
+  gemm_detail::gemm_unchecked<T>(trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc, true, bias);
+}
+
+// The same product on the calling thread only, for callers that already run independent GEMMs in parallel
+// (one attention head per task): the pool is never woken from inside them.
+template <class T>
+void gemm_serial(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, T alpha, const T* A, int64_t lda,
+                 const T* B, int64_t ldb, T beta, T* C, int64_t ldc) {
+  static_assert(std::is_same<T, float>::value || std::is_same<T, double>::value, "gemm_serial: float or double");
+  gemm_detail::check_gemm_args("gemm_serial", trans_a, trans_b, M, N, K, A, lda, B, ldb, C, ldc);
+  gemm_detail::gemm_unchecked<T>(trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc, false);
 }
 
 // `batch` independent GEMMs; matrix b uses A + b*stride_a, B + b*stride_b, C + b*stride_c (element strides;
