@@ -52,6 +52,9 @@ struct Options {
   std::string rgb;   // raw HWC uint8 input
   int64_t size = 0;  // its side
   int64_t top = 5;   // --tflite: classes printed
+  std::string cpu_engine = "plan";  // plan (deploy::CpuEngine) or modules (the reference path)
+  int64_t benchmark = 0;            // > 0: time this many forward passes instead of classifying
+  int64_t warmup = 5;
   std::string tap = "stage4", cam = "gradcam", cam_score = "logit";
   bool quiet = false, info_only = false;
 };
@@ -61,7 +64,8 @@ void usage(std::FILE* f) {
                "usage: classify (--bundle FILE | --onnx FILE) [PATH...] [--manifest FILE [--split NAME] [--root DIR]]\n"
                "                [--batch N] [--device cpu|cuda [--precision fp16|fp32]] [--csv FILE] [--json FILE] [--quiet]\n"
                "                [--gradcam DIR [--tap NAME] [--cam gradcam|gradcam++] [--cam-score logit|logprob]]\n"
-               "                [--rgb FILE --size N] [--info]\n"
+               "                [--rgb FILE --size N] [--cpu-engine plan|modules] [--info]\n"
+               "       classify (--bundle FILE | --onnx FILE) --benchmark ITERS [--warmup K] [--batch N] [--json FILE]\n"
                "       classify --bundle FILE --export-onnx OUT [--precision fp32|fp16] [--batch N|dynamic]\n"
                "       classify --tflite FILE [--labels FILE] [--top K] (--rgb FILE --size N | IMAGE...)\n"
                "  --bundle FILE    a student bundle (deploy/bundle.hpp)\n"
@@ -86,6 +90,11 @@ void usage(std::FILE* f) {
                "  --gradcam DIR    write a Grad-CAM overlay PNG per image (its predicted class) into DIR;\n"
                "                   --tap (default stage4), --cam (gradcam, gradcam++), --cam-score (logit,\n"
                "                   logprob: contrastive)\n"
+               "  --cpu-engine E   plan (default): the fused NCHWc engine (deploy/cpu_engine.hpp); modules: the layer\n"
+               "                   by layer reference path\n"
+               "  --benchmark N    time N forward passes of --batch (default 1) random images of the model's input\n"
+               "                   size after --warmup (5) more; prints one JSON line with every latency (ms);\n"
+               "                   bench/race_cpu.py reads it\n"
                "  --quiet          no per-image table\n"
                "  --info           print the bundle's (or ONNX file's) header and exit\n");
 }
@@ -128,6 +137,16 @@ Options parse(int argc, char** argv) {
       o.rgb = value();
     } else if (a == "--size") {
       o.size = positive(a, value());
+    } else if (a == "--cpu-engine") {
+      o.cpu_engine = value();
+      if (o.cpu_engine != "plan" && o.cpu_engine != "modules") {
+        std::fprintf(stderr, "classify: --cpu-engine is plan or modules, got '%s'\n", o.cpu_engine.c_str());
+        std::exit(2);
+      }
+    } else if (a == "--benchmark") {
+      o.benchmark = positive(a, value());
+    } else if (a == "--warmup") {
+      o.warmup = std::max<int64_t>(0, std::atoll(value().c_str()));
     } else if (a == "--export-onnx") {
       o.export_onnx = value();
     } else if (a == "--manifest") {
@@ -190,7 +209,8 @@ Options parse(int argc, char** argv) {
   if (o.rgb.empty() != (o.size == 0)) usage_error("--rgb FILE and --size N go together");
   if (!o.labels.empty() && o.tflite.empty()) usage_error("--labels names a --tflite model's classes");
   if (!o.tflite.empty() && !o.manifest.empty()) usage_error("--manifest is for the fundus students (--bundle, --onnx)");
-  if (!o.info_only && o.inputs.empty() && o.manifest.empty() && o.rgb.empty())
+  if (o.benchmark > 0 && !o.tflite.empty()) usage_error("--benchmark times a --bundle or --onnx student");
+  if (!o.info_only && o.benchmark == 0 && o.inputs.empty() && o.manifest.empty() && o.rgb.empty())
     usage_error("nothing to classify: give image files or folders, --rgb, or --manifest");
   return o;
 }
@@ -358,6 +378,39 @@ int main(int argc, char** argv) {
 #endif
     }
     deploy::Classifier classifier(bundle);
+    classifier.use_cpu_engine(o.cpu_engine == "plan");
+    if (o.benchmark > 0) {
+      // Latency of forward passes on fixed random inputs of the model's size (decoding excluded): the retikd column
+      // of bench/race_cpu.py. Inputs are normalised values, as a real image gives after preprocessing.
+      const int64_t B = o.batch > 0 ? o.batch : 1, S = bundle.info.preprocess.input_size();
+      Generator gen(1);
+      Tensor x = Tensor::empty({B, bundle.info.options.in_chans, S, S});
+      float* px = x.data<float>();
+      for (int64_t i = 0; i < x.numel(); ++i) px[i] = static_cast<float>(gen.uniform(-2.0, 2.0));
+      for (int64_t i = 0; i < o.warmup; ++i) classifier.logits(x);
+      std::vector<double> ms;
+      for (int64_t i = 0; i < o.benchmark; ++i) {
+        const auto t0 = std::chrono::steady_clock::now();
+        classifier.logits(x);
+        ms.push_back(1e3 * std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+      }
+      std::string j = "{\"engine\": \"retikd " + std::string(classifier.cpu_engine() ? "plan" : "modules") +
+                      "\", \"arch\": \"" + bundle.info.arch + "\", \"batch\": " + std::to_string(B) +
+                      ", \"img\": " + std::to_string(S) + ", \"threads\": " + std::to_string(thread_pool().num_threads()) +
+                      ", \"latencies_ms\": [";
+      for (std::size_t i = 0; i < ms.size(); ++i) {
+        char buf[32];
+        std::snprintf(buf, sizeof buf, "%s%.4f", i ? ", " : "", ms[i]);
+        j += buf;
+      }
+      j += "]}\n";
+      if (!o.json.empty()) {
+        deploy::write_text_file(o.json, j);
+      } else {
+        std::printf("%s", j.c_str());
+      }
+      return 0;
+    }
     const int64_t batch = o.batch > 0 ? o.batch : (o.device == "cuda" ? 16 : 2);
     const auto& classes = classifier.info().classes;
     if (!o.rgb.empty()) {

@@ -48,6 +48,8 @@ namespace deploy {
 struct CpuEngineOptions {
   // Spin budget of the pool's workers during a forward (µs; 0: sleep between layers as elsewhere in retikd).
   int spin_us = 200;
+  // Split a batch of at least as many images as threads by image (see CpuEngine::forward).
+  bool split_batch = true;
 };
 
 class CpuEngine {
@@ -79,8 +81,28 @@ class CpuEngine {
 
   const FoldedConvNet& model() const { return *model_; }
 
-  // Logits (N, classes) for x (N, C, H, W), float32 on the CPU.
+  // Logits (N, classes) for x (N, C, H, W), float32 on the CPU. A batch of at least as many images as threads is
+  // split by image: each thread runs whole images through its own single-image plan (no synchronisation between
+  // layers, and one image's activations stay in its core's caches); a smaller batch runs each layer on all threads.
   Tensor forward(const Tensor& x) {
+    RETIKD_CHECK(x.dim() == 4 && x.dtype() == DType::float32 && !x.is_cuda(), "CpuEngine: input ", x.describe(),
+                 " must be (N, C, H, W) float32 on the CPU");
+    const int64_t N = x.size(0), T = thread_pool().num_threads();
+    if (N >= 2 && T >= 2 && N >= T && options_.split_batch) {
+      const Tensor xc = x.contiguous();
+      const Shape one{1, x.size(1), x.size(2), x.size(3)};
+      const int64_t per_image = shape_numel(one);
+      auto& team = team_plans(one, T);
+      const int64_t K = team[0]->classes;
+      Tensor out = Tensor::empty({N, K});
+      const float* px = xc.data<float>();
+      float* po = out.data<float>();
+      thread_pool().run(T, [&](int64_t t) {
+        for (int64_t n = t * N / T; n < (t + 1) * N / T; ++n)
+          team[static_cast<std::size_t>(t)]->run(px + n * per_image, po + n * K, nullptr);
+      });
+      return out;
+    }
     Plan& p = plan_for(x);
     ThreadPool::SpinScope spin(thread_pool(), options_.spin_us);
     return p.run(x, nullptr);
@@ -502,9 +524,11 @@ class CpuEngine {
 
     // ---- running -----------------------------------------------------------------------------------------------
 
-    float* data(int v, const Tensor& x) {
+    const float* input_ = nullptr;  // the caller's images during run()
+    // A value's storage: the caller's input (read only: the input is never an op's output) or an arena buffer.
+    float* data(int v) {
       const Value& val = values[static_cast<std::size_t>(v)];
-      return val.slot < 0 ? x.data<float>() : arena[static_cast<std::size_t>(val.slot)].data;
+      return val.slot < 0 ? const_cast<float*>(input_) : arena[static_cast<std::size_t>(val.slot)].data;
     }
 
     static void run_tasks(int64_t n, const std::function<void(int64_t)>& fn) {
@@ -535,22 +559,28 @@ class CpuEngine {
                    "CpuEngine: input ", input.describe(), " does not match the plan (", N, " images, float32, CPU)");
       const Tensor x = input.contiguous();
       Tensor logits = Tensor::empty({N, classes});
-      for (std::size_t i = 0; i < ops.size(); ++i) {
-        const auto t0 = std::chrono::steady_clock::now();
-        run_op(ops[i], x, logits);
-        if (times) (*times)[i] = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-      }
+      run(x.data<float>(), logits.data<float>(), times);
       return logits;
     }
+    // input: N images (C, H, W) contiguous; logits: N × classes.
+    void run(const float* input, float* logits, std::vector<double>* times) {
+      input_ = input;
+      for (std::size_t i = 0; i < ops.size(); ++i) {
+        const auto t0 = std::chrono::steady_clock::now();
+        run_op(ops[i], logits);
+        if (times) (*times)[i] = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+      }
+      input_ = nullptr;
+    }
 
-    void run_op(const Op& op, const Tensor& x, Tensor& logits) {
+    void run_op(const Op& op, float* logits) {
 #if defined(RETIKD_GEMM_VECTOR_EXTENSIONS)
       using namespace cpu::nchwc;
       const Value& iv = values[static_cast<std::size_t>(op.in)];
       const Value& ov = values[static_cast<std::size_t>(op.out)];
-      const float* in = data(op.in, x);
-      const float* res = op.res >= 0 ? data(op.res, x) : nullptr;
-      float* out = op.kind == Kind::head ? nullptr : data(op.out, x);
+      const float* in = data(op.in);
+      const float* res = op.res >= 0 ? data(op.res) : nullptr;
+      float* out = op.kind == Kind::head ? nullptr : data(op.out);
       const int64_t in_img = iv.per_image(), out_img = ov.per_image();
       switch (op.kind) {
         case Kind::to_blocked: {
@@ -568,23 +598,28 @@ class CpuEngine {
         }
         case Kind::pointwise: {
           const int64_t P = iv.H * iv.W, Cb = blocks(iv.C), Ob = blocks(ov.C);
-          const int64_t tiles = P >= op.mp ? (P + op.mp - 1) / op.mp : P;  // P < MP: pixel by pixel
-          parallel_items(N * tiles, static_cast<double>(std::min<int64_t>(op.mp, P)) * Cb * CB * Ob * CB, [&](int64_t u) {
-            const int64_t n = u / tiles;
-            pointwise(op, in + n * in_img, P, Cb, Ob, u % tiles, out + n * out_img, res ? res + n * out_img : nullptr);
-          });
+          // items: (image, pixel tile, group of NB output blocks), the group fastest so that a task's consecutive
+          // items reuse one input tile from L1
+          const int64_t tiles = pointwise_tile_count(P, op.mp), groups = Ob / op.nb;
+          parallel_items(N * tiles * groups, static_cast<double>(std::min<int64_t>(op.mp, P)) * Cb * CB * op.nb * CB,
+                         [&](int64_t u) {
+                           const int64_t g = u % groups, tile = (u / groups) % tiles, n = u / (groups * tiles);
+                           pointwise(op, in + n * in_img, P, Cb, g * op.nb, op.nb, tile, out + n * out_img,
+                                     res ? res + n * out_img : nullptr);
+                         });
           break;
         }
         case Kind::conv: {
           const cpu::nchwc::DirectConv& d = op.dc;
           const int64_t Ob = blocks(ov.C);
-          parallel_items(N * d.OH, static_cast<double>(d.OW) * d.in_blocks * d.cin_block * d.kh * d.kw * Ob * CB,
-                         [&](int64_t u) {
-                           const int64_t n = u / d.OH, oh = u % d.OH;
-                           for (int64_t ob = 0; ob < Ob; ob += op.nb)
-                             direct_row(op, in + n * in_img, op.w.data + ob * d.w_stride, op.b.data + ob * CB,
-                                        out + n * out_img + ob * d.out_plane,
-                                        res ? res + n * out_img + ob * d.out_plane : nullptr, oh);
+          // items: (image, output row, group of NB output blocks), the group fastest (the input rows stay in cache)
+          const int64_t groups = Ob / op.nb;
+          parallel_items(N * d.OH * groups,
+                         static_cast<double>(d.OW) * d.in_blocks * d.cin_block * d.kh * d.kw * op.nb * CB, [&](int64_t u) {
+                           const int64_t ob = (u % groups) * op.nb, oh = (u / groups) % d.OH, n = u / (groups * d.OH);
+                           direct_row(op, in + n * in_img, op.w.data + ob * d.w_stride, op.b.data + ob * CB,
+                                      out + n * out_img + ob * d.out_plane,
+                                      res ? res + n * out_img + ob * d.out_plane : nullptr, oh);
                          });
           break;
         }
@@ -641,7 +676,7 @@ class CpuEngine {
         case Kind::head: {
           const int64_t P = iv.H * iv.W, Cb = blocks(iv.C);
           std::vector<float> pooled(static_cast<std::size_t>(Cb * CB));
-          float* lo = logits.data<float>();
+          float* lo = logits;
           for (int64_t n = 0; n < N; ++n) {
             for (int64_t cb = 0; cb < Cb; ++cb) global_average(in + n * in_img + cb * P * CB, P, &pooled[static_cast<std::size_t>(cb * CB)]);
             std::vector<float> h = pooled;
@@ -653,7 +688,6 @@ class CpuEngine {
       }
 #else
       (void)op;
-      (void)x;
       (void)logits;
       fail("CpuEngine: this build has no vector extensions");
 #endif
@@ -687,38 +721,49 @@ class CpuEngine {
     }
 
 #if defined(RETIKD_GEMM_VECTOR_EXTENSIONS)
+    // The P pixels of a pointwise layer in MP-wide tiles; the r = P mod MP left over either one by one (r single-
+    // pixel tiles, each about 2.5× a tile pixel's cost: they are load-bound) or as one more MP-wide tile shifted back
+    // to end at P (recomputing MP − r pixels), whichever is cheaper. Tile index t ≥ P / MP is a single pixel in the
+    // first case.
+    static bool singles(int64_t P, int64_t mp) { return P < mp || 5 * (P % mp) < 2 * mp; }
+    static int64_t pointwise_tile_count(int64_t P, int64_t mp) {
+      return P / mp + (P % mp == 0 ? 0 : singles(P, mp) ? P % mp : 1);
+    }
+    // Output blocks [ob0, ob1) of one pixel tile.
     template <int MP, int NB>
-    static void pointwise_tiles(const Op& op, const float* in, int64_t P, int64_t Cb, int64_t Ob, int64_t tile,
-                                float* out, const float* res) {
+    static void pointwise_tiles(const Op& op, const float* in, int64_t P, int64_t Cb, int64_t ob0, int64_t ob1,
+                                int64_t tile, float* out, const float* res) {
       const int64_t Cpad = Cb * CB;
-      if (P < MP) {  // pixel `tile`, one at a time
-        for (int64_t ob = 0; ob < Ob; ob += NB)
-          cpu::nchwc::pointwise_tile<1, NB>(Cb, in + tile * CB, P * CB, op.w.data + ob * Cpad * CB, Cpad * CB,
-                                            op.b.data + ob * CB, out + (ob * P + tile) * CB, P * CB,
-                                            res ? res + (ob * P + tile) * CB : nullptr, op.act);
+      if (tile >= P / MP && singles(P, MP)) {
+        const int64_t p = (P / MP) * MP + (tile - P / MP);
+        for (int64_t ob = ob0; ob < ob1; ob += NB)
+          cpu::nchwc::pointwise_tile<1, NB>(Cb, in + p * CB, P * CB, op.w.data + ob * Cpad * CB, Cpad * CB,
+                                            op.b.data + ob * CB, out + (ob * P + p) * CB, P * CB,
+                                            res ? res + (ob * P + p) * CB : nullptr, op.act);
         return;
       }
       const int64_t p0 = std::min(tile * MP, P - MP);  // the last tile ends at P (recomputes a few pixels)
-      for (int64_t ob = 0; ob < Ob; ob += NB)
+      for (int64_t ob = ob0; ob < ob1; ob += NB)
         cpu::nchwc::pointwise_tile<MP, NB>(Cb, in + p0 * CB, P * CB, op.w.data + ob * Cpad * CB, Cpad * CB,
                                            op.b.data + ob * CB, out + (ob * P + p0) * CB, P * CB,
                                            res ? res + (ob * P + p0) * CB : nullptr, op.act);
     }
-    static void pointwise(const Op& op, const float* in, int64_t P, int64_t Cb, int64_t Ob, int64_t tile, float* out,
-                          const float* res) {
+    static void pointwise(const Op& op, const float* in, int64_t P, int64_t Cb, int64_t ob0, int64_t nblocks,
+                          int64_t tile, float* out, const float* res) {
+      const int64_t Ob = ob0 + nblocks;
       if (cpu::nchwc::kRegisters >= 32) {
         switch (op.nb) {
-          case 4: return pointwise_tiles<6, 4>(op, in, P, Cb, Ob, tile, out, res);
-          case 3: return pointwise_tiles<8, 3>(op, in, P, Cb, Ob, tile, out, res);
-          case 2: return pointwise_tiles<12, 2>(op, in, P, Cb, Ob, tile, out, res);
-          default: return pointwise_tiles<24, 1>(op, in, P, Cb, Ob, tile, out, res);
+          case 4: return pointwise_tiles<6, 4>(op, in, P, Cb, ob0, Ob, tile, out, res);
+          case 3: return pointwise_tiles<8, 3>(op, in, P, Cb, ob0, Ob, tile, out, res);
+          case 2: return pointwise_tiles<12, 2>(op, in, P, Cb, ob0, Ob, tile, out, res);
+          default: return pointwise_tiles<24, 1>(op, in, P, Cb, ob0, Ob, tile, out, res);
         }
       } else {
         switch (op.nb) {
-          case 4: return pointwise_tiles<3, 4>(op, in, P, Cb, Ob, tile, out, res);
-          case 3: return pointwise_tiles<4, 3>(op, in, P, Cb, Ob, tile, out, res);
-          case 2: return pointwise_tiles<6, 2>(op, in, P, Cb, Ob, tile, out, res);
-          default: return pointwise_tiles<12, 1>(op, in, P, Cb, Ob, tile, out, res);
+          case 4: return pointwise_tiles<3, 4>(op, in, P, Cb, ob0, Ob, tile, out, res);
+          case 3: return pointwise_tiles<4, 3>(op, in, P, Cb, ob0, Ob, tile, out, res);
+          case 2: return pointwise_tiles<6, 2>(op, in, P, Cb, ob0, Ob, tile, out, res);
+          default: return pointwise_tiles<12, 1>(op, in, P, Cb, ob0, Ob, tile, out, res);
         }
       }
     }
@@ -754,9 +799,21 @@ class CpuEngine {
     return *it->second;
   }
 
+  // One single-image plan per thread of the pool (their arenas are separate).
+  std::vector<std::unique_ptr<Plan>>& team_plans(const Shape& one, int64_t threads) {
+    if (team_shape_ != one || static_cast<int64_t>(team_.size()) != threads) {
+      team_.clear();
+      for (int64_t t = 0; t < threads; ++t) team_.push_back(std::make_unique<Plan>(*model_, one));
+      team_shape_ = one;
+    }
+    return team_;
+  }
+
   std::shared_ptr<FoldedConvNet> model_;
   CpuEngineOptions options_;
   std::map<Shape, std::unique_ptr<Plan>> plans_;
+  Shape team_shape_;
+  std::vector<std::unique_ptr<Plan>> team_;
 };
 
 }  // namespace deploy
