@@ -1,7 +1,8 @@
 // bench/bench_jetson.cpp — the student's inference on the device it runs on, next to the Jetson Nano's
 // ceilings: one binary that times every kernel MobileNetV2's inference uses (dense and pointwise convolution,
 // depthwise convolution, activation, residual add, batch norm, pooling, GEMM, the fp16 → fp32 weight
-// conversion of a bundle) at the 224-px student's shapes, then the whole folded student at batch 1 / 8 / 32,
+// conversion of a bundle) at the 224-px student's shapes, then the whole folded student at batch 1 / 8 / 32 (through
+// deploy::CpuEngine, classify's CPU path, and through the modules),
 // and prints achieved GFLOP/s and GB/s beside what the Nano's roofline allows for the same work:
 //     Nano (Maxwell GM20B, 128 cores at 921.6 MHz, 10 W mode): 236 GFLOP/s fp32, 472 GFLOP/s fp16 (HFMA2),
 //     25.6 GB/s LPDDR4 (64-bit at 1600 MHz) shared with the CPU.
@@ -34,6 +35,7 @@
 
 #include <retikd/core/parallel.hpp>
 #include <retikd/core/random.hpp>
+#include <retikd/deploy/cpu_engine.hpp>
 #include <retikd/deploy/fold.hpp>
 #include <retikd/io/atomic_file.hpp>
 #include <retikd/io/json.hpp>
@@ -365,13 +367,19 @@ std::vector<Row> forward_rows(const Options& o, const CpuTimer& timer, deploy::F
   std::vector<Row> rows;
   Generator gen(2);
   const double macs = folded.trace(o.img, o.img, 1).macs;
+  // The engine classify runs on the CPU (deploy::CpuEngine: fused NCHWc layers), then the module path it replaces.
+  std::shared_ptr<deploy::FoldedConvNet> shared(std::shared_ptr<deploy::FoldedConvNet>(), &folded);  // non-owning
+  std::unique_ptr<deploy::CpuEngine> engine;
+  if (deploy::CpuEngine::supports(folded)) engine = std::make_unique<deploy::CpuEngine>(shared);
   for (const int64_t b : o.batches) {
     const Tensor x = randn({b, 3, o.img, o.img}, gen);
-    for (int variant = 0; variant < 2; ++variant) {
-      nn::Model& m = variant == 0 ? static_cast<nn::Model&>(folded) : source;
+    for (int variant = engine ? -1 : 0; variant < 2; ++variant) {
+      nn::Model& m = variant <= 0 ? static_cast<nn::Model&>(folded) : source;
       Row r;
       r.section = "forward";
-      r.name = variant == 0 ? "student forward (BN folded)" : "student forward (BN separate)";
+      r.name = variant < 0    ? "student forward (CpuEngine)"
+               : variant == 0 ? "student forward (BN folded)"
+                              : "student forward (BN separate)";
       r.shape = shape_text(x.shape());
       r.dtype = "fp32";
       r.images = b;
@@ -384,9 +392,12 @@ std::vector<Row> forward_rows(const Options& o, const CpuTimer& timer, deploy::F
       }
       r.bytes = w + act * static_cast<double>(b);
       NoGradGuard ng;
-      r.t = timer([&] { Var y = m.forward(Var(x)); });
+      if (variant < 0)
+        r.t = timer([&] { Tensor y = engine->forward(x); });
+      else
+        r.t = timer([&] { Var y = m.forward(Var(x)); });
       rows.push_back(r);
-      if (b > 8) break;  // the unfolded model only where it is cheap to time
+      if (b > 8 && variant >= 0) break;  // the unfolded model only where it is cheap to time
     }
   }
   return rows;

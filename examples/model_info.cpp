@@ -4,6 +4,11 @@
 //   model_info --model mobilenet_v2 [--classes 4] [--img 224] [--width-mult 1.0]
 //   model_info --model vit_base --patch 16 --img 224
 //   model_info --model vit_small_patch14_dinov2 --weights vit_s_focus.onnx --embed photo.jpg
+//   model_info --model vit_small_patch14_dinov2 --weights teacher/model.safetensors --export-onnx teacher.onnx
+//
+// With --export-onnx FILE the model (a CNN folded first, a ViT as it is) is written as ONNX opset 13 at --img px
+// (deploy/onnx_export.hpp: the teachers' route to onnxruntime / TensorRT; a student bundle's is classify
+// --export-onnx), with --precision fp32|fp16 and --onnx-batch N|dynamic.
 //
 // With --weights the model's weights come from a file (.onnx: the DINOv2 ONNX export through
 // io/onnx_import.hpp; .safetensors: timm / retikd names); with --embed IMAGE it runs the model on one image and
@@ -28,6 +33,7 @@
 #include <retikd/io/safetensors.hpp>
 #include <retikd/nn/models.hpp>
 #ifdef RETIKD_WITH_ONNX
+#include <retikd/deploy/onnx_export.hpp>
 #include <retikd/io/onnx_import.hpp>
 #endif
 
@@ -53,6 +59,10 @@ void usage(std::ostream& os) {
         "  --embed IMAGE    run the model on IMAGE (resized to --img unless it already is that size, ImageNet\n"
         "                   mean/std) and print the output shape, the first 8 values of the final-norm CLS\n"
         "                   token and its L2 norm\n"
+        "  --export-onnx F  write the model (with --weights) as ONNX opset 13 at --img px, checked by ONNX's full\n"
+        "                   check: a CNN folded, a ViT with LayerNorm decomposed and exact GELU\n"
+        "  --precision P    fp32 (default) or fp16 for --export-onnx\n"
+        "  --onnx-batch B   N or dynamic (default) for --export-onnx\n"
         "Prints parameters, weights size (fp32, fp16), feature taps with shapes, and forward FLOPs\n"
         "(analytic: 2 x multiply-accumulates of convolutions, linear layers and attention products).\n";
 }
@@ -213,7 +223,8 @@ int main(int argc, char** argv) {
   nn::ModelOptions opt;
   int64_t batch = 1;
   bool all_taps = false;
-  std::string weights, embed_image;
+  std::string weights, embed_image, export_onnx, precision = "fp32";
+  int64_t onnx_batch = 0;
   try {
     for (int i = 1; i < argc; ++i) {
       const std::string a = argv[i];
@@ -242,6 +253,14 @@ int main(int argc, char** argv) {
         weights = value();
       } else if (a == "--embed") {
         embed_image = value();
+      } else if (a == "--export-onnx") {
+        export_onnx = value();
+      } else if (a == "--precision") {
+        precision = value();
+        if (precision != "fp32" && precision != "fp16") throw Error("--precision is fp32 or fp16");
+      } else if (a == "--onnx-batch") {
+        const std::string v = value();
+        onnx_batch = v == "dynamic" ? 0 : parse_int(a, v);
       } else {
         throw Error("unknown argument '" + a + "'");
       }
@@ -302,6 +321,21 @@ int main(int argc, char** argv) {
     print_taps(m->tap_names(img, img, batch), all_taps);
     if (!weights.empty()) load_weights(*m, weights);
     if (!embed_image.empty()) embed(*m, embed_image, static_cast<int>(img));
+    if (!export_onnx.empty()) {
+#ifdef RETIKD_WITH_ONNX
+      m->eval();
+      deploy::OnnxExportOptions eo;
+      eo.precision = deploy::parse_precision(precision);
+      eo.batch = onnx_batch;
+      eo.img = img;
+      deploy::OnnxModelInfo info;
+      info.source = weights.empty() ? "model (initial weights)" : weights;
+      const deploy::OnnxExportReport r = deploy::export_onnx(export_onnx, *m, info, eo);
+      std::cout << "onnx        " << r.summary() << " (" << precision << ", opset " << io::onnx::kExportOpset << ")\n";
+#else
+      throw Error("--export-onnx: this build has no ONNX support (install libonnx-dev libprotobuf-dev and rebuild)");
+#endif
+    }
   } catch (const Error& e) {
     std::cerr << "model_info: " << e.what() << "\n";
     return 1;

@@ -7,7 +7,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 start=$(date +%s)
 
-packages=(cmake g++ make libstb-dev doctest-dev libbenchmark-dev libopenblas-dev libonnx-dev libprotobuf-dev)
+packages=(cmake g++ make libstb-dev doctest-dev libbenchmark-dev libopenblas-dev libonnx-dev libprotobuf-dev
+          python3-venv)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -19,6 +20,19 @@ if ((${#missing[@]})); then
 fi
 
 build_dir=${RETIKD_BUILD_DIR:-build/release}
+
+# The ONNX peer check (tests/onnx_peer.hpp, tools/onnx_peer.py) runs the exported students on onnxruntime from
+# PyPI, in a virtual environment of its own (Debian's Python is externally managed); the tests read
+# RETIKD_PYTHON. When PyPI cannot be reached the tests that need it fail under CI and say why.
+if [[ -z "${RETIKD_PYTHON:-}" ]]; then
+  venv="$build_dir/pyenv"
+  if [[ ! -x "$venv/bin/python" ]] || ! "$venv/bin/python" -c 'import onnxruntime, numpy, onnx' 2>/dev/null; then
+    mkdir -p "$build_dir"
+    python3 -m venv "$venv" && "$venv/bin/pip" install -q --disable-pip-version-check onnxruntime numpy onnx ||
+      echo "test.sh: warning: could not install onnxruntime / numpy / onnx from PyPI into $venv"
+  fi
+  export RETIKD_PYTHON="$venv/bin/python"
+fi
 cuda_args=()
 # Prefer CUDA 13 for the main build (Debian's 11.8 in /usr/bin is for the sm_53 gate only); one modern
 # real arch keeps CI fast — the gate covers sm_53 and the other arches.

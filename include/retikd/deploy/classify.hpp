@@ -10,7 +10,9 @@
 // Bad input never stops a run: a file that cannot be read or decoded (missing, empty, truncated, not an
 // image) gives a Prediction with ok = false and the reason in `error`, and the batch goes on without it.
 // Decoding and preprocessing run on the thread pool, one file per task; inference runs in batches of
-// ClassifyOptions::batch images of the same size (a bundle with a crop always gives the same size).
+// ClassifyOptions::batch images of the same size (a bundle with a crop always gives the same size). On the CPU a
+// folded student runs through deploy::CpuEngine (fused NCHWc layers) unless use_cpu_engine(false) asks for the
+// module path (the reference); both give the same probabilities to float rounding.
 #pragma once
 
 #include <algorithm>
@@ -32,6 +34,7 @@
 #include "retikd/data/image.hpp"
 #include "retikd/data/png_write.hpp"
 #include "retikd/deploy/bundle.hpp"
+#include "retikd/deploy/cpu_engine.hpp"
 #include "retikd/deploy/gradcam.hpp"
 #include "retikd/io/atomic_file.hpp"
 #include "retikd/io/json.hpp"
@@ -114,6 +117,7 @@ class Classifier {
     RETIKD_CHECK(model_ != nullptr, "Classifier: no model");
     RETIKD_CHECK(static_cast<int64_t>(info_.classes.size()) == model_->num_classes(), "Classifier: ",
                  info_.classes.size(), " class names for a model with ", model_->num_classes(), " outputs");
+    use_cpu_engine(true);
   }
   explicit Classifier(Bundle b) : Classifier(b.model, b.info) {}
 
@@ -128,6 +132,23 @@ class Classifier {
   DType dtype() const {
     const auto params = model_->parameters();
     return params.empty() ? DType::float32 : params.front().dtype();
+  }
+
+  // Whether CPU inference of a folded student goes through deploy::CpuEngine (default) or the modules.
+  void use_cpu_engine(bool on) {
+    engine_.reset();
+    auto folded = std::dynamic_pointer_cast<FoldedConvNet>(model_);
+    if (on && folded && CpuEngine::supports(*folded, std::max(32, info_.preprocess.input_size())))
+      engine_ = std::make_shared<CpuEngine>(folded);
+  }
+  bool cpu_engine() const { return engine_ != nullptr; }
+
+  // Logits (B, classes) of a normalised batch (B, 3, H, W) float32 on the CPU: the engine or the modules.
+  Tensor logits(const Tensor& x) const {
+    NoGradGuard no_grad;
+    if (engine_ && device().is_cpu() && dtype() == DType::float32) return engine_->forward(x);
+    model_->eval();
+    return model_->forward(Var(x.to(device()).to(dtype()))).value().to(Device::cpu()).to(DType::float32);
   }
 
   // The normalised model input (3, H, W) for one file (Preprocess::input); throws data::DataError naming the
@@ -146,10 +167,7 @@ class Classifier {
       RETIKD_CHECK(im->shape() == first.shape(), "Classifier: mixed image sizes in one batch");
       p = std::copy(im->data.begin(), im->data.end(), p);
     }
-    NoGradGuard no_grad;
-    model_->eval();
-    const Var logits = model_->forward(Var(x.to(device()).to(dtype())));
-    return ops::impl::softmax(logits.value().to(Device::cpu()).to(DType::float32), 1);
+    return ops::impl::softmax(logits(x), 1);
   }
 
   // Classifies `files` in order; truths (optional, same length) are copied into the predictions.
@@ -214,6 +232,7 @@ class Classifier {
  private:
   std::shared_ptr<nn::Model> model_;
   BundleInfo info_;
+  std::shared_ptr<CpuEngine> engine_;  // shared by copies; CpuEngine caches a plan per input shape
 };
 
 // The bundle's class index for each of the data module's four labels (Cataract, DR, Glaucoma, Normal), by

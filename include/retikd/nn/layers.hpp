@@ -412,6 +412,10 @@ class MaxPool2d : public Layer, public Traceable {
     const auto g = ops::impl::pool2d_geometry("MaxPool2d", in, k_, s_, p_, ceil_);
     return {g.N, g.C, g.OH, g.OW};
   }
+  int64_t kernel() const { return k_; }
+  int64_t stride() const { return s_; }
+  int64_t padding() const { return p_; }
+  bool ceil_mode() const { return ceil_; }
 
  private:
   int64_t k_, s_, p_;
@@ -426,6 +430,8 @@ class AdaptiveAvgPool2d : public Layer, public Traceable {
     RETIKD_CHECK(in.size() == 4, "AdaptiveAvgPool2d: input ", shape_str(in), " must be 4-D (N, C, H, W)");
     return {in[0], in[1], oh_, ow_};
   }
+  int64_t output_h() const { return oh_; }
+  int64_t output_w() const { return ow_; }
 
  private:
   int64_t oh_, ow_;
@@ -446,6 +452,8 @@ class Flatten : public Layer, public Traceable {
     out.insert(out.end(), in.begin() + e + 1, in.end());
     return out;
   }
+  int64_t start_dim() const { return start_; }
+  int64_t end_dim() const { return end_; }
 
  private:
   int64_t start_, end_;
@@ -476,6 +484,8 @@ class SqueezeExcitation : public Layer, public Traceable {
     fc2->infer_shape(fc1->infer_shape(s, t), t);
     return in;
   }
+  Activation activation() const { return act_; }
+  Activation scale_activation() const { return scale_act_; }
 
  private:
   Activation act_, scale_act_;
