@@ -9,14 +9,16 @@
 // and reported as a table (unless --quiet), a CSV and / or a JSON file with per-class probabilities. With a
 // manifest, the split's files are classified and compared with their labels (accuracy, confusion matrix,
 // per-class recall). Unreadable images are reported and skipped; they never stop the batch. Exit status: 0
-// when at least one image was classified (or there was nothing to do), 1 on an error or when every image
-// failed, 2 for a usage error.
+// when at least one image was classified (or there was nothing to do), 1 on an error, when every image
+// failed, when a model output was not finite or when a Grad-CAM overlay could not be written (the CSV and
+// JSON are written in every case), 2 for a usage error.
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
 #include <string>
 #include <vector>
 
+#include <retikd/core/cli_args.hpp>
 #include <retikd/core/paths.hpp>
 #include <retikd/deploy/deploy.hpp>
 #ifdef RETIKD_WITH_CUDA
@@ -31,7 +33,9 @@ struct Options {
   std::string bundle;
   std::vector<std::string> inputs;
   std::string manifest, split = "test", root;
-  int64_t batch = 0;  // 0: 2 on the CPU, 16 on a GPU (see --help)
+  bool allow_outside_root = false;
+  int64_t batch = 0;  // not given: 2 on the CPU, 16 on a GPU (see --help)
+  int64_t max_image_pixels = 0;  // not given: data::max_image_pixels()
   std::string device = "cpu";
   std::string precision = "fp16";  // on a GPU; the CPU path always computes in fp32
   std::string csv, json, gradcam_dir;
@@ -41,15 +45,19 @@ struct Options {
 
 void usage(std::FILE* f) {
   std::fprintf(f,
-               "usage: classify --bundle FILE [PATH...] [--manifest FILE [--split NAME] [--root DIR]]\n"
-               "                [--batch N] [--device cpu|cuda [--precision fp16|fp32]] [--csv FILE] [--json FILE] [--quiet]\n"
+               "usage: classify --bundle FILE [PATH...] [--manifest FILE [--split NAME] [--root DIR]\n"
+               "                [--allow-outside-root]] [--batch N] [--device cpu|cuda [--precision fp16|fp32]]\n"
+               "                [--csv FILE] [--json FILE] [--quiet] [--max-image-pixels N]\n"
                "                [--gradcam DIR [--tap NAME] [--cam gradcam|gradcam++] [--cam-score logit|logprob]]\n"
                "                [--info]\n"
                "  PATH             image files (JPEG, PNG) and folders (searched recursively)\n"
                "  --manifest FILE  classify the files of one split of a manifest (path, label, split columns)\n"
-               "                   and compare with the labels; --split (default test), --root (paths' base)\n"
-               "  --batch N        images per forward pass (default 2 on the CPU, where larger batches fall\n"
-               "                   out of cache and run slower per image; 16 on a GPU)\n"
+               "                   and compare with the labels; --split (default test), --root (paths' base);\n"
+               "                   paths must stay under the root unless --allow-outside-root\n"
+               "  --batch N        images per forward pass, 1 to 1024 (default 2 on the CPU, where larger\n"
+               "                   batches fall out of cache and run slower per image; 16 on a GPU)\n"
+               "  --max-image-pixels N  refuse images above N pixels before decoding them (default 50000000,\n"
+               "                   or RETIKD_MAX_IMAGE_PIXELS)\n"
                "  --device D       cpu (default) or cuda (builds with the CUDA library)\n"
                "  --precision P    on cuda: fp16 (default; fp16 storage, fp32 accumulation) or fp32; Grad-CAM\n"
                "                   always runs in fp32\n"
@@ -63,77 +71,60 @@ void usage(std::FILE* f) {
 
 Options parse(int argc, char** argv) {
   Options o;
-  for (int i = 1; i < argc; ++i) {
-    const std::string a = argv[i];
-    auto value = [&]() -> std::string {
-      if (i + 1 >= argc) {
-        std::fprintf(stderr, "classify: %s needs a value\n", a.c_str());
-        std::exit(2);
-      }
-      return argv[++i];
-    };
+  cli::ArgReader args(argc, argv);
+  while (args.next()) {
+    const std::string& a = args.arg();
     if (a == "--help" || a == "-h") {
       usage(stdout);
       std::exit(0);
     } else if (a == "--bundle") {
-      o.bundle = value();
+      o.bundle = args.value();
     } else if (a == "--manifest") {
-      o.manifest = value();
+      o.manifest = args.value();
     } else if (a == "--split") {
-      o.split = value();
+      o.split = args.value();
     } else if (a == "--root") {
-      o.root = value();
+      o.root = args.value();
+    } else if (a == "--allow-outside-root") {
+      o.allow_outside_root = true;
     } else if (a == "--batch") {
-      const std::string v = value();
-      char* end = nullptr;
-      o.batch = std::strtoll(v.c_str(), &end, 10);
-      if (!end || *end || o.batch < 1) {
-        std::fprintf(stderr, "classify: --batch needs a positive integer, got '%s'\n", v.c_str());
-        std::exit(2);
-      }
+      o.batch = args.integer(1, 1024);
     } else if (a == "--device") {
-      o.device = value();
-      if (o.device != "cpu" && o.device != "cuda") {
-        std::fprintf(stderr, "classify: --device is cpu or cuda, got '%s'\n", o.device.c_str());
-        std::exit(2);
-      }
+      o.device = args.value();
+      if (o.device != "cpu" && o.device != "cuda") throw cli::ArgumentError("--device is cpu or cuda, got '" + o.device + "'");
     } else if (a == "--precision") {
-      o.precision = value();
-      if (o.precision != "fp16" && o.precision != "fp32") {
-        std::fprintf(stderr, "classify: --precision is fp16 or fp32, got '%s'\n", o.precision.c_str());
-        std::exit(2);
-      }
+      o.precision = args.value();
+      if (o.precision != "fp16" && o.precision != "fp32")
+        throw cli::ArgumentError("--precision is fp16 or fp32, got '" + o.precision + "'");
     } else if (a == "--csv") {
-      o.csv = value();
+      o.csv = args.value();
     } else if (a == "--json") {
-      o.json = value();
+      o.json = args.value();
     } else if (a == "--gradcam") {
-      o.gradcam_dir = value();
+      o.gradcam_dir = args.value();
     } else if (a == "--tap") {
-      o.tap = value();
+      o.tap = args.value();
     } else if (a == "--cam") {
-      o.cam = value();
+      o.cam = args.value();
     } else if (a == "--cam-score") {
-      o.cam_score = value();
+      o.cam_score = args.value();
+    } else if (a == "--max-image-pixels") {
+      o.max_image_pixels = args.integer(1, int64_t(data::kMaxImageSide) * data::kMaxImageSide);
     } else if (a == "--quiet") {
       o.quiet = true;
     } else if (a == "--info") {
       o.info_only = true;
     } else if (!a.empty() && a[0] == '-') {
-      std::fprintf(stderr, "classify: unknown option %s (see --help)\n", a.c_str());
-      std::exit(2);
+      throw cli::ArgumentError("unknown option " + a);
     } else {
       o.inputs.push_back(a);
     }
   }
-  if (o.bundle.empty()) {
-    std::fprintf(stderr, "classify: --bundle FILE is required (see --help)\n");
-    std::exit(2);
-  }
-  if (!o.info_only && o.inputs.empty() && o.manifest.empty()) {
-    std::fprintf(stderr, "classify: nothing to classify: give image files or folders, or --manifest (see --help)\n");
-    std::exit(2);
-  }
+  if (o.bundle.empty()) throw cli::ArgumentError("--bundle FILE is required");
+  if (!o.info_only && o.inputs.empty() && o.manifest.empty())
+    throw cli::ArgumentError("nothing to classify: give image files or folders, or --manifest");
+  deploy::parse_cam_method(o.cam);  // unknown names are usage errors, before any work
+  deploy::parse_cam_score(o.cam_score);
   return o;
 }
 
@@ -155,8 +146,15 @@ void print_info(const deploy::BundleInfo& b) {
 
 int main(int argc, char** argv) {
   std::setvbuf(stdout, nullptr, _IOLBF, 0);
-  const Options o = parse(argc, argv);
+  Options o;
   try {
+    o = parse(argc, argv);
+  } catch (const Error& e) {
+    std::fprintf(stderr, "classify: %s (see --help)\n", e.what());
+    return 2;
+  }
+  try {
+    if (o.max_image_pixels > 0) data::set_max_image_pixels(o.max_image_pixels);
     deploy::Bundle bundle = deploy::load_bundle(o.bundle);
     if (o.info_only) {
       print_info(bundle.info);
@@ -190,6 +188,7 @@ int main(int argc, char** argv) {
       data::DatasetOptions dopt;
       dopt.policy = data::BadInput::skip;  // a row whose file is missing is reported, the rest classified
       dopt.root = o.root;
+      dopt.allow_outside_root = o.allow_outside_root;
       dopt.warnings = [&](const std::string& w) { problems.push_back(w); };
       const data::Dataset ds = data::Dataset::from_manifest(o.manifest, dopt).split(o.split);
       if (ds.empty()) {
@@ -246,6 +245,8 @@ int main(int argc, char** argv) {
     const double total_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     const deploy::ClassifySummary sum = deploy::summarize(preds, classes.size());
 
+    // Overlays are extras: whatever goes wrong with them, the predictions are still reported and written.
+    bool gradcam_failed = false;
     if (!o.gradcam_dir.empty() && sum.classified > 0) {
       deploy::OverlayOptions g;
       g.dir = o.gradcam_dir;
@@ -253,10 +254,18 @@ int main(int argc, char** argv) {
       g.cam.method = deploy::parse_cam_method(o.cam);
       g.cam.score = deploy::parse_cam_score(o.cam_score);
       g.batch = std::min<int64_t>(batch, 8);
-      const int64_t n = deploy::write_gradcam_overlays(classifier, preds, g);
-      std::printf("gradcam: %lld overlays (%s at %s, score %s) in %s\n", static_cast<long long>(n),
-                  deploy::cam_method_name(g.cam.method), o.tap.c_str(), deploy::cam_score_name(g.cam.score),
-                  o.gradcam_dir.c_str());
+      try {
+        const int64_t n = deploy::write_gradcam_overlays(classifier, preds, g);
+        std::printf("gradcam: %lld of %lld overlays (%s at %s, score %s) in %s\n", static_cast<long long>(n),
+                    static_cast<long long>(sum.classified), deploy::cam_method_name(g.cam.method), o.tap.c_str(),
+                    deploy::cam_score_name(g.cam.score), o.gradcam_dir.c_str());
+        gradcam_failed = n < sum.classified;
+        for (const auto& p : preds)
+          if (p.ok && p.gradcam.empty() && !p.error.empty()) std::fprintf(stderr, "classify: %s: %s\n", p.path.c_str(), p.error.c_str());
+      } catch (const std::exception& e) {
+        std::fprintf(stderr, "classify: Grad-CAM overlays failed: %s\n", e.what());
+        gradcam_failed = true;
+      }
     }
 
     if (!o.quiet) std::printf("%s", deploy::predictions_table(preds, classes).c_str());
@@ -291,7 +300,12 @@ int main(int argc, char** argv) {
       std::fprintf(stderr, "classify: no image could be classified\n");
       return 1;
     }
-    return 0;
+    if (sum.model_errors > 0) {
+      std::fprintf(stderr, "classify: %lld images got a non-finite model output (status \"error\"): no class given\n",
+                   static_cast<long long>(sum.model_errors));
+      return 1;
+    }
+    return gradcam_failed ? 1 : 0;
   } catch (const std::exception& e) {
     std::fprintf(stderr, "classify: error: %s\n", e.what());
     return 1;
