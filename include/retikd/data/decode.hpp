@@ -118,6 +118,31 @@ inline uint32_t read_be32(const uint8_t* p) {
   return (uint32_t(p[0]) << 24) | (uint32_t(p[1]) << 16) | (uint32_t(p[2]) << 8) | uint32_t(p[3]);
 }
 
+// A DHT segment (at p + at, `len` bytes from its length field on) must hold whole tables of at most 256 codes.
+// Debian's stb_image 2.27 does not check the count and writes past its 257-entry arrays (a heap overflow
+// found by tests/fuzz/fuzz_image.cpp; upstream fixed it later), so the check is made here, before stb sees
+// the file.
+inline void check_jpeg_huffman_tables(const uint8_t* p, std::size_t at, std::size_t len, const std::string& name) {
+  std::size_t pos = at + 2;
+  const std::size_t end = at + len;
+  while (pos < end) {
+    const unsigned table_class = p[pos] >> 4, table_id = p[pos] & 15;
+    if (table_class > 1 || table_id > 3)
+      throw_problem(name, ProblemKind::corrupt, str("corrupt JPEG: Huffman table class ", table_class, " id ",
+                                                    table_id, " at byte ", pos));
+    if (end - pos < 17)
+      throw_problem(name, ProblemKind::corrupt, str("corrupt JPEG: Huffman table header cut short at byte ", pos));
+    std::size_t codes = 0;
+    for (int k = 1; k <= 16; ++k) codes += p[pos + static_cast<std::size_t>(k)];
+    if (codes > 256)
+      throw_problem(name, ProblemKind::corrupt, str("corrupt JPEG: Huffman table at byte ", pos, " declares ", codes,
+                                                    " codes (at most 256)"));
+    if (end - pos - 17 < codes)
+      throw_problem(name, ProblemKind::corrupt, str("corrupt JPEG: Huffman table at byte ", pos, " is cut short"));
+    pos += 17 + codes;
+  }
+}
+
 // Walks the marker segments up to EOI. Entropy-coded data after each SOS is scanned for the next marker
 // (0xFF followed by anything but a stuffed 0x00, a restart marker or a fill byte).
 inline void check_jpeg_structure(const uint8_t* p, std::size_t n, const std::string& name, int* width = nullptr,
@@ -157,6 +182,7 @@ inline void check_jpeg_structure(const uint8_t* p, std::size_t n, const std::str
       i = n;
       continue;
     }
+    if (m == 0xC4) check_jpeg_huffman_tables(p, i, len, name);
     if ((m >= 0xC0 && m <= 0xCF) && m != 0xC4 && m != 0xC8 && m != 0xCC) {
       // Frame header: length (2), precision (1), height (2), width (2), components (1).
       if (len < 8) throw_problem(name, ProblemKind::corrupt, str("corrupt JPEG: frame header of ", len, " bytes"));
