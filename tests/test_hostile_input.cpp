@@ -215,12 +215,19 @@ std::vector<uint8_t> zlib_zeros(std::size_t zeros) {
   be32(out, (b << 16) | a);
   return out;
 }
-// A JPEG whose frame header declares w x h: markers intact up to EOI, no real image data.
+// A JPEG whose frame header declares w x h: tables and markers intact up to EOI, no real image data.
 std::vector<uint8_t> jpeg_declaring(uint16_t w, uint16_t h) {
-  std::vector<uint8_t> out = {0xFF, 0xD8, 0xFF, 0xC0, 0x00, 0x11, 0x08, static_cast<uint8_t>(h >> 8),
-                              static_cast<uint8_t>(h & 0xFF), static_cast<uint8_t>(w >> 8),
-                              static_cast<uint8_t>(w & 0xFF), 0x03, 1, 0x11, 0, 2, 0x11, 0, 3, 0x11, 0};
-  out.insert(out.end(), {0xFF, 0xDA, 0x00, 0x0C, 0x03, 1, 0, 2, 0x11, 3, 0x11, 0x00, 0x3F, 0x00});
+  std::vector<uint8_t> out = {0xFF, 0xD8, 0xFF, 0xDB, 0x00, 0x43, 0x00};  // DQT: table 0, all ones
+  out.insert(out.end(), 64, 1);
+  for (uint8_t table : {0x00, 0x10}) {  // DHT: DC 0 and AC 0, one code of length 1 each
+    out.insert(out.end(), {0xFF, 0xC4, 0x00, 0x14, table, 1});
+    out.insert(out.end(), 15, 0);
+    out.push_back(0);
+  }
+  out.insert(out.end(), {0xFF, 0xC0, 0x00, 0x11, 0x08, static_cast<uint8_t>(h >> 8), static_cast<uint8_t>(h & 0xFF),
+                         static_cast<uint8_t>(w >> 8), static_cast<uint8_t>(w & 0xFF), 0x03, 1, 0x11, 0, 2, 0x11,
+                         0, 3, 0x11, 0});
+  out.insert(out.end(), {0xFF, 0xDA, 0x00, 0x0C, 0x03, 1, 0, 2, 0, 3, 0, 0x00, 0x3F, 0x00});
   for (int i = 0; i < 600; ++i) out.push_back(static_cast<uint8_t>(i % 251));  // entropy-coded bytes, no 0xFF
   out.insert(out.end(), {0xFF, 0xD9});
   return out;
@@ -538,7 +545,8 @@ TEST_CASE("hostile: one photo under three spellings is one file, found by identi
                               "images/./a.png\tglaucoma\tval\n"
                               "images//a.png\tcataract\ttest\n"
                               "images/b.png\tnormal\ttrain\n"
-                              "./images/b.png\tnormal\ttrain\n");
+                              "./images/b.png\tnormal\ttrain\n" +
+                                  std::string("images/b.png\0.jpg\tnormal\ttest\n", 30));
   const std::string msg = error_of([&] { data::Dataset::open(dir.path()); });
   CHECK(msg.find("none of its labels can be trusted") != std::string::npos);
   CHECK(msg.find("split.tsv line 3") != std::string::npos);
@@ -549,6 +557,7 @@ TEST_CASE("hostile: one photo under three spellings is one file, found by identi
   REQUIRE(ds.size() == 1);  // b.png once; a.png's three conflicting rows dropped
   CHECK(ds.samples[0].path == dir / "images/b.png");
   CHECK(ds.report.count(data::ProblemKind::duplicate) == 4);
+  CHECK(ds.report.count(data::ProblemKind::bad_row) == 1);  // "images/b.png\0.jpg" would open images/b.png
 }
 
 TEST_CASE("hostile: identical content in two splits is a warning that names both files") {
@@ -617,6 +626,22 @@ TEST_CASE("hostile: a JPEG Huffman table of more than 256 codes is refused befor
   const std::vector<uint8_t> crash = get_bytes(fuzz_dir() + "/regressions/image/stb_dht_more_than_256_codes.jpg");
   REQUIRE(!crash.empty());
   CHECK_THROWS_CONTAINING(data::decode_image(crash, "crash.jpg"), "declares 259 codes");
+}
+
+TEST_CASE("hostile: a JPEG scan that uses an undefined Huffman or quantisation table is refused") {
+  // stb_image 2.27 reads past an uninitialised table then (found by fuzz_image; the input is
+  // tests/fuzz/regressions/image/stb_undefined_huffman_table.jpg).
+  std::vector<uint8_t> jpeg = jpeg_declaring(8, 8);
+  const std::size_t sos = jpeg.size() - 2 - 600 - 14;
+  REQUIRE((jpeg[sos] == 0xFF && jpeg[sos + 1] == 0xDA));
+  jpeg[sos + 8] = 0x11;  // component 2: DC 1 / AC 1, never defined
+  CHECK_THROWS_CONTAINING(data::decode_image(jpeg, "t.jpg"), "uses Huffman tables DC 1 / AC 1, which are not defined");
+  jpeg = jpeg_declaring(8, 8);
+  jpeg[6] = 0x02;  // the DQT defines table 2; the frame uses table 0
+  CHECK_THROWS_CONTAINING(data::decode_image(jpeg, "t.jpg"), "quantisation table 0 is used but not defined");
+  const std::vector<uint8_t> crash = get_bytes(fuzz_dir() + "/regressions/image/stb_undefined_huffman_table.jpg");
+  REQUIRE(!crash.empty());
+  CHECK_THROWS_CONTAINING(data::decode_image(crash, "crash.jpg"), "which are not defined");
 }
 
 TEST_CASE("hostile: a PNG whose data inflates far beyond its declared size fails within a budget") {

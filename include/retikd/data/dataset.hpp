@@ -487,6 +487,10 @@ inline Dataset Dataset::from_manifest(const std::string& manifest, const Dataset
       problems.push_back({str(manifest, ":", line_no), ProblemKind::bad_row, "row has an empty path"});
       continue;
     }
+    if (rel.find('\0') != std::string::npos) {  // the system would see only the part before it
+      problems.push_back({str(manifest, ":", line_no), ProblemKind::bad_row, "the path holds a NUL byte"});
+      continue;
+    }
     // The row's path, lexically normalised ("a/./b//c" → "a/b/c"); one that climbs out of the root
     // ("../x") or is absolute is confined below unless outside paths are allowed.
     std::string normal;

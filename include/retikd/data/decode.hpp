@@ -118,11 +118,20 @@ inline uint32_t read_be32(const uint8_t* p) {
   return (uint32_t(p[0]) << 24) | (uint32_t(p[1]) << 16) | (uint32_t(p[2]) << 8) | uint32_t(p[3]);
 }
 
-// A DHT segment (at p + at, `len` bytes from its length field on) must hold whole tables of at most 256 codes.
-// Debian's stb_image 2.27 does not check the count and writes past its 257-entry arrays (a heap overflow
-// found by tests/fuzz/fuzz_image.cpp; upstream fixed it later), so the check is made here, before stb sees
-// the file.
-inline void check_jpeg_huffman_tables(const uint8_t* p, std::size_t at, std::size_t len, const std::string& name) {
+// The tables a JPEG has defined so far and what its frame declares: stb_image 2.27 neither checks that a scan's
+// Huffman tables were defined (it then reads past the end of an uninitialised table: found by
+// tests/fuzz/fuzz_image.cpp) nor that a table holds at most 256 codes (it then writes past its 257-entry
+// arrays: a heap overflow, found the same way). Upstream fixed both later; Debian 12 and the Jetson ship the
+// old code, so the structure check refuses such files before stb sees them.
+struct JpegTables {
+  bool dc[4] = {}, ac[4] = {}, quant[4] = {};
+  bool frame = false, progressive = false;
+  std::vector<std::pair<int, int>> components;  // (component id, quantisation table) of the frame
+};
+
+// DHT: whole tables (class 0/1, id 0-3) of at most 256 codes each, filling the segment exactly.
+inline void check_jpeg_huffman_tables(const uint8_t* p, std::size_t at, std::size_t len, const std::string& name,
+                                      JpegTables& t) {
   std::size_t pos = at + 2;
   const std::size_t end = at + len;
   while (pos < end) {
@@ -139,7 +148,67 @@ inline void check_jpeg_huffman_tables(const uint8_t* p, std::size_t at, std::siz
                                                     " codes (at most 256)"));
     if (end - pos - 17 < codes)
       throw_problem(name, ProblemKind::corrupt, str("corrupt JPEG: Huffman table at byte ", pos, " is cut short"));
+    (table_class == 0 ? t.dc : t.ac)[table_id] = true;
     pos += 17 + codes;
+  }
+}
+
+// DQT: whole tables (8- or 16-bit, id 0-3) filling the segment exactly.
+inline void check_jpeg_quant_tables(const uint8_t* p, std::size_t at, std::size_t len, const std::string& name,
+                                    JpegTables& t) {
+  std::size_t pos = at + 2;
+  const std::size_t end = at + len;
+  while (pos < end) {
+    const unsigned precision = p[pos] >> 4, id = p[pos] & 15;
+    const std::size_t size = 1 + (precision == 0 ? 64 : 128);
+    if (precision > 1 || id > 3 || end - pos < size)
+      throw_problem(name, ProblemKind::corrupt, str("corrupt JPEG: bad quantisation table at byte ", pos));
+    t.quant[id] = true;
+    pos += size;
+  }
+}
+
+// SOF: the components and their quantisation tables (the size is read by the caller).
+inline void check_jpeg_frame(const uint8_t* p, std::size_t at, std::size_t len, uint8_t marker, const std::string& name,
+                             JpegTables& t) {
+  if (t.frame) throw_problem(name, ProblemKind::corrupt, str("corrupt JPEG: a second frame header at byte ", at));
+  const std::size_t count = p[at + 7];
+  if (count < 1 || count > 4 || len != 8 + 3 * count)
+    throw_problem(name, ProblemKind::corrupt, str("corrupt JPEG: frame header of ", len, " bytes for ", count,
+                                                  " components"));
+  for (std::size_t k = 0; k < count; ++k) {
+    const int quant = p[at + 10 + 3 * k];
+    if (quant > 3) throw_problem(name, ProblemKind::corrupt, str("corrupt JPEG: quantisation table ", quant));
+    t.components.emplace_back(p[at + 8 + 3 * k], quant);
+  }
+  t.frame = true;
+  t.progressive = marker == 0xC2 || marker == 0xC6 || marker == 0xCA || marker == 0xCE;
+}
+
+// SOS: a frame first; every table the scan decodes with defined before it.
+inline void check_jpeg_scan(const uint8_t* p, std::size_t at, std::size_t len, const std::string& name,
+                            const JpegTables& t) {
+  if (!t.frame) throw_problem(name, ProblemKind::corrupt, str("corrupt JPEG: a scan before the frame header"));
+  const std::size_t count = p[at + 2];
+  if (count < 1 || count > 4 || len != 6 + 2 * count)
+    throw_problem(name, ProblemKind::corrupt, str("corrupt JPEG: scan header of ", len, " bytes for ", count,
+                                                  " components"));
+  const unsigned first = p[at + 3 + 2 * count], last = p[at + 4 + 2 * count], refine = p[at + 5 + 2 * count] >> 4;
+  // Baseline decodes every block with both tables; progressive DC first scans need DC tables, AC scans AC ones.
+  const bool need_dc = !t.progressive || (first == 0 && refine == 0);
+  const bool need_ac = !t.progressive || last > 0;
+  for (std::size_t k = 0; k < count; ++k) {
+    const int id = p[at + 3 + 2 * k];
+    const unsigned dc = p[at + 4 + 2 * k] >> 4, ac = p[at + 4 + 2 * k] & 15;
+    int quant = -1;
+    for (const auto& c : t.components)
+      if (c.first == id) quant = c.second;
+    if (quant < 0) throw_problem(name, ProblemKind::corrupt, str("corrupt JPEG: a scan of unknown component ", id));
+    if (!t.quant[quant])
+      throw_problem(name, ProblemKind::corrupt, str("corrupt JPEG: quantisation table ", quant, " is used but not defined"));
+    if (dc > 3 || ac > 3 || (need_dc && !t.dc[dc]) || (need_ac && !t.ac[ac]))
+      throw_problem(name, ProblemKind::corrupt, str("corrupt JPEG: the scan at byte ", at, " uses Huffman tables DC ", dc,
+                                                    " / AC ", ac, ", which are not defined"));
   }
 }
 
@@ -149,6 +218,7 @@ inline void check_jpeg_structure(const uint8_t* p, std::size_t n, const std::str
                                  int* height = nullptr) {
   std::size_t i = 2;  // after SOI
   bool seen_frame = false, seen_scan = false;
+  JpegTables tables;
   for (;;) {
     if (i >= n) {
       throw_problem(name, ProblemKind::truncated,
@@ -182,10 +252,13 @@ inline void check_jpeg_structure(const uint8_t* p, std::size_t n, const std::str
       i = n;
       continue;
     }
-    if (m == 0xC4) check_jpeg_huffman_tables(p, i, len, name);
+    if (m == 0xC4) check_jpeg_huffman_tables(p, i, len, name, tables);
+    if (m == 0xDB) check_jpeg_quant_tables(p, i, len, name, tables);
+    if (m == 0xDA) check_jpeg_scan(p, i, len, name, tables);
     if ((m >= 0xC0 && m <= 0xCF) && m != 0xC4 && m != 0xC8 && m != 0xCC) {
       // Frame header: length (2), precision (1), height (2), width (2), components (1).
       if (len < 8) throw_problem(name, ProblemKind::corrupt, str("corrupt JPEG: frame header of ", len, " bytes"));
+      check_jpeg_frame(p, i, len, m, name, tables);
       if (!seen_frame && width && height) {
         *height = (int(p[i + 3]) << 8) | p[i + 4];
         *width = (int(p[i + 5]) << 8) | p[i + 6];
