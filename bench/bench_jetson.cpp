@@ -33,6 +33,7 @@
 #include <string>
 #include <vector>
 
+#include <retikd/core/cli_args.hpp>
 #include <retikd/core/parallel.hpp>
 #include <retikd/core/random.hpp>
 #include <retikd/deploy/cpu_engine.hpp>
@@ -175,56 +176,50 @@ const char* cpu_isa() {
 
 Options parse(int argc, char** argv) {
   Options o;
-  for (int i = 1; i < argc; ++i) {
-    const std::string a = argv[i];
-    auto value = [&]() -> std::string {
-      if (i + 1 >= argc) {
-        std::fprintf(stderr, "bench_jetson: %s needs a value\n", a.c_str());
-        std::exit(2);
+  try {
+    cli::ArgReader args(argc, argv);
+    while (args.next()) {
+      const std::string& a = args.arg();
+      if (a == "--help" || a == "-h") {
+        std::printf("usage: retikd_bench_jetson [--img PX] [--batches 1,8,32] [--min-time S] [--threads N]\n"
+                    "                           [--json FILE] [--roofline] [--quick] [--width W] [--no-gpu] [--no-cpu]\n"
+                    "  --img 32-1024 (a multiple of 32), --batches up to 16 values 1-1024, --min-time 0.001-600 s,\n"
+                    "  --threads 1-256 (default: RETIKD_NUM_THREADS or every core), --width 0.1-4\n"
+                    "  --quick: 96 px, batches 1 and 2, short timings (a smoke, e.g. under qemu)\n");
+        std::exit(0);
+      } else if (a == "--img") {
+        o.img = args.integer(32, 1024);
+      } else if (a == "--batches") {
+        o.batches = args.integer_list(1, 1024, 16);
+      } else if (a == "--min-time") {
+        o.min_time = args.real(0.001, 600.0);
+      } else if (a == "--threads") {
+        o.threads = static_cast<int>(args.integer(1, 256));
+      } else if (a == "--json") {
+        o.json = args.value();
+      } else if (a == "--roofline") {
+        o.roofline = true;
+      } else if (a == "--quick") {
+        o.quick = true;
+      } else if (a == "--width") {
+        o.width = args.real(0.1, 4.0);
+      } else if (a == "--no-gpu") {
+        o.gpu = false;
+      } else if (a == "--no-cpu") {
+        o.cpu = false;
+      } else {
+        throw cli::ArgumentError("unknown option " + a);
       }
-      return argv[++i];
-    };
-    if (a == "--help" || a == "-h") {
-      std::printf("usage: retikd_bench_jetson [--img PX] [--batches 1,8,32] [--min-time S] [--threads N]\n"
-                  "                           [--json FILE] [--roofline] [--quick] [--width W] [--no-gpu] [--no-cpu]\n"
-                  "  --quick: 96 px, batches 1 and 2, short timings (a smoke, e.g. under qemu)\n");
-      std::exit(0);
-    } else if (a == "--img") {
-      o.img = std::atoll(value().c_str());
-    } else if (a == "--batches") {
-      o.batches.clear();
-      std::string v = value() + ",";
-      for (std::size_t p; (p = v.find(',')) != std::string::npos; v.erase(0, p + 1))
-        if (p > 0) o.batches.push_back(std::atoll(v.substr(0, p).c_str()));
-    } else if (a == "--min-time") {
-      o.min_time = std::atof(value().c_str());
-    } else if (a == "--threads") {
-      o.threads = std::atoi(value().c_str());
-    } else if (a == "--json") {
-      o.json = value();
-    } else if (a == "--roofline") {
-      o.roofline = true;
-    } else if (a == "--quick") {
-      o.quick = true;
-    } else if (a == "--width") {
-      o.width = std::atof(value().c_str());
-    } else if (a == "--no-gpu") {
-      o.gpu = false;
-    } else if (a == "--no-cpu") {
-      o.cpu = false;
-    } else {
-      std::fprintf(stderr, "bench_jetson: unknown option %s (see --help)\n", a.c_str());
-      std::exit(2);
     }
+    if (o.img % 32 != 0) throw cli::ArgumentError("--img must be a multiple of 32, got " + std::to_string(o.img));
+  } catch (const Error& e) {
+    std::fprintf(stderr, "bench_jetson: %s (see --help)\n", e.what());
+    std::exit(2);
   }
   if (o.quick) {
     o.img = 96;
     o.batches = {1, 2};
     o.min_time = 0.05;
-  }
-  if (o.img < 32 || o.img % 32 != 0 || o.batches.empty() || o.width <= 0) {
-    std::fprintf(stderr, "bench_jetson: --img must be a multiple of 32 (>= 32), --batches non-empty, --width > 0\n");
-    std::exit(2);
   }
   return o;
 }

@@ -16,6 +16,7 @@
 // Wall time (UseRealTime): the work happens on the loader's worker threads, not the benchmark thread.
 #include <benchmark/benchmark.h>
 
+#include <retikd/core/cli_args.hpp>
 #include <retikd/core/error.hpp>
 #include <retikd/core/paths.hpp>
 #include <retikd/core/random.hpp>
@@ -44,8 +45,8 @@ const BenchData& bench_data() {
     BenchData out;
     const char* env = std::getenv("RETIKD_BENCH_DATA");
     std::string root = env ? env : retikd::shared_path("data/fundus4");
-    const char* lim = std::getenv("RETIKD_BENCH_LIMIT");
-    const int64_t limit = lim ? std::atoll(lim) : 0;
+    // 0 (the default): the whole train split.
+    const int64_t limit = retikd::cli::env_int("RETIKD_BENCH_LIMIT", 0, 0, 1000000000);
     if (env || retikd::path_exists(retikd::shared_path("data/fundus4/split.tsv"))) {
       data::DatasetOptions dopt;
       dopt.policy = data::BadInput::skip;

@@ -16,8 +16,9 @@
 // labels (accuracy, confusion matrix, per-class recall). Unreadable images are reported and skipped; they never
 // stop the batch. A TFLite model takes its input through the input tensor's quantization (real = scale ·
 // (byte − zero point)) after a resize of the shorter side and a centre crop to its input size. Exit status: 0
-// when at least one image was classified (or there was nothing to do), 1 on an error or when every image
-// failed, 2 for a usage error.
+// when at least one image was classified (or there was nothing to do), 1 on an error, when every image
+// failed, when a model output was not finite or when a Grad-CAM overlay could not be written (the CSV and
+// JSON are written in every case), 2 for a usage error.
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
@@ -26,6 +27,7 @@
 #include <string>
 #include <vector>
 
+#include <retikd/core/cli_args.hpp>
 #include <retikd/core/paths.hpp>
 #include <retikd/deploy/deploy.hpp>
 #include <retikd/io/tflite.hpp>
@@ -45,7 +47,9 @@ struct Options {
   std::vector<std::string> inputs;
   std::string manifest, split = "test", root;
   std::string batch_text;  // --batch: N, or "dynamic" with --export-onnx
-  int64_t batch = 0;  // 0: 2 on the CPU, 16 on a GPU (see --help)
+  bool allow_outside_root = false;
+  int64_t batch = 0;  // not given: 2 on the CPU, 16 on a GPU (see --help)
+  int64_t max_image_pixels = 0;  // not given: data::max_image_pixels()
   std::string device = "cpu";
   std::string precision;  // "": fp16 on a GPU, fp32 for --export-onnx; the CPU path always computes in fp32
   std::string csv, json, gradcam_dir, export_onnx;
@@ -61,8 +65,9 @@ struct Options {
 
 void usage(std::FILE* f) {
   std::fprintf(f,
-               "usage: classify (--bundle FILE | --onnx FILE) [PATH...] [--manifest FILE [--split NAME] [--root DIR]]\n"
-               "                [--batch N] [--device cpu|cuda [--precision fp16|fp32]] [--csv FILE] [--json FILE] [--quiet]\n"
+               "usage: classify (--bundle FILE | --onnx FILE) [PATH...] [--manifest FILE [--split NAME] [--root DIR]\n"
+               "                [--allow-outside-root]] [--batch N] [--device cpu|cuda [--precision fp16|fp32]]\n"
+               "                [--csv FILE] [--json FILE] [--quiet] [--max-image-pixels N]\n"
                "                [--gradcam DIR [--tap NAME] [--cam gradcam|gradcam++] [--cam-score logit|logprob]]\n"
                "                [--rgb FILE --size N] [--cpu-engine plan|modules] [--info]\n"
                "       classify (--bundle FILE | --onnx FILE) --benchmark ITERS [--warmup K] [--batch N] [--json FILE]\n"
@@ -77,10 +82,13 @@ void usage(std::FILE* f) {
                "  --rgb FILE       one raw image, HWC uint8 RGB, --size N pixels square (N*N*3 bytes); it goes through\n"
                "                   the same preprocessing as a decoded file\n"
                "  --manifest FILE  classify the files of one split of a manifest (path, label, split columns)\n"
-               "                   and compare with the labels; --split (default test), --root (paths' base)\n"
-               "  --batch N        images per forward pass (default 2 on the CPU, where larger batches fall\n"
-               "                   out of cache and run slower per image; 16 on a GPU); with --export-onnx the\n"
-               "                   file's batch: N, or dynamic (default)\n"
+               "                   and compare with the labels; --split (default test), --root (paths' base);\n"
+               "                   paths must stay under the root unless --allow-outside-root\n"
+               "  --batch N        images per forward pass, 1 to 1024 (default 2 on the CPU, where larger\n"
+               "                   batches fall out of cache and run slower per image; 16 on a GPU); with\n"
+               "                   --export-onnx the file's batch: N, or dynamic (default)\n"
+               "  --max-image-pixels N  refuse images above N pixels before decoding them (default 50000000,\n"
+               "                   or RETIKD_MAX_IMAGE_PIXELS)\n"
                "  --device D       cpu (default) or cuda (builds with the CUDA library)\n"
                "  --precision P    on cuda: fp16 (default; fp16 storage, fp32 accumulation) or fp32; Grad-CAM\n"
                "                   always runs in fp32. With --export-onnx: fp32 (default) or fp16 (float16\n"
@@ -99,119 +107,99 @@ void usage(std::FILE* f) {
                "  --info           print the bundle's (or ONNX file's) header and exit\n");
 }
 
-int64_t positive(const std::string& flag, const std::string& v) {
-  char* end = nullptr;
-  const long long n = std::strtoll(v.c_str(), &end, 10);
-  if (v.empty() || !end || *end || n < 1) {
-    std::fprintf(stderr, "classify: %s needs a positive integer, got '%s'\n", flag.c_str(), v.c_str());
-    std::exit(2);
-  }
-  return n;
-}
-
 Options parse(int argc, char** argv) {
   Options o;
-  for (int i = 1; i < argc; ++i) {
-    const std::string a = argv[i];
-    auto value = [&]() -> std::string {
-      if (i + 1 >= argc) {
-        std::fprintf(stderr, "classify: %s needs a value\n", a.c_str());
-        std::exit(2);
-      }
-      return argv[++i];
-    };
+  cli::ArgReader args(argc, argv);
+  while (args.next()) {
+    const std::string& a = args.arg();
     if (a == "--help" || a == "-h") {
       usage(stdout);
       std::exit(0);
     } else if (a == "--bundle") {
-      o.bundle = value();
+      o.bundle = args.value();
     } else if (a == "--onnx") {
-      o.onnx = value();
+      o.onnx = args.value();
     } else if (a == "--tflite") {
-      o.tflite = value();
+      o.tflite = args.value();
     } else if (a == "--labels") {
-      o.labels = value();
+      o.labels = args.value();
     } else if (a == "--top") {
-      o.top = positive(a, value());
+      o.top = args.integer(1, 1000000);
     } else if (a == "--rgb") {
-      o.rgb = value();
+      o.rgb = args.value();
     } else if (a == "--size") {
-      o.size = positive(a, value());
+      o.size = args.integer(1, data::kMaxImageSide);
     } else if (a == "--cpu-engine") {
-      o.cpu_engine = value();
-      if (o.cpu_engine != "plan" && o.cpu_engine != "modules") {
-        std::fprintf(stderr, "classify: --cpu-engine is plan or modules, got '%s'\n", o.cpu_engine.c_str());
-        std::exit(2);
-      }
+      o.cpu_engine = args.value();
+      if (o.cpu_engine != "plan" && o.cpu_engine != "modules")
+        throw cli::ArgumentError("--cpu-engine is plan or modules, got '" + o.cpu_engine + "'");
     } else if (a == "--benchmark") {
-      o.benchmark = positive(a, value());
+      o.benchmark = args.integer(1, 100000000);
     } else if (a == "--warmup") {
-      o.warmup = std::max<int64_t>(0, std::atoll(value().c_str()));
+      o.warmup = args.integer(0, 100000000);
     } else if (a == "--export-onnx") {
-      o.export_onnx = value();
+      o.export_onnx = args.value();
     } else if (a == "--manifest") {
-      o.manifest = value();
+      o.manifest = args.value();
     } else if (a == "--split") {
-      o.split = value();
+      o.split = args.value();
     } else if (a == "--root") {
-      o.root = value();
+      o.root = args.value();
+    } else if (a == "--allow-outside-root") {
+      o.allow_outside_root = true;
     } else if (a == "--batch") {
-      o.batch_text = value();
+      o.batch_text = args.value();
     } else if (a == "--device") {
-      o.device = value();
-      if (o.device != "cpu" && o.device != "cuda") {
-        std::fprintf(stderr, "classify: --device is cpu or cuda, got '%s'\n", o.device.c_str());
-        std::exit(2);
-      }
+      o.device = args.value();
+      if (o.device != "cpu" && o.device != "cuda") throw cli::ArgumentError("--device is cpu or cuda, got '" + o.device + "'");
     } else if (a == "--precision") {
-      o.precision = value();
-      if (o.precision != "fp16" && o.precision != "fp32") {
-        std::fprintf(stderr, "classify: --precision is fp16 or fp32, got '%s'\n", o.precision.c_str());
-        std::exit(2);
-      }
+      o.precision = args.value();
+      if (o.precision != "fp16" && o.precision != "fp32")
+        throw cli::ArgumentError("--precision is fp16 or fp32, got '" + o.precision + "'");
     } else if (a == "--csv") {
-      o.csv = value();
+      o.csv = args.value();
     } else if (a == "--json") {
-      o.json = value();
+      o.json = args.value();
     } else if (a == "--gradcam") {
-      o.gradcam_dir = value();
+      o.gradcam_dir = args.value();
     } else if (a == "--tap") {
-      o.tap = value();
+      o.tap = args.value();
     } else if (a == "--cam") {
-      o.cam = value();
+      o.cam = args.value();
     } else if (a == "--cam-score") {
-      o.cam_score = value();
+      o.cam_score = args.value();
+    } else if (a == "--max-image-pixels") {
+      o.max_image_pixels = args.integer(1, int64_t(data::kMaxImageSide) * data::kMaxImageSide);
     } else if (a == "--quiet") {
       o.quiet = true;
     } else if (a == "--info") {
       o.info_only = true;
     } else if (!a.empty() && a[0] == '-') {
-      std::fprintf(stderr, "classify: unknown option %s (see --help)\n", a.c_str());
-      std::exit(2);
+      throw cli::ArgumentError("unknown option " + a);
     } else {
       o.inputs.push_back(a);
     }
   }
-  auto usage_error = [](const char* what) {
-    std::fprintf(stderr, "classify: %s (see --help)\n", what);
-    std::exit(2);
-  };
+  auto usage_error = [](const char* what) { throw cli::ArgumentError(what); };
+  auto batch_number = [&] { return cli::parse_int("--batch", o.batch_text, 1, 1024); };
   if (!o.bundle.empty() + !o.onnx.empty() + !o.tflite.empty() != 1)
     usage_error("give exactly one model: --bundle FILE, --onnx FILE or --tflite FILE");
+  if (!o.precision.empty() && o.precision != "fp16" && o.precision != "fp32")
+    usage_error("--precision is fp16 or fp32");
   if (!o.export_onnx.empty()) {
     if (o.bundle.empty()) usage_error("--export-onnx exports a --bundle");
-    if (!o.batch_text.empty() && o.batch_text != "dynamic") o.batch = positive("--batch", o.batch_text);
-    if (!o.precision.empty() && o.precision != "fp16" && o.precision != "fp32") usage_error("--precision is fp16 or fp32");
+    if (!o.batch_text.empty() && o.batch_text != "dynamic") o.batch = batch_number();
     return o;
   }
-  if (!o.batch_text.empty()) o.batch = positive("--batch", o.batch_text);
-  if (!o.precision.empty() && o.precision != "fp16" && o.precision != "fp32") usage_error("--precision is fp16 or fp32");
+  if (!o.batch_text.empty()) o.batch = batch_number();
   if (o.rgb.empty() != (o.size == 0)) usage_error("--rgb FILE and --size N go together");
   if (!o.labels.empty() && o.tflite.empty()) usage_error("--labels names a --tflite model's classes");
   if (!o.tflite.empty() && !o.manifest.empty()) usage_error("--manifest is for the fundus students (--bundle, --onnx)");
   if (o.benchmark > 0 && !o.tflite.empty()) usage_error("--benchmark times a --bundle or --onnx student");
   if (!o.info_only && o.benchmark == 0 && o.inputs.empty() && o.manifest.empty() && o.rgb.empty())
     usage_error("nothing to classify: give image files or folders, --rgb, or --manifest");
+  deploy::parse_cam_method(o.cam);  // unknown names are usage errors, before any work
+  deploy::parse_cam_score(o.cam_score);
   return o;
 }
 
@@ -323,8 +311,15 @@ int run_tflite(const Options& o) {
 
 int main(int argc, char** argv) {
   std::setvbuf(stdout, nullptr, _IOLBF, 0);
-  const Options o = parse(argc, argv);
+  Options o;
   try {
+    o = parse(argc, argv);
+  } catch (const Error& e) {
+    std::fprintf(stderr, "classify: %s (see --help)\n", e.what());
+    return 2;
+  }
+  try {
+    if (o.max_image_pixels > 0) data::set_max_image_pixels(o.max_image_pixels);
     if (!o.tflite.empty()) return run_tflite(o);
     deploy::Bundle bundle;
     if (!o.bundle.empty()) {
@@ -431,6 +426,7 @@ int main(int argc, char** argv) {
       data::DatasetOptions dopt;
       dopt.policy = data::BadInput::skip;  // a row whose file is missing is reported, the rest classified
       dopt.root = o.root;
+      dopt.allow_outside_root = o.allow_outside_root;
       dopt.warnings = [&](const std::string& w) { problems.push_back(w); };
       const data::Dataset ds = data::Dataset::from_manifest(o.manifest, dopt).split(o.split);
       if (ds.empty()) {
@@ -487,6 +483,8 @@ int main(int argc, char** argv) {
     const double total_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     const deploy::ClassifySummary sum = deploy::summarize(preds, classes.size());
 
+    // Overlays are extras: whatever goes wrong with them, the predictions are still reported and written.
+    bool gradcam_failed = false;
     if (!o.gradcam_dir.empty() && sum.classified > 0) {
       deploy::OverlayOptions g;
       g.dir = o.gradcam_dir;
@@ -494,10 +492,18 @@ int main(int argc, char** argv) {
       g.cam.method = deploy::parse_cam_method(o.cam);
       g.cam.score = deploy::parse_cam_score(o.cam_score);
       g.batch = std::min<int64_t>(batch, 8);
-      const int64_t n = deploy::write_gradcam_overlays(classifier, preds, g);
-      std::printf("gradcam: %lld overlays (%s at %s, score %s) in %s\n", static_cast<long long>(n),
-                  deploy::cam_method_name(g.cam.method), o.tap.c_str(), deploy::cam_score_name(g.cam.score),
-                  o.gradcam_dir.c_str());
+      try {
+        const int64_t n = deploy::write_gradcam_overlays(classifier, preds, g);
+        std::printf("gradcam: %lld of %lld overlays (%s at %s, score %s) in %s\n", static_cast<long long>(n),
+                    static_cast<long long>(sum.classified), deploy::cam_method_name(g.cam.method), o.tap.c_str(),
+                    deploy::cam_score_name(g.cam.score), o.gradcam_dir.c_str());
+        gradcam_failed = n < sum.classified;
+        for (const auto& p : preds)
+          if (p.ok && p.gradcam.empty() && !p.error.empty()) std::fprintf(stderr, "classify: %s: %s\n", p.path.c_str(), p.error.c_str());
+      } catch (const std::exception& e) {
+        std::fprintf(stderr, "classify: Grad-CAM overlays failed: %s\n", e.what());
+        gradcam_failed = true;
+      }
     }
 
     if (!o.quiet) std::printf("%s", deploy::predictions_table(preds, classes).c_str());
@@ -532,7 +538,12 @@ int main(int argc, char** argv) {
       std::fprintf(stderr, "classify: no image could be classified\n");
       return 1;
     }
-    return 0;
+    if (sum.model_errors > 0) {
+      std::fprintf(stderr, "classify: %lld images got a non-finite model output (status \"error\"): no class given\n",
+                   static_cast<long long>(sum.model_errors));
+      return 1;
+    }
+    return gradcam_failed ? 1 : 0;
   } catch (const std::exception& e) {
     std::fprintf(stderr, "classify: error: %s\n", e.what());
     return 1;

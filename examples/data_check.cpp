@@ -26,6 +26,7 @@
 #include <thread>
 #include <vector>
 
+#include "retikd/core/cli_args.hpp"
 #include "retikd/core/paths.hpp"
 #include "retikd/data/data.hpp"
 
@@ -35,11 +36,15 @@ using namespace retikd::data;
 namespace {
 
 const char* kUsage =
-    "usage: data_check [ROOT] [--manifest FILE] [--skip-bad] [--threads N] [--bench]\n"
+    "usage: data_check [ROOT] [--manifest FILE] [--skip-bad] [--threads N] [--bench] [--allow-outside-root]\n"
+    "                  [--max-image-pixels N]\n"
     "  ROOT            class folders (ROOT/<class>/..., ROOT/<split>/<class>/...) or a folder with split.tsv/.csv\n"
     "  --manifest FILE a manifest (path, label, split columns; paths relative to ROOT when given)\n"
     "  --skip-bad      skip bad files and rows with a warning (default: report them and fail)\n"
-    "  --threads N     decoding threads (default 2)\n"
+    "  --threads N     decoding threads, 1 to 64 (default 2)\n"
+    "  --allow-outside-root  accept manifest paths that lead outside the data root (refused by default)\n"
+    "  --max-image-pixels N  refuse images above N pixels before decoding (default 50000000, or\n"
+    "                  RETIKD_MAX_IMAGE_PIXELS)\n"
     "  --bench         also measure loader throughput at 224 px with 2 workers, with and without the cache\n"
     "Without ROOT: ../shared/data/fundus4 when present, else the built-in synthetic set.\n";
 
@@ -193,30 +198,38 @@ int check_synthetic() {
 
 int main(int argc, char** argv) {
   std::string root, manifest;
-  bool skip_bad = false, do_bench = false;
+  bool skip_bad = false, do_bench = false, allow_outside = false;
   int threads = 2;
-  for (int i = 1; i < argc; ++i) {
-    const std::string a = argv[i];
-    if (a == "--help" || a == "-h") {
-      std::printf("%s", kUsage);
-      return 0;
-    } else if (a == "--manifest" && i + 1 < argc) {
-      manifest = argv[++i];
-    } else if (a == "--skip-bad") {
-      skip_bad = true;
-    } else if (a == "--bench") {
-      do_bench = true;
-    } else if (a == "--threads" && i + 1 < argc) {
-      threads = std::max(1, std::atoi(argv[++i]));
-    } else if (!a.empty() && a[0] == '-') {
-      std::fprintf(stderr, "data_check: unknown option %s\n%s", a.c_str(), kUsage);
-      return 2;
-    } else if (root.empty()) {
-      root = a;
-    } else {
-      std::fprintf(stderr, "data_check: more than one ROOT (%s, %s)\n%s", root.c_str(), a.c_str(), kUsage);
-      return 2;
+  try {
+    cli::ArgReader args(argc, argv);
+    while (args.next()) {
+      const std::string& a = args.arg();
+      if (a == "--help" || a == "-h") {
+        std::printf("%s", kUsage);
+        return 0;
+      } else if (a == "--manifest") {
+        manifest = args.value();
+      } else if (a == "--skip-bad") {
+        skip_bad = true;
+      } else if (a == "--bench") {
+        do_bench = true;
+      } else if (a == "--allow-outside-root") {
+        allow_outside = true;
+      } else if (a == "--threads") {
+        threads = static_cast<int>(args.integer(1, 64));
+      } else if (a == "--max-image-pixels") {
+        set_max_image_pixels(args.integer(1, int64_t(kMaxImageSide) * kMaxImageSide));
+      } else if (!a.empty() && a[0] == '-') {
+        throw cli::ArgumentError("unknown option " + a);
+      } else if (root.empty()) {
+        root = a;
+      } else {
+        throw cli::ArgumentError("more than one ROOT (" + root + ", " + a + ")");
+      }
     }
+  } catch (const Error& e) {
+    std::fprintf(stderr, "data_check: %s\n%s", e.what(), kUsage);
+    return 2;
   }
   if (root.empty() && manifest.empty()) {
     if (!path_exists(shared_path("data/fundus4/split.tsv"))) return check_synthetic();
@@ -227,7 +240,8 @@ int main(int argc, char** argv) {
   const BadInput policy = skip_bad ? BadInput::skip : BadInput::error;
   DatasetOptions dopt;
   dopt.policy = BadInput::skip;  // collect every problem of the scan; the policy is applied below
-  dopt.warnings = nullptr;
+  dopt.warnings = nullptr;       // problems and notes are printed from the report below
+  dopt.allow_outside_root = allow_outside;
   const auto t_scan = std::chrono::steady_clock::now();
   Dataset ds;
   try {
@@ -289,6 +303,12 @@ int main(int argc, char** argv) {
   std::printf("\nusable images per split and class:\n");
   print_table(usable, ds.splits().empty() ? std::vector<std::string>{""} : ds.splits());
   print_size_stats(decoded);
+
+  const std::vector<std::string> notes = ds.report.notes();
+  if (!notes.empty()) {
+    std::printf("\n%zu warning%s (nothing dropped for these):\n", notes.size(), notes.size() == 1 ? "" : "s");
+    for (const auto& n : notes) std::printf("  %s\n", n.c_str());
+  }
 
   std::sort(problems.begin(), problems.end(), [](const Problem& a, const Problem& b) { return a.path < b.path; });
   if (problems.empty()) {

@@ -4,13 +4,17 @@
 // docs/pipeline.md describes the stages, the files, the presets and the resume semantics.
 #include <cstdio>
 #include <cstdlib>
+#include <limits>
 #include <string>
 
+#include "retikd/core/cli_args.hpp"
 #include "retikd/pipeline/distill_pipeline.hpp"
 
 using namespace retikd;
 
 namespace {
+
+constexpr int64_t kMaxEpochs = 100000;
 
 void usage(std::FILE* f) {
   std::fprintf(f,
@@ -22,7 +26,8 @@ void usage(std::FILE* f) {
       "                      [--student mobilenet_v2|resnet18|efficientnet_b0] [--student-init imagenet-tflite|scratch]\n"
       "                      [--epochs-teacher N] [--epochs-student N] [--img PX] [--batch N] [--lr X]\n"
       "                      [--teacher-lr X] [--weight-decay X] [--views K] [--cache-teacher 0|1] [--seed N]\n"
-      "                      [--skip-bad] [--limit-train N] [--limit-eval N] [--workers N] [--no-export]\n"
+      "                      [--skip-bad] [--allow-outside-root] [--limit-train N] [--limit-eval N] [--workers N]\n"
+      "                      [--no-export]\n"
       "                      [--stop-after-epochs N] [--quiet]\n"
       "                      [--alpha X] [--lambda-pca X] [--lambda-gl X] [--lambda-adv X] [--logit-kd 0|1]\n"
       "                      [--temperature X] [--teacher-from DIR|FILE] [--no-ce] [--no-kd] [--bn-recalibrate 0|1]\n"
@@ -54,9 +59,16 @@ void usage(std::FILE* f) {
       "                       picks), cls, avg, cls_avg\n"
       "  --teacher-tta 0|1    average the teacher's logits over the image and its mirror (default 1)\n"
       "  --teacher-drop-path X, --teacher-layer-decay X   fine-tuning regularisation (0) and lr decay (0.9)\n"
+      "Numbers are checked strictly; an option left out keeps the preset's value, and 0 means something only\n"
+      "where said here. Ranges: --epochs-* 1-100000, --img 16-2048 (a multiple of the teacher's patch),\n"
+      "--batch 1-4096, --lr/--teacher-lr 1e-9-10, --weight-decay 0-10, --views 0-16, --seed 0-2^63-1,\n"
+      "--alpha 0-1, --lambda-* 0-1000, --temperature 0.01-100, --workers 0-64 (0: batches built on the main\n"
+      "thread), 0|1 switches.\n"
       "  --epochs-student N   epochs of both student stages (CE baseline and distilled)\n"
-      "  --limit-train N      a seeded subset of N training images (timing runs); --limit-eval the same for val/test\n"
-      "  --stop-after-epochs N  stop (as if killed) after N epochs in this call; run again to resume\n"
+      "  --limit-train N      a seeded subset of N training images (timing runs; 0: all); --limit-eval the same\n"
+      "                       for val/test\n"
+      "  --stop-after-epochs N  stop (as if killed) after N epochs in this call (0: never); run again to resume\n"
+      "  --allow-outside-root accept manifest paths that lead outside the data root (refused by default)\n"
       "  --alpha X            weight of the CE in the KD stage (the KD terms get 1 - alpha in logit KD)\n"
       "  --lambda-pca/-gl/-adv X  weights of the PCA, GL and adversarial losses (0 switches one off)\n"
       "  --logit-kd 0|1       add logit KD, (1 - alpha) * T^2 * KL(teacher/T || student/T), T = --temperature\n"
@@ -89,33 +101,15 @@ int main(int argc, char** argv) {
   try {
     for (int i = 1; i < argc; ++i) {
       const std::string a = argv[i];
+      // Every number is parsed strictly and within the range --help documents (core/cli_args.hpp); a bad
+      // one is a usage error (exit status 2), never a silent fallback to the preset.
       auto value = [&]() -> std::string {
-        if (i + 1 >= argc) {
-          std::fprintf(stderr, "distill_retina: %s needs a value (see --help)\n", a.c_str());
-          std::exit(2);
-        }
+        if (i + 1 >= argc) throw cli::ArgumentError(a + " needs a value");
         return argv[++i];
       };
-      auto integer = [&]() -> int64_t {
-        const std::string v = value();
-        char* end = nullptr;
-        const long long x = std::strtoll(v.c_str(), &end, 10);
-        if (v.empty() || *end != '\0' || x < 0) {
-          std::fprintf(stderr, "distill_retina: %s needs a non-negative integer, got '%s'\n", a.c_str(), v.c_str());
-          std::exit(2);
-        }
-        return x;
-      };
-      auto real = [&]() -> double {
-        const std::string v = value();
-        char* end = nullptr;
-        const double x = std::strtod(v.c_str(), &end);
-        if (v.empty() || *end != '\0' || !(x >= 0)) {
-          std::fprintf(stderr, "distill_retina: %s needs a non-negative number, got '%s'\n", a.c_str(), v.c_str());
-          std::exit(2);
-        }
-        return x;
-      };
+      auto integer = [&](int64_t lo, int64_t hi) { return cli::parse_int(a, value(), lo, hi); };
+      auto real = [&](double lo, double hi) { return cli::parse_real(a, value(), lo, hi); };
+      auto switch01 = [&]() { return static_cast<int>(cli::parse_switch(a, value())); };
       if (a == "--help" || a == "-h") {
         usage(stdout);
         return 0;
@@ -137,75 +131,75 @@ int main(int argc, char** argv) {
       } else if (a == "--teacher-weights") {
         o.teacher_weights = value();
       } else if (a == "--teacher-img") {
-        o.teacher_img = integer();
+        o.teacher_img = integer(14, 2044);
       } else if (a == "--teacher-freeze") {
-        o.teacher_freeze = integer();
+        o.teacher_freeze = integer(0, 12);
       } else if (a == "--teacher-head") {
         o.teacher_head = value();
       } else if (a == "--teacher-tta") {
-        o.teacher_tta = static_cast<int>(integer() != 0);
+        o.teacher_tta = switch01();
       } else if (a == "--teacher-drop-path") {
-        o.teacher_drop_path = real();
+        o.teacher_drop_path = real(0.0, 0.9);
       } else if (a == "--teacher-layer-decay") {
-        o.teacher_layer_decay = real();
+        o.teacher_layer_decay = real(0.01, 1.0);
       } else if (a == "--student") {
         o.student = value();
       } else if (a == "--student-init") {
         o.student_init = value();
       } else if (a == "--epochs-teacher") {
-        o.epochs_teacher = integer();
+        o.epochs_teacher = integer(1, kMaxEpochs);
       } else if (a == "--epochs-student") {
-        o.epochs_student = integer();
+        o.epochs_student = integer(1, kMaxEpochs);
       } else if (a == "--img") {
-        o.img = integer();
+        o.img = integer(16, 2048);
       } else if (a == "--batch") {
-        o.batch = integer();
+        o.batch = integer(1, 4096);
       } else if (a == "--lr") {
-        o.lr = real();
+        o.lr = real(1e-9, 10.0);
       } else if (a == "--teacher-lr") {
-        o.teacher_lr = real();
+        o.teacher_lr = real(1e-9, 10.0);
       } else if (a == "--weight-decay") {
-        o.weight_decay = real();
+        o.weight_decay = real(0.0, 10.0);
       } else if (a == "--views") {
-        o.views = integer();
+        o.views = integer(0, 16);
       } else if (a == "--cache-teacher") {
-        o.cache_teacher = static_cast<int>(integer() != 0);
+        o.cache_teacher = switch01();
       } else if (a == "--alpha") {
-        o.alpha = real();
+        o.alpha = real(0.0, 1.0);
       } else if (a == "--lambda-pca") {
-        o.lambda_pca = real();
+        o.lambda_pca = real(0.0, 1000.0);
       } else if (a == "--lambda-gl") {
-        o.lambda_gl = real();
+        o.lambda_gl = real(0.0, 1000.0);
       } else if (a == "--lambda-adv") {
-        o.lambda_adv = real();
+        o.lambda_adv = real(0.0, 1000.0);
       } else if (a == "--logit-kd") {
-        o.logit_kd = static_cast<int>(integer() != 0);
+        o.logit_kd = switch01();
       } else if (a == "--temperature") {
-        o.temperature = real();
+        o.temperature = real(0.01, 100.0);
       } else if (a == "--bn-recalibrate") {
-        o.recalibrate_bn = static_cast<int>(integer() != 0);
+        o.recalibrate_bn = switch01();
       } else if (a == "--mirror-views") {
-        o.mirror_views = static_cast<int>(integer() != 0);
+        o.mirror_views = switch01();
       } else if (a == "--ce-clean") {
-        o.ce_clean = static_cast<int>(integer() != 0);
+        o.ce_clean = switch01();
       } else if (a == "--bn-clean") {
-        o.bn_clean = static_cast<int>(integer() != 0);
+        o.bn_clean = switch01();
       } else if (a == "--kd-class-weighted") {
-        o.kd_class_weighted = static_cast<int>(integer() != 0);
+        o.kd_class_weighted = switch01();
       } else if (a == "--balance-rho") {
-        o.balance_rho = real();
+        o.balance_rho = real(0.0, 1000.0);
       } else if (a == "--projector-warmup") {
-        o.projector_warmup = real();
+        o.projector_warmup = real(0.0, kMaxEpochs);
       } else if (a == "--kd-ramp") {
-        o.kd_ramp = real();
+        o.kd_ramp = real(0.0, kMaxEpochs);
       } else if (a == "--teacher-tokens") {
         o.teacher_tokens = value();
       } else if (a == "--pca-entropy") {
-        o.pca_entropy = real();
+        o.pca_entropy = real(0.01, 0.99);
       } else if (a == "--pca-row-mean") {
-        o.pca_row_mean = static_cast<int>(integer() != 0);
+        o.pca_row_mean = switch01();
       } else if (a == "--projector-lr-mult") {
-        o.projector_lr_mult = real();
+        o.projector_lr_mult = real(1e-6, 1000.0);
       } else if (a == "--teacher-from") {
         o.teacher_from = value();
       } else if (a == "--no-ce") {
@@ -213,19 +207,21 @@ int main(int argc, char** argv) {
       } else if (a == "--no-kd") {
         o.run_kd = false;
       } else if (a == "--seed") {
-        o.seed = integer();
+        o.seed = integer(0, std::numeric_limits<int64_t>::max());
       } else if (a == "--skip-bad") {
         o.skip_bad = true;
+      } else if (a == "--allow-outside-root") {
+        o.allow_outside_root = true;
       } else if (a == "--limit-train") {
-        o.limit_train = integer();
+        o.limit_train = integer(0, 1000000000);
       } else if (a == "--limit-eval") {
-        o.limit_eval = integer();
+        o.limit_eval = integer(0, 1000000000);
       } else if (a == "--workers") {
-        o.num_workers = static_cast<int>(integer());
+        o.num_workers = static_cast<int>(integer(0, 64));
       } else if (a == "--no-export") {
         o.export_bundle = false;
       } else if (a == "--stop-after-epochs") {
-        o.stop_after_epochs = integer();
+        o.stop_after_epochs = integer(0, kMaxEpochs);
       } else if (a == "--quiet") {
         o.progress = false;
       } else {
@@ -246,6 +242,9 @@ int main(int argc, char** argv) {
       std::printf("%-11s %9.4f %9.4f %9.4f %12lld%s\n", st.name.c_str(), st.test.accuracy, st.test.macro_f1,
                   st.test.of("Glaucoma").recall, static_cast<long long>(st.params), st.skipped ? "  (not trained in this call)" : "");
     return 0;
+  } catch (const cli::ArgumentError& e) {
+    std::fprintf(stderr, "distill_retina: %s (see --help)\n", e.what());
+    return 2;
   } catch (const pipeline::PipelineInterrupted& e) {
     std::fprintf(stderr, "distill_retina: %s\n", e.what());
     return 3;

@@ -27,6 +27,7 @@
 #include <string>
 #include <vector>
 
+#include <retikd/core/cli_args.hpp>
 #include <retikd/data/decode.hpp>
 #include <retikd/data/image.hpp>
 #include <retikd/data/transforms.hpp>
@@ -48,11 +49,12 @@ void usage(std::ostream& os) {
   const auto names = nn::model_names();
   for (std::size_t i = 0; i < names.size(); ++i) os << (i ? ", " : "") << names[i];
   os << "\n"
-        "  --classes N      output classes (default 4: Cataract, DR, Glaucoma, Normal)\n"
-        "  --img SIZE       square input size in pixels (default 224); for ViTs also the position-embedding grid\n"
-        "  --patch P        ViT patch size (default 16)\n"
-        "  --width-mult W   MobileNetV2 / EfficientNet width multiplier (default 1.0)\n"
-        "  --batch B        batch size for tap shapes and FLOPs (default 1)\n"
+        "  --classes N      output classes, 1-100000 (default 4: Cataract, DR, Glaucoma, Normal)\n"
+        "  --img SIZE       square input size in pixels, 8-4096 (default 224); for ViTs also the\n"
+        "                   position-embedding grid\n"
+        "  --patch P        ViT patch size, 1-64 (default 16)\n"
+        "  --width-mult W   MobileNetV2 / EfficientNet width multiplier, 0.1-4 (default 1.0)\n"
+        "  --batch B        batch size for tap shapes and FLOPs, 1-1024 (default 1)\n"
         "  --all-taps       list every ViT block's taps instead of one line per tap kind\n"
         "  --weights FILE   load weights: .onnx (vit_small_patch14_dinov2 from a Hugging Face Dinov2Model export)\n"
         "                   or .safetensors (timm / retikd names; entries the file lacks keep their init)\n"
@@ -83,26 +85,6 @@ std::string giga(double v) {
   char buf[64];
   std::snprintf(buf, sizeof buf, "%.4f G", v / 1e9);
   return buf;
-}
-
-int64_t parse_int(const std::string& flag, const std::string& v) {
-  try {
-    std::size_t used = 0;
-    const long long n = std::stoll(v, &used);
-    if (used == v.size() && n > 0) return n;
-  } catch (const std::exception&) {
-  }
-  throw Error(flag + ": expected a positive integer, got '" + v + "'");
-}
-
-double parse_double(const std::string& flag, const std::string& v) {
-  try {
-    std::size_t used = 0;
-    const double d = std::stod(v, &used);
-    if (used == v.size() && d > 0) return d;
-  } catch (const std::exception&) {
-  }
-  throw Error(flag + ": expected a positive number, got '" + v + "'");
 }
 
 // "blocks.7.attn.q" → ("blocks.{i}.attn.q", 7); other names → (name, -1).
@@ -228,25 +210,28 @@ int main(int argc, char** argv) {
   try {
     for (int i = 1; i < argc; ++i) {
       const std::string a = argv[i];
+      // Strict, bounded numbers (core/cli_args.hpp): the bounds keep every shape and MAC count within int64.
       auto value = [&]() -> std::string {
-        if (i + 1 >= argc) throw Error(a + ": missing value");
+        if (i + 1 >= argc) throw cli::ArgumentError(a + " needs a value");
         return argv[++i];
       };
+      auto integer = [&](int64_t lo, int64_t hi) { return cli::parse_int(a, value(), lo, hi); };
+      auto real = [&](double lo, double hi) { return cli::parse_real(a, value(), lo, hi); };
       if (a == "--help" || a == "-h") {
         usage(std::cout);
         return 0;
       } else if (a == "--model") {
         model = value();
       } else if (a == "--classes") {
-        opt.num_classes = parse_int(a, value());
+        opt.num_classes = integer(1, 100000);
       } else if (a == "--img") {
-        opt.img_size = parse_int(a, value());
+        opt.img_size = integer(8, 4096);
       } else if (a == "--patch") {
-        opt.patch_size = parse_int(a, value());
+        opt.patch_size = integer(1, 64);
       } else if (a == "--width-mult") {
-        opt.width_mult = parse_double(a, value());
+        opt.width_mult = real(0.1, 4.0);
       } else if (a == "--batch") {
-        batch = parse_int(a, value());
+        batch = integer(1, 1024);
       } else if (a == "--all-taps") {
         all_taps = true;
       } else if (a == "--weights") {
@@ -260,7 +245,7 @@ int main(int argc, char** argv) {
         if (precision != "fp32" && precision != "fp16") throw Error("--precision is fp32 or fp16");
       } else if (a == "--onnx-batch") {
         const std::string v = value();
-        onnx_batch = v == "dynamic" ? 0 : parse_int(a, v);
+        onnx_batch = v == "dynamic" ? 0 : cli::parse_int(a, v, 1, 1024);
       } else {
         throw Error("unknown argument '" + a + "'");
       }

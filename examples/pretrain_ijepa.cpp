@@ -31,11 +31,13 @@
 #include <cstdio>
 #include <cstdlib>
 #include <fstream>
+#include <limits>
 #include <memory>
 #include <sstream>
 #include <string>
 #include <vector>
 
+#include <retikd/core/cli_args.hpp>
 #include <retikd/core/error.hpp>
 #include <retikd/core/paths.hpp>
 #include <retikd/data/data.hpp>
@@ -92,7 +94,10 @@ void usage() {
       "  --data ROOT      image root (split.tsv manifest or class folders); default ../shared/data/fundus4 when\n"
       "                   its split.tsv exists, else the synthetic fundus set\n"
       "  --split NAME     the split whose images are pretrained on (labels are never read for it)\n"
-      "  --limit N        a seeded subset of N pretraining images (timing runs)\n"
+      "  Numbers are checked strictly against their ranges (e.g. --img 8-1024, --batch 1-4096, --epochs\n"
+      "  1-100000, --workers 0-64, --ema-* 0-1); 0 means \"none\" only for --limit, --probe-limit, --clip,\n"
+      "  --export-img and --epochs-this-call\n"
+      "  --limit N        a seeded subset of N pretraining images (timing runs; 0: all)\n"
       "  --val-images N   held-out images (val split) whose pretext loss with fixed masks selects best.safetensors\n"
       "  --resume         continue OUT/last.safetensors (same settings); --restart discards it\n"
       "  --epochs-this-call N  stop after N epochs, as if killed; run again with --resume\n"
@@ -335,33 +340,13 @@ int main(int argc, char** argv) {
   try {
     for (int i = 1; i < argc; ++i) {
       const std::string a = argv[i];
+      // Strict, bounded numbers (core/cli_args.hpp): a bad one is a usage error, exit status 2.
       auto value = [&]() -> std::string {
-        if (i + 1 >= argc) {
-          std::fprintf(stderr, "pretrain_ijepa: %s needs a value (see --help)\n", a.c_str());
-          std::exit(2);
-        }
+        if (i + 1 >= argc) throw cli::ArgumentError(a + " needs a value");
         return argv[++i];
       };
-      auto integer = [&]() -> int64_t {
-        const std::string v = value();
-        char* end = nullptr;
-        const long long x = std::strtoll(v.c_str(), &end, 10);
-        if (v.empty() || *end != '\0' || x < 0) {
-          std::fprintf(stderr, "pretrain_ijepa: %s needs a non-negative integer, got '%s'\n", a.c_str(), v.c_str());
-          std::exit(2);
-        }
-        return x;
-      };
-      auto real = [&]() -> double {
-        const std::string v = value();
-        char* end = nullptr;
-        const double x = std::strtod(v.c_str(), &end);
-        if (v.empty() || *end != '\0' || !(x >= 0) || !std::isfinite(x)) {
-          std::fprintf(stderr, "pretrain_ijepa: %s needs a non-negative number, got '%s'\n", a.c_str(), v.c_str());
-          std::exit(2);
-        }
-        return x;
-      };
+      auto integer = [&](int64_t lo, int64_t hi) { return cli::parse_int(a, value(), lo, hi); };
+      auto real = [&](double lo, double hi) { return cli::parse_real(a, value(), lo, hi); };
       if (a == "--help" || a == "-h") {
         usage();
         return 0;
@@ -370,40 +355,40 @@ int main(int argc, char** argv) {
       else if (a == "--synthetic") o.synthetic = true;
       else if (a == "--split") o.split = value();
       else if (a == "--out") o.out = value();
-      else if (a == "--img") o.img = integer();
-      else if (a == "--patch") o.patch = integer();
-      else if (a == "--dim") o.dim = integer();
-      else if (a == "--depth") o.depth = integer();
-      else if (a == "--heads") o.heads = integer();
-      else if (a == "--mlp-ratio") o.mlp_ratio = real();
-      else if (a == "--pred-dim") o.pred_dim = integer(), pred_given = true;
-      else if (a == "--pred-depth") o.pred_depth = integer();
-      else if (a == "--pred-heads") o.pred_heads = integer(), pred_given = true;
+      else if (a == "--img") o.img = integer(8, 1024);
+      else if (a == "--patch") o.patch = integer(1, 64);
+      else if (a == "--dim") o.dim = integer(1, 4096);
+      else if (a == "--depth") o.depth = integer(1, 64);
+      else if (a == "--heads") o.heads = integer(1, 64);
+      else if (a == "--mlp-ratio") o.mlp_ratio = real(0.25, 16.0);
+      else if (a == "--pred-dim") o.pred_dim = integer(1, 4096), pred_given = true;
+      else if (a == "--pred-depth") o.pred_depth = integer(1, 64);
+      else if (a == "--pred-heads") o.pred_heads = integer(1, 64), pred_given = true;
       else if (a == "--loss") o.loss = value();
-      else if (a == "--epochs") o.epochs = integer();
-      else if (a == "--batch") o.batch = integer();
-      else if (a == "--lr") o.lr = real();
-      else if (a == "--min-lr-ratio") o.min_lr_ratio = real();
-      else if (a == "--warmup-epochs") o.warmup_epochs = integer();
-      else if (a == "--wd-start") o.wd_start = real();
-      else if (a == "--wd-end") o.wd_end = real();
-      else if (a == "--ema-start") o.ema_start = real();
-      else if (a == "--ema-end") o.ema_end = real();
-      else if (a == "--clip") o.clip = real();
-      else if (a == "--seed") o.seed = integer();
-      else if (a == "--workers") o.workers = integer();
-      else if (a == "--limit") o.limit = integer();
-      else if (a == "--val-images") o.val_images = integer();
-      else if (a == "--synthetic-train") o.synthetic_train = integer();
-      else if (a == "--synthetic-test") o.synthetic_test = integer();
-      else if (a == "--epochs-this-call") o.epochs_this_call = integer();
+      else if (a == "--epochs") o.epochs = integer(1, 100000);
+      else if (a == "--batch") o.batch = integer(1, 4096);
+      else if (a == "--lr") o.lr = real(1e-9, 10.0);
+      else if (a == "--min-lr-ratio") o.min_lr_ratio = real(0.0, 1.0);
+      else if (a == "--warmup-epochs") o.warmup_epochs = integer(0, 100000);
+      else if (a == "--wd-start") o.wd_start = real(0.0, 10.0);
+      else if (a == "--wd-end") o.wd_end = real(0.0, 10.0);
+      else if (a == "--ema-start") o.ema_start = real(0.0, 1.0);
+      else if (a == "--ema-end") o.ema_end = real(0.0, 1.0);
+      else if (a == "--clip") o.clip = real(0.0, 1e6);
+      else if (a == "--seed") o.seed = integer(0, std::numeric_limits<int64_t>::max());
+      else if (a == "--workers") o.workers = integer(0, 64);
+      else if (a == "--limit") o.limit = integer(0, 1000000000);
+      else if (a == "--val-images") o.val_images = integer(0, 1000000);
+      else if (a == "--synthetic-train") o.synthetic_train = integer(1, 1000000);
+      else if (a == "--synthetic-test") o.synthetic_test = integer(1, 1000000);
+      else if (a == "--epochs-this-call") o.epochs_this_call = integer(0, 100000);
       else if (a == "--resume") o.resume = true;
       else if (a == "--restart") o.restart = true;
-      else if (a == "--export-img") o.export_img = integer();
+      else if (a == "--export-img") o.export_img = integer(0, 1024);
       else if (a == "--probe") o.probe = true;
       else if (a == "--probe-only") o.probe_only = value();
       else if (a == "--pooling") o.pooling = value();
-      else if (a == "--probe-limit") o.probe_limit = integer();
+      else if (a == "--probe-limit") o.probe_limit = integer(0, 1000000000);
       else if (a == "--quiet") o.quiet = true;
       else if (a == "--arch") o.arch = value();
       else if (a == "--init") o.init = value();
@@ -680,6 +665,9 @@ int main(int argc, char** argv) {
     const std::string rp = rep.write();
     if (log) std::fprintf(log, "report: %s\n", rp.c_str());
     return 0;
+  } catch (const cli::ArgumentError& e) {
+    std::fprintf(stderr, "pretrain_ijepa: %s (see --help)\n", e.what());
+    return 2;
   } catch (const std::exception& e) {
     std::fprintf(stderr, "pretrain_ijepa: error: %s\n", e.what());
     return 1;

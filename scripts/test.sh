@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # scripts/test.sh — the README's test command: installs what is missing (Debian packages), builds everything
 # in Release (library, CUDA kernels for one modern arch when nvcc 13 is present, tests, examples,
-# benchmarks), runs every test through ctest, then runs the sm_53 gate (scripts/sm53_gate.sh), which
-# installs Debian's CUDA 11.8 itself. CI (.ci/run) calls exactly this.
+# benchmarks), runs every test through ctest, fuzzes each reader of untrusted bytes for a few seconds
+# (scripts/fuzz.sh, which installs clang-14 and libclang-rt-14-dev itself; the committed fuzz corpus is also
+# replayed by ctest), then runs the sm_53 gate (scripts/sm53_gate.sh), which installs Debian's CUDA 11.8
+# itself. CI (.ci/run) calls exactly this.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 start=$(date +%s)
@@ -45,5 +47,6 @@ fi
 cmake -S . -B "$build_dir" -DCMAKE_BUILD_TYPE=Release -DRETIKD_ONNX=ON "${cuda_args[@]}"
 cmake --build "$build_dir" -j2
 ctest --test-dir "$build_dir" --output-on-failure
+bash scripts/fuzz.sh --seconds 5 --quick-build
 bash scripts/sm53_gate.sh
 echo "test.sh: all done in $(( $(date +%s) - start )) s"

@@ -601,7 +601,7 @@ TEST_CASE("data: bad manifest rows under both policies") {
              "a.png\tnormal\ttrain\n"
              "missing.png\tnormal\ttrain\n"  // file does not exist
              "b.png\tretinitis\ttrain\n"     // unknown label
-             "a.png\tnormal\tval\n"          // listed twice
+             "a.png\tnormal\ttrain\n"        // listed twice (the same class and split: the repeat is dropped)
              "b.png\tnormal\n"               // too few fields
              "b.png\tnormal\ttset\n");       // unknown split
   SUBCASE("error: one exception naming each file and problem") {

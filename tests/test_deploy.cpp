@@ -480,7 +480,7 @@ TEST_CASE("deploy: corrupt, truncated, foreign and version-mismatched bundles fa
   }
   SUBCASE("an unknown architecture") {
     rewrite([](std::map<std::string, std::string>& m) { m["retikd.arch"] = "alexnet"; }, true);
-    require_bundle_error([&] { deploy::load_bundle(bad); }, "cannot rebuild architecture alexnet");
+    require_bundle_error([&] { deploy::load_bundle(bad); }, "architecture \"alexnet\" is not a bundle architecture");
   }
   SUBCASE("a plain safetensors file and a training checkpoint are not bundles") {
     io::save_module(bad, *model);

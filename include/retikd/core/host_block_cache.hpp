@@ -20,6 +20,8 @@
 #include <mutex>
 #include <new>
 
+#include "retikd/core/cli_args.hpp"
+
 namespace retikd {
 
 class HostBlockCache {
@@ -89,12 +91,8 @@ class HostBlockCache {
 
  private:
   HostBlockCache() {
-    const char* env = std::getenv("RETIKD_HOST_CACHE_MB");
-    if (env != nullptr && *env != '\0') {
-      char* end = nullptr;
-      const unsigned long long mb = std::strtoull(env, &end, 10);
-      if (end != env && *end == '\0') limit_ = static_cast<std::size_t>(mb) << 20;
-    }
+    // Strict and bounded (core/cli_args.hpp): 0 disables the cache, 1 TiB is beyond any host here.
+    limit_ = static_cast<std::size_t>(cli::env_int("RETIKD_HOST_CACHE_MB", 4096, 0, int64_t(1) << 20)) << 20;
   }
   std::mutex mutex_;
   std::multimap<std::size_t, void*> free_;

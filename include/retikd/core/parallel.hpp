@@ -22,6 +22,8 @@
 #include <thread>
 #include <vector>
 
+#include "retikd/core/cli_args.hpp"
+
 namespace retikd {
 
 class ThreadPool {
@@ -224,13 +226,11 @@ class ThreadPool {
   std::atomic<int> spin_floor_us_{0};  // SpinScope's floor
 };
 
+// RETIKD_NUM_THREADS (1 to 1024, strictly parsed: "abc" or "100000" is an error, not a silent default),
+// else every core.
 inline int default_num_threads() {
-  if (const char* env = std::getenv("RETIKD_NUM_THREADS")) {
-    int n = std::atoi(env);
-    if (n > 0) return n;
-  }
-  unsigned hw = std::thread::hardware_concurrency();
-  return hw == 0 ? 1 : static_cast<int>(hw);
+  const unsigned hw = std::thread::hardware_concurrency();
+  return static_cast<int>(cli::env_int("RETIKD_NUM_THREADS", hw == 0 ? 1 : static_cast<int64_t>(hw), 1, 1024));
 }
 
 inline ThreadPool& thread_pool() {

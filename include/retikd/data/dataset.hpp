@@ -7,6 +7,19 @@
 //    columns ignored; paths relative to the manifest's folder unless a root is given).
 // The `excluded` split is never loaded: its rows are counted, and their files are not even looked at.
 //
+// Hostile or careless folders and manifests cannot change the data silently:
+//  - a manifest path must lead to a file under the data root once ".", "..", doubled slashes and symbolic
+//    links are resolved (`outside_root` problem otherwise; DatasetOptions::allow_outside_root lifts this), so
+//    "../../etc/passwd" or an absolute path is never opened;
+//  - one file listed twice — by two spellings ("images/a.jpg", "images/./a.jpg"), a hard link or a symbolic
+//    link — is found by its (device, inode): when the listings agree on class and split the later ones are
+//    `duplicate` problems, when they disagree every listing is (which label would be true?);
+//  - folder walks follow links but never loop, and a link in one class folder into another part of the data
+//    set is not followed (data/fs.hpp), each with a warning;
+//  - identical file content under different names, in different splits or classes, is a warning (a copy of
+//    a test image in training inflates the test score): files are compared only when their sizes match, so
+//    the check reads almost nothing on real data.
+//
 // A Dataset is only the list of samples. Nothing here decodes pixels: the loader does that once, before
 // training, and applies the same bad-input policy to what it finds (see problems.hpp).
 #pragma once
@@ -15,7 +28,11 @@
 #include <array>
 #include <cmath>
 #include <cstdint>
+#include <cstdio>
+#include <cstring>
 #include <fstream>
+#include <map>
+#include <memory>
 #include <set>
 #include <sstream>
 #include <string>
@@ -41,8 +58,10 @@ using ClassCounts = std::array<int64_t, kNumClasses>;
 
 struct DatasetOptions {
   BadInput policy = BadInput::error;
-  WarningSink warnings = stderr_warnings();  // where skip-policy warnings go
+  WarningSink warnings = stderr_warnings();  // where skip-policy warnings and notes go
   std::string root;                          // manifests: the folder paths are relative to (default: its own)
+  bool allow_outside_root = false;           // manifests: accept paths that lead outside the root
+  bool check_content_duplicates = true;      // warn about identical files in different splits / classes
 };
 
 // "val" for val / valid / validation / dev, likewise train and test; "excluded"; anything else as given
@@ -148,9 +167,11 @@ namespace detail {
 
 inline bool is_hidden(const std::string& name) { return name.empty() || name[0] == '.'; }
 
-// Adds root/<class>/… of one split; unknown folders become problems.
+// Adds root/<class>/… of one split; unknown folders become problems. Each class folder's walk is fenced
+// with the data set's root, so no link in it pulls in another part of the data set.
 inline void scan_class_folders(const std::string& dir, const std::string& split, std::vector<Sample>& out,
-                               std::vector<Problem>& problems, int64_t* excluded, ClassCounts* excluded_counts) {
+                               std::vector<Problem>& problems, int64_t* excluded, ClassCounts* excluded_counts,
+                               const fs::WalkOptions& walk) {
   for (const fs::Entry& e : fs::list_dir(dir)) {
     if (is_hidden(e.name) || !e.is_dir) continue;
     const std::string folder = fs::join(dir, e.name);
@@ -158,19 +179,134 @@ inline void scan_class_folders(const std::string& dir, const std::string& split,
     std::vector<std::string> files;
     if (label < 0) {
       if (excluded) continue;  // excluded split: its folders are never looked into, known or not
-      fs::list_files_recursive(folder, files);
+      fs::list_files_recursive(folder, files, walk);
       problems.push_back({folder, ProblemKind::unknown_class,
                           str("unknown class folder '", e.name, "' (", files.size(), files.size() == 1 ? " file" : " files",
                               "; expected ", class_list_text(), ", in any case)")});
       continue;
     }
-    fs::list_files_recursive(folder, files);
+    fs::list_files_recursive(folder, files, walk);
     if (excluded) {
       *excluded += static_cast<int64_t>(files.size());
       (*excluded_counts)[label] += static_cast<int64_t>(files.size());
       continue;
     }
     for (std::string& f : files) out.push_back({std::move(f), label, split});
+  }
+}
+
+// The same file (device, inode) listed more than once: see the top of this file. `where[i]` says where
+// sample i was listed ("split.tsv line 7"; empty for folders).
+inline void drop_same_file_listings(std::vector<Sample>& samples, const std::vector<std::string>& where,
+                                    std::vector<Problem>& problems) {
+  std::map<std::pair<uint64_t, uint64_t>, std::vector<std::size_t>> by_file;
+  for (std::size_t i = 0; i < samples.size(); ++i) {
+    uint64_t dev = 0, ino = 0;
+    if (fs::file_identity(samples[i].path, dev, ino)) by_file[{dev, ino}].push_back(i);
+  }
+  std::vector<bool> drop(samples.size(), false);
+  auto describe = [&](std::size_t i) {
+    std::string d = samples[i].path + " (" + class_name(samples[i].label);
+    if (!samples[i].split.empty()) d += ", " + samples[i].split;
+    if (i < where.size() && !where[i].empty()) d += ", " + where[i];
+    return d + ")";
+  };
+  for (const auto& kv : by_file) {
+    const std::vector<std::size_t>& idx = kv.second;
+    if (idx.size() < 2) continue;
+    bool agree = true;
+    for (std::size_t k : idx)
+      agree = agree && samples[k].label == samples[idx[0]].label && samples[k].split == samples[idx[0]].split;
+    std::string all;
+    for (std::size_t k : idx) all += (all.empty() ? "" : "; ") + describe(k);
+    const std::string times = idx.size() == 2 ? "twice" : str(idx.size(), " times");
+    for (std::size_t j = agree ? 1 : 0; j < idx.size(); ++j) {
+      drop[idx[j]] = true;
+      // Each listing's own place first: listings of one file under one spelling are separate problems.
+      const std::string at = idx[j] < where.size() && !where[idx[j]].empty() ? where[idx[j]] + ": " : "";
+      problems.push_back({samples[idx[j]].path, ProblemKind::duplicate,
+                          agree ? str(at, "the same file is listed ", times, ": ", all)
+                                : str(at, "the same file is listed ", times, " with different classes or splits, so "
+                                      "none of its labels can be trusted: ", all)});
+    }
+  }
+  std::vector<Sample> kept;
+  kept.reserve(samples.size());
+  for (std::size_t i = 0; i < samples.size(); ++i)
+    if (!drop[i]) kept.push_back(std::move(samples[i]));
+  samples = std::move(kept);
+}
+
+inline uint64_t content_hash(const std::string& path, bool& ok) {
+  ok = false;
+  std::unique_ptr<std::FILE, int (*)(std::FILE*)> f(std::fopen(path.c_str(), "rb"), &std::fclose);
+  if (!f) return 0;
+  uint64_t h = 0xcbf29ce484222325ULL;  // FNV-1a: a warning's hash, confirmed byte by byte before reporting
+  unsigned char buf[1 << 15];
+  for (;;) {
+    const std::size_t got = std::fread(buf, 1, sizeof buf, f.get());
+    for (std::size_t i = 0; i < got; ++i) h = (h ^ buf[i]) * 0x100000001B3ULL;
+    if (got < sizeof buf) break;
+  }
+  ok = !std::ferror(f.get());
+  return h;
+}
+
+inline bool same_content(const std::string& a, const std::string& b) {
+  std::unique_ptr<std::FILE, int (*)(std::FILE*)> fa(std::fopen(a.c_str(), "rb"), &std::fclose);
+  std::unique_ptr<std::FILE, int (*)(std::FILE*)> fb(std::fopen(b.c_str(), "rb"), &std::fclose);
+  if (!fa || !fb) return false;
+  unsigned char x[1 << 15], y[1 << 15];
+  for (;;) {
+    const std::size_t n = std::fread(x, 1, sizeof x, fa.get()), m = std::fread(y, 1, sizeof y, fb.get());
+    if (n != m || std::memcmp(x, y, n) != 0) return false;
+    if (n < sizeof x) return !std::ferror(fa.get()) && !std::ferror(fb.get());
+  }
+}
+
+// Identical content in samples of different splits or classes: one note per group of identical files.
+inline void note_content_duplicates(const std::vector<Sample>& samples, DataReport& report) {
+  std::map<int64_t, std::vector<std::size_t>> by_size;
+  for (std::size_t i = 0; i < samples.size(); ++i) {
+    uint64_t dev = 0, ino = 0;
+    int64_t size = 0;
+    if (fs::file_identity(samples[i].path, dev, ino, &size) && size > 0) by_size[size].push_back(i);
+  }
+  auto mixed = [&](const std::vector<std::size_t>& idx) {
+    for (std::size_t k : idx)
+      if (samples[k].label != samples[idx[0]].label || samples[k].split != samples[idx[0]].split) return true;
+    return false;
+  };
+  for (const auto& kv : by_size) {
+    if (kv.second.size() < 2 || !mixed(kv.second)) continue;
+    std::map<uint64_t, std::vector<std::size_t>> by_hash;
+    for (std::size_t i : kv.second) {
+      bool ok = false;
+      const uint64_t h = content_hash(samples[i].path, ok);
+      if (ok) by_hash[h].push_back(i);
+    }
+    for (const auto& hv : by_hash) {
+      std::vector<std::size_t> rest = hv.second;
+      while (rest.size() >= 2) {  // split a hash bucket into groups of truly identical files
+        std::vector<std::size_t> same{rest[0]}, other;
+        for (std::size_t k = 1; k < rest.size(); ++k)
+          (same_content(samples[rest[0]].path, samples[rest[k]].path) ? same : other).push_back(rest[k]);
+        if (same.size() >= 2 && mixed(same)) {
+          std::string list;
+          bool splits_differ = false;
+          for (std::size_t k : same) {
+            list += (list.empty() ? "" : "; ") + samples[k].path + " (" + class_name(samples[k].label) +
+                    (samples[k].split.empty() ? "" : ", " + samples[k].split) + ")";
+            splits_differ = splits_differ || samples[k].split != samples[same[0]].split;
+          }
+          report.note(str("identical content in ", same.size(), " files: ", list,
+                          splits_differ ? " — the same image in more than one split leaks evaluation data into "
+                                          "training"
+                                        : " — the same image under different classes"));
+        }
+        rest = std::move(other);
+      }
+    }
   }
 }
 
@@ -184,6 +320,10 @@ inline Dataset Dataset::from_folders(const std::string& root, const DatasetOptio
   ds.source = root;
   ds.report.set_sink(opt.warnings);
   std::vector<Problem> problems;
+  std::vector<std::string> notes;
+  fs::WalkOptions walk;
+  walk.fence = root;
+  walk.notes = [&](const std::string& line) { notes.push_back(line); };
   const std::vector<fs::Entry> top = fs::list_dir(root);
   bool split_layout = false;
   for (const fs::Entry& e : top)
@@ -200,15 +340,18 @@ inline Dataset Dataset::from_folders(const std::string& root, const DatasetOptio
         continue;
       }
       if (split == "excluded") {
-        detail::scan_class_folders(folder, split, ds.samples, problems, &ds.excluded, &ds.excluded_counts);
+        detail::scan_class_folders(folder, split, ds.samples, problems, &ds.excluded, &ds.excluded_counts, walk);
       } else {
-        detail::scan_class_folders(folder, split, ds.samples, problems, nullptr, nullptr);
+        detail::scan_class_folders(folder, split, ds.samples, problems, nullptr, nullptr, walk);
       }
     }
   } else {
-    detail::scan_class_folders(root, "", ds.samples, problems, nullptr, nullptr);
+    detail::scan_class_folders(root, "", ds.samples, problems, nullptr, nullptr, walk);
   }
+  for (const std::string& n : notes) ds.report.note(n);
+  detail::drop_same_file_listings(ds.samples, {}, problems);
   apply_policy(opt.policy, root, std::move(problems), ds.report);
+  if (opt.check_content_duplicates) detail::note_content_duplicates(ds.samples, ds.report);
   return ds;
 }
 
@@ -284,6 +427,11 @@ inline Dataset Dataset::from_manifest(const std::string& manifest, const Dataset
   ds.source = manifest;
   ds.report.set_sink(opt.warnings);
   const std::string ext = fs::extension_lower(manifest);
+  const std::string root_real = fs::resolve(ds.root);
+  if (root_real.empty() || !fs::is_directory(root_real))
+    throw_problem(ds.root, ProblemKind::not_found, "the manifest's data root does not exist (or is not a folder)");
+  const std::string outside_hint = "a manifest may only list files under its data root " + root_real +
+                                   " (allow_outside_root / --allow-outside-root permits others)";
 
   std::string line;
   int64_t line_no = 0;
@@ -321,7 +469,7 @@ inline Dataset Dataset::from_manifest(const std::string& manifest, const Dataset
   const std::string mname = fs::basename(manifest);
 
   std::vector<Problem> problems;
-  std::unordered_set<std::string> seen;
+  std::vector<std::string> where_listed;  // per sample, for the duplicate check
   while (std::getline(in, line)) {
     ++line_no;
     if (!line.empty() && line.back() == '\r') line.pop_back();
@@ -339,7 +487,15 @@ inline Dataset Dataset::from_manifest(const std::string& manifest, const Dataset
       problems.push_back({str(manifest, ":", line_no), ProblemKind::bad_row, "row has an empty path"});
       continue;
     }
-    const std::string path = fs::join(ds.root, rel);
+    if (rel.find('\0') != std::string::npos) {  // the system would see only the part before it
+      problems.push_back({str(manifest, ":", line_no), ProblemKind::bad_row, "the path holds a NUL byte"});
+      continue;
+    }
+    // The row's path, lexically normalised ("a/./b//c" → "a/b/c"); one that climbs out of the root
+    // ("../x") or is absolute is confined below unless outside paths are allowed.
+    std::string normal;
+    const bool relative_inside = fs::normalize_relative(rel, normal);
+    const std::string path = relative_inside ? fs::join(ds.root, normal) : fs::join(ds.root, rel);
     const int label = parse_class(f[c_label], /*allow_index=*/true);
     if (split == "excluded") {  // never loaded: not even checked
       ++ds.excluded;
@@ -358,8 +514,9 @@ inline Dataset Dataset::from_manifest(const std::string& manifest, const Dataset
                               class_list_text(), ", any case, or 0-3)")});
       continue;
     }
-    if (!seen.insert(path).second) {
-      problems.push_back({path, ProblemKind::duplicate, str("listed twice (again at ", where, ")")});
+    if (!opt.allow_outside_root && !relative_inside && rel[0] != '/') {  // never touches the file
+      problems.push_back({path, ProblemKind::outside_root, str("the path climbs out of the data root (", where, "); ",
+                                                               outside_hint)});
       continue;
     }
     if (!fs::is_regular_file(path)) {
@@ -367,9 +524,21 @@ inline Dataset Dataset::from_manifest(const std::string& manifest, const Dataset
                           str("file listed in the manifest does not exist, or is not a regular file (", where, ")")});
       continue;
     }
+    if (!opt.allow_outside_root) {
+      const std::string real = fs::resolve(path);
+      if (!fs::is_within(real, root_real)) {
+        problems.push_back({path, ProblemKind::outside_root,
+                            str("the path resolves to ", real, ", outside the data root (", where, "); ",
+                                outside_hint)});
+        continue;
+      }
+    }
     ds.samples.push_back({path, label, split});
+    where_listed.push_back(where);
   }
+  detail::drop_same_file_listings(ds.samples, where_listed, problems);
   apply_policy(opt.policy, manifest, std::move(problems), ds.report);
+  if (opt.check_content_duplicates) detail::note_content_duplicates(ds.samples, ds.report);
   return ds;
 }
 

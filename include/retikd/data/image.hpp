@@ -5,18 +5,43 @@
 // values nominally in [0, 1] until Normalize — torchvision's `ToTensor()` layout, so the transforms can follow
 // torchvision's tensor definitions line by line. ByteBatch carries uint8 NCHW batches: the core has no uint8
 // dtype, and an int32 tensor of 0..255 would cost four times the memory the uint8 path exists to save.
+//
+// max_image_pixels() is the largest image (width x height) the pipeline makes: decoding refuses larger
+// files before it allocates (data/decode.hpp), and Resize refuses to blow a thin image up beyond it.
 #pragma once
 
 #include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <cstdint>
 #include <vector>
 
+#include "retikd/core/cli_args.hpp"
 #include "retikd/core/error.hpp"
 #include "retikd/core/shape.hpp"
 
 namespace retikd {
 namespace data {
+
+constexpr int64_t kDefaultMaxImagePixels = 50000000;  // 50 MP: any fundus camera's full resolution fits
+constexpr int kMaxImageSide = 1 << 15;                   // stb_image's own limit (STBI_MAX_DIMENSIONS)
+
+namespace detail {
+inline std::atomic<int64_t>& max_pixels_setting() {
+  // The environment is read once, on first use; a malformed value is an error, not a silent default.
+  static std::atomic<int64_t> v{cli::env_int("RETIKD_MAX_IMAGE_PIXELS", kDefaultMaxImagePixels, 1,
+                                             int64_t(kMaxImageSide) * kMaxImageSide)};
+  return v;
+}
+}  // namespace detail
+
+// The pixel limit for every thread (default 50,000,000; RETIKD_MAX_IMAGE_PIXELS sets the starting value).
+inline int64_t max_image_pixels() { return detail::max_pixels_setting().load(); }
+inline void set_max_image_pixels(int64_t pixels) {
+  RETIKD_CHECK(pixels >= 1 && pixels <= int64_t(kMaxImageSide) * kMaxImageSide, "set_max_image_pixels: ", pixels,
+               " is not in [1, ", int64_t(kMaxImageSide) * kMaxImageSide, "]");
+  detail::max_pixels_setting().store(pixels);
+}
 
 // 8-bit RGB, row-major, interleaved: pixel (y, x) channel c at pixels[(y * width + x) * 3 + c].
 struct ImageU8 {

@@ -46,6 +46,9 @@
 namespace retikd {
 namespace data {
 
+// More worker threads than this is a typo (each holds a batch in flight), not a configuration.
+constexpr int kMaxLoaderWorkers = 256;
+
 struct LoaderOptions {
   int64_t batch_size = 32;
   int num_workers = 2;         // 0: batches are built on the thread that calls next()
@@ -101,7 +104,8 @@ class Loader {
       : source_(std::move(source)), opt_(std::move(opt)), report_(opt_.warnings) {
     RETIKD_CHECK(source_ != nullptr, "Loader: null source");
     RETIKD_CHECK(opt_.batch_size > 0, "Loader: batch_size ", opt_.batch_size, " must be positive");
-    RETIKD_CHECK(opt_.num_workers >= 0, "Loader: num_workers ", opt_.num_workers, " must be >= 0");
+    RETIKD_CHECK(opt_.num_workers >= 0 && opt_.num_workers <= kMaxLoaderWorkers, "Loader: num_workers ",
+                 opt_.num_workers, " is not in [0, ", kMaxLoaderWorkers, "]");
     RETIKD_CHECK(opt_.prefetch >= 1, "Loader: prefetch ", opt_.prefetch, " must be >= 1");
     RETIKD_CHECK(!opt_.preprocess || !opt_.preprocess->is_random(), "Loader: preprocess ",
                  opt_.preprocess->describe(), " is random; random transforms belong in `transform` (the "
@@ -143,7 +147,8 @@ class Loader {
   }
   int64_t num_batches() {
     const int64_t n = size();
-    return opt_.drop_last ? n / opt_.batch_size : (n + opt_.batch_size - 1) / opt_.batch_size;
+    // n / b rounded up without forming n + b − 1, which overflows for a batch size near INT64_MAX.
+    return opt_.drop_last ? n / opt_.batch_size : n / opt_.batch_size + (n % opt_.batch_size != 0);
   }
   const DataReport& report() const { return report_; }
   const LoaderOptions& options() const { return opt_; }
@@ -392,7 +397,7 @@ class Loader {
       } else if (status == 0) {
         uint32_t w = 0, h = 0;
         if (std::fread(&w, sizeof w, 1, f.get()) != 1 || std::fread(&h, sizeof h, 1, f.get()) != 1 || w == 0 ||
-            h == 0 || w > (1u << 15) || h > (1u << 15))
+            h == 0 || w > (1u << 15) || h > (1u << 15) || int64_t(w) * h > max_image_pixels())
           return stale("is corrupt");
         ImageU8 img(static_cast<int>(w), static_cast<int>(h));
         if (std::fread(img.pixels.data(), 1, img.pixels.size(), f.get()) != img.pixels.size())

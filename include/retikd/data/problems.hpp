@@ -7,6 +7,10 @@
 //    them, before any training starts;
 //  - BadInput::skip (`--skip-bad`): drop the offending sample, print one warning per file, and count it in
 //    the DataReport that the run's report prints.
+// Some findings are warnings under both policies because nothing is dropped for them and the data is not
+// changed: a folder link that is not followed (a loop, or a link into another class's folder) and identical
+// image content in rows of different splits or classes. They go to the same sink as notes (DataReport::note)
+// and are kept for the run's report.
 // Problems that leave nothing to skip (a manifest missing a column, a root that does not exist) are errors
 // under both policies.
 #pragma once
@@ -43,8 +47,10 @@ enum class ProblemKind {
   duplicate,       // a path listed twice in a manifest
   missing_column,  // a manifest without a required column (never skippable)
   not_found,       // a dataset root or manifest that does not exist (never skippable)
+  too_large,       // an image above the pixel limit (data/decode.hpp), refused before decoding
+  outside_root,    // a manifest path that leads outside the data root (and outside paths were not allowed)
 };
-constexpr int kNumProblemKinds = 12;
+constexpr int kNumProblemKinds = 14;
 
 inline const char* problem_kind_name(ProblemKind k) {
   switch (k) {
@@ -60,6 +66,8 @@ inline const char* problem_kind_name(ProblemKind k) {
     case ProblemKind::duplicate: return "duplicate entry";
     case ProblemKind::missing_column: return "missing column";
     case ProblemKind::not_found: return "not found";
+    case ProblemKind::too_large: return "too large";
+    case ProblemKind::outside_root: return "outside the data root";
   }
   return "unknown";
 }
@@ -69,7 +77,7 @@ struct Problem {
   ProblemKind kind;
   std::string message;  // what is wrong, without the path
 
-  std::string to_string() const { return path + ": " + message; }
+  std::string to_string() const { return path.empty() ? message : path + ": " + message; }
 };
 
 // Thrown for bad input under the error policy; what() names the file(s) and the problem(s).
@@ -121,6 +129,8 @@ class DataReport {
     problems_ = o.problems_;
     warned_ = o.warned_;
     counts_ = o.counts_;
+    notes_ = o.notes_;
+    noted_ = o.noted_;
     sink_ = o.sink_;
   }
   DataReport& operator=(const DataReport& o) {
@@ -129,6 +139,8 @@ class DataReport {
     problems_ = o.problems_;
     warned_ = o.warned_;
     counts_ = o.counts_;
+    notes_ = o.notes_;
+    noted_ = o.noted_;
     sink_ = o.sink_;
     return *this;
   }
@@ -149,16 +161,35 @@ class DataReport {
     }
     if (sink) sink("skipping " + p.to_string());
   }
-  // Adds another report's problems (those for files not yet recorded) without warning again.
+  // Records a warning that drops nothing (see the top of this file); sent to the sink once.
+  void note(const std::string& line) {
+    WarningSink sink;
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      if (!noted_.insert(line).second) return;
+      notes_.push_back(line);
+      sink = sink_;
+    }
+    if (sink) sink(line);
+  }
+  std::vector<std::string> notes() const {
+    std::lock_guard<std::mutex> lock(mutex_);
+    return notes_;
+  }
+
+  // Adds another report's problems (those for files not yet recorded) and notes without warning again.
   void absorb(const DataReport& other) {
     if (&other == this) return;
     const std::vector<Problem> theirs = other.problems();
+    const std::vector<std::string> their_notes = other.notes();
     std::lock_guard<std::mutex> lock(mutex_);
     for (const Problem& p : theirs) {
       if (!warned_.insert(p.path + '\n' + p.message).second) continue;
       problems_.push_back(p);
       ++counts_[static_cast<int>(p.kind)];
     }
+    for (const std::string& n : their_notes)
+      if (noted_.insert(n).second) notes_.push_back(n);
   }
 
   std::vector<Problem> problems() const {
@@ -194,6 +225,8 @@ class DataReport {
   std::vector<Problem> problems_;
   std::set<std::string> warned_;
   std::array<int64_t, kNumProblemKinds> counts_{};
+  std::vector<std::string> notes_;  // in order
+  std::set<std::string> noted_;     // the same, for de-duplication
   WarningSink sink_;
 };
 

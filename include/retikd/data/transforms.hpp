@@ -39,6 +39,7 @@
 #include "retikd/core/error.hpp"
 #include "retikd/core/random.hpp"
 #include "retikd/data/image.hpp"
+#include "retikd/data/problems.hpp"
 
 namespace retikd {
 namespace data {
@@ -446,7 +447,17 @@ class Resize : public Transform {
   }
   void apply(Image& img, Generator&) const override {
     int h = h_, w = w_;
-    if (size_ > 0) std::tie(h, w) = shorter_side_size(img.height, img.width, size_);
+    if (size_ > 0) {
+      // A thin image (32768 x 16) resized to a shorter side of 224 would be 458752 x 224: bounded like decoding.
+      const int64_t longer = static_cast<int64_t>(size_) * std::max(img.height, img.width) /
+                             std::max(1, std::min(img.height, img.width));
+      if (longer > kMaxImageSide || longer * size_ > max_image_pixels())
+        throw_problem("", ProblemKind::too_large,
+                      detail::fmt("Resize(", size_, ") of a ", img.width, "x", img.height, " image would make it ",
+                                  longer, " px long, above the image limits (", kMaxImageSide, " px a side, ",
+                                  max_image_pixels(), " pixels)"));
+      std::tie(h, w) = shorter_side_size(img.height, img.width, size_);
+    }
     if (h == img.height && w == img.width) return;
     img = resize(img, h, w, antialias_);
   }

@@ -29,6 +29,13 @@
 // Loading treats the file as untrusted: a truncated or damaged file fails in the safetensors validation or the
 // checksum, an unknown or newer format version, a missing key, a class list that does not match the model,
 // or tensors that do not fit the architecture each throw BundleError naming the file and the problem.
+// The checksum proves integrity, not sanity (anyone can recompute it), so every field is also checked against
+// what a screening model can be before anything is allocated for it (check_bundle_fields, also applied on
+// export): a known CNN architecture with 3 input channels; width_mult in [0.1, 4] (1 for ResNets); 1 to
+// 1000 classes whose names are 1 to 64 bytes of UTF-8 without control characters, all different; resize and
+// crop 0 or 16 to 1024 px; mean finite within ±10 and std within [0.001, 1000] (so normalised inputs stay
+// finite, in fp16 too); and every weight finite. Class names are free text: wherever one reaches a file name
+// (Grad-CAM overlays) or a CSV cell it is sanitised there (deploy/classify.hpp).
 // A MobileNetV2 student with 4 classes is 4,434,136 bytes (2,211,940 folded parameters × 2 bytes plus a 10 KB
 // header; limit 4,500,000 bytes, the paper's fp32 file was 8.79 MB).
 #pragma once
@@ -133,6 +140,58 @@ struct ExportOptions {
   Preprocess preprocess;
   std::map<std::string, std::string> metadata;  // stored as is; keys may not start with "retikd."
 };
+
+// The sanity limits of a bundle's fields (see the top of this file).
+constexpr int64_t kBundleMaxClasses = 1000;
+constexpr std::size_t kBundleMaxClassNameBytes = 64;
+constexpr int kBundleMinSide = 16, kBundleMaxSide = 1024;  // resize and crop, when not 0
+constexpr double kBundleMinWidthMult = 0.1, kBundleMaxWidthMult = 4.0;
+constexpr float kBundleMaxAbsMean = 10.0f, kBundleMinStd = 1e-3f, kBundleMaxStd = 1e3f;
+
+inline std::vector<std::string> bundle_archs() { return {"mobilenet_v2", "resnet18", "resnet34", "efficientnet_b0"}; }
+
+// "" when the fields describe a model a bundle may hold (the limits above), else what is wrong.
+inline std::string check_bundle_fields(const std::string& arch, const nn::ModelOptions& o,
+                                       const std::vector<std::string>& classes, const Preprocess& p) {
+  const std::vector<std::string> archs = bundle_archs();
+  if (std::find(archs.begin(), archs.end(), arch) == archs.end())
+    return "architecture \"" + arch + "\" is not a bundle architecture (mobilenet_v2, resnet18, resnet34, "
+           "efficientnet_b0)";
+  if (o.in_chans != 3) return str("in_chans ", o.in_chans, ": a bundle classifies RGB images (3 channels)");
+  if (o.num_classes < 1 || o.num_classes > kBundleMaxClasses)
+    return str("num_classes ", o.num_classes, " is not in [1, ", kBundleMaxClasses, "]");
+  const bool has_width = arch == "mobilenet_v2" || arch == "efficientnet_b0";
+  if (!std::isfinite(o.width_mult) || (has_width && (o.width_mult < kBundleMinWidthMult ||
+                                                     o.width_mult > kBundleMaxWidthMult)))
+    return str("width_mult ", o.width_mult, " is not in [", kBundleMinWidthMult, ", ", kBundleMaxWidthMult, "]");
+  if (!has_width && o.width_mult != 1.0) return str("width_mult ", o.width_mult, ": ", arch, " has no width multiplier");
+  if (static_cast<int64_t>(classes.size()) != o.num_classes)
+    return str(classes.size(), " class names for num_classes ", o.num_classes);
+  std::vector<std::string> sorted = classes;
+  std::sort(sorted.begin(), sorted.end());
+  for (std::size_t i = 0; i < sorted.size(); ++i) {
+    const std::string& c = sorted[i];
+    if (c.empty() || c.size() > kBundleMaxClassNameBytes)
+      return str("class name \"", c.substr(0, kBundleMaxClassNameBytes), c.size() > kBundleMaxClassNameBytes ? "…" : "",
+                 "\" is not 1 to ", kBundleMaxClassNameBytes, " bytes long");
+    if (!io::is_valid_utf8(c)) return "a class name is not valid UTF-8";
+    for (unsigned char ch : c)
+      if (ch < 0x20 || ch == 0x7f) return "class name " + io::json_string(c) + " holds a control character";
+    if (i > 0 && c == sorted[i - 1]) return "class name \"" + c + "\" appears twice";
+  }
+  auto side_ok = [](int v) { return v == 0 || (v >= kBundleMinSide && v <= kBundleMaxSide); };
+  if (!side_ok(p.resize) || !side_ok(p.crop))
+    return str("preprocess resize ", p.resize, " / crop ", p.crop, ": each must be 0 (none) or ", kBundleMinSide,
+               " to ", kBundleMaxSide, " px");
+  if (p.input_size() <= 0) return "preprocess needs a resize or a crop size (the model's input size)";
+  for (int c = 0; c < 3; ++c) {
+    if (!std::isfinite(p.mean[c]) || std::fabs(p.mean[c]) > kBundleMaxAbsMean)
+      return str("preprocess mean ", p.mean[c], " is not a finite number within ±", kBundleMaxAbsMean);
+    if (!std::isfinite(p.std[c]) || p.std[c] < kBundleMinStd || p.std[c] > kBundleMaxStd)
+      return str("preprocess std ", p.std[c], " is not in [", kBundleMinStd, ", ", kBundleMaxStd, "]");
+  }
+  return "";
+}
 
 namespace detail {
 
@@ -316,14 +375,9 @@ inline BundleInfo export_bundle(const std::string& path, nn::Model& student, con
   if (static_cast<int64_t>(info.classes.size()) != folded->num_classes())
     throw BundleError(path, str(info.classes.size(), " class names for a model with ", folded->num_classes(),
                                 " outputs"));
-  for (const auto& c : info.classes)
-    if (c.empty() || !io::is_valid_utf8(c)) throw BundleError(path, "class names must be non-empty UTF-8");
   const Preprocess& p = opt.preprocess;
-  if (p.resize < 0 || p.crop < 0 || (p.resize == 0 && p.crop == 0))
-    throw BundleError(path, "preprocess needs a resize or a crop size (the model's input size)");
-  for (int c = 0; c < 3; ++c)
-    if (!(p.std[c] > 0) || !std::isfinite(p.mean[c]))
-      throw BundleError(path, "preprocess mean must be finite and std positive");
+  const std::string bad = check_bundle_fields(info.arch, info.options, info.classes, p);
+  if (!bad.empty()) throw BundleError(path, "cannot export: " + bad);
   for (const auto& kv : opt.metadata)
     if (kv.first.compare(0, 7, "retikd.") == 0)
       throw BundleError(path, "metadata key \"" + kv.first + "\" is reserved (keys starting \"retikd.\")");
@@ -363,14 +417,16 @@ inline void parse_model_metadata(const MetaReader& r, const std::map<std::string
   {
     const io::JsonValue o = r.parse("retikd.model_options", need("retikd.model_options"));
     if (!o.is_object()) r.bad("metadata retikd.model_options is not a JSON object");
-    info.options.num_classes = r.integer(r.member(o, "retikd.model_options", "num_classes"), "num_classes", 1, 1 << 20);
-    info.options.in_chans = r.integer(r.member(o, "retikd.model_options", "in_chans"), "in_chans", 1, 1 << 16);
+    info.options.num_classes =
+        r.integer(r.member(o, "retikd.model_options", "num_classes"), "num_classes", 1, kBundleMaxClasses);
+    info.options.in_chans = r.integer(r.member(o, "retikd.model_options", "in_chans"), "in_chans", 3, 3);
     info.options.width_mult = r.number(r.member(o, "retikd.model_options", "width_mult"), "width_mult");
-    if (!(info.options.width_mult > 0)) r.bad("width_mult must be positive");
   }
   {
     const io::JsonValue a = r.parse("retikd.classes", need("retikd.classes"));
     if (!a.is_array()) r.bad("metadata retikd.classes is not a JSON array");
+    if (a.items.size() > static_cast<std::size_t>(kBundleMaxClasses))
+      r.bad(str("metadata retikd.classes holds ", a.items.size(), " names, more than ", kBundleMaxClasses));
     for (const auto& it : a.items) {
       if (!it.is_string() || it.text.empty()) r.bad("metadata retikd.classes holds a non-string or empty name");
       info.classes.push_back(it.text);
@@ -384,14 +440,15 @@ inline void parse_model_metadata(const MetaReader& r, const std::map<std::string
     const io::JsonValue& fc = r.member(p, "retikd.preprocess", "fundus_crop");
     if (!fc.is_bool()) r.bad("preprocess fundus_crop must be true or false");
     info.preprocess.fundus_crop = fc.boolean;
-    info.preprocess.resize = static_cast<int>(r.integer(r.member(p, "retikd.preprocess", "resize"), "resize", 0, 1 << 15));
-    info.preprocess.crop = static_cast<int>(r.integer(r.member(p, "retikd.preprocess", "crop"), "crop", 0, 1 << 15));
+    info.preprocess.resize =
+        static_cast<int>(r.integer(r.member(p, "retikd.preprocess", "resize"), "resize", 0, kBundleMaxSide));
+    info.preprocess.crop =
+        static_cast<int>(r.integer(r.member(p, "retikd.preprocess", "crop"), "crop", 0, kBundleMaxSide));
     info.preprocess.mean = r.triple(r.member(p, "retikd.preprocess", "mean"), "preprocess mean");
     info.preprocess.std = r.triple(r.member(p, "retikd.preprocess", "std"), "preprocess std");
-    for (float s : info.preprocess.std)
-      if (!(s > 0)) r.bad("preprocess std must be positive");
-    if (info.preprocess.input_size() <= 0) r.bad("preprocess has neither a resize nor a crop size");
   }
+  const std::string bad = check_bundle_fields(info.arch, info.options, info.classes, info.preprocess);
+  if (!bad.empty()) r.bad(bad);
 }
 
 inline BundleInfo parse_info(const std::string& path, const io::SafetensorsContents& c, bool verify) {
@@ -435,6 +492,18 @@ inline BundleInfo parse_info(const std::string& path, const io::SafetensorsConte
   return info;
 }
 
+// A NaN or infinite weight makes every output NaN, which argmax would turn into class 0 for every image.
+inline void check_finite_weights(const std::string& path, const io::SafetensorsContents& c) {
+  for (const auto& nt : c.tensors) {
+    if (!is_floating(nt.second.dtype())) continue;
+    const std::vector<float> v = nt.second.to_vector<float>();
+    for (std::size_t i = 0; i < v.size(); ++i)
+      if (!std::isfinite(v[i]))
+        throw BundleError(path, str("tensor ", nt.first, " holds a non-finite value (", v[i], " at element ", i,
+                                    "): the weights are broken"));
+  }
+}
+
 inline io::SafetensorsContents read_bundle_file(const std::string& path) {
   struct stat st;
   if (::stat(path.c_str(), &st) != 0) throw BundleError(path, "cannot open: no such file");
@@ -458,6 +527,7 @@ inline Bundle load_bundle(const std::string& path) {
   const io::SafetensorsContents c = detail::read_bundle_file(path);
   Bundle b;
   b.info = detail::parse_info(path, c, /*verify=*/true);
+  detail::check_finite_weights(path, c);
   try {
     b.model = folded_skeleton(b.info.arch, b.info.options);
   } catch (const Error& e) {

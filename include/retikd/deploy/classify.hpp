@@ -8,7 +8,13 @@
 //   deploy::write_text_file("out.csv", deploy::predictions_csv(p, c.info().classes));
 //
 // Bad input never stops a run: a file that cannot be read or decoded (missing, empty, truncated, not an
-// image) gives a Prediction with ok = false and the reason in `error`, and the batch goes on without it.
+// image, too large) gives a Prediction with ok = false and the reason in `error`, and the batch goes on
+// without it. A model output that is not finite (NaN or infinity in any probability) is an error for that
+// image (model_error, CSV status "error"), never a class: argmax over NaN would otherwise name class 0.
+// A Grad-CAM overlay that cannot be written costs that overlay only (the reason goes to `error`, the
+// prediction stays). Text from outside — class names, file names — is sanitised where it becomes part of a
+// file name (only [A-Za-z0-9._-] survive, so every overlay lands directly in the folder given) and where it
+// becomes a CSV cell (quoted, and a leading = + - @ is defused so spreadsheets do not run it as a formula).
 // Decoding and preprocessing run on the thread pool, one file per task; inference runs in batches of
 // ClassifyOptions::batch images of the same size (a bundle with a crop always gives the same size). On the CPU a
 // folded student runs through deploy::CpuEngine (fused NCHWc layers) unless use_cpu_engine(false) asks for the
@@ -57,14 +63,17 @@ struct ImageList {
 };
 
 // Files named are kept whatever their extension (decoding will say if they are not images); folders are
-// walked recursively for image files, hidden entries skipped. Nothing here throws for a bad input.
+// walked recursively for image files, hidden entries skipped, links followed but never in a loop (each link
+// not followed is a line in `problems`). Nothing here throws for a bad input.
 inline ImageList collect_images(const std::vector<std::string>& inputs) {
   ImageList out;
+  data::fs::WalkOptions walk;
+  walk.notes = [&](const std::string& line) { out.problems.push_back(line); };
   for (const std::string& p : inputs) {
     if (data::fs::is_directory(p)) {
       std::vector<std::string> all;
       try {
-        data::fs::list_files_recursive(p, all);
+        data::fs::list_files_recursive(p, all, walk);
       } catch (const std::exception& e) {
         out.problems.push_back(p + ": cannot list the folder (" + e.what() + ")");
         continue;
@@ -90,7 +99,8 @@ inline ImageList collect_images(const std::vector<std::string>& inputs) {
 struct Prediction {
   std::string path;
   bool ok = false;
-  std::string error;          // why the file was skipped (ok = false)
+  bool model_error = false;   // the image was read but the model's output was not finite (ok = false)
+  std::string error;          // why the file was skipped or failed (ok = false), or why its overlay is missing
   int64_t label = -1;         // the predicted class (index into the bundle's classes)
   std::vector<float> probs;   // softmax over the classes
   int64_t truth = -1;         // the known class, if any (same indexing), else -1
@@ -216,6 +226,14 @@ class Classifier {
         for (std::size_t g = 0; g < group.size(); ++g) {
           Prediction& pr = out[start + group[g]];
           pr.probs.assign(pp + g * K, pp + (g + 1) * K);
+          if (!std::all_of(pr.probs.begin(), pr.probs.end(), [](float v) { return std::isfinite(v); })) {
+            pr.ok = false;
+            pr.model_error = true;
+            pr.probs.clear();
+            pr.error = pr.path + ": the model's output for this image is not finite (NaN or infinity): no class "
+                                 "can be given (a broken bundle, or a numeric overflow in reduced precision)";
+            continue;
+          }
           pr.label = std::max_element(pr.probs.begin(), pr.probs.end()) - pr.probs.begin();
         }
       }
@@ -249,7 +267,8 @@ inline std::vector<int64_t> class_index_map(const std::vector<std::string>& bund
 // ---- summary -------------------------------------------------------------------------------------------------
 
 struct ClassifySummary {
-  int64_t total = 0, classified = 0, skipped = 0;
+  int64_t total = 0, classified = 0, skipped = 0;  // skipped: unreadable files and model errors
+  int64_t model_errors = 0;                        // of the skipped: read, but the output was not finite
   int64_t labelled = 0, correct = 0;           // among the classified ones with a known truth
   std::vector<std::vector<int64_t>> confusion;  // [truth][predicted]
 
@@ -269,6 +288,7 @@ inline ClassifySummary summarize(const std::vector<Prediction>& preds, std::size
     ++s.total;
     if (!p.ok) {
       ++s.skipped;
+      s.model_errors += p.model_error;
       continue;
     }
     ++s.classified;
@@ -289,35 +309,58 @@ struct OverlayOptions {
   float alpha = 0.45f;
 };
 
-// Writes one PNG per classified prediction, "<dir>/<index>_<file stem>_<class>.png" (the overlay of its
-// predicted class on the model's view of the image), and records the path in Prediction::gradcam. Returns
-// the number written. A file that fails here (it changed since it was classified) keeps gradcam empty.
+namespace detail {
+
+// A piece of a file name: bytes outside [A-Za-z0-9._-] become '_' (no '/', no "..", no control or shell
+// characters can survive), cut to `max_bytes`; "_" when nothing is left.
+inline std::string file_name_part(const std::string& s, std::size_t max_bytes) {
+  std::string out;
+  for (unsigned char c : s) {
+    if (out.size() >= max_bytes) break;
+    const bool keep = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '.' ||
+                      c == '_' || c == '-';
+    out += keep ? static_cast<char>(c) : '_';
+  }
+  // Dots alone ("..") would still be a path step if the part ever stood alone: make them visible.
+  if (out.find_first_not_of('.') == std::string::npos) out = std::string(out.size(), '_');
+  return out.empty() ? "_" : out;
+}
+
+}  // namespace detail
+
+// The overlay file for prediction `index`: "<dir>/<index>_<file stem>_<class>.png", stem and class passed
+// through file_name_part, so the file is always directly inside `dir` whatever the names hold.
+inline std::string gradcam_file(const std::string& dir, std::size_t index, const std::string& image_path,
+                                const std::string& class_name) {
+  std::string stem = data::fs::basename(image_path);
+  const std::size_t dot = stem.find_last_of('.');
+  if (dot != std::string::npos && dot > 0) stem = stem.substr(0, dot);
+  char prefix[24];
+  std::snprintf(prefix, sizeof prefix, "%04zu", index);
+  return data::fs::join(dir, std::string(prefix) + "_" + detail::file_name_part(stem, 96) + "_" +
+                                 detail::file_name_part(class_name, 64) + ".png");
+}
+
+// Writes one PNG per classified prediction (gradcam_file: the overlay of its predicted class on the model's
+// view of the image), and records the path in Prediction::gradcam. Returns the number written. An image that
+// fails here (it changed since it was classified, the disk is full) keeps gradcam empty, gets the reason in
+// Prediction::error, and the others go on; only a problem with the folder itself or the CAM options throws.
 inline int64_t write_gradcam_overlays(Classifier& c, std::vector<Prediction>& preds, const OverlayOptions& opt) {
   RETIKD_CHECK(!opt.dir.empty(), "write_gradcam_overlays: no output folder");
-  RETIKD_CHECK(data::fs::make_dirs(opt.dir), "write_gradcam_overlays: cannot create ", opt.dir);
+  RETIKD_CHECK(data::fs::make_dirs(opt.dir) && data::fs::is_directory(opt.dir), "write_gradcam_overlays: cannot create ",
+               opt.dir);
+  RETIKD_CHECK(opt.batch >= 1, "write_gradcam_overlays: batch must be positive");
   std::vector<std::size_t> todo;
   for (std::size_t i = 0; i < preds.size(); ++i)
     if (preds[i].ok) todo.push_back(i);
+  auto overlay_failed = [&](Prediction& pr, const std::string& why) {
+    pr.gradcam.clear();
+    pr.error = "Grad-CAM overlay not written: " + why;
+  };
   int64_t written = 0;
-  for (std::size_t start = 0; start < todo.size(); start += static_cast<std::size_t>(opt.batch)) {
-    const std::size_t end = std::min(todo.size(), start + static_cast<std::size_t>(opt.batch));
-    std::vector<data::Image> inputs;
-    std::vector<data::ImageU8> views;
-    std::vector<std::size_t> which;
-    for (std::size_t t = start; t < end; ++t) {
-      try {
-        data::ImageU8 v = c.view(preds[todo[t]].path);
-        data::Image in = data::to_float(v);
-        data::normalize(in, c.info().preprocess.mean, c.info().preprocess.std);
-        if (!inputs.empty() && in.shape() != inputs.front().shape()) continue;  // rare: no crop, odd size
-        views.push_back(std::move(v));
-        inputs.push_back(std::move(in));
-        which.push_back(todo[t]);
-      } catch (const std::exception&) {
-        continue;
-      }
-    }
-    if (inputs.empty()) continue;
+  // One forward / backward for images of one input size (a bundle with a crop: always all of them).
+  auto render = [&](const std::vector<std::size_t>& which, const std::vector<data::Image>& inputs,
+                    const std::vector<data::ImageU8>& views) {
     const data::Image& f = inputs.front();
     Tensor x = Tensor::empty({static_cast<int64_t>(inputs.size()), f.channels, f.height, f.width});
     float* p = x.data<float>();
@@ -328,17 +371,41 @@ inline int64_t write_gradcam_overlays(Classifier& c, std::vector<Prediction>& pr
     const CamResult r = class_activation_maps(c.model(), x.to(c.device()), co);
     for (std::size_t k = 0; k < which.size(); ++k) {
       Prediction& pr = preds[which[k]];
-      std::string stem = data::fs::basename(pr.path);
-      const std::size_t dot = stem.find_last_of('.');
-      if (dot != std::string::npos && dot > 0) stem = stem.substr(0, dot);
-      char index[16];
-      std::snprintf(index, sizeof index, "%04zu", which[k]);
-      const std::string out = data::fs::join(
-          opt.dir, std::string(index) + "_" + stem + "_" + c.info().classes[static_cast<std::size_t>(pr.label)] + ".png");
-      data::write_png(out, cam_overlay(views[k], r.map(static_cast<int64_t>(k)), opt.alpha, r.origin));
-      pr.gradcam = out;
-      ++written;
+      const std::string out =
+          gradcam_file(opt.dir, which[k], pr.path, c.info().classes[static_cast<std::size_t>(pr.label)]);
+      try {
+        data::write_png(out, cam_overlay(views[k], r.map(static_cast<int64_t>(k)), opt.alpha, r.origin));
+        pr.gradcam = out;
+        ++written;
+      } catch (const std::exception& e) {
+        overlay_failed(pr, e.what());
+      }
     }
+  };
+  for (std::size_t start = 0; start < todo.size(); start += static_cast<std::size_t>(opt.batch)) {
+    const std::size_t end = std::min(todo.size(), start + static_cast<std::size_t>(opt.batch));
+    struct Group {
+      std::vector<std::size_t> which;
+      std::vector<data::Image> inputs;
+      std::vector<data::ImageU8> views;
+    };
+    std::vector<Group> groups;  // by input shape, in order of first appearance
+    for (std::size_t t = start; t < end; ++t) {
+      try {
+        data::ImageU8 v = c.view(preds[todo[t]].path);
+        data::Image in = data::to_float(v);
+        data::normalize(in, c.info().preprocess.mean, c.info().preprocess.std);
+        auto g = std::find_if(groups.begin(), groups.end(),
+                              [&](const Group& gr) { return gr.inputs.front().shape() == in.shape(); });
+        if (g == groups.end()) g = groups.insert(groups.end(), Group());
+        g->views.push_back(std::move(v));
+        g->inputs.push_back(std::move(in));
+        g->which.push_back(todo[t]);
+      } catch (const std::exception& e) {
+        overlay_failed(preds[todo[t]], e.what());
+      }
+    }
+    for (const Group& g : groups) render(g.which, g.inputs, g.views);
   }
   return written;
 }
@@ -347,7 +414,13 @@ inline int64_t write_gradcam_overlays(Classifier& c, std::vector<Prediction>& pr
 
 namespace detail {
 
-inline std::string csv_field(const std::string& s) {
+// One text cell, RFC 4180: quoted when it holds a comma, quote or line break. A cell that starts like a
+// spreadsheet formula (= + - @, or a tab / carriage return before one) gets a leading apostrophe, the
+// convention spreadsheets display as text, so a file or class named "=HYPERLINK(…)" stays text.
+inline std::string csv_field(const std::string& text) {
+  std::string s = text;
+  if (!s.empty() && (s[0] == '=' || s[0] == '+' || s[0] == '-' || s[0] == '@' || s[0] == '\t' || s[0] == '\r'))
+    s = "'" + s;
   if (s.find_first_of(",\"\r\n") == std::string::npos) return s;
   std::string q = "\"";
   for (char c : s) q += c == '"' ? std::string("\"\"") : std::string(1, c);
@@ -363,14 +436,14 @@ inline std::string fixed(double v, int digits) {
 
 }  // namespace detail
 
-// One row per file: path, status (ok / skipped), predicted, confidence, truth, correct, p_<class>…, gradcam,
+// One row per file: path, status (ok / skipped / error: a non-finite model output), predicted, confidence, truth, correct, p_<class>…, gradcam,
 // error. Empty fields where a value does not apply; RFC 4180 quoting.
 inline std::string predictions_csv(const std::vector<Prediction>& preds, const std::vector<std::string>& classes) {
   std::string s = "path,status,predicted,confidence,truth,correct";
   for (const auto& c : classes) s += "," + detail::csv_field("p_" + c);
   s += ",gradcam,error\n";
   for (const Prediction& p : preds) {
-    s += detail::csv_field(p.path) + "," + (p.ok ? "ok" : "skipped") + ",";
+    s += detail::csv_field(p.path) + "," + (p.ok ? "ok" : p.model_error ? "error" : "skipped") + ",";
     s += p.ok ? detail::csv_field(classes[static_cast<std::size_t>(p.label)]) : "";
     s += "," + (p.ok ? detail::fixed(p.confidence(), 6) : "") + ",";
     s += p.truth >= 0 ? detail::csv_field(classes[static_cast<std::size_t>(p.truth)]) : "";
@@ -391,7 +464,8 @@ inline std::string predictions_json(const std::vector<Prediction>& preds, const 
                   ", \"checksum\": " + js(info.checksum) + ", \"classes\": [";
   for (std::size_t k = 0; k < classes.size(); ++k) s += (k ? ", " : "") + js(classes[k]);
   s += "]},\n  \"summary\": {\"total\": " + std::to_string(sum.total) + ", \"classified\": " +
-       std::to_string(sum.classified) + ", \"skipped\": " + std::to_string(sum.skipped) + ", \"labelled\": " +
+       std::to_string(sum.classified) + ", \"skipped\": " + std::to_string(sum.skipped) + ", \"model_errors\": " +
+       std::to_string(sum.model_errors) + ", \"labelled\": " +
        std::to_string(sum.labelled) + ", \"correct\": " + std::to_string(sum.correct) + ", \"accuracy\": " +
        (sum.labelled ? detail::fixed(sum.accuracy(), 6) : std::string("null")) + ", \"confusion\": [";
   for (std::size_t t = 0; t < sum.confusion.size(); ++t) {
@@ -413,7 +487,8 @@ inline std::string predictions_json(const std::vector<Prediction>& preds, const 
     }
     if (p.truth >= 0) s += ", \"truth\": " + js(classes[static_cast<std::size_t>(p.truth)]);
     if (!p.gradcam.empty()) s += ", \"gradcam\": " + js(p.gradcam);
-    if (!p.ok) s += ", \"error\": " + js(p.error);
+    if (!p.ok && p.model_error) s += ", \"model_error\": true";
+    if (!p.error.empty()) s += ", \"error\": " + js(p.error);
     s += "}";
   }
   s += preds.empty() ? "]\n}\n" : "\n  ]\n}\n";
@@ -441,7 +516,7 @@ inline std::string predictions_table(const std::vector<Prediction>& preds, const
   for (const Prediction& p : preds) {
     s += pad(p.path, wpath) + "  ";
     if (!p.ok) {
-      s += "skipped: " + p.error + "\n";
+      s += (p.model_error ? "error: " : "skipped: ") + p.error + "\n";
       continue;
     }
     s += pad(classes[static_cast<std::size_t>(p.label)], wcls) + " " + pad(detail::fixed(p.confidence(), 3), 6);

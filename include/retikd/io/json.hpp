@@ -8,11 +8,21 @@
 // bounded (no stack overflow on "[[[[…"), and nothing but whitespace may follow the value. Errors name the
 // byte offset and what was wrong there.
 //
+// Bounded on purpose, too (JsonLimits): the time is linear in the input (duplicate keys are found by sorting
+// each object's keys once it is complete, O(n log n) string comparisons in the worst case, instead of
+// comparing every key with every earlier one: 200,000 keys took 113 s that way), and the memory is a bounded
+// multiple of it: the number of values in a document, the length of a key and of a string, and the nesting
+// depth all have limits, so a 100 MB header of "[0,0,0,…" cannot become 4 GB of tree nodes. The defaults
+// hold any real safetensors header (a 1,000,000-value document is ~100,000 tensors); a caller that needs
+// more passes its own limits.
+//
 // Numbers keep their literal text; as_uint64() converts exactly (shapes and byte offsets exceed 2^53 only in
 // corrupt files, but a double would silently round them).
 #pragma once
 
+#include <algorithm>
 #include <cstdint>
+#include <cstring>
 #include <string>
 #include <utility>
 #include <vector>
@@ -38,7 +48,7 @@ struct JsonValue {
   bool is_array() const { return kind == Kind::array; }
   bool is_object() const { return kind == Kind::object; }
 
-  // The member named `key`, or nullptr.
+  // The member named `key`, or nullptr (a linear search: for the small objects of metadata).
   const JsonValue* find(const std::string& key) const {
     for (const auto& m : members)
       if (m.first == key) return &m.second;
@@ -72,12 +82,20 @@ inline const char* json_kind_name(JsonValue::Kind k) {
   return "unknown";
 }
 
+// What one document may hold; exceeding any limit is a parse error naming the limit.
+struct JsonLimits {
+  int max_depth = 64;                        // nesting of arrays and objects
+  std::size_t max_values = 1u << 20;         // values in the document (object members and array items count)
+  std::size_t max_key_bytes = 64u << 10;     // one object key, decoded
+  std::size_t max_string_bytes = 64u << 20;  // one string value, decoded
+};
+
 namespace detail {
 
 class JsonParser {
  public:
-  JsonParser(const char* data, std::size_t size, std::string context)
-      : p_(data), n_(size), context_(std::move(context)) {}
+  JsonParser(const char* data, std::size_t size, std::string context, const JsonLimits& limits = {})
+      : p_(data), n_(size), context_(std::move(context)), limits_(limits) {}
 
   JsonValue parse_document() {
     skip_ws();
@@ -86,8 +104,6 @@ class JsonParser {
     if (i_ != n_) error("unexpected data after the JSON value");
     return v;
   }
-
-  static constexpr int kMaxDepth = 64;
 
  private:
   [[noreturn]] void error(const std::string& what) const {
@@ -107,8 +123,10 @@ class JsonParser {
   }
 
   JsonValue parse_value(int depth) {
-    if (depth > kMaxDepth) error("nesting deeper than " + std::to_string(kMaxDepth) + " levels");
+    if (depth > limits_.max_depth) error("nesting deeper than " + std::to_string(limits_.max_depth) + " levels");
     if (at_end()) error("unexpected end of input, expected a value");
+    if (++values_ > limits_.max_values)
+      error("more than " + std::to_string(limits_.max_values) + " values in one document (the limit)");
     JsonValue v;
     const char c = p_[i_];
     if (c == '{') {
@@ -119,16 +137,12 @@ class JsonParser {
         ++i_;
         return v;
       }
+      std::vector<std::size_t> key_offsets;  // where each key starts, for the duplicate-key error
       for (;;) {
         skip_ws();
         if (at_end() || p_[i_] != '"') error("expected a string key in object");
-        const std::size_t key_at = i_;
-        std::string key = parse_string();
-        for (const auto& m : v.members)
-          if (m.first == key) {
-            i_ = key_at;
-            error("duplicate key \"" + key + "\" in object");
-          }
+        key_offsets.push_back(i_);
+        std::string key = parse_string(limits_.max_key_bytes, "object key");
         skip_ws();
         if (at_end() || p_[i_] != ':') error("expected ':' after object key");
         ++i_;
@@ -142,7 +156,9 @@ class JsonParser {
           continue;
         }
         if (p_[i_] == '}') {
-          ++i_;
+          const std::size_t end = ++i_;
+          check_unique_keys(v, key_offsets);
+          i_ = end;
           return v;
         }
         error("expected ',' or '}' in object");
@@ -174,7 +190,7 @@ class JsonParser {
     }
     if (c == '"') {
       v.kind = JsonValue::Kind::string;
-      v.text = parse_string();
+      v.text = parse_string(limits_.max_string_bytes, "string");
       return v;
     }
     if (c == 't') {
@@ -297,10 +313,41 @@ class JsonParser {
     i_ += static_cast<std::size_t>(len);
   }
 
-  std::string parse_string() {
+  // Reports the first key (in file order) that repeats an earlier one. Small objects compare directly;
+  // larger ones sort their member indices by key, so the cost stays O(n log n) for any input — a hash set
+  // would be linear on average, but std::hash is unkeyed and colliding keys can be crafted.
+  void check_unique_keys(const JsonValue& v, const std::vector<std::size_t>& key_offsets) {
+    const auto& m = v.members;
+    const std::size_t n = m.size();
+    std::size_t first_repeat = n;  // index of the earliest member whose key appeared before it
+    if (n <= 16) {
+      for (std::size_t b = 1; b < n && first_repeat == n; ++b)
+        for (std::size_t a = 0; a < b; ++a)
+          if (m[a].first == m[b].first) {
+            first_repeat = b;
+            break;
+          }
+    } else {
+      std::vector<std::size_t> order(n);
+      for (std::size_t k = 0; k < n; ++k) order[k] = k;
+      std::sort(order.begin(), order.end(), [&](std::size_t a, std::size_t b) {
+        const int c = m[a].first.compare(m[b].first);
+        return c != 0 ? c < 0 : a < b;
+      });
+      for (std::size_t k = 1; k < n; ++k)
+        if (m[order[k]].first == m[order[k - 1]].first) first_repeat = std::min(first_repeat, order[k]);
+    }
+    if (first_repeat == n) return;
+    i_ = key_offsets[first_repeat];
+    error("duplicate key \"" + m[first_repeat].first + "\" in object");
+  }
+
+  std::string parse_string(std::size_t max_bytes, const char* what) {
     ++i_;  // opening quote
     std::string out;
     for (;;) {
+      if (out.size() > max_bytes)
+        error(std::string(what) + " longer than " + std::to_string(max_bytes) + " bytes (the limit)");
       if (at_end()) error("unterminated string");
       const unsigned char c = peek();
       if (c == '"') {
@@ -353,16 +400,20 @@ class JsonParser {
   std::size_t n_;
   std::size_t i_ = 0;
   std::string context_;
+  JsonLimits limits_;
+  std::size_t values_ = 0;
 };
 
 }  // namespace detail
 
 // Parses one JSON document; `context` (e.g. "safetensors: model.safetensors: header") starts every error.
-inline JsonValue parse_json(const char* data, std::size_t size, const std::string& context = "json") {
-  return detail::JsonParser(data, size, context).parse_document();
+inline JsonValue parse_json(const char* data, std::size_t size, const std::string& context = "json",
+                            const JsonLimits& limits = {}) {
+  return detail::JsonParser(data, size, context, limits).parse_document();
 }
-inline JsonValue parse_json(const std::string& text, const std::string& context = "json") {
-  return parse_json(text.data(), text.size(), context);
+inline JsonValue parse_json(const std::string& text, const std::string& context = "json",
+                            const JsonLimits& limits = {}) {
+  return parse_json(text.data(), text.size(), context, limits);
 }
 
 // Appends `s` as a JSON string literal (quotes included); control characters become \uXXXX or the short

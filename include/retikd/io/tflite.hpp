@@ -583,7 +583,31 @@ class Model {
       case ot::Squeeze: o.squeeze_dims = t.scalars<int32_t>(0, "SqueezeOptions.squeeze_dims"); break;
       default: break;  // options of ops the importer does not run are not decoded
     }
+    // Geometry a real graph never has would still size the float network's buffers: a depthwise stride of
+    // 67,108,865 asked the CPU op for a plane of gigabytes (found by tests/fuzz/fuzz_tflite.cpp).
+    auto bounded = [&](const char* what, int32_t v) {
+      if (v < 1 || v > kMaxWindow)
+        error("operator ", i, " (", o.name(), ") has ", what, " ", v, " (expected 1 to ", kMaxWindow, ")");
+    };
+    if (o.options_type == ot::Conv2D || o.options_type == ot::DepthwiseConv2D || o.options_type == ot::Pool2D) {
+      bounded("stride", o.stride_w);
+      bounded("stride", o.stride_h);
+    }
+    if (o.options_type == ot::Conv2D || o.options_type == ot::DepthwiseConv2D) {
+      bounded("dilation", o.dilation_w);
+      bounded("dilation", o.dilation_h);
+    }
+    if (o.options_type == ot::DepthwiseConv2D && (o.depth_multiplier < 0 || o.depth_multiplier > kMaxWindow))
+      error("operator ", i, " (", o.name(), ") has depth multiplier ", o.depth_multiplier, " (expected 0 to ",
+            kMaxWindow, ")");  // 0: the schema's default, the multiplier then follows from the shapes
+    if (o.options_type == ot::Pool2D) {
+      bounded("filter size", o.filter_w);
+      bounded("filter size", o.filter_h);
+    }
   }
+
+  // The largest stride, dilation, depth multiplier or pooling window accepted (real models use 1 to 7).
+  static constexpr int32_t kMaxWindow = 256;
 
   std::shared_ptr<std::vector<uint8_t>> bytes_;
   std::string source_;

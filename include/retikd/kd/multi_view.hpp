@@ -169,7 +169,9 @@ inline Tensor hflip_batch(const Tensor& x) {
 class MultiViewGenerator {
  public:
   explicit MultiViewGenerator(MultiViewConfig cfg = {}) : cfg_(std::move(cfg)) {
-    RETIKD_CHECK(cfg_.augmented_views >= 0, "MultiViewGenerator: augmented_views must be >= 0");
+    // Each view is a full copy of the batch through the student: more than a few dozen is a typo, not a recipe.
+    RETIKD_CHECK(cfg_.augmented_views >= 0 && cfg_.augmented_views <= 64, "MultiViewGenerator: augmented_views ",
+                 cfg_.augmented_views, " is not in [0, 64]");
     RETIKD_CHECK(cfg_.apply_prob >= 0.0 && cfg_.apply_prob <= 1.0, "MultiViewGenerator: apply_prob must be in [0, 1]");
     RETIKD_CHECK(cfg_.crop_scale > 0.0 && cfg_.crop_scale <= 1.0, "MultiViewGenerator: crop_scale must be in (0, 1]");
     RETIKD_CHECK(cfg_.mask_patch > 0 && cfg_.mask_ratio >= 0.0 && cfg_.mask_ratio <= 1.0,

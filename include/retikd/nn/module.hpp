@@ -176,7 +176,10 @@ class Module : public std::enable_shared_from_this<Module> {
       auto list = [&](const char* what, const std::vector<std::string>& v) {
         if (v.empty()) return;
         msg << "\n  " << what << " (" << v.size() << "):";
-        for (const auto& s : v) msg << "\n    " << s;
+        // Every name of a real model (a few hundred), but not the 200,000 of a hostile file.
+        const std::size_t shown = std::min<std::size_t>(v.size(), 500);
+        for (std::size_t i = 0; i < shown; ++i) msg << "\n    " << v[i];
+        if (shown < v.size()) msg << "\n    ... and " << v.size() - shown << " more";
       };
       list("missing", missing);
       list("unexpected", unexpected);

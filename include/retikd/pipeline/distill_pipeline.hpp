@@ -121,6 +121,7 @@ struct PipelineOptions {
   bool synthetic = false;  // force the synthetic set
   std::string out_dir;     // "": runs/<preset>
   bool skip_bad = false;
+  bool allow_outside_root = false;  // manifest paths may lead outside the data root (data/dataset.hpp)
   // overrides (negative / empty: the preset's)
   int64_t epochs_teacher = -1, epochs_student = -1, img = -1, batch = -1;
   double lr = -1, teacher_lr = -1, weight_decay = -1;
@@ -262,6 +263,7 @@ inline RunData open_data(const PipelineOptions& o, const PipelineSettings& s, ui
     RETIKD_CHECK(path_exists(root), "distill pipeline: data root '", root, "' does not exist");
     data::DatasetOptions dopt;
     dopt.policy = o.skip_bad ? data::BadInput::skip : data::BadInput::error;
+    dopt.allow_outside_root = o.allow_outside_root;
     const data::Dataset all = data::Dataset::open(root, o.manifest, dopt);
     data::Dataset tr = subset(all.split("train"), o.limit_train, seed);
     data::Dataset va = subset(all.split("val"), o.limit_eval, seed + 1);

@@ -433,7 +433,9 @@ inline CheckpointInfo load_checkpoint(const std::string& path, TrainState& state
   if (!problems.empty()) {
     std::string msg = "does not match the training state (" + std::to_string(problems.size()) + " problem" +
                       (problems.size() == 1 ? "" : "s") + "):";
-    for (const auto& p : problems) msg += "\n  " + p;
+    const std::size_t shown = std::min<std::size_t>(problems.size(), 500);  // a hostile file may have 200,000
+    for (std::size_t i = 0; i < shown; ++i) msg += "\n  " + problems[i];
+    if (shown < problems.size()) msg += "\n  ... and " + std::to_string(problems.size() - shown) + " more";
     throw CheckpointError(path, msg);
   }
 
@@ -499,29 +501,6 @@ inline void make_directories(const std::string& path) {
   }
 }
 
-// Removes "<base>.tmp.<pid>.<n>" files (io::write_file_atomically's temporaries) left in `dir` by processes
-// that no longer run. Returns how many were removed.
-inline int remove_stale_temporaries(const std::string& dir, const std::string& base) {
-  DIR* d = ::opendir(dir.c_str());
-  if (!d) return 0;
-  const std::string prefix = base + ".tmp.";
-  std::vector<std::string> stale;
-  while (dirent* e = ::readdir(d)) {
-    const std::string name = e->d_name;
-    if (name.compare(0, prefix.size(), prefix) != 0) continue;
-    const std::string rest = name.substr(prefix.size());
-    const std::size_t dot = rest.find('.');
-    int64_t pid = 0;
-    if (dot == std::string::npos || !parse_int(rest.substr(0, dot), pid) || pid <= 0) continue;
-    const bool alive = ::kill(static_cast<pid_t>(pid), 0) == 0 || errno == EPERM;
-    if (!alive) stale.push_back(dir + "/" + name);
-  }
-  ::closedir(d);
-  int n = 0;
-  for (const auto& p : stale) n += ::unlink(p.c_str()) == 0 ? 1 : 0;
-  return n;
-}
-
 }  // namespace detail
 
 // The checkpoints of one run directory:
@@ -538,8 +517,8 @@ class CheckpointManager {
     RETIKD_CHECK(!metric_.empty(), "CheckpointManager: empty metric name");
     while (dir_.size() > 1 && dir_.back() == '/') dir_.pop_back();
     detail::make_directories(dir_);
-    detail::remove_stale_temporaries(dir_, "last.safetensors");
-    detail::remove_stale_temporaries(dir_, "best.safetensors");
+    io::remove_stale_temporaries(dir_, "last.safetensors");
+    io::remove_stale_temporaries(dir_, "best.safetensors");
   }
 
   const std::string& dir() const { return dir_; }
