@@ -17,6 +17,16 @@
 //
 // Batches are NCHW float32 tensors (images) with int64 labels, or uint8 NCHW (`output_uint8`: ByteBatch, for a
 // GPU-side normalisation). Every image of a batch must come out of the transforms at the same size.
+//
+// Shards (data-parallel training, dist/): with num_shards = P each rank's Loader gives only its part, chosen
+// from the seed and the epoch, never from the rank's timing:
+//  - ShardMode::train: a seeded permutation of the usable samples (the seed alone) is dealt round-robin, so a
+//    sample belongs to the same shard in every epoch (each rank's teacher cache and decoded images hold only
+//    its shard); each epoch the shard is shuffled by (seed, epoch, shard) and cut to ⌊n / P⌋ samples, so every
+//    rank has the same number of batches of the same sizes (a larger shard leaves out a different sample each
+//    epoch). The global batch of step k is the union of the ranks' k-th batches;
+//  - ShardMode::cover: contiguous blocks of the epoch order, every sample exactly once (evaluation: the rows
+//    are gathered back by Batch::position, dist::RowCollector).
 #pragma once
 
 #include <algorithm>
@@ -46,6 +56,11 @@
 namespace retikd {
 namespace data {
 
+enum class ShardMode {
+  train,  // fixed sample ownership, equal counts per epoch
+  cover,  // contiguous blocks, every sample once
+};
+
 struct LoaderOptions {
   int64_t batch_size = 32;
   int num_workers = 2;         // 0: batches are built on the thread that calls next()
@@ -61,6 +76,9 @@ struct LoaderOptions {
   WarningSink warnings = stderr_warnings();
   bool progress = false;       // progress bar for the decode pass and for each epoch (stderr)
   bool output_uint8 = false;   // Batch::bytes (uint8) instead of Batch::images (float32)
+  int num_shards = 1;          // > 1: this loader yields shard `shard` only (see the top of this file)
+  int shard = 0;
+  ShardMode shard_mode = ShardMode::train;
 };
 
 struct Batch {
@@ -70,6 +88,7 @@ struct Batch {
   std::vector<int64_t> indices;  // source indices
   int64_t epoch = -1;
   int64_t number = -1;           // position in the epoch
+  int64_t position = -1;         // epoch-order position of the first sample over all shards (ShardMode::cover)
   int64_t size() const { return static_cast<int64_t>(indices.size()); }
 };
 
@@ -103,6 +122,8 @@ class Loader {
     RETIKD_CHECK(opt_.batch_size > 0, "Loader: batch_size ", opt_.batch_size, " must be positive");
     RETIKD_CHECK(opt_.num_workers >= 0, "Loader: num_workers ", opt_.num_workers, " must be >= 0");
     RETIKD_CHECK(opt_.prefetch >= 1, "Loader: prefetch ", opt_.prefetch, " must be >= 1");
+    RETIKD_CHECK(opt_.num_shards >= 1 && opt_.shard >= 0 && opt_.shard < opt_.num_shards, "Loader: shard ",
+                 opt_.shard, " of ", opt_.num_shards, " is not a valid shard");
     RETIKD_CHECK(!opt_.preprocess || !opt_.preprocess->is_random(), "Loader: preprocess ",
                  opt_.preprocess->describe(), " is random; random transforms belong in `transform` (the "
                  "pre-processed images are cached)");
@@ -124,7 +145,8 @@ class Loader {
     if (!from_file) {
       problems.clear();
       decode_all(problems);
-      if (!cache_path.empty()) write_cache_file(cache_path, problems);
+      // One writer per data set: with shards, shard 0 (the others decode too and may read it next time).
+      if (!cache_path.empty() && opt_.shard == 0) write_cache_file(cache_path, problems);
     }
     std::vector<bool> bad(static_cast<std::size_t>(n), false);
     for (const Problem& p : problems) bad[static_cast<std::size_t>(bad_index_.at(p.path))] = true;
@@ -136,13 +158,20 @@ class Loader {
     prepared_ = true;
   }
 
-  // Usable samples (after skipping bad ones; prepares).
+  // Usable samples (after skipping bad ones; prepares) — of all shards.
   int64_t size() {
     prepare();
     return static_cast<int64_t>(usable_.size());
   }
+  // Samples this loader yields per epoch (size() without shards).
+  int64_t shard_size() {
+    const int64_t n = size(), p = opt_.num_shards, r = opt_.shard;
+    if (p == 1) return n;
+    if (opt_.shard_mode == ShardMode::train) return n / p;
+    return (r + 1) * n / p - r * n / p;
+  }
   int64_t num_batches() {
-    const int64_t n = size();
+    const int64_t n = shard_size();
     return opt_.drop_last ? n / opt_.batch_size : (n + opt_.batch_size - 1) / opt_.batch_size;
   }
   const DataReport& report() const { return report_; }
@@ -164,9 +193,24 @@ class Loader {
     auto plan = std::make_shared<Plan>();
     plan->epoch = epoch;
     plan->order = usable_;
-    if (opt_.shuffle) {
-      Generator g = Generator::derive(opt_.seed ^ 0x9E3779B97F4A7C15ULL, static_cast<uint64_t>(epoch), 0x5u);
-      for (std::size_t i = plan->order.size(); i > 1; --i) std::swap(plan->order[i - 1], plan->order[g.below(i)]);
+    if (opt_.num_shards > 1 && opt_.shard_mode == ShardMode::train) {
+      plan->order = owned_samples();
+      if (opt_.shuffle) {
+        Generator g = Generator::derive(opt_.seed ^ 0x5348415244ULL, static_cast<uint64_t>(epoch),
+                                        static_cast<uint64_t>(opt_.shard));
+        for (std::size_t i = plan->order.size(); i > 1; --i) std::swap(plan->order[i - 1], plan->order[g.below(i)]);
+      }
+      plan->order.resize(static_cast<std::size_t>(shard_size()));
+    } else {
+      if (opt_.shuffle) {
+        Generator g = Generator::derive(opt_.seed ^ 0x9E3779B97F4A7C15ULL, static_cast<uint64_t>(epoch), 0x5u);
+        for (std::size_t i = plan->order.size(); i > 1; --i) std::swap(plan->order[i - 1], plan->order[g.below(i)]);
+      }
+      if (opt_.num_shards > 1) {  // cover: this shard's contiguous block
+        const int64_t n = static_cast<int64_t>(plan->order.size()), r = opt_.shard, p = opt_.num_shards;
+        plan->first_position = r * n / p;
+        plan->order = std::vector<int64_t>(plan->order.begin() + r * n / p, plan->order.begin() + (r + 1) * n / p);
+      }
     }
     plan->batches = num_batches();
     {
@@ -222,7 +266,20 @@ class Loader {
     int64_t epoch = 0;
     std::vector<int64_t> order;
     int64_t batches = 0;
+    int64_t first_position = 0;  // of order[0] in the epoch order over all shards
   };
+
+  // ShardMode::train: the samples of this shard, the same in every epoch (a permutation of the seed alone,
+  // dealt round-robin).
+  std::vector<int64_t> owned_samples() const {
+    std::vector<int64_t> perm = usable_;
+    Generator g = Generator::derive(opt_.seed ^ 0x4F574E4552ULL, 0, 0);
+    for (std::size_t i = perm.size(); i > 1; --i) std::swap(perm[i - 1], perm[g.below(i)]);
+    std::vector<int64_t> mine;
+    const std::size_t step = static_cast<std::size_t>(opt_.num_shards);
+    for (std::size_t i = static_cast<std::size_t>(opt_.shard); i < perm.size(); i += step) mine.push_back(perm[i]);
+    return mine;
+  }
   struct Slot {
     Batch batch;
     std::exception_ptr error;
@@ -412,6 +469,7 @@ class Loader {
     Batch b;
     b.epoch = plan.epoch;
     b.number = k;
+    b.position = plan.first_position + begin;
     b.indices.assign(plan.order.begin() + begin, plan.order.begin() + end);
     const int64_t count = end - begin;
     b.labels = Tensor::empty({count}, DType::int64);
