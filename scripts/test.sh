@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
 # scripts/test.sh — the README's test command: installs what is missing (Debian packages), builds everything
 # in Release (library, CUDA kernels for one modern arch when nvcc 13 is present, tests, examples,
-# benchmarks), runs every test through ctest, then runs the sm_53 gate (scripts/sm53_gate.sh), which
-# installs Debian's CUDA 11.8 itself. CI (.ci/run) calls exactly this.
+# benchmarks), runs every test through ctest (the data-parallel ones under mpirun), then runs the sm_53 gate
+# (scripts/sm53_gate.sh), which installs Debian's CUDA 11.8 itself. CI (.ci/run) calls exactly this.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 start=$(date +%s)
 
-packages=(cmake g++ make libstb-dev doctest-dev libbenchmark-dev libopenblas-dev)
+# libopenmpi-dev + openmpi-bin: the retikd::mpi component and mpirun for the data-parallel tests (ctest dist_*).
+packages=(cmake g++ make libstb-dev doctest-dev libbenchmark-dev libopenblas-dev libopenmpi-dev openmpi-bin)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
