@@ -1080,6 +1080,7 @@ TEST_CASE("data: shards of a data-parallel run (train: fixed owners, equal count
       std::vector<int64_t> order;
       for (const Batch& b : run_epoch(*loader, epoch)) order.insert(order.end(), b.indices.begin(), b.indices.end());
       CHECK(order.size() == static_cast<std::size_t>(kCount / kShards));
+      CHECK(loader->images_in_memory() == (r == 2 ? 7 : 8));  // its own shard's images only, not all 23
       for (int64_t i : order) {
         CHECK(epoch_seen.insert(i).second);  // disjoint across shards
         owned[static_cast<std::size_t>(r)].insert(i);
@@ -1103,6 +1104,9 @@ TEST_CASE("data: shards of a data-parallel run (train: fixed owners, equal count
   std::vector<int64_t> covered(kCount, -1);
   for (int r = 0; r < kShards; ++r) {
     auto loader = shard_loader(r, ShardMode::cover, 0);
+    CHECK(loader->images_in_memory() == 0);
+    CHECK(loader->shard_size() == (r + 1) * kCount / kShards - r * kCount / kShards);
+    CHECK(loader->images_in_memory() == loader->shard_size());
     for (const Batch& b : run_epoch(*loader, 0))
       for (int64_t j = 0; j < b.size(); ++j) {
         REQUIRE(b.position + j < kCount);
@@ -1111,6 +1115,49 @@ TEST_CASE("data: shards of a data-parallel run (train: fixed owners, equal count
       }
   }
   for (int64_t i = 0; i < kCount; ++i) CHECK(covered[static_cast<std::size_t>(i)] == i);
+}
+
+TEST_CASE("data: shards agree on bad files (skip policy) and on the count every rank can fill") {
+  // Items 0, 1, 2, 5 are corrupt: every shard must know it (the epoch count and cover positions depend on it).
+  struct BrokenSource : SyntheticSource {
+    BrokenSource() : SyntheticSource(20, 4, CountingSource::make_opts(16)) {}
+    ImageU8 load(int64_t i, ImageInfo* info) const override {
+      if (i <= 2 || i == 5) throw DataError(Problem{name(i), ProblemKind::corrupt, "corrupt on purpose"});
+      return SyntheticSource::load(i, info);
+    }
+  };
+  auto src = std::make_shared<BrokenSource>();
+  std::vector<int64_t> counts, cover_rows;
+  std::set<int64_t> seen;
+  for (int r = 0; r < 2; ++r) {
+    LoaderOptions opt;
+    opt.batch_size = 4;
+    opt.num_workers = 0;
+    opt.policy = BadInput::skip;
+    opt.warnings = nullptr;
+    opt.num_shards = 2;
+    opt.shard = r;
+    Loader train(src, opt);
+    counts.push_back(train.shard_size());
+    for (const Batch& b : run_epoch(train, 1))
+      for (int64_t i : b.indices) {
+        CHECK(i != 0);
+        CHECK(i != 5);
+        CHECK(seen.insert(i).second);
+      }
+    opt.shuffle = false;
+    opt.shard_mode = ShardMode::cover;
+    Loader eval(src, opt);
+    for (const Batch& b : run_epoch(eval, 0))
+      for (int64_t j = 0; j < b.size(); ++j) {
+        CHECK(b.position + j == static_cast<int64_t>(cover_rows.size()));  // positions among the 16 usable
+        cover_rows.push_back(b.indices[static_cast<std::size_t>(j)]);
+      }
+  }
+  CHECK(counts[0] == counts[1]);  // the smaller shard's usable count, on both
+  CHECK(counts[0] <= 8);
+  CHECK(cover_rows.size() == 16);
+  CHECK(cover_rows.front() == 3);
 }
 
 TEST_CASE("data: epochs after the first decode nothing; without the cache each epoch decodes") {
