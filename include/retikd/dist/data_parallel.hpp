@@ -270,18 +270,19 @@ class GradientReducer : public BackwardHook {
     Bucket& b = buckets_[bi];
     const int64_t flags = static_cast<int64_t>(b.params.size());
     if (!b.buffer.defined()) b.buffer = Tensor::empty({b.numel + flags}, b.dtype, b.device);
+    // One fill for the flags (every parameter usually has a gradient), then the exceptions: on a GPU each
+    // operation here is a launch on the host's critical path.
+    b.buffer.narrow(0, b.numel, flags).fill_(1.0);
     for (std::size_t j = 0; j < b.params.size(); ++j) {
       const std::size_t i = b.params[j];
       const int64_t n = params_[i].numel();
       Tensor region = b.buffer.narrow(0, b.offsets[j], n);
-      Tensor flag = b.buffer.narrow(0, b.numel + static_cast<int64_t>(j), 1);
       if (pending_[i].defined()) {
         const Tensor g = pre_scale_ == 1.0 ? pending_[i] : ops::impl::mul_scalar(pending_[i], pre_scale_);
         region.copy_(g.contiguous().reshape({n}));
-        flag.fill_(1.0);
       } else {
         region.fill_(0.0);
-        flag.fill_(0.0);
+        b.buffer.narrow(0, b.numel + static_cast<int64_t>(j), 1).fill_(0.0);
       }
       pending_[i] = Tensor();
     }
@@ -302,14 +303,14 @@ class GradientReducer : public BackwardHook {
     Bucket& b = buckets_[bi];
     const int64_t flags = static_cast<int64_t>(b.params.size());
     const std::vector<double> counts = b.buffer.narrow(0, b.numel, flags).to_vector<double>();
-    const double post = 1.0 / static_cast<double>(world_size_);
+    // The whole bucket scaled in one pass into a fresh tensor; each gradient is a view of it (the bucket's
+    // buffer itself is reused by the next pass).
+    const Tensor mean = ops::impl::mul_scalar(b.buffer.narrow(0, 0, b.numel), 1.0 / static_cast<double>(world_size_));
     for (std::size_t j = 0; j < b.params.size(); ++j) {
       if (counts[j] == 0.0) continue;  // no rank produced a gradient: .grad() stays as it was
       Var& p = params_[b.params[j]];
-      const Tensor mean =
-          ops::impl::mul_scalar(b.buffer.narrow(0, b.offsets[j], p.numel()), post).reshape(p.shape());
       VarImpl* impl = const_cast<VarImpl*>(p.impl());
-      accumulate_grad(impl->grad, mean, "GradientReducer");
+      accumulate_grad(impl->grad, mean.narrow(0, b.offsets[j], p.numel()).reshape(p.shape()), "GradientReducer");
     }
   }
 
