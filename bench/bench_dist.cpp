@@ -21,13 +21,16 @@
 //   --steps N        timed steps after --warmup W (default 6 and 2); the median step is reported
 //   --bucket-kib K   gradient bucket size (default the reducer's 4096 KiB)
 //
-// Output, one line: ranks, threads per rank, step median / min (ms), images/s = P·B / median, the gradient
+// Output, one line: ranks, threads per rank, step median / min (ms), images/s = P·B / median, rank 0's process
+// CPU time per step (all its threads; a rank waiting for another sleeps, so waits do not count) and images per
+// CPU-second — the steadier figure on a loaded machine, where other processes take the cores — the gradient
 // bytes and buckets, and the bucket schedule of the last step — when each bucket's all-reduce started as a
 // fraction of the backward walk, the walk's length and the wait after it (the exposed communication) — which
 // docs/distributed.md feeds into its scaling model.
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
+#include <ctime>
 #include <cstdlib>
 #include <functional>
 #include <memory>
@@ -210,17 +213,20 @@ int main(int argc, char** argv) {
     }
     for (int i = 0; i < warmup; ++i) step();
     world.barrier("bench start");
-    std::vector<double> ms;
+    std::vector<double> ms, cpu_ms;
     for (int i = 0; i < steps; ++i) {
       const auto t0 = Clock::now();
+      const std::clock_t c0 = std::clock();
       step();
+      cpu_ms.push_back(1000.0 * static_cast<double>(std::clock() - c0) / CLOCKS_PER_SEC);
       ms.push_back(std::chrono::duration<double, std::milli>(Clock::now() - t0).count());
     }
     world.barrier("bench end");
     if (rank == 0) {
-      std::vector<double> sorted = ms;
+      std::vector<double> sorted = ms, cpu_sorted = cpu_ms;
       std::sort(sorted.begin(), sorted.end());
-      const double median = sorted[sorted.size() / 2];
+      std::sort(cpu_sorted.begin(), cpu_sorted.end());
+      const double median = sorted[sorted.size() / 2], cpu_median = cpu_sorted[cpu_sorted.size() / 2];
       const dist::ReducerPassStats& st = ddp->last_pass();
       double grad_bytes = 0;
       for (const auto& p : (step_kind == "kd" ? distiller->student_parameters() : student->parameters()))
@@ -233,11 +239,13 @@ int main(int argc, char** argv) {
         schedule += part;
       }
       std::printf("bench_dist: %s | ranks %d x %d thread(s), batch %lld/rank (global %lld) | step median %.1f ms "
-                  "(min %.1f, %d steps) | %.2f images/s | gradients %.2f MB in %zu bucket(s) | last step: backward "
-                  "walk %.1f ms, wait after it %.2f ms, buckets [size @ start as a fraction of the walk: %s]\n",
+                  "(min %.1f, %d steps) | %.2f images/s | rank 0 CPU %.1f ms/step = %.2f images per CPU-second | "
+                  "gradients %.2f MB in %zu bucket(s) | last step: backward walk %.1f ms, wait after it %.2f ms, "
+                  "buckets [size @ start as a fraction of the walk: %s]\n",
                   what.c_str(), P, thread_pool().num_threads(), static_cast<long long>(batch),
                   static_cast<long long>(batch * P), median, sorted.front(), steps,
-                  static_cast<double>(batch * P) / (median / 1000.0), grad_bytes / 1e6,
+                  static_cast<double>(batch * P) / (median / 1000.0), cpu_median,
+                  static_cast<double>(batch) / (cpu_median / 1000.0), grad_bytes / 1e6,
                   P > 1 ? ddp->num_buckets() : static_cast<std::size_t>(0), st.backward_seconds * 1000.0,
                   st.wait_seconds * 1000.0, schedule.c_str());
     }

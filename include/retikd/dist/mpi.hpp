@@ -81,19 +81,21 @@ inline MPI_Datatype mpi_type(DType t, const std::string& what) {
 }
 
 // Polls `done` (which must call into MPI, so progress happens) until it is true or `seconds` have passed.
-// Yields first (a collective between busy ranks completes within microseconds), then sleeps 50 µs, then 1 ms:
-// a rank waiting for a slower one must not take the core that rank computes on.
+// The first 2 ms it yields between polls: a large shared-memory message takes a few round trips, each of
+// which needs both sides to poll, so a sleep there would be paid once per round trip; yield still hands the
+// core to any other runnable process. Then it sleeps 50 µs, and after 100 ms 1 ms: a rank waiting for a much
+// slower one (or for one that writes a checkpoint) must not take a core that rank could use.
 template <class Done>
 void wait_until(Done&& done, MPI_Comm comm, const std::string& what, double seconds) {
   const auto start = std::chrono::steady_clock::now();
   for (int polls = 0; !done(); ++polls) {
-    if (polls < 64) {
+    const double waited = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    if (waited < 0.002) {
       std::this_thread::yield();
       continue;
     }
-    const double waited = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
     if (waited > seconds) abort_on_timeout(comm, what, seconds);
-    std::this_thread::sleep_for(std::chrono::microseconds(waited < 0.01 ? 50 : 1000));
+    std::this_thread::sleep_for(std::chrono::microseconds(waited < 0.1 ? 50 : 1000));
   }
 }
 
@@ -150,7 +152,8 @@ class MpiReduceQueue {
     MPI_Datatype type = MPI_FLOAT;
     std::size_t es = 4;
     int64_t chunk = 0;
-    std::vector<char> send, recv;
+    bool padded = false;  // numel not a multiple of the ranks: staged through a zero-padded copy
+    std::unique_ptr<char[]> staging, received, sum;
     MPI_Request request = MPI_REQUEST_NULL;
     enum Phase { scatter, gather, done } phase = scatter;
   };
@@ -159,6 +162,8 @@ class MpiReduceQueue {
     MPI_Comm_size(scatter_, &size_);
   }
 
+  // The tensor itself is the alltoall's send buffer and the allgather's receive buffer (no copies) unless its
+  // size needs padding; its memory is not touched by the caller until the all-reduce is done.
   std::shared_ptr<Reduce> start(Tensor t, const std::string& what) {
     auto r = std::make_shared<Reduce>();
     r->t = std::move(t);
@@ -169,10 +174,17 @@ class MpiReduceQueue {
     r->chunk = (n + size_ - 1) / size_;
     RETIKD_CHECK(r->chunk <= INT_MAX, what, ": ", n, " elements exceed one MPI message per rank; split the tensor");
     const std::size_t bytes = static_cast<std::size_t>(r->chunk * size_) * r->es;
-    r->send.assign(bytes, 0);
-    r->recv.assign(bytes, 0);
-    if (n > 0) std::memcpy(r->send.data(), r->t.raw_data(), static_cast<std::size_t>(n) * r->es);
-    detail::mpi_check(MPI_Ialltoall(r->send.data(), static_cast<int>(r->chunk), r->type, r->recv.data(),
+    r->padded = r->chunk * size_ != n;
+    char* send = static_cast<char*>(r->t.raw_data());
+    if (r->padded) {
+      r->staging.reset(new char[bytes]);
+      const std::size_t used = static_cast<std::size_t>(n) * r->es;
+      std::memcpy(r->staging.get(), send, used);
+      std::memset(r->staging.get() + used, 0, bytes - used);
+      send = r->staging.get();
+    }
+    r->received.reset(new char[bytes]);
+    detail::mpi_check(MPI_Ialltoall(send, static_cast<int>(r->chunk), r->type, r->received.get(),
                                     static_cast<int>(r->chunk), r->type, scatter_, &r->request),
                       "MPI_Ialltoall");
     pending_.push_back(r);
@@ -185,22 +197,25 @@ class MpiReduceQueue {
       Reduce& r = *pending_[i];
       if (r.phase == Reduce::scatter) {
         if (!test(r.request)) break;  // later all-reduces must not start their allgather before this one
-        // recv holds this rank's chunk of ranks 0, 1, …, P−1 in that order: add them in that order.
+        // `received` holds this rank's chunk of ranks 0, 1, …, P−1 in that order: add them in that order.
         const std::size_t chunk_bytes = static_cast<std::size_t>(r.chunk) * r.es;
-        std::memcpy(r.send.data(), r.recv.data(), chunk_bytes);
+        r.sum.reset(new char[chunk_bytes]);
+        std::memcpy(r.sum.get(), r.received.get(), chunk_bytes);
         for (int q = 1; q < size_; ++q)
-          detail::add_into(r.send.data(), r.recv.data() + static_cast<std::size_t>(q) * chunk_bytes, r.chunk,
+          detail::add_into(r.sum.get(), r.received.get() + static_cast<std::size_t>(q) * chunk_bytes, r.chunk,
                            r.t.dtype());
-        detail::mpi_check(MPI_Iallgather(r.send.data(), static_cast<int>(r.chunk), r.type, r.recv.data(),
+        char* gathered = r.padded ? r.received.get() : static_cast<char*>(r.t.raw_data());
+        detail::mpi_check(MPI_Iallgather(r.sum.get(), static_cast<int>(r.chunk), r.type, gathered,
                                          static_cast<int>(r.chunk), r.type, gather_, &r.request),
                           "MPI_Iallgather");
         r.phase = Reduce::gather;
       }
       if (r.phase == Reduce::gather && test(r.request)) {
         const int64_t n = r.t.numel();
-        if (n > 0) std::memcpy(r.t.raw_data(), r.recv.data(), static_cast<std::size_t>(n) * r.es);
-        std::vector<char>().swap(r.send);
-        std::vector<char>().swap(r.recv);
+        if (r.padded && n > 0) std::memcpy(r.t.raw_data(), r.received.get(), static_cast<std::size_t>(n) * r.es);
+        r.staging.reset();
+        r.received.reset();
+        r.sum.reset();
         r.t = Tensor();
         r.phase = Reduce::done;
       }

@@ -307,10 +307,11 @@ inline bool NcclWork::test() {
 
 inline void NcclWork::wait() {
   const auto start = std::chrono::steady_clock::now();
-  for (int polls = 0; !test(); ++polls) {
+  while (!test()) {
     const double waited = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
     if (waited > group_->timeout_seconds()) group_->abort_on_timeout(what_);
-    if (polls >= 64) std::this_thread::sleep_for(std::chrono::microseconds(waited < 0.01 ? 20 : 500));
+    if (waited < 0.002) std::this_thread::yield();  // as MpiGroup's waits (dist/mpi.hpp): poll, then sleep
+    else std::this_thread::sleep_for(std::chrono::microseconds(waited < 0.1 ? 20 : 500));
   }
 }
 
