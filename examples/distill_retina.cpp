@@ -5,9 +5,11 @@
 #include <cstdio>
 #include <cstdlib>
 #include <limits>
+#include <memory>
 #include <string>
 
 #include "retikd/core/cli_args.hpp"
+#include "retikd/dist/session.hpp"
 #include "retikd/pipeline/distill_pipeline.hpp"
 
 using namespace retikd;
@@ -34,6 +36,7 @@ void usage(std::FILE* f) {
       "                      [--mirror-views 0|1] [--ce-clean 0|1] [--bn-clean 0|1] [--kd-class-weighted 0|1]\n"
       "                      [--balance-rho X] [--projector-warmup E] [--kd-ramp E] [--teacher-tokens pre|norm]\n"
       "                      [--pca-entropy F] [--pca-row-mean 0|1] [--projector-lr-mult X]\n"
+      "                      [--distributed] [--sync-bn] [--dist-timeout S]\n"
       "\n"
       "Stages (each under DIR/<stage>/, resumed when interrupted, skipped when complete):\n"
       "  teacher     fine-tune the ViT teacher with cross-entropy\n"
@@ -89,6 +92,10 @@ void usage(std::FILE* f) {
       "  --teacher-tokens pre|norm  PCA / GL targets from the block's raw tokens or after the final norm\n"
       "  --pca-entropy F      PCA target temperature set so its mean row entropy is F * log N (0 < F < 1)\n"
       "  --pca-row-mean 0|1   PCA KL as a mean over rows; --projector-lr-mult X projectors' lr multiple\n"
+      "  --distributed        data-parallel over MPI even for one process (it is on by itself under mpirun /\n"
+      "                       srun with several processes); --batch stays the global batch (docs/distributed.md)\n"
+      "  --sync-bn            batch-norm statistics over all ranks' samples (default: each rank's own)\n"
+      "  --dist-timeout S     seconds a collective may wait for the other ranks before the job ends (default 600)\n"
       "scripts/ablation.sh runs the ablation of docs/results.md with these.\n");
 }
 
@@ -98,6 +105,8 @@ int main(int argc, char** argv) {
   std::setvbuf(stdout, nullptr, _IOLBF, 0);
   pipeline::PipelineOptions o;
   bool preset_given = false;
+  dist::SessionOptions dist_options;
+  std::unique_ptr<dist::Session> session;
   try {
     for (int i = 1; i < argc; ++i) {
       const std::string a = argv[i];
@@ -224,6 +233,12 @@ int main(int argc, char** argv) {
         o.stop_after_epochs = integer(0, kMaxEpochs);
       } else if (a == "--quiet") {
         o.progress = false;
+      } else if (a == "--distributed") {
+        dist_options.force = true;
+      } else if (a == "--sync-bn") {
+        o.sync_batchnorm = true;
+      } else if (a == "--dist-timeout") {
+        dist_options.timeout_seconds = real(1.0, 1e6);
       } else {
         std::fprintf(stderr, "distill_retina: unknown option '%s' (see --help)\n", a.c_str());
         return 2;
@@ -236,7 +251,9 @@ int main(int argc, char** argv) {
       return 2;
     }
     (void)preset_given;
+    session.reset(new dist::Session(dist_options));  // MPI when launched by mpirun / srun (or --distributed)
     const pipeline::PipelineResult r = pipeline::run_distill_pipeline(o);
+    if (!dist::is_lead()) return 0;  // rank 0 prints the summary
     std::printf("\n%-11s %9s %9s %9s %12s\n", "model", "accuracy", "macro_f1", "glaucoma", "parameters");
     for (const auto& st : r.stages)
       std::printf("%-11s %9.4f %9.4f %9.4f %12lld%s\n", st.name.c_str(), st.test.accuracy, st.test.macro_f1,
@@ -249,7 +266,12 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "distill_retina: %s\n", e.what());
     return 3;
   } catch (const std::exception& e) {
-    std::fprintf(stderr, "distill_retina: error: %s\n", e.what());
+    if (dist::world().size() > 1)
+      std::fprintf(stderr, "distill_retina: error (rank %d of %d): %s\n", dist::world().rank(), dist::world().size(),
+                   e.what());
+    else
+      std::fprintf(stderr, "distill_retina: error: %s\n", e.what());
+    if (session) session->abort(1);  // the other ranks would wait for this one until the timeout
     return 1;
   }
 }

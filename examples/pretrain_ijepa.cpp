@@ -41,6 +41,8 @@
 #include <retikd/core/error.hpp>
 #include <retikd/core/paths.hpp>
 #include <retikd/data/data.hpp>
+#include <retikd/dist/data_parallel.hpp>
+#include <retikd/dist/session.hpp>
 #include <retikd/io/safetensors.hpp>
 #include <retikd/metrics/classification.hpp>
 #include <retikd/metrics/json.hpp>
@@ -77,6 +79,8 @@ struct Options {
   int64_t probe_limit = 0;  // > 0: seeded subsets of the probe's train / test splits (timing)
   std::string arch = "vit";  // vit (the options above) | dinov2_s14
   std::string init;          // initial encoder weights (dinov2_s14: .onnx or .safetensors)
+  bool distributed = false;  // data-parallel over MPI even for one process (on by itself under mpirun / srun)
+  double dist_timeout = 0;   // > 0: seconds a collective may wait (docs/distributed.md)
 };
 
 void usage() {
@@ -90,6 +94,7 @@ void usage() {
       "                      [--seed 0] [--workers 1] [--limit N] [--val-images 64] [--resume | --restart]\n"
       "                      [--epochs-this-call N] [--export-img N] [--probe] [--probe-only FILE]\n"
       "                      [--pooling mean|cls] [--probe-limit N] [--quiet] [--arch vit|dinov2_s14] [--init FILE]\n"
+      "                      [--distributed] [--dist-timeout S]\n"
       "\n"
       "  --data ROOT      image root (split.tsv manifest or class folders); default ../shared/data/fundus4 when\n"
       "                   its split.tsv exists, else the synthetic fundus set\n"
@@ -109,6 +114,8 @@ void usage() {
       "  --arch dinov2_s14  the encoder is DINOv2 ViT-S/14 (patch 14; --img a multiple of 14; --patch, --dim,\n"
       "                   --depth, --heads do not apply); with --init FILE (.onnx or .safetensors) its pretrained\n"
       "                   weights start both encoders (domain-adaptive continued pretraining)\n"
+      "  --distributed    data-parallel over MPI even for one process (on by itself under mpirun / srun with\n"
+      "                   several processes); --batch stays the global batch; rank 0 writes every file\n"
       "Output: OUT/encoder.safetensors is a ViT checkpoint (timm names) for distill_retina --teacher-init.\n");
 }
 
@@ -167,9 +174,15 @@ Sources open_sources(const Options& o) {
 }
 
 std::shared_ptr<data::Loader> make_loader(std::shared_ptr<const data::ImageSource> src, const Options& o,
-                                          data::TransformPtr transform, bool shuffle, const std::string& tag) {
+                                          data::TransformPtr transform, bool shuffle, const std::string& tag,
+                                          bool sharded = false) {
   data::LoaderOptions lo;
   lo.batch_size = o.batch;
+  if (sharded && dist::world().size() > 1) {  // this rank's shard and share of the global batch
+    lo.batch_size = dist::local_batch_size(o.batch, dist::world());
+    lo.num_shards = dist::world().size();
+    lo.shard = dist::world().rank();
+  }
   lo.num_workers = static_cast<int>(o.workers);
   lo.seed = static_cast<uint64_t>(o.seed);
   lo.shuffle = shuffle;
@@ -337,6 +350,7 @@ int main(int argc, char** argv) {
   std::setvbuf(stdout, nullptr, _IOLBF, 0);
   Options o;
   bool pred_given = false;
+  std::unique_ptr<dist::Session> session;
   try {
     for (int i = 1; i < argc; ++i) {
       const std::string a = argv[i];
@@ -392,6 +406,8 @@ int main(int argc, char** argv) {
       else if (a == "--quiet") o.quiet = true;
       else if (a == "--arch") o.arch = value();
       else if (a == "--init") o.init = value();
+      else if (a == "--distributed") o.distributed = true;
+      else if (a == "--dist-timeout") o.dist_timeout = real(1.0, 1e6);
       else {
         std::fprintf(stderr, "pretrain_ijepa: unknown option '%s' (see --help)\n", a.c_str());
         return 2;
@@ -416,7 +432,9 @@ int main(int argc, char** argv) {
                    "position embedding and resamples it itself)");
     }
     RETIKD_CHECK(o.init.empty() || o.arch == "dinov2_s14", "--init applies to --arch dinov2_s14");
-    std::FILE* log = o.quiet ? nullptr : stdout;
+    session.reset(new dist::Session({o.distributed, o.dist_timeout}));  // MPI under mpirun / srun
+    const bool lead = dist::is_lead();  // rank 0 alone prints and writes files
+    std::FILE* log = o.quiet || !lead ? nullptr : stdout;
     train::detail::make_directories(o.out + "/.cache");
 
     const Sources src = open_sources(o);
@@ -443,6 +461,7 @@ int main(int argc, char** argv) {
                    static_cast<long long>(model.predictor->num_parameters()), ssl::latent_loss_name(cfg.loss));
 
     if (!o.probe_only.empty()) {
+      if (!lead) return 0;
       nn::VisionTransformer enc(cfg.encoder, init_again);
       io::load_module(o.probe_only, enc);
       run_probe(o, src, {{o.probe_only, &enc}, {"random init (same seed)", &random_encoder}}, log);
@@ -454,7 +473,7 @@ int main(int argc, char** argv) {
     const data::TransformPtr augment = data::compose(
         {data::make<data::RandomResizedCrop>(static_cast<int>(o.img), std::make_pair(0.3, 1.0)),
          data::make<data::RandomHorizontalFlip>(), data::make<data::Normalize>()});
-    auto loader = make_loader(src.pretrain, o, augment, true, "pretrain");
+    auto loader = make_loader(src.pretrain, o, augment, true, "pretrain", /*sharded=*/true);
     std::shared_ptr<data::Loader> val_loader;
     if (src.val) val_loader = make_loader(src.val, o, data::compose({data::make<data::Normalize>()}), false, "val");
     const int64_t steps_per_epoch = loader->num_batches();
@@ -467,6 +486,9 @@ int main(int argc, char** argv) {
     ao.weight_decay = o.wd_start;
     optim::AdamW opt(model.param_groups(o.lr, o.wd_start), ao);
     optim::WarmupCosineSchedule lr_sched(opt, warmup_steps, total_steps, o.min_lr_ratio);
+    std::vector<Var> trained;
+    for (const auto& g : opt.groups()) trained.insert(trained.end(), g.params.begin(), g.params.end());
+    dist::GradientReducer ddp(dist::world(), trained);  // one process: does nothing
     ssl::IJepaSchedule js;
     js.total_steps = total_steps;
     js.ema_start = o.ema_start;
@@ -511,7 +533,7 @@ int main(int argc, char** argv) {
       if (o.epochs_this_call > 0 && epochs_run >= o.epochs_this_call)
         throw StopRequested("stopped before epoch " + std::to_string(epoch) + " (--epochs-this-call " +
                             std::to_string(o.epochs_this_call) + "); run again with --resume to continue");
-      if (!steps_file) {
+      if (lead && !steps_file) {
         // After a resume the restored global step says which step lines are still valid.
         trim_steps_file(steps_path, state.global_step);
         steps_file = std::fopen(steps_path.c_str(), "a");
@@ -527,16 +549,17 @@ int main(int argc, char** argv) {
       int64_t n = 0;
       while (loader->next(b)) {
         const int64_t step = state.global_step;
-        // Masks of (seed, epoch, batch): a resumed run draws the same ones without storing a generator.
-        Generator mg = Generator::derive(mask_seed, static_cast<uint64_t>(epoch), static_cast<uint64_t>(b.number));
+        // Masks of (seed, epoch, batch, rank): a resumed run draws the same ones without storing a generator.
+        const uint64_t rank_bits = static_cast<uint64_t>(dist::world().rank()) << 40;
+        Generator mg =
+            Generator::derive(mask_seed, static_cast<uint64_t>(epoch), static_cast<uint64_t>(b.number) | rank_bits);
         const ssl::BatchMasks masks = model.masker().sample(b.size(), mg);
         const double wd = js.weight_decay(step);
         for (auto& g : opt.groups())
           if (g.name == "decay") g.weight_decay = wd;
         opt.zero_grad();
         Var loss = model.forward(Var(b.images), masks).loss;
-        const double l = loss.item<double>();
-        loop.check_loss(l);
+        const double l = loop.check_loss(loss.item<double>());  // data-parallel: the mean over the ranks
         loss.backward();
         if (o.clip > 0) {
           std::vector<Var> ps;
@@ -549,9 +572,11 @@ int main(int argc, char** argv) {
         model.update_target(m);
         lr_sched.step();
         ++state.global_step;
-        std::fprintf(steps_file, "%lld\t%lld\t%.6g\t%.6g\t%.6g\t%.6g\n", static_cast<long long>(state.global_step),
-                     static_cast<long long>(epoch), l, lr_now, wd, m);
-        std::fflush(steps_file);
+        if (steps_file) {
+          std::fprintf(steps_file, "%lld\t%lld\t%.6g\t%.6g\t%.6g\t%.6g\n", static_cast<long long>(state.global_step),
+                       static_cast<long long>(epoch), l, lr_now, wd, m);
+          std::fflush(steps_file);
+        }
         sum += l * static_cast<double>(b.size());
         n += b.size();
         loop.step_done(l);
@@ -596,6 +621,7 @@ int main(int argc, char** argv) {
     }
     if (steps_file) std::fclose(steps_file);
     const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    if (!lead) return 0;  // rank 0 writes the encoders, the report and runs the probe
 
     // ---- outputs ------------------------------------------------------------------------------------------
     const std::string enc_path = o.out + "/encoder.safetensors";
@@ -669,7 +695,10 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "pretrain_ijepa: %s (see --help)\n", e.what());
     return 2;
   } catch (const std::exception& e) {
-    std::fprintf(stderr, "pretrain_ijepa: error: %s\n", e.what());
+    std::fprintf(stderr, "pretrain_ijepa: error%s: %s\n",
+                 dist::world().size() > 1 ? (" (rank " + std::to_string(dist::world().rank()) + ")").c_str() : "",
+                 e.what());
+    if (session) session->abort(1);  // the other ranks would wait for this one until the timeout
     return 1;
   }
 }

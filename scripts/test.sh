@@ -1,16 +1,17 @@
 #!/usr/bin/env bash
 # scripts/test.sh — the README's test command: installs what is missing (Debian packages), builds everything
 # in Release (library, CUDA kernels for one modern arch when nvcc 13 is present, tests, examples,
-# benchmarks), runs every test through ctest, fuzzes each reader of untrusted bytes for a few seconds
-# (scripts/fuzz.sh, which installs clang-14 and libclang-rt-14-dev itself; the committed fuzz corpus is also
-# replayed by ctest), then runs the sm_53 gate (scripts/sm53_gate.sh), which installs Debian's CUDA 11.8
-# itself. CI (.ci/run) calls exactly this.
+# benchmarks), runs every test through ctest (the data-parallel ones under mpirun), fuzzes each reader of
+# untrusted bytes for a few seconds (scripts/fuzz.sh, which installs clang-14 and libclang-rt-14-dev itself; the
+# committed fuzz corpus is also replayed by ctest), then runs the sm_53 gate (scripts/sm53_gate.sh), which
+# installs Debian's CUDA 11.8 itself. CI (.ci/run) calls exactly this.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 start=$(date +%s)
 
+# libopenmpi-dev + openmpi-bin: the retikd::mpi component and mpirun for the data-parallel tests (ctest dist_*).
 packages=(cmake g++ make libstb-dev doctest-dev libbenchmark-dev libopenblas-dev libonnx-dev libprotobuf-dev
-          python3-venv)
+          python3-venv libopenmpi-dev openmpi-bin)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

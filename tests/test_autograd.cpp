@@ -1,8 +1,11 @@
 // tests/test_autograd.cpp — the tape: gradients of composed ops, accumulation over several uses and several
 // backward calls, detach, NoGradGuard, the error when backward reaches an op without a backward, and the
-// gradient checker itself (it must flag a wrong backward).
+// gradient checker itself (it must flag a wrong backward); backward hooks (what data parallelism builds on).
 #include <doctest/doctest.h>
 
+#include <algorithm>
+
+#include "retikd/autograd/backward_hook.hpp"
 #include "retikd/autograd/gradcheck.hpp"
 #include "retikd/autograd/var.hpp"
 #include "retikd/ops/elementwise.hpp"
@@ -125,4 +128,49 @@ TEST_CASE("gradcheck passes a right backward and flags a wrong one") {
   CHECK_THROWS_AS(gradcheck([](const std::vector<Var>& v) { return v[0] * v[0]; },
                             {Tensor::ones({2})}),  // float32 is rejected
                   Error);
+}
+
+namespace {
+// Records what a BackwardHook sees; takes the gradients of `owned` and adds them doubled at the end.
+struct RecordingHook : BackwardHook {
+  std::vector<const VarImpl*> owned;
+  std::vector<const VarImpl*> begun_with, finished;
+  std::vector<std::pair<VarImpl*, Tensor>> taken;
+  int ends = 0;
+  void on_backward_begin(const std::vector<const VarImpl*>& leaves) override { begun_with = leaves; }
+  bool on_leaf_gradient(VarImpl* leaf, const Tensor& grad) override {
+    finished.push_back(leaf);
+    if (std::find(owned.begin(), owned.end(), leaf) == owned.end()) return false;
+    taken.emplace_back(leaf, grad);
+    return true;
+  }
+  void on_backward_end() override {
+    ++ends;
+    for (auto& t : taken) accumulate_grad(t.first->grad, ops::impl::mul_scalar(t.second, 2.0), "test hook");
+    taken.clear();
+  }
+};
+}  // namespace
+
+TEST_CASE("backward hooks see each leaf once, when its gradient is complete, and may take it") {
+  Var a = leaf({1, 2}, {2}), b = leaf({3, 4}, {2}), c = leaf({5, 6}, {2});
+  Var unused = leaf({7}, {1});
+  RecordingHook hook;
+  hook.owned = {b.impl()};
+  add_backward_hook(&hook);
+  // b feeds two ops: its gradient is complete only after both, so it must be finished once, with the sum.
+  Var y = ops::sum(ops::add(ops::mul(a, b), ops::mul(b, c)));
+  y.backward();
+  remove_backward_hook(&hook);
+  CHECK(hook.ends == 1);
+  CHECK(hook.begun_with.size() == 3);  // a, b, c: the reachable leaves (not `unused`)
+  CHECK(std::count(hook.finished.begin(), hook.finished.end(), b.impl()) == 1);
+  CHECK(hook.finished.size() == 3);
+  CHECK(a.grad().to_vector<double>() == std::vector<double>{3, 4});   // untouched by the hook: ∂/∂a = b
+  CHECK(b.grad().to_vector<double>() == std::vector<double>{12, 16});  // taken, then added doubled: 2·(a + c)
+  CHECK(!unused.grad().defined());
+  // Removed: the next backward is the plain tape again.
+  b.zero_grad();
+  ops::sum(ops::mul(a, b)).backward();
+  CHECK(b.grad().to_vector<double>() == std::vector<double>{1, 2});
 }

@@ -1054,6 +1054,112 @@ TEST_CASE("data: the same seed gives the same batches whatever the thread count"
   CHECK(floats(run_epoch(other, 0)[0].images) != reference[0]);
 }
 
+TEST_CASE("data: shards of a data-parallel run (train: fixed owners, equal counts; cover: every sample once)") {
+  constexpr int kShards = 3;
+  constexpr int64_t kCount = 23;  // not a multiple of the shards: the train mode leaves out ⌊23/3⌋ = 7 · 3 = 21
+  auto src = std::make_shared<CountingSource>(kCount, 3, 16);
+  auto shard_loader = [&](int shard, ShardMode mode, int workers) {
+    LoaderOptions opt;
+    opt.batch_size = 3;
+    opt.num_workers = workers;
+    opt.seed = 5;
+    opt.shuffle = mode == ShardMode::train;
+    opt.num_shards = kShards;
+    opt.shard = shard;
+    opt.shard_mode = mode;
+    return std::make_shared<Loader>(src, opt);
+  };
+  std::vector<std::set<int64_t>> owned(kShards);
+  for (int64_t epoch : {1, 2, 3}) {
+    std::set<int64_t> epoch_seen;
+    for (int r = 0; r < kShards; ++r) {
+      auto loader = shard_loader(r, ShardMode::train, r % 2);
+      CHECK(loader->size() == kCount);
+      CHECK(loader->shard_size() == kCount / kShards);
+      CHECK(loader->num_batches() == 3);  // 7 samples in batches of 3: the same count on every rank
+      std::vector<int64_t> order;
+      for (const Batch& b : run_epoch(*loader, epoch)) order.insert(order.end(), b.indices.begin(), b.indices.end());
+      CHECK(order.size() == static_cast<std::size_t>(kCount / kShards));
+      CHECK(loader->images_in_memory() == (r == 2 ? 7 : 8));  // its own shard's images only, not all 23
+      for (int64_t i : order) {
+        CHECK(epoch_seen.insert(i).second);  // disjoint across shards
+        owned[static_cast<std::size_t>(r)].insert(i);
+      }
+      // The same shard from (seed, epoch) alone: another worker count gives the same order.
+      std::vector<int64_t> again;
+      for (const Batch& b : run_epoch(*shard_loader(r, ShardMode::train, 2), epoch))
+        again.insert(again.end(), b.indices.begin(), b.indices.end());
+      CHECK(again == order);
+    }
+    CHECK(epoch_seen.size() == static_cast<std::size_t>(kShards * (kCount / kShards)));
+  }
+  // Ownership is fixed: over the epochs each shard saw at most its ⌈23/3⌉ = 8 own samples, and together all 23.
+  std::set<int64_t> all;
+  for (const auto& o : owned) {
+    CHECK(o.size() <= 8);
+    all.insert(o.begin(), o.end());
+  }
+  CHECK(all.size() == static_cast<std::size_t>(kCount));
+  // cover: contiguous blocks in the source order, positions numbered over all shards.
+  std::vector<int64_t> covered(kCount, -1);
+  for (int r = 0; r < kShards; ++r) {
+    auto loader = shard_loader(r, ShardMode::cover, 0);
+    CHECK(loader->images_in_memory() == 0);
+    CHECK(loader->shard_size() == (r + 1) * kCount / kShards - r * kCount / kShards);
+    CHECK(loader->images_in_memory() == loader->shard_size());
+    for (const Batch& b : run_epoch(*loader, 0))
+      for (int64_t j = 0; j < b.size(); ++j) {
+        REQUIRE(b.position + j < kCount);
+        CHECK(covered[static_cast<std::size_t>(b.position + j)] == -1);
+        covered[static_cast<std::size_t>(b.position + j)] = b.indices[static_cast<std::size_t>(j)];
+      }
+  }
+  for (int64_t i = 0; i < kCount; ++i) CHECK(covered[static_cast<std::size_t>(i)] == i);
+}
+
+TEST_CASE("data: shards agree on bad files (skip policy) and on the count every rank can fill") {
+  // Items 0, 1, 2, 5 are corrupt: every shard must know it (the epoch count and cover positions depend on it).
+  struct BrokenSource : SyntheticSource {
+    BrokenSource() : SyntheticSource(20, 4, CountingSource::make_opts(16)) {}
+    ImageU8 load(int64_t i, ImageInfo* info) const override {
+      if (i <= 2 || i == 5) throw DataError(Problem{name(i), ProblemKind::corrupt, "corrupt on purpose"});
+      return SyntheticSource::load(i, info);
+    }
+  };
+  auto src = std::make_shared<BrokenSource>();
+  std::vector<int64_t> counts, cover_rows;
+  std::set<int64_t> seen;
+  for (int r = 0; r < 2; ++r) {
+    LoaderOptions opt;
+    opt.batch_size = 4;
+    opt.num_workers = 0;
+    opt.policy = BadInput::skip;
+    opt.warnings = nullptr;
+    opt.num_shards = 2;
+    opt.shard = r;
+    Loader train(src, opt);
+    counts.push_back(train.shard_size());
+    for (const Batch& b : run_epoch(train, 1))
+      for (int64_t i : b.indices) {
+        CHECK(i != 0);
+        CHECK(i != 5);
+        CHECK(seen.insert(i).second);
+      }
+    opt.shuffle = false;
+    opt.shard_mode = ShardMode::cover;
+    Loader eval(src, opt);
+    for (const Batch& b : run_epoch(eval, 0))
+      for (int64_t j = 0; j < b.size(); ++j) {
+        CHECK(b.position + j == static_cast<int64_t>(cover_rows.size()));  // positions among the 16 usable
+        cover_rows.push_back(b.indices[static_cast<std::size_t>(j)]);
+      }
+  }
+  CHECK(counts[0] == counts[1]);  // the smaller shard's usable count, on both
+  CHECK(counts[0] <= 8);
+  CHECK(cover_rows.size() == 16);
+  CHECK(cover_rows.front() == 3);
+}
+
 TEST_CASE("data: epochs after the first decode nothing; without the cache each epoch decodes") {
   LoaderOptions opt;
   opt.batch_size = 8;

@@ -1,7 +1,9 @@
 // tests/test_train_infra.cpp — training infrastructure: checkpoint round trip (modules with buffers, SGD and
 // AdamW state, schedule, generators, counters, metadata), atomic writes that fail midway, corrupt and
 // mismatched checkpoints, the JSON-lines log across resumes, the NaN stop, and the resume equivalence a
-// killed run must reach: 4 epochs straight == 2 epochs + kill + resume, bit for bit.
+// killed run must reach: 4 epochs straight == 2 epochs + kill + resume, bit for bit. Data parallelism in one
+// process: the loop's data-parallel path under a mirrored two-rank group, the one-process group, batch shares.
+// (Real multi-process runs: tests/dist_check.cpp under mpirun.)
 #include <doctest/doctest.h>
 
 #include <ftw.h>
@@ -22,6 +24,8 @@
 
 #include "retikd/autograd/var.hpp"
 #include "retikd/core/random.hpp"
+#include "retikd/dist/data_parallel.hpp"
+#include "retikd/ops/reduce.hpp"
 #include "retikd/io/safetensors.hpp"
 #include "retikd/metrics/classification.hpp"
 #include "retikd/nn/layers.hpp"
@@ -142,6 +146,7 @@ struct RunSpec {
   std::map<std::string, std::string> config = {{"lr", "0.01"}, {"seed", "5"}};
   std::function<void(int64_t)> on_epoch_start;
   std::FILE* out = nullptr;
+  dist::ProcessGroup* group = nullptr;  // the loop's ranks (nullptr: one process)
 };
 
 // One training run, everything built from the seed as a real program would at start-up.
@@ -185,6 +190,7 @@ struct TinyRun {
     o.config = spec.config;
     o.out = spec.out;
     o.steps_per_epoch = 3;
+    o.group = spec.group;
     train::TrainerLoop loop(o, state);
     auto train_one_epoch = [&](int64_t epoch) {
       ++train_calls;
@@ -746,4 +752,75 @@ TEST_CASE("trainer loop: NaN stops the run and keeps the last good checkpoint un
                            [](int64_t) { return train::EvalMetrics{{"macro_f1", 0.5}}; }),
                        doctest::Contains("did not report the selection metric \"accuracy\" (it reported: macro_f1)"),
                        Error);
+}
+
+namespace {
+// Two ranks as rank 0 sees them when rank 1 computes exactly what rank 0 does: a sum over the ranks is twice
+// the local value, every broadcast finds the same value already there.
+struct MirrorGroup : dist::ProcessGroup {
+  int reductions = 0;
+  int rank() const override { return 0; }
+  int size() const override { return 2; }
+  std::string backend() const override { return "mirror"; }
+  std::unique_ptr<dist::Work> all_reduce_async(Tensor t, const std::string&) override {
+    std::vector<double> v = t.to_vector<double>();
+    for (double& x : v) x *= 2;
+    t.copy_(Tensor::from_vector(v, t.shape()).to(t.dtype()));
+    ++reductions;
+    return std::unique_ptr<dist::Work>(new dist::DoneWork());
+  }
+  void broadcast(Tensor, int, const std::string&) override {}
+  void broadcast_bytes(std::vector<uint8_t>&, int, const std::string&) override {}
+  void barrier(const std::string&) override {}
+  std::shared_ptr<dist::ProcessGroup> duplicate() override { return std::make_shared<MirrorGroup>(); }
+};
+}  // namespace
+
+TEST_CASE("trainer loop: the data-parallel path trains like one process, records the ranks, refuses another count") {
+  TrainTempDir dir;
+  TinyRun plain;
+  plain.run({dir.path + "/plain", 2});
+  MirrorGroup mirror;
+  RunSpec spec(dir.path + "/dp", 2);
+  spec.group = &mirror;
+  TinyRun dp;
+  dp.run(spec);
+  CHECK(mirror.reductions > 6);  // per-step losses, epoch statistics, buffers
+  CHECK(same_state(*dp.model, *plain.model));  // the mirrored sums and means are exact
+  CHECK(train::read_checkpoint_info(dir.path + "/dp/last.safetensors").metadata.at("config.world_size") == "2");
+  CHECK(train::read_checkpoint_info(dir.path + "/plain/last.safetensors").metadata.count("config.world_size") == 0);
+  // One process may not continue a two-rank run (its shards and batches were those of two ranks).
+  RunSpec again(dir.path + "/dp", 3, train::ExistingRun::resume);
+  TinyRun one;
+  CHECK_THROWS_WITH_AS(one.run(again), doctest::Contains("written by a run on 2 rank(s)"), train::CheckpointError);
+  // Nor may two ranks continue a one-process run.
+  RunSpec plain_again(dir.path + "/plain", 3, train::ExistingRun::resume);
+  plain_again.group = &mirror;
+  TinyRun two;
+  CHECK_THROWS_WITH_AS(two.run(plain_again), doctest::Contains("this run has 2"), train::CheckpointError);
+}
+
+TEST_CASE("data parallel in one process: no hook, no cost; batch shares; rows in order") {
+  dist::LocalGroup local;
+  Var w(Tensor::full({3}, 1.5), true);
+  {
+    dist::GradientReducer ddp(local, {w});
+    CHECK(backward_hooks().empty());  // one process: nothing to average
+    ops::sum(ops::mul(w, w)).backward();
+  }
+  CHECK(w.grad().to_vector<float>() == std::vector<float>{3, 3, 3});
+  MirrorGroup two;
+  CHECK(dist::local_batch_size(32, two) == 16);
+  CHECK_THROWS_WITH_AS(dist::local_batch_size(33, two), doctest::Contains("does not divide among 2"), Error);
+  dist::RowCollector rows(3, 2);
+  const double r1[2] = {3, 4}, r0[2] = {1, 2}, r2[2] = {5, 6};
+  rows.put(1, r1);
+  rows.put(0, r0);
+  rows.put(2, r2);
+  CHECK(rows.gather(local, "rows") == std::vector<double>{1, 2, 3, 4, 5, 6});
+  dist::RowCollector short_rows(3, 1);
+  const double x = 1;
+  short_rows.put(0, &x);
+  CHECK_THROWS_WITH_AS(short_rows.gather(local, "rows"), doctest::Contains("computed 1 rows of 3"), Error);
+  CHECK(dist::world().size() == 1);  // no Session in this process
 }

@@ -6,6 +6,9 @@
 // walks the nodes in reverse topological order, summing gradients where a Var feeds several ops, and
 // leaves the totals in the `.grad()` of leaf Vars that require a gradient.
 //
+// Hooks (autograd/backward_hook.hpp) see each leaf's gradient of the pass when it is complete: data parallelism
+// starts averaging it across processes while the walk goes on.
+//
 // An op registered without a backward closure still records a node, so the error is raised where it belongs:
 // when backward actually reaches it ("backward reached 'argmax', which has no backward").
 #pragma once
@@ -20,6 +23,7 @@
 
 #include "retikd/core/error.hpp"
 #include "retikd/autograd/accumulate.hpp"
+#include "retikd/autograd/backward_hook.hpp"
 #include "retikd/autograd/op_observer.hpp"
 #include "retikd/core/tensor.hpp"
 
@@ -175,8 +179,17 @@ inline void Var::backward(const Tensor& grad_output) const {
                "or it was computed under NoGradGuard)");
   RETIKD_CHECK(grad_output.shape() == shape(), "backward: gradient ", grad_output.describe(),
                " does not match output ", value().describe());
+  // A copy: a hook may install or remove hooks while it runs.
+  const std::vector<BackwardHook*> hooks = backward_hooks();
+  auto finish_leaf = [&hooks](VarImpl* leaf, const Tensor& g) {
+    for (BackwardHook* h : hooks)
+      if (h->on_leaf_gradient(leaf, g)) return;
+    accumulate_grad(leaf->grad, g, "backward");
+  };
   if (is_leaf()) {
-    accumulate_grad(impl_->grad, grad_output, "backward");
+    for (BackwardHook* h : hooks) h->on_backward_begin({impl_.get()});
+    finish_leaf(impl_.get(), grad_output);
+    for (BackwardHook* h : hooks) h->on_backward_end();
     return;
   }
   // Reverse topological order by iterative depth-first search (deep networks would overflow recursion).
@@ -198,6 +211,12 @@ inline void Var::backward(const Tensor& grad_output) const {
     order.push_back(v);
     stack.pop_back();
   }
+  if (!hooks.empty()) {
+    std::vector<const VarImpl*> leaves;
+    for (auto it = order.rbegin(); it != order.rend(); ++it)
+      if (!(*it)->grad_fn) leaves.push_back(*it);
+    for (BackwardHook* h : hooks) h->on_backward_begin(leaves);
+  }
   std::unordered_map<VarImpl*, Tensor> grads;
   grads[impl_.get()] = grad_output;
   for (auto it = order.rbegin(); it != order.rend(); ++it) {
@@ -207,7 +226,7 @@ inline void Var::backward(const Tensor& grad_output) const {
     Tensor g = std::move(found->second);
     grads.erase(found);
     if (!v->grad_fn) {
-      accumulate_grad(v->grad, g, "backward");
+      finish_leaf(v, g);
       continue;
     }
     Node& node = *v->grad_fn;
@@ -225,6 +244,7 @@ inline void Var::backward(const Tensor& grad_output) const {
       accumulate_grad(grads[in], input_grads[i], node.op.c_str());
     }
   }
+  for (BackwardHook* h : hooks) h->on_backward_end();
 }
 
 }  // namespace retikd

@@ -17,6 +17,20 @@
 //
 // Batches are NCHW float32 tensors (images) with int64 labels, or uint8 NCHW (`output_uint8`: ByteBatch, for a
 // GPU-side normalisation). Every image of a batch must come out of the transforms at the same size.
+//
+// Shards (data-parallel training, dist/): with num_shards = P each rank's Loader gives only its part, chosen
+// from the seed and the epoch, never from the rank's timing:
+//  - ShardMode::train: a permutation of the source's items drawn from the seed alone is dealt round-robin, so
+//    an item belongs to the same shard in every epoch (each rank's teacher cache holds only its shard); each
+//    epoch the shard's usable items are shuffled by (seed, epoch, shard) and cut to the smallest shard's
+//    usable count (⌊n / P⌋ without bad files), so every rank has the same number of batches of the same sizes
+//    (a larger shard leaves out a different item each epoch). The global batch of step k is the union of the
+//    ranks' k-th batches;
+//  - ShardMode::cover (no shuffle): contiguous blocks of the source order, every usable item exactly once
+//    (evaluation: the rows are gathered back by Batch::position, the item's place among all usable items —
+//    dist::RowCollector).
+// Every rank still checks every file in prepare() (so all ranks agree on the bad ones), but keeps only its
+// shard's images in memory, and with a cache file writes its own (<name>.shard<r>of<P>.bin).
 #pragma once
 
 #include <algorithm>
@@ -48,6 +62,10 @@ namespace data {
 
 // More worker threads than this is a typo (each holds a batch in flight), not a configuration.
 constexpr int kMaxLoaderWorkers = 256;
+enum class ShardMode {
+  train,  // fixed sample ownership, equal counts per epoch
+  cover,  // contiguous blocks, every sample once
+};
 
 struct LoaderOptions {
   int64_t batch_size = 32;
@@ -64,6 +82,9 @@ struct LoaderOptions {
   WarningSink warnings = stderr_warnings();
   bool progress = false;       // progress bar for the decode pass and for each epoch (stderr)
   bool output_uint8 = false;   // Batch::bytes (uint8) instead of Batch::images (float32)
+  int num_shards = 1;          // > 1: this loader yields shard `shard` only (see the top of this file)
+  int shard = 0;
+  ShardMode shard_mode = ShardMode::train;
 };
 
 struct Batch {
@@ -73,6 +94,7 @@ struct Batch {
   std::vector<int64_t> indices;  // source indices
   int64_t epoch = -1;
   int64_t number = -1;           // position in the epoch
+  int64_t position = -1;         // epoch-order position of the first sample over all shards (ShardMode::cover)
   int64_t size() const { return static_cast<int64_t>(indices.size()); }
 };
 
@@ -107,6 +129,8 @@ class Loader {
     RETIKD_CHECK(opt_.num_workers >= 0 && opt_.num_workers <= kMaxLoaderWorkers, "Loader: num_workers ",
                  opt_.num_workers, " is not in [0, ", kMaxLoaderWorkers, "]");
     RETIKD_CHECK(opt_.prefetch >= 1, "Loader: prefetch ", opt_.prefetch, " must be >= 1");
+    RETIKD_CHECK(opt_.num_shards >= 1 && opt_.shard >= 0 && opt_.shard < opt_.num_shards, "Loader: shard ",
+                 opt_.shard, " of ", opt_.num_shards, " is not a valid shard");
     RETIKD_CHECK(!opt_.preprocess || !opt_.preprocess->is_random(), "Loader: preprocess ",
                  opt_.preprocess->describe(), " is random; random transforms belong in `transform` (the "
                  "pre-processed images are cached)");
@@ -121,6 +145,7 @@ class Loader {
   void prepare() {
     if (prepared_) return;
     const int64_t n = source_->size();
+    compute_shard_items(n);
     cached_.assign(opt_.cache ? static_cast<std::size_t>(n) : 0, ImageU8());
     std::vector<Problem> problems;
     const std::string cache_path = resolve_cache_path();
@@ -136,17 +161,29 @@ class Loader {
     usable_.clear();
     for (int64_t i = 0; i < n; ++i)
       if (!bad[static_cast<std::size_t>(i)]) usable_.push_back(i);
+    settle_shards(bad);
     loaded_from_file_ = from_file;
     prepared_ = true;
   }
 
-  // Usable samples (after skipping bad ones; prepares).
+  // Usable samples (after skipping bad ones; prepares) — of all shards.
   int64_t size() {
     prepare();
     return static_cast<int64_t>(usable_.size());
   }
+  // Samples this loader yields per epoch (size() without shards).
+  int64_t shard_size() {
+    prepare();
+    return opt_.num_shards == 1 ? static_cast<int64_t>(usable_.size()) : shard_count_;
+  }
+  // Decoded images held in memory (with shards: this shard's only).
+  int64_t images_in_memory() const {
+    int64_t k = 0;
+    for (const ImageU8& img : cached_) k += img.pixels.empty() ? 0 : 1;
+    return k;
+  }
   int64_t num_batches() {
-    const int64_t n = size();
+    const int64_t n = shard_size();
     // n / b rounded up without forming n + b − 1, which overflows for a batch size near INT64_MAX.
     return opt_.drop_last ? n / opt_.batch_size : n / opt_.batch_size + (n % opt_.batch_size != 0);
   }
@@ -168,8 +205,17 @@ class Loader {
     prepare();
     auto plan = std::make_shared<Plan>();
     plan->epoch = epoch;
-    plan->order = usable_;
-    if (opt_.shuffle) {
+    plan->order = opt_.num_shards > 1 ? shard_usable_ : usable_;
+    if (opt_.num_shards > 1 && opt_.shard_mode == ShardMode::train) {
+      if (opt_.shuffle) {
+        Generator g = Generator::derive(opt_.seed ^ 0x5348415244ULL, static_cast<uint64_t>(epoch),
+                                        static_cast<uint64_t>(opt_.shard));
+        for (std::size_t i = plan->order.size(); i > 1; --i) std::swap(plan->order[i - 1], plan->order[g.below(i)]);
+      }
+      plan->order.resize(static_cast<std::size_t>(shard_count_));
+    } else if (opt_.num_shards > 1) {  // cover: the block, in source order
+      plan->first_position = first_position_;
+    } else if (opt_.shuffle) {
       Generator g = Generator::derive(opt_.seed ^ 0x9E3779B97F4A7C15ULL, static_cast<uint64_t>(epoch), 0x5u);
       for (std::size_t i = plan->order.size(); i > 1; --i) std::swap(plan->order[i - 1], plan->order[g.below(i)]);
     }
@@ -227,7 +273,59 @@ class Loader {
     int64_t epoch = 0;
     std::vector<int64_t> order;
     int64_t batches = 0;
+    int64_t first_position = 0;  // of order[0] in the epoch order over all shards
   };
+
+  // Shard `q`'s items among the source's n, before any file is read (so a rank knows which images to keep
+  // while decoding): ShardMode::train deals a permutation of the seed alone round-robin, ShardMode::cover
+  // cuts the source order into P contiguous blocks. Sorted.
+  std::vector<int64_t> items_of_shard(int q, int64_t n) const {
+    std::vector<int64_t> mine;
+    const int64_t p = opt_.num_shards;
+    if (opt_.shard_mode == ShardMode::cover) {
+      for (int64_t i = q * n / p; i < (q + 1) * n / p; ++i) mine.push_back(i);
+      return mine;
+    }
+    std::vector<int64_t> perm(static_cast<std::size_t>(n));
+    for (int64_t i = 0; i < n; ++i) perm[static_cast<std::size_t>(i)] = i;
+    Generator g = Generator::derive(opt_.seed ^ 0x4F574E4552ULL, 0, 0);
+    for (std::size_t i = perm.size(); i > 1; --i) std::swap(perm[i - 1], perm[g.below(i)]);
+    for (std::size_t i = static_cast<std::size_t>(q); i < perm.size(); i += static_cast<std::size_t>(p))
+      mine.push_back(perm[i]);
+    std::sort(mine.begin(), mine.end());
+    return mine;
+  }
+
+  void compute_shard_items(int64_t n) {
+    keep_.assign(static_cast<std::size_t>(n), opt_.num_shards == 1);
+    if (opt_.num_shards == 1) return;
+    RETIKD_CHECK(opt_.shard_mode == ShardMode::train || !opt_.shuffle, "Loader: ShardMode::cover keeps the source "
+                 "order (evaluation); set shuffle = false");
+    for (int64_t i : items_of_shard(opt_.shard, n)) keep_[static_cast<std::size_t>(i)] = true;
+  }
+
+  // After the bad files are known (the same on every rank): this shard's usable items, the per-epoch count
+  // every rank can fill, and (cover) the place of the block's first item among all usable items.
+  void settle_shards(const std::vector<bool>& bad) {
+    if (opt_.num_shards == 1) return;
+    const int64_t n = static_cast<int64_t>(bad.size());
+    auto usable_of = [&](int q) {
+      std::vector<int64_t> u;
+      for (int64_t i : items_of_shard(q, n))
+        if (!bad[static_cast<std::size_t>(i)]) u.push_back(i);
+      return u;
+    };
+    shard_usable_ = usable_of(opt_.shard);
+    if (opt_.shard_mode == ShardMode::cover) {
+      shard_count_ = static_cast<int64_t>(shard_usable_.size());
+      first_position_ = 0;
+      const int64_t begin = opt_.shard * n / opt_.num_shards;
+      for (int64_t i = 0; i < begin; ++i) first_position_ += bad[static_cast<std::size_t>(i)] ? 0 : 1;
+      return;
+    }
+    shard_count_ = static_cast<int64_t>(shard_usable_.size());
+    for (int q = 0; q < opt_.num_shards; ++q) shard_count_ = std::min<int64_t>(shard_count_, usable_of(q).size());
+  }
   struct Slot {
     Batch batch;
     std::exception_ptr error;
@@ -236,7 +334,7 @@ class Loader {
   std::string resolve_cache_path() {
     cache_path_.clear();
     if (opt_.cache_file.empty()) return "";
-    if (opt_.cache_file != "auto") return cache_path_ = opt_.cache_file;
+    if (opt_.cache_file != "auto") return cache_path_ = shard_file_name(opt_.cache_file);
     const std::string dir = source_->default_cache_dir();
     if (dir.empty()) return "";
     if (!fs::make_dirs(dir)) {
@@ -246,7 +344,17 @@ class Loader {
     }
     const uint64_t tag = detail::fnv1a(detail::fnv1a(0xcbf29ce484222325ULL, source_->describe()),
                                        opt_.preprocess ? opt_.preprocess->describe() : "none");
-    return cache_path_ = fs::join(dir, "cache-" + detail::hex64(tag) + ".bin");
+    return cache_path_ = shard_file_name(fs::join(dir, "cache-" + detail::hex64(tag) + ".bin"));
+  }
+
+  // With shards each rank writes its own cache file (it holds only its shard's images): x.bin → x.shard1of4.bin.
+  std::string shard_file_name(const std::string& path) const {
+    if (opt_.num_shards == 1) return path;
+    const std::string tag = ".shard" + std::to_string(opt_.shard) + "of" + std::to_string(opt_.num_shards) +
+                            (opt_.shard_mode == ShardMode::cover ? "c" : "");
+    const std::size_t dot = path.rfind('.'), slash = path.rfind('/');
+    if (dot == std::string::npos || (slash != std::string::npos && dot < slash)) return path + tag;
+    return path.substr(0, dot) + tag + path.substr(dot);
   }
 
   uint64_t cache_key() const {
@@ -255,6 +363,9 @@ class Loader {
     h = detail::fnv1a(h, opt_.preprocess ? opt_.preprocess->describe() : "none");
     const int64_t n = source_->size();
     h = detail::fnv1a(h, std::to_string(n));
+    if (opt_.num_shards > 1)  // which images the file holds
+      h = detail::fnv1a(h, str("shard ", opt_.shard, "/", opt_.num_shards, " mode ", static_cast<int>(opt_.shard_mode),
+                               " seed ", opt_.seed));
     for (int64_t i = 0; i < n; ++i) {
       h = detail::fnv1a(h, source_->name(i));
       h = detail::fnv1a(h, source_->fingerprint(i));
@@ -287,7 +398,7 @@ class Loader {
         if (i >= n) return;
         try {
           ImageU8 img = load_preprocessed(i);
-          if (opt_.cache) cached_[static_cast<std::size_t>(i)] = std::move(img);
+          if (opt_.cache && keep_[static_cast<std::size_t>(i)]) cached_[static_cast<std::size_t>(i)] = std::move(img);
         } catch (const DataError& e) {
           std::lock_guard<std::mutex> lock(pm);
           for (Problem p : e.problems()) {
@@ -345,6 +456,9 @@ class Loader {
         put32(static_cast<uint32_t>(it->second->message.size()));
         ok = ok && std::fwrite(it->second->message.data(), 1, it->second->message.size(), f) ==
                        it->second->message.size();
+      } else if (!keep_[static_cast<std::size_t>(i)]) {
+        const uint8_t status = 2;  // good, but another shard's image: not in this file
+        ok = ok && std::fwrite(&status, 1, 1, f) == 1;
       } else {
         const ImageU8& img = cached_[static_cast<std::size_t>(i)];
         const uint8_t status = 0;
@@ -403,6 +517,8 @@ class Loader {
         if (std::fread(img.pixels.data(), 1, img.pixels.size(), f.get()) != img.pixels.size())
           return stale("is truncated");
         cached_[static_cast<std::size_t>(i)] = std::move(img);
+      } else if (status == 2 && !keep_[static_cast<std::size_t>(i)]) {
+        continue;  // another shard's image
       } else {
         return stale("is corrupt");
       }
@@ -417,6 +533,7 @@ class Loader {
     Batch b;
     b.epoch = plan.epoch;
     b.number = k;
+    b.position = plan.first_position + begin;
     b.indices.assign(plan.order.begin() + begin, plan.order.begin() + end);
     const int64_t count = end - begin;
     b.labels = Tensor::empty({count}, DType::int64);
@@ -509,6 +626,11 @@ class Loader {
   std::string cache_path_;
   std::vector<ImageU8> cached_;
   std::vector<int64_t> usable_;
+  // shards (num_shards > 1)
+  std::vector<bool> keep_;             // items whose image this shard keeps in memory
+  std::vector<int64_t> shard_usable_;  // this shard's usable items, sorted
+  int64_t shard_count_ = 0;            // items per epoch
+  int64_t first_position_ = 0;         // cover: place of the block's first item among all usable items
   std::map<std::string, int64_t> bad_index_;
 
   std::mutex mutex_;

@@ -28,6 +28,7 @@
 #include <cstdint>
 #include <cstdio>
 #include <cstring>
+#include <functional>
 #include <limits>
 #include <map>
 #include <memory>
@@ -545,7 +546,7 @@ class CrossArchitectureDistiller {
     bool finite = std::isfinite(terms.ce.item<double>());
     for (const Var* t : {&terms.logit_kd, &terms.pca, &terms.gl})
       if (t->defined()) finite = finite && std::isfinite(t->item<double>());
-    if (!finite) return skipped(log, terms, epoch);
+    if (!agreed(finite)) return skipped(log, terms, epoch);
     DiscriminatorStats ds;
     if (disc_) ds = discriminator_update(*disc_, *disc_opt_, g.target, g.projected);
 
@@ -564,7 +565,7 @@ class CrossArchitectureDistiller {
       log.set("disc", ds.loss);
       log.set("disc_acc", ds.accuracy);
     }
-    if (!std::isfinite(total.item<double>())) return skipped(log, terms, epoch);
+    if (!agreed(std::isfinite(total.item<double>()))) return skipped(log, terms, epoch);
     student_opt_->zero_grad();
     total.backward();
     frozen.reset();
@@ -721,6 +722,9 @@ class CrossArchitectureDistiller {
   // Steps taken (seeds the multi-view generator and the cross-replacement mask); restore it on resume.
   uint64_t step_count() const { return step_; }
   void set_step_count(uint64_t s) { step_ = s; }
+  // Data-parallel runs: `agree(ok)` must return whether ok holds on every rank (dist::ProcessGroup::all_true),
+  // so that all ranks skip a non-finite step together and their collectives stay matched.
+  void set_agreement(std::function<bool(bool)> agree) { agree_ = std::move(agree); }
   // Student, projectors and discriminator to train / eval mode; the teacher always stays in eval mode.
   void train(bool on = true) {
     student_->train(on);
@@ -729,6 +733,8 @@ class CrossArchitectureDistiller {
   }
 
  private:
+  bool agreed(bool ok) const { return agree_ ? agree_(ok) : ok; }
+
   LossBreakdown skipped(LossBreakdown& log, const KDTerms& terms, double epoch) {
     for (const auto& t : std::vector<std::pair<const char*, const Var*>>{
              {"ce", &terms.ce}, {"logit_kd", &terms.logit_kd}, {"pca", &terms.pca}, {"gl", &terms.gl}})
@@ -827,6 +833,7 @@ class CrossArchitectureDistiller {
   std::unique_ptr<optim::Optimizer> student_opt_, disc_opt_;
   TeacherCache cache_;
   uint64_t step_ = 0;
+  std::function<bool(bool)> agree_;
 };
 
 }  // namespace kd

@@ -248,6 +248,19 @@ class Conv2d : public Layer, public Traceable {
 // num_batches_tracked (0-D int64). Training normalises with the batch statistics and updates the running
 // ones — running ← (1 − m)·running + m·batch, the variance unbiased — with m = momentum, or 1/num_batches
 // (a cumulative average) when momentum < 0 (PyTorch's momentum=None). Evaluation uses the running ones.
+// Replaces training-mode batch norm (batch statistics) when installed: dist/sync_batchnorm.hpp computes the
+// statistics over every rank's batch. forward() must update running_mean / running_var (when defined) as
+// ops::batch_norm does; num_batches_tracked is already counted.
+struct BatchNormTrainingHook {
+  virtual ~BatchNormTrainingHook() = default;
+  virtual Var forward(const Var& x, const Var& weight, const Var& bias, Tensor& running_mean, Tensor& running_var,
+                      double momentum, double eps) = 0;
+};
+inline BatchNormTrainingHook*& batch_norm_training_hook() {
+  static BatchNormTrainingHook* hook = nullptr;
+  return hook;
+}
+
 class BatchNorm2d : public Layer, public Traceable {
  public:
   Var weight, bias;
@@ -283,6 +296,9 @@ class BatchNorm2d : public Layer, public Traceable {
     Tensor none_mean, none_var;
     Tensor& rm = tracking ? *running_mean_ : none_mean;
     Tensor& rv = tracking ? *running_var_ : none_var;
+    if (use_batch_stats && is_training())
+      if (BatchNormTrainingHook* hook = batch_norm_training_hook())
+        return hook->forward(x, weight, bias, rm, rv, factor, eps_);
     return ops::batch_norm(x, weight, bias, rm, rv, use_batch_stats, factor, eps_);
   }
   Shape infer_shape(const Shape& in, ShapeTrace*) const override {

@@ -10,6 +10,10 @@
 // Files (docs/pipeline.md): OUT/{teacher,student_ce,student_kd}/{last,best}.safetensors, log.jsonl,
 // model.safetensors (the best epoch's weights, fp32), OUT/metrics.json, OUT/report.md with its SVG figures,
 // OUT/student_kd.rkd (the fp16 bundle, deploy/bundle.hpp).
+//
+// Data-parallel (docs/distributed.md): under a dist::Session with several ranks every stage trains on each
+// rank's shard (batch = the global batch / ranks), averages gradients (dist::GradientReducer), evaluates each
+// rank's block of val / test and gathers the rows, and rank 0 alone writes files and prints.
 #pragma once
 
 #include <sys/stat.h>
@@ -33,6 +37,8 @@
 #include "retikd/core/paths.hpp"
 #include "retikd/data/data.hpp"
 #include "retikd/deploy/bundle.hpp"
+#include "retikd/dist/data_parallel.hpp"
+#include "retikd/dist/sync_batchnorm.hpp"
 #include "retikd/io/safetensors.hpp"
 #include "retikd/io/tflite.hpp"
 #include "retikd/io/tflite_mobilenet_v2.hpp"
@@ -168,6 +174,7 @@ struct PipelineOptions {
   bool export_bundle = true;
   std::FILE* out = stdout;       // stage headers and summaries; nullptr: quiet
   bool progress = true;          // progress bars (stderr)
+  bool sync_batchnorm = false;   // data-parallel: batch-norm statistics over all ranks' samples (dist/)
 };
 
 struct StageResult {
@@ -322,16 +329,27 @@ inline Predictions predict(nn::Model& model, data::Loader& loader) {
   data::Batch b;
   double loss_sum = 0;
   int64_t n = 0;
+  // Data-parallel: each rank predicts its block of the split; the rows meet again in the split's order.
+  const int64_t classes = model.num_classes();
+  dist::RowCollector logit_rows(loader.size(), classes), label_rows(loader.size(), 1);
   while (loader.next(b)) {
     Var logits = model.forward(Var(b.images));
     loss_sum += ops::cross_entropy(logits, b.labels).item<double>() * static_cast<double>(b.size());
     n += b.size();
     const auto l = logits.value().to_vector<double>();
-    p.logits.insert(p.logits.end(), l.begin(), l.end());
     const auto y = b.labels.to_vector<int64_t>();
-    p.labels.insert(p.labels.end(), y.begin(), y.end());
+    for (int64_t i = 0; i < b.size(); ++i) {
+      const double label = static_cast<double>(y[static_cast<std::size_t>(i)]);
+      logit_rows.put(b.position + i, l.data() + i * classes);
+      label_rows.put(b.position + i, &label);
+    }
   }
-  p.loss = n > 0 ? loss_sum / static_cast<double>(n) : std::numeric_limits<double>::quiet_NaN();
+  dist::ProcessGroup& world = dist::world();
+  p.logits = logit_rows.gather(world, "evaluation logits");
+  for (double v : label_rows.gather(world, "evaluation labels")) p.labels.push_back(static_cast<int64_t>(v));
+  const std::vector<double> totals =
+      world.all_reduce(std::vector<double>{loss_sum, static_cast<double>(n)}, "evaluation loss");
+  p.loss = totals[1] > 0 ? totals[0] / totals[1] : std::numeric_limits<double>::quiet_NaN();
   model.train(was_training);
   return p;
 }
@@ -650,11 +668,16 @@ inline PipelineResult run_distill_pipeline(const PipelineOptions& o) {
   result.out_dir = o.out_dir.empty() ? "runs/" + o.preset : o.out_dir;
   const std::string out = result.out_dir;
   RETIKD_CHECK(data::fs::make_dirs(out), "distill pipeline: cannot create the output directory ", out);
-  std::FILE* log = o.out;
-  std::FILE* bar_out = o.progress ? stderr : nullptr;
+  dist::ProcessGroup& world = dist::world();
+  const bool lead = world.rank() == 0;  // the one rank that writes files and prints
+  std::FILE* log = lead ? o.out : nullptr;
+  std::FILE* bar_out = o.progress && lead ? stderr : nullptr;
+  std::unique_ptr<dist::SyncBatchNorm> sync_bn;
+  if (o.sync_batchnorm && world.size() > 1) sync_bn.reset(new dist::SyncBatchNorm(world));
   const uint64_t seed = cfg.seed;
 
-  detail::say(log, "== distill_retina: preset " + o.preset + ", output " + out);
+  detail::say(log, "== distill_retina: preset " + o.preset + ", output " + out +
+                       (world.size() > 1 ? ", " + std::to_string(world.size()) + " ranks" : ""));
   detail::RunData d = detail::open_data(o, s, seed);
   result.data_description = d.description;
   detail::say(log, "data: " + d.description);
@@ -671,11 +694,18 @@ inline PipelineResult run_distill_pipeline(const PipelineOptions& o) {
   base.policy = o.skip_bad ? data::BadInput::skip : data::BadInput::error;
   base.progress = false;
   base.cache_file = out + "/.cache/images-" + std::to_string(img) + ".bin";
+  const int64_t local_batch = dist::local_batch_size(cfg.batch_size, world);
   auto make_loader = [&](std::shared_ptr<const data::ImageSource> src, data::TransformPtr t, bool shuffle,
-                         const std::string& tag) {
+                         const std::string& tag, bool sharded = true) {
     data::LoaderOptions lo = base;
     lo.transform = std::move(t);
     lo.shuffle = shuffle;
+    if (sharded && world.size() > 1) {  // this rank's shard, its share of the global batch
+      lo.batch_size = local_batch;
+      lo.num_shards = world.size();
+      lo.shard = world.rank();
+      lo.shard_mode = shuffle ? data::ShardMode::train : data::ShardMode::cover;
+    }
     lo.cache_file = out + "/.cache/" + tag + "-" + std::to_string(img) + ".bin";
     return std::make_shared<data::Loader>(src, lo);
   };
@@ -687,7 +717,7 @@ inline PipelineResult run_distill_pipeline(const PipelineOptions& o) {
   // A few shuffled training batches without augmentation, for the imported student's batch-norm re-centring.
   std::vector<Tensor> calibration;
   if (s.student_init == "imagenet-tflite" && s.recalibrate_batchnorm) {
-    auto calib_loader = make_loader(d.train, plain, true, "train");
+    auto calib_loader = make_loader(d.train, plain, true, "train", /*sharded=*/false);
     calib_loader->start_epoch(0);
     data::Batch b;
     for (int i = 0; i < 8 && calib_loader->next(b); ++i) calibration.push_back(b.images);
@@ -716,19 +746,19 @@ inline PipelineResult run_distill_pipeline(const PipelineOptions& o) {
                           std::map<std::string, std::string> metadata = {}) {
     const std::string weights = dir + "/model.safetensors";
     metadata["retikd.stage"] = st.name;
-    io::save_module(weights, model, metadata);
+    if (lead) io::save_module(weights, model, metadata);
     st.params = model.num_parameters();
     st.weights_bytes = detail::file_size(weights);
     st.test = test ? *test : detail::evaluate(model, *test_loader);
-    {  // per-image test predictions, for paired comparisons between runs (examples/compare_runs)
+    if (lead) {  // per-image test predictions, for paired comparisons between runs (examples/compare_runs)
       std::string tsv = "index\tlabel\tpredicted\n";
       for (std::size_t i = 0; i < st.test.labels.size(); ++i)
         tsv += std::to_string(i) + "\t" + std::to_string(st.test.labels[i]) + "\t" +
                std::to_string(st.test.predicted[i]) + "\n";
       io::write_file_atomically(dir + "/test_predictions.tsv",
                                 [&](const io::ByteSink& sink) { sink(tsv.data(), tsv.size()); }, "test predictions");
+      metrics::update_metrics_file(metrics_path, st.name, metrics::to_json(st.test, st.params, st.weights_bytes));
     }
-    metrics::update_metrics_file(metrics_path, st.name, metrics::to_json(st.test, st.params, st.weights_bytes));
     const auto& g = st.test.of("Glaucoma");
     detail::say(log, st.name + " test: accuracy " + detail::num(st.test.accuracy).substr(0, 6) + ", macro-F1 " +
                          detail::num(st.test.macro_f1).substr(0, 6) + ", glaucoma recall " +
@@ -775,6 +805,7 @@ inline PipelineResult run_distill_pipeline(const PipelineOptions& o) {
     const int64_t steps = train_loader.num_batches();
     optim::AdamW opt(model.parameters(), {lr, 0.9, 0.999, 1e-8, wd});
     optim::WarmupCosineSchedule sched(opt, warmup * steps, std::max<int64_t>(1, epochs * steps));
+    dist::GradientReducer ddp(world, model.parameters());
     train::TrainState state;
     state.add_module("model", model);
     state.add_optimizer("opt", opt);
@@ -814,7 +845,7 @@ inline PipelineResult run_distill_pipeline(const PipelineOptions& o) {
         },
         [&](int64_t) { return detail::eval_metrics(model, *val_loader); });
     record(st, lres, secs_since(t0));
-    loop.checkpoints().load_best(state);
+    loop.load_best(state);
     finish_stage(st, model, out + "/" + st.name);
   };
 
@@ -829,6 +860,9 @@ inline PipelineResult run_distill_pipeline(const PipelineOptions& o) {
     st.name = "teacher";
     const TeacherFinetuneConfig& ft = s.teacher_ft;
     const int64_t timg = cfg.teacher_img_size;
+    // Its fine-tune runs on one process (frozen-prefix caches, probes); the data-parallel route is the student's.
+    RETIKD_CHECK(world.size() == 1 || !o.teacher_from.empty(), "the DINOv2 teacher stage runs in one process: run ",
+                 "it once without mpirun (e.g. --no-ce --no-kd), then pass --teacher-from to the data-parallel run");
     stage_header("teacher", "fine-tune " + s.teacher_note + " at " + std::to_string(timg) + " px: " +
                                 (ft.freeze_blocks > 0 ? "blocks 0-" + std::to_string(ft.freeze_blocks - 1) +
                                                             " frozen (outputs cached for each image and its mirror), "
@@ -1047,7 +1081,7 @@ inline PipelineResult run_distill_pipeline(const PipelineOptions& o) {
           pc = PrefixCache::build(*teacher, *loader, k, "student_kd: teacher blocks 0-" + std::to_string(k - 1), bar_out);
           if (!file.empty()) pc.save(file);
         }
-        auto student_plain = make_loader(d.train, plain, false, "train");
+        auto student_plain = make_loader(d.train, plain, false, "train", /*sharded=*/false);
         const int64_t n = fill_teacher_cache_from_prefix(distiller, *teacher, pc, *student_plain, s.teacher_ft.flip_tta,
                                                          cfg.batch_size, bar_out);
         if (n > 0) {
@@ -1057,13 +1091,18 @@ inline PipelineResult run_distill_pipeline(const PipelineOptions& o) {
                                detail::num(secs_since(t0p)).substr(0, 5) + " s, " +
                                std::to_string(distiller.cache().bytes() >> 20) + " MiB");
           try {
-            distiller.cache().save(targets_file);
+            if (lead) distiller.cache().save(targets_file);
           } catch (const Error& e) {
             detail::say(log, std::string("student_kd: could not keep the teacher targets on disk (") + e.what() + ")");
           }
         }
       }
     }
+    dist::GradientReducer ddp(world, distiller.student_parameters());
+    std::unique_ptr<dist::GradientReducer> ddp_disc;
+    if (distiller.discriminator())
+      ddp_disc.reset(new dist::GradientReducer(world, distiller.discriminator()->trainable_parameters()));
+    if (world.size() > 1) distiller.set_agreement([&world](bool ok) { return world.all_true(ok, "KD step"); });
     data::Loader& train_loader = *kd_train_loader;
     const int64_t steps = train_loader.num_batches();
     optim::WarmupCosineSchedule sched(distiller.student_optimizer(), cfg.warmup_epochs * steps,
@@ -1141,7 +1180,7 @@ inline PipelineResult run_distill_pipeline(const PipelineOptions& o) {
         },
         [&](int64_t) { return detail::eval_metrics(*student, *val_loader); });
     record(st, lres, secs_since(t0));
-    loop.checkpoints().load_best(state);
+    loop.load_best(state);
     student->eval();
     finish_stage(st, *student, out + "/student_kd");
     result.stages.push_back(st);
@@ -1159,7 +1198,7 @@ inline PipelineResult run_distill_pipeline(const PipelineOptions& o) {
     eo.metadata["stage"] = stage;
     return eo;
   };
-  if (o.export_bundle && o.run_ce) {
+  if (lead && o.export_bundle && o.run_ce) {
     try {
       Generator sgen(seed + 1);
       auto ce_student = kd::make_student(cfg, sgen);
@@ -1186,7 +1225,7 @@ inline PipelineResult run_distill_pipeline(const PipelineOptions& o) {
                            "): " + best->name + (o.export_bundle ? " -> " + out + "/" + best->name + ".rkd" : ""));
     }
   }
-  if (o.export_bundle && kd_student) {
+  if (lead && o.export_bundle && kd_student) {
     detail::say(log, "\n== export: fp16 student bundle");
     const std::string path = out + "/student_kd.rkd";
     try {
@@ -1201,7 +1240,7 @@ inline PipelineResult run_distill_pipeline(const PipelineOptions& o) {
   }
 
   // ---- report -------------------------------------------------------------------------------------------------
-  {
+  if (lead) {
     report.heading(1, "distill_retina — preset " + o.preset);
     report.paragraph("Data: " + d.description + ". Image size " + std::to_string(img) + " px, seed " +
                      std::to_string(seed) + ". Test-split metrics of each model's best validation epoch (macro-F1).");

@@ -310,6 +310,9 @@ inline CheckpointInfo read_checkpoint_info(const std::string& path) {
 
 // Restores everything `state` registered, and its scalars and metadata, from `path`. Nothing is modified
 // unless the whole file matches: the error lists every missing, unexpected or mis-shaped entry.
+inline CheckpointInfo load_checkpoint_contents(const io::SafetensorsContents& c, const std::string& path,
+                                               TrainState& state);
+
 inline CheckpointInfo load_checkpoint(const std::string& path, TrainState& state) {
   io::SafetensorsContents c;
   try {
@@ -317,6 +320,19 @@ inline CheckpointInfo load_checkpoint(const std::string& path, TrainState& state
   } catch (const Error& e) {
     throw CheckpointError(path, std::string("unreadable or corrupt: ") + e.what());
   }
+  return load_checkpoint_contents(c, path, state);
+}
+
+// The bytes of a checkpoint of `state` (what save_checkpoint writes): a data-parallel run sends rank 0's state
+// to the other ranks this way.
+inline std::vector<uint8_t> checkpoint_bytes(const TrainState& state) {
+  auto contents = checkpoint_contents(state);
+  return io::serialize_safetensors(contents.first, contents.second);
+}
+
+// load_checkpoint from contents already read (`path` names their origin in errors).
+inline CheckpointInfo load_checkpoint_contents(const io::SafetensorsContents& c, const std::string& path,
+                                               TrainState& state) {
   CheckpointInfo info = detail::info_from_metadata(path, c.metadata);
   std::map<std::string, Tensor> all = c.to_map();
   std::vector<std::string> problems;
@@ -511,15 +527,19 @@ inline void make_directories(const std::string& path) {
 // same epoch and writes best again.
 class CheckpointManager {
  public:
-  CheckpointManager(std::string run_dir, std::string metric_name, bool maximize = true)
-      : dir_(std::move(run_dir)), metric_(std::move(metric_name)), maximize_(maximize) {
+  // writes = false: a manager that keeps the best-epoch bookkeeping but never touches the directory (the
+  // ranks other than 0 of a data-parallel run, which share rank 0's files).
+  CheckpointManager(std::string run_dir, std::string metric_name, bool maximize = true, bool writes = true)
+      : dir_(std::move(run_dir)), metric_(std::move(metric_name)), maximize_(maximize), writes_(writes) {
     RETIKD_CHECK(!dir_.empty(), "CheckpointManager: empty run directory");
     RETIKD_CHECK(!metric_.empty(), "CheckpointManager: empty metric name");
     while (dir_.size() > 1 && dir_.back() == '/') dir_.pop_back();
+    if (!writes_) return;
     detail::make_directories(dir_);
     io::remove_stale_temporaries(dir_, "last.safetensors");
     io::remove_stale_temporaries(dir_, "best.safetensors");
   }
+  bool writes() const { return writes_; }
 
   const std::string& dir() const { return dir_; }
   const std::string& metric_name() const { return metric_; }
@@ -545,15 +565,16 @@ class CheckpointManager {
 
   // After epoch `state.epoch` completed with validation `metric`: updates the best fields of `state`, writes
   // best.safetensors when this epoch is the best so far, then last.safetensors. Returns whether it was best.
+  // A manager without writes() only updates the best fields.
   bool save_epoch(TrainState& state, double metric, const CheckpointWriteOptions& opt = {}) {
     state.best_metric_name = metric_;
     const bool best = is_better(metric, state.best_metric);
     if (best) {
       state.best_metric = metric;
       state.best_epoch = state.epoch;
-      save_checkpoint(best_path(), state, opt);
+      if (writes_) save_checkpoint(best_path(), state, opt);
     }
-    save_checkpoint(last_path(), state, opt);
+    if (writes_) save_checkpoint(last_path(), state, opt);
     return best;
   }
 
@@ -580,6 +601,7 @@ class CheckpointManager {
   }
   std::string dir_, metric_;
   bool maximize_;
+  bool writes_ = true;
 };
 
 }  // namespace train
