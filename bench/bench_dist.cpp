@@ -110,8 +110,14 @@ int main(int argc, char** argv) {
   Device device = Device::cpu();
   if (backend == "nccl") {
 #ifdef RETIKD_WITH_NCCL
-    device = Device::cuda(session.local_rank());
-    group = std::make_shared<dist::NcclGroup>(session.mpi_group(), session.local_rank());
+    try {
+      device = Device::cuda(session.local_rank());
+      group = std::make_shared<dist::NcclGroup>(session.mpi_group(), session.local_rank());
+    } catch (const std::exception& e) {
+      std::fprintf(stderr, "bench_dist: cannot start NCCL on GPU %d: %s\n", session.local_rank(), e.what());
+      session.abort(1);
+      return 1;
+    }
 #else
     std::fprintf(stderr, "bench_dist: --backend nccl needs a build with the retikd::nccl component\n");
     return 2;
