@@ -28,9 +28,9 @@ build_dir=${RETIKD_BUILD_DIR:-build/release}
 # PyPI, in a virtual environment of its own (Debian's Python is externally managed); the tests read
 # RETIKD_PYTHON. When PyPI cannot be reached the tests that need it fail under CI and say why.
 if [[ -z "${RETIKD_PYTHON:-}" ]]; then
-  venv="$build_dir/pyenv"
+  mkdir -p "$build_dir"
+  venv="$(cd "$build_dir" && pwd)/pyenv"  # absolute: ctest runs the tests from inside the build folder
   if [[ ! -x "$venv/bin/python" ]] || ! "$venv/bin/python" -c 'import onnxruntime, numpy, onnx' 2>/dev/null; then
-    mkdir -p "$build_dir"
     python3 -m venv "$venv" && "$venv/bin/pip" install -q --disable-pip-version-check onnxruntime numpy onnx ||
       echo "test.sh: warning: could not install onnxruntime / numpy / onnx from PyPI into $venv"
   fi
