@@ -92,6 +92,8 @@ TEST_CASE("pipeline: smoke preset runs every stage, skips finished stages, resum
   const std::string report = read_text(out + "/report.md");
   CHECK(report.find("student_kd_confusion.svg") != std::string::npos);
   CHECK(report.find("teacher_loss.svg") != std::string::npos);
+  // the teacher-vs-student check on validation, with the numbers it rests on
+  CHECK(report.find("Teacher against the CE-only student on validation (macro-F1): ") != std::string::npos);
   CHECK(path_exists(out + "/student_kd_roc.svg"));
   CHECK(path_exists(out + "/student_kd/model.safetensors"));
   CHECK(r1.bundle_bytes > 0);

@@ -909,6 +909,15 @@ inline PipelineResult run_distill_pipeline(const PipelineOptions& o) {
       teacher = std::make_shared<nn::VisionTransformer>(with_pooling(cfg.teacher, pooling->second), tgen);
       io::load_module(path, *teacher);
       detail::say(log, "teacher: reusing " + path + " (no training in this run)");
+      // its selection metric, from the run that trained it (the report compares it with the CE student's)
+      const std::string teacher_log = path.substr(0, path.rfind('/') + 1) + "log.jsonl";
+      if (path_exists(teacher_log)) {
+        for (const auto& r : train::read_log_file(teacher_log).records) {
+          const metrics::Json* v = r.find("val_macro_f1");
+          if (v && v->is_number() && (std::isnan(st.best_val_macro_f1) || v->as_number() > st.best_val_macro_f1))
+            st.best_val_macro_f1 = v->as_number();
+        }
+      }
       data::fs::make_dirs(out + "/teacher");
       // the test split through the frozen-block cache when it is on disk (seconds), else a full forward
       metrics::ClassificationResult test;
@@ -1248,6 +1257,23 @@ inline PipelineResult run_distill_pipeline(const PipelineOptions& o) {
     if (!result.recommended_stage.empty())
       report.paragraph("Recommended student (chosen on the validation split, not on test): " +
                        result.recommended_stage + ".");
+    {  // the project's first check before any distillation: is the teacher better than the student it should lift?
+      const StageResult* t = nullptr;
+      const StageResult* ce = nullptr;
+      for (const auto& st : result.stages) {
+        if (st.name == "teacher") t = &st;
+        if (st.name == "student_ce") ce = &st;
+      }
+      if (t && ce && std::isfinite(t->best_val_macro_f1) && std::isfinite(ce->best_val_macro_f1)) {
+        const bool weaker = t->best_val_macro_f1 <= ce->best_val_macro_f1;
+        report.paragraph("Teacher against the CE-only student on validation (macro-F1): " +
+                         detail::num(t->best_val_macro_f1) + " vs " + detail::num(ce->best_val_macro_f1) + ". " +
+                         (weaker ? "The teacher is not better than the student it should lift: distillation is not "
+                                   "expected to help (docs/distillation.md), and the CE-only student is the safe choice."
+                                 : "The teacher leads; whether distillation turns that into a better student is "
+                                   "measured by the paired comparison of scripts/compare_kd.sh."));
+      }
+    }
     std::vector<std::pair<std::string, metrics::ClassificationResult>> rows;
     for (const auto& st : result.stages) rows.push_back({st.name, st.test});
     report.heading(2, "Test split");
