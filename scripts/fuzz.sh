@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # scripts/fuzz.sh — builds the libFuzzer targets of tests/fuzz/ with Debian's clang 14 (ASan + UBSan +
 # libFuzzer) and fuzzes each reader of untrusted bytes in turn: image decoding, the manifest reader,
-# safetensors, JSON, the TFLite importer, the student-bundle loader and the checkpoint loader.
+# safetensors, JSON, the TFLite importer, the student-bundle loader, the checkpoint loader and the ONNX reader
+# (with the DINOv2 and exported-student importers behind it).
 #
 #   scripts/fuzz.sh [--seconds N | --runs N] [--targets "json image ..."] [--jobs N] [--quick-build]
 #                                                       fuzz (default 10 s each; --quick-build: -O0, for CI)
@@ -14,11 +15,11 @@
 # 1 and names the input, saved under <build>/artifacts/<target>/: commit it to tests/fuzz/regressions/<target>/
 # with the fix. CI (scripts/test.sh) runs this with --seconds 5 --quick-build (targets built at -O0 in
 # <build>-O0: a quarter of the compile time); the long runs of docs/fuzzing.md use --runs and -O1.
-# Installs clang-14 and libclang-rt-14-dev with apt-get when they are missing.
+# Installs clang-14, libclang-rt-14-dev and ONNX's libraries with apt-get when they are missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-seconds=10 runs="" targets="json safetensors image manifest tflite bundle checkpoint" jobs=2 make_seeds=0 opt=-O1
+seconds=10 runs="" targets="json safetensors image manifest tflite bundle checkpoint onnx" jobs=2 make_seeds=0 opt=-O1
 while (($#)); do
   case "$1" in
     --seconds) seconds=$2; shift 2 ;;
@@ -35,7 +36,7 @@ done
 [[ -z "$runs" || "$runs" =~ ^[0-9]+$ ]] || { echo "fuzz.sh: --runs needs a positive integer" >&2; exit 2; }
 [[ "$jobs" =~ ^[0-9]+$ && "$jobs" -ge 1 ]] || { echo "fuzz.sh: --jobs needs a positive integer" >&2; exit 2; }
 
-packages=(cmake make clang-14 libclang-rt-14-dev libstb-dev)
+packages=(cmake make clang-14 libclang-rt-14-dev libstb-dev libonnx-dev libprotobuf-dev)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -48,9 +49,11 @@ fi
 
 build=${RETIKD_FUZZ_BUILD_DIR:-build/fuzz}
 [[ "$opt" == -O0 ]] && build="$build-O0"
-cmake -S . -B "$build" -DCMAKE_C_COMPILER=clang-14 -DCMAKE_CXX_COMPILER=clang++-14 -DCMAKE_BUILD_TYPE=RelWithDebInfo \
+build_type=RelWithDebInfo
+[[ "$opt" == -O0 ]] && build_type=Debug  # the quick build compiles the retikd::onnx library at -O0 as well
+cmake -S . -B "$build" -DCMAKE_C_COMPILER=clang-14 -DCMAKE_CXX_COMPILER=clang++-14 -DCMAKE_BUILD_TYPE=$build_type \
   -DRETIKD_CUDA=OFF -DRETIKD_BUILD_TESTS=OFF -DRETIKD_BUILD_EXAMPLES=OFF -DRETIKD_BUILD_BENCHMARKS=OFF \
-  -DRETIKD_BUILD_FUZZERS=ON -DRETIKD_FUZZ_OPT="$opt" >/dev/null
+  -DRETIKD_BUILD_FUZZERS=ON -DRETIKD_FUZZ_OPT="$opt" -DRETIKD_ONNX=ON >/dev/null
 
 if ((make_seeds)); then
   cmake --build "$build" --target retikd_fuzz_make_seeds -j"$jobs"
@@ -59,17 +62,17 @@ if ((make_seeds)); then
   exit 0
 fi
 
-build_targets=()
-for t in $targets; do build_targets+=(--target "retikd_fuzz_$t"); done
 start=$(date +%s)
-cmake --build "$build" "${build_targets[@]}" -j"$jobs"
-echo "fuzz.sh: built ${targets// /, } in $(( $(date +%s) - start )) s"
+cmake --build "$build" --target retikd_fuzz -j"$jobs"  # one binary, every harness (tests/fuzz/fuzz_all.cpp)
+echo "fuzz.sh: built retikd_fuzz (${targets// /, }) in $(( $(date +%s) - start )) s"
+bin="$build/tests/fuzz/retikd_fuzz"
 
 # Inputs large enough for every seed; small ones keep each run fast.
 max_len() {
   case "$1" in
     bundle) echo 32768 ;;   # the headers and some data of the seeds: the checksum stops mutated data anyway
     image|json|safetensors) echo 65536 ;;
+    onnx) echo 262144 ;;    # the whole tiny DINOv2 export (226 KB) and the exported student
     tflite) echo 16384 ;;
     *) echo 8192 ;;
   esac
@@ -80,7 +83,7 @@ export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}
 summary=()
 status=0
 for t in $targets; do
-  bin="$build/tests/fuzz/retikd_fuzz_$t"
+  export RETIKD_FUZZ_TARGET=$t
   work="$build/corpus/$t"
   artifacts="$build/artifacts/$t/"
   mkdir -p "$work" "$artifacts"

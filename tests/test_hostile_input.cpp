@@ -47,6 +47,9 @@
 #include "fuzz/fuzz_manifest.cpp"
 #include "fuzz/fuzz_safetensors.cpp"
 #include "fuzz/fuzz_tflite.cpp"
+#ifdef RETIKD_WITH_ONNX  // the ONNX reader is part of the optional retikd::onnx component
+#include "fuzz/fuzz_onnx.cpp"
+#endif
 
 using namespace retikd;
 
@@ -807,9 +810,63 @@ TEST_CASE("hostile: Grad-CAM files stay inside --gradcam DIR whatever the names 
 
 // ---- the fuzz corpus and crash regressions -----------------------------------------------------------------
 
+TEST_CASE("hostile: a checkpoint whose optimizer step or learning rate is not a number is refused, state unchanged") {
+  // Found by fuzz_checkpoint: an optimizer "step" of NaN reached a float -> int64 conversion (undefined
+  // behaviour) after every other check had passed, in the all-or-nothing apply phase.
+  fuzz_checkpoint::State s;
+  const std::vector<uint8_t> before = s.snapshot();
+  const std::string nan_step = fuzz_dir() + "/regressions/checkpoint/optimizer_step_nan.safetensors";
+  const std::string e = error_of([&] { train::load_checkpoint(nan_step, s.state); });
+  CHECK(e.find("\"step\" is nan, not a whole number from 0 to 2^53") != std::string::npos);
+  CHECK(s.snapshot() == before);
+  // The same for a learning rate of NaN, and for a fractional step, in an otherwise valid checkpoint.
+  auto contents = train::checkpoint_contents(s.state);
+  for (auto& kv : contents.first)
+    if (kv.first == "optimizer_lr/adamw") kv.second = Tensor::from_vector(std::vector<double>{std::nan("")}, {1});
+  for (auto& kv : contents.first)
+    if (kv.first == "optimizer/adamw/step") kv.second = Tensor::scalar(2.5, DType::float64);
+  HostileDir dir;
+  const std::string bad = dir / "bad_lr.safetensors";
+  io::save_safetensors(bad, contents.first, contents.second);
+  const std::string e2 = error_of([&] { train::load_checkpoint(bad, s.state); });
+  CHECK(e2.find("learning rate nan is not a finite number >= 0") != std::string::npos);
+  CHECK(e2.find("\"step\" is 2.5") != std::string::npos);
+  CHECK(s.snapshot() == before);
+}
+
+
+#ifdef RETIKD_WITH_ONNX
+TEST_CASE("hostile: the onnx fuzz seeds reach the success paths of both importers") {
+  // Without this, a seed that no longer imports would leave the fuzzer exploring error paths only.
+  Generator gen(1);
+  nn::VisionTransformer vit(fuzz_onnx::micro_dinov2_config(), gen);
+  const io::onnx::ImportReport r =
+      io::onnx::load_dinov2(vit, io::onnx::read_model(fuzz_dir() + "/corpus/onnx/dinov2_micro.onnx"));
+  CHECK(r.state.size() == vit.state_dict().size());
+  const deploy::OnnxStudent s = deploy::load_onnx_student(fuzz_dir() + "/corpus/onnx/efficientnet_b0_w0.1_student_fp16.onnx");
+  CHECK(s.info.arch == "efficientnet_b0");
+  CHECK(s.model->num_classes() == 2);
+}
+
+TEST_CASE("hostile: an ONNX graph that repeats a node name is refused") {
+  // Found by fuzz_onnx: two nodes named "use_i64_raw" reading different initializers. The importers resolve
+  // anonymous weights by the name of the node reading them, so a repeated name could hand the DINOv2 mapping
+  // the wrong tensor of the right shape (query and key weights, say) without any error.
+  CHECK_THROWS_CONTAINING(io::onnx::read_model(fuzz_dir() + "/regressions/onnx/duplicate_node_name.onnx"),
+                          "node name 'use_i64_raw' appears twice");
+  const io::onnx::Model m = io::onnx::read_model(fuzz_dir() + "/corpus/onnx/onnx_types.onnx");
+  CHECK(m.node("") == nullptr);  // unnamed nodes are never found by name
+  CHECK(m.by_consumer("", 0) == nullptr);
+}
+#endif
+
 TEST_CASE("hostile: every committed fuzz input and crash regression runs clean through its harness") {
   const auto& targets = fuzz::registry();
+#ifdef RETIKD_WITH_ONNX
+  REQUIRE(targets.size() == 8);
+#else
   REQUIRE(targets.size() == 7);
+#endif
   int64_t replayed = 0;
   for (const auto& t : targets) {
     int64_t corpus = 0;

@@ -235,7 +235,13 @@ Model convert_model(const pb::ModelProto& mp, const std::string& where) {
     for (const auto& o : n.output()) names.insert(o);
 
   std::vector<std::string> dangling;
+  std::set<std::string> node_names;
   for (const auto& n : g.node()) {
+    // ONNX's IR makes node names a namespace of unique names; the importers find anonymous weights by the name
+    // of the node that reads them ("@<node>:<slot>"), so a repeated name could hand them the wrong tensor of the
+    // right shape (found by fuzz_onnx). Unnamed nodes are allowed and never found by name.
+    RETIKD_CHECK(n.name().empty() || node_names.insert(n.name()).second, where, ": node name '", n.name(),
+                 "' appears twice (node names must be unique in a graph)");
     Node node;
     node.name = n.name();
     node.op_type = n.op_type();
@@ -281,6 +287,7 @@ const Initializer* Model::find(const std::string& name) const {
 }
 
 const Initializer* Model::by_consumer(const std::string& node_name, int slot) const {
+  if (node_name.empty()) return nullptr;  // unnamed nodes are not unique
   for (const auto& w : initializers)
     for (const auto& c : w.consumers)
       if (c.node == node_name && c.slot == slot) return &w;
@@ -288,6 +295,7 @@ const Initializer* Model::by_consumer(const std::string& node_name, int slot) co
 }
 
 const Node* Model::node(const std::string& name) const {
+  if (name.empty()) return nullptr;  // unnamed nodes are not unique
   for (const auto& n : nodes)
     if (n.name == name) return &n;
   return nullptr;

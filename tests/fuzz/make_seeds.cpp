@@ -1,8 +1,9 @@
 // tests/fuzz/make_seeds.cpp — writes the fuzz seeds only retikd itself can make: student bundles (a whole
 // small one that loads, and two whose header and checksum are valid but whose single tensor does not fit the
 // architecture, so mutations of their fields reach the semantic checks cheaply) and training checkpoints of
-// exactly the state fuzz_checkpoint.cpp loads into (fresh, and after two optimizer steps). scripts/fuzz.sh
-// --make-seeds builds and runs it together with make_seeds.py.
+// exactly the state fuzz_checkpoint.cpp loads into (fresh, and after two optimizer steps); with retikd::onnx,
+// the small student exported to ONNX at fp16 (what classify --onnx reads). scripts/fuzz.sh --make-seeds
+// builds and runs it together with make_seeds.py.
 //
 //   retikd_fuzz_make_seeds tests/fuzz/corpus
 #include <cstdio>
@@ -10,6 +11,9 @@
 
 #include <retikd/data/fs.hpp>
 #include <retikd/deploy/bundle.hpp>
+#ifdef RETIKD_WITH_ONNX
+#include <retikd/deploy/onnx_export.hpp>
+#endif
 #include <retikd/core/random.hpp>
 #include <retikd/ops/elementwise.hpp>
 #include <retikd/ops/reduce.hpp>
@@ -43,6 +47,14 @@ int main(int argc, char** argv) {
     eo.metadata["trained_on"] = "nothing (a fuzz seed)";
     const std::string whole = out + "/bundle/efficientnet_b0_w0.1.rkd";
     deploy::export_bundle(whole, *model, eo);
+#ifdef RETIKD_WITH_ONNX
+    // The same student exported to ONNX (what classify --onnx reads back), a seed of the onnx target.
+    RETIKD_CHECK(data::fs::make_dirs(out + "/onnx"), "cannot create ", out, "/onnx");
+    // fp16 weights: half the size (203 KB), and the FLOAT16 conversion path is fuzzed as well.
+    deploy::OnnxExportOptions half;
+    half.precision = deploy::OnnxPrecision::fp16;
+    deploy::export_onnx(out + "/onnx/efficientnet_b0_w0.1_student_fp16.onnx", deploy::load_bundle(whole), half);
+#endif
     // Header-valid, one tensor: passes the checksum and the field checks, fails when the tensors load. The
     // same header as MobileNetV2 (its model is built, then the tensors do not fit).
     {

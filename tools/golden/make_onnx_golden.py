@@ -5,6 +5,7 @@ needed here only (transformers 4.x: version 5 renamed the attention projections,
 exported by 4.x), never by the library or its tests:
 
     python3 tools/golden/make_onnx_golden.py [--shared ../shared]
+    python3 tools/golden/make_onnx_golden.py --fuzz-seed tests/fuzz/corpus/onnx   # only the fuzz seed (5 below)
 
 It writes three things into tests/golden/:
 
@@ -26,6 +27,9 @@ It writes three things into tests/golden/:
    floating and integer type, stored both as raw_data and in the typed fields (values in tests/test_onnx.cpp);
    onnx_external.onnx (one initializer in an external file), onnx_bad_rawsize.onnx (raw_data shorter than its
    shape) and onnx_dangling.onnx (a node input nothing produces).
+5. With --fuzz-seed DIR, only dinov2_micro.onnx in DIR: the same export of an even smaller Dinov2Model (width 8,
+   1 block, 2 heads, MLP 16, a 2x2 grid = 28 px), the seed of the onnx fuzz target (tests/fuzz/fuzz_onnx.cpp
+   imports it into a ViT of that shape): a few KB, so a million fuzz runs mutate the graph rather than weights.
 """
 import argparse
 import hashlib
@@ -55,10 +59,16 @@ def tiny_config():
                         hidden_act="gelu", qkv_bias=True)
 
 
-def tiny_model():
+def micro_config():
+    return Dinov2Config(hidden_size=8, num_hidden_layers=1, num_attention_heads=2, intermediate_size=16,
+                        patch_size=14, image_size=28, layerscale_value=1.0, layer_norm_eps=1e-6,
+                        hidden_act="gelu", qkv_bias=True)
+
+
+def tiny_model(config=None):
     """The tiny Dinov2Model with generated weights (LayerScale values around 1 so the blocks matter)."""
     torch.manual_seed(0)
-    m = Dinov2Model(tiny_config()).eval()
+    m = Dinov2Model(config or tiny_config()).eval()
     sd = {}
     for k, v in m.state_dict().items():
         g = generated(k, v.shape).to(torch.float32)
@@ -71,8 +81,8 @@ def tiny_model():
     return m
 
 
-def export_tiny(model, path):
-    x = generated("input_56", (1, 3, 56, 56))
+def export_tiny(model, path, px=56):
+    x = generated(f"input_{px}", (1, 3, px, px))
     torch.onnx.export(model, (x,), path, input_names=["pixel_values"], output_names=["last_hidden_state"],
                       dynamic_axes={"pixel_values": {0: "batch", 2: "height", 3: "width"},
                                     "last_hidden_state": {0: "batch", 1: "tokens"}},
@@ -221,7 +231,14 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--shared", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "..",
                                                      "shared"))
+    ap.add_argument("--fuzz-seed", metavar="DIR", help="only write the onnx fuzz seed dinov2_micro.onnx into DIR")
     args = ap.parse_args()
+    if args.fuzz_seed:
+        os.makedirs(args.fuzz_seed, exist_ok=True)
+        path = os.path.join(args.fuzz_seed, "dinov2_micro.onnx")
+        export_tiny(tiny_model(micro_config()), path, px=28)
+        print(path, os.path.getsize(path), "bytes")
+        return
     os.makedirs(OUT, exist_ok=True)
     model = tiny_model()
     onnx_path = os.path.join(OUT, "dinov2_tiny.onnx")

@@ -97,9 +97,10 @@ struct Model {
   std::vector<Initializer> initializers;                 // in the file's order
 
   const Initializer* find(const std::string& name) const;
-  // The initializer consumed by the node named `node` at input `slot`, or nullptr.
+  // The initializer consumed by the node named `node` at input `slot`, or nullptr (node names are unique: the
+  // reader refuses a repeated one; an unnamed node is never found).
   const Initializer* by_consumer(const std::string& node, int slot) const;
-  const Node* node(const std::string& name) const;
+  const Node* node(const std::string& name) const;  // nullptr for "" or an unknown name
   int64_t opset() const;  // the default domain's opset version (0 when absent)
 };
 

@@ -58,13 +58,19 @@ class Optimizer {
     state_.clear();
     for (const auto& kv : s) {
       if (kv.first == "step") {
-        step_count_ = static_cast<int64_t>(kv.second.item<double>());
+        const double step = kv.second.item<double>();
+        RETIKD_CHECK(valid_step_count(step), "optimizer: step count ", step, " is not a whole number from 0 to 2^53");
+        step_count_ = static_cast<int64_t>(step);
         continue;
       }
       state_[kv.first] = kv.second.clone();
     }
   }
   int64_t step_count() const { return step_count_; }
+  // What load_state accepts as a step count (stored as float64: whole numbers up to 2^53 are exact).
+  static bool valid_step_count(double step) {
+    return std::isfinite(step) && step >= 0 && step <= 9007199254740992.0 && step == std::floor(step);
+  }
 
  protected:
   explicit Optimizer(std::vector<ParamGroup> groups) : groups_(std::move(groups)) {

@@ -395,7 +395,13 @@ inline CheckpointInfo load_checkpoint_contents(const io::SafetensorsContents& c,
     const std::vector<const Var*> params = detail::optimizer_params(*o.second);
     for (const auto& kv : file) {
       if (kv.first == "step") {
-        if (kv.second.numel() != 1) problems.push_back("optimizer \"" + o.first + "\": \"step\" is not a scalar");
+        if (kv.second.numel() != 1) {
+          problems.push_back("optimizer \"" + o.first + "\": \"step\" is not a scalar");
+        } else if (!optim::Optimizer::valid_step_count(kv.second.item<double>())) {
+          // NaN or 1e300 would reach an integer conversion (undefined behaviour, found by fuzz_checkpoint)
+          problems.push_back(str("optimizer \"", o.first, "\": \"step\" is ", kv.second.item<double>(),
+                                 ", not a whole number from 0 to 2^53"));
+        }
         continue;
       }
       const std::size_t dot = kv.first.find('.');
@@ -416,6 +422,12 @@ inline CheckpointInfo load_checkpoint_contents(const io::SafetensorsContents& c,
     if (lr && lr->numel() != static_cast<int64_t>(o.second->groups().size())) {
       problems.push_back("optimizer \"" + o.first + "\": the file has " + std::to_string(lr->numel()) +
                          " parameter groups, the optimizer " + std::to_string(o.second->groups().size()));
+    } else if (lr) {
+      for (double v : lr->to_vector<double>())
+        if (!(std::isfinite(v) && v >= 0)) {  // a NaN learning rate would silently ruin the resumed run
+          problems.push_back(str("optimizer \"", o.first, "\": learning rate ", v, " is not a finite number >= 0"));
+          break;
+        }
     }
     optimizer_lrs.push_back(lr);
   }
