@@ -54,7 +54,6 @@ Var leaf(const std::vector<double>& v, const Shape& shape, bool grad) {
   return Var(Tensor::from_vector(v, shape), grad);
 }
 
-
 struct AttnCase {
   int B, H, N, d, dt;
   int loss;     // fz::kAttnKL or fz::kAttnMSE

@@ -22,7 +22,6 @@ using namespace retikd::test;
 
 namespace {
 
-
 std::vector<std::string> state_names(const nn::Module& m) {
   std::vector<std::string> v;
   for (const auto& kv : m.state_dict()) v.push_back(kv.first);
