@@ -37,6 +37,7 @@
 #include <string>
 #include <vector>
 
+#include "retikd/core/cli_args.hpp"
 #include "retikd/core/parallel.hpp"
 #include "retikd/core/random.hpp"
 #include "retikd/dist/data_parallel.hpp"
@@ -104,6 +105,24 @@ int run_allreduce(dist::ProcessGroup& group, Device device, int iters) {
 }
 
 int main(int argc, char** argv) {
+  // The numbers first, before MPI starts: a malformed or out-of-range value stops every rank alike, naming
+  // the option, with exit status 2 (core/cli_args.hpp).
+  int iters = 0, steps = 0, warmup = 0;
+  int64_t batch = 0, bucket_kib = 0, img = 0;
+  try {
+    auto number = [&](const char* name, const char* fallback, int64_t lo, int64_t hi) {
+      return cli::parse_int(name, arg(argc, argv, name, fallback), lo, hi);
+    };
+    iters = static_cast<int>(number("--iters", "20", 1, 1000000));
+    batch = number("--batch", "8", 1, 4096);
+    steps = static_cast<int>(number("--steps", "6", 0, 1000000));
+    warmup = static_cast<int>(number("--warmup", "2", 0, 1000000));
+    bucket_kib = number("--bucket-kib", "4096", 1, int64_t(1) << 22);  // up to 4 GiB
+    img = number("--img", "224", 32, 4096);
+  } catch (const cli::ArgumentError& e) {
+    std::fprintf(stderr, "bench_dist: %s\n", e.what());
+    return 2;
+  }
   const std::string backend = arg(argc, argv, "--backend", "mpi");
   dist::Session session(dist::SessionOptions{backend == "nccl"});  // MPI under mpirun / srun (NCCL bootstraps on it)
   std::shared_ptr<dist::ProcessGroup> group = dist::world_ptr();
@@ -127,12 +146,9 @@ int main(int argc, char** argv) {
   const int P = world.size(), rank = world.rank();
   const std::string step_kind = arg(argc, argv, "--step", "student");
   if (step_kind == "allreduce")
-    return run_allreduce(world, device, std::atoi(arg(argc, argv, "--iters", "20").c_str()));
-  const int64_t batch = std::atoll(arg(argc, argv, "--batch", "8").c_str());
-  const int steps = std::atoi(arg(argc, argv, "--steps", "6").c_str());
-  const int warmup = std::atoi(arg(argc, argv, "--warmup", "2").c_str());
+    return run_allreduce(world, device, iters);
   dist::GradientReducer::Options ro;
-  ro.bucket_bytes = static_cast<std::size_t>(std::atoll(arg(argc, argv, "--bucket-kib", "4096").c_str())) << 10;
+  ro.bucket_bytes = static_cast<std::size_t>(bucket_kib) << 10;
   ro.even_alone = backend == "nccl";  // one GPU: still run the NCCL path (the first GPU check)
   try {
     Generator data_gen(100 + static_cast<uint64_t>(rank));  // each rank its own images
@@ -145,7 +161,6 @@ int main(int argc, char** argv) {
     std::vector<int64_t> ids;
     std::string what;
     if (step_kind == "student") {
-      const int64_t img = std::atoll(arg(argc, argv, "--img", "224").c_str());
       Generator gen(7);
       nn::ModelOptions o;
       o.num_classes = 4;

@@ -12,6 +12,7 @@
 // Its own main(): a per-op table is not a Google Benchmark figure.
 #include <retikd/autograd/op_observer.hpp>
 #include <retikd/autograd/var.hpp>
+#include <retikd/core/cli_args.hpp>
 #include <retikd/core/parallel.hpp>
 #include <retikd/core/random.hpp>
 #include <retikd/nn/models.hpp>
@@ -75,8 +76,21 @@ class OpTimer : public OpObserver {
 
 int main(int argc, char** argv) {
   const std::string name = argc > 1 ? argv[1] : "vit_tiny";
-  const int iterations = argc > 2 ? std::max(1, std::atoi(argv[2])) : 3;
-  const bool train = !(argc > 3 && std::string(argv[3]) == "eval");
+  int iterations = 3;
+  bool train = true;
+  try {  // malformed arguments stop with exit status 2, naming the argument (core/cli_args.hpp)
+    if (argc > 2) iterations = static_cast<int>(cli::parse_int("ITERATIONS", argv[2], 1, 100000));
+    if (argc > 3) {
+      const std::string mode = argv[3];
+      if (mode != "train" && mode != "eval")
+        throw cli::ArgumentError("MODE: expected train or eval, got '" + mode + "'");
+      train = mode == "train";
+    }
+    if (argc > 4) throw cli::ArgumentError("at most three arguments: MODEL [ITERATIONS [train|eval]]");
+  } catch (const cli::ArgumentError& e) {
+    std::fprintf(stderr, "bench_model_ops: %s\n", e.what());
+    return 2;
+  }
   constexpr int64_t kBatch = 8, kImg = 224;
   Generator gen(7);
   nn::ModelOptions o;

@@ -20,6 +20,7 @@
 #include <string>
 #include <vector>
 
+#include <retikd/core/cli_args.hpp>
 #include <retikd/core/error.hpp>
 #include <retikd/metrics/json.hpp>
 #include <retikd/metrics/paired.hpp>
@@ -78,9 +79,11 @@ Seed read_seed(const std::string& spec) {
   std::getline(f, line);  // header
   while (std::getline(f, line)) {
     const auto cols = split(line, '\t');
-    RETIKD_CHECK(cols.size() == 3, "compare_runs: ", tsv, ": bad line '", line, "'");
-    s.labels.push_back(std::stoll(cols[1]));
-    s.predicted.push_back(std::stoll(cols[2]));
+    int64_t label = 0, predicted = 0;
+    RETIKD_CHECK(cols.size() == 3 && cli::parse_int64(cols[1], label) && cli::parse_int64(cols[2], predicted),
+                 "compare_runs: ", tsv, ": bad line '", line, "'");
+    s.labels.push_back(label);
+    s.predicted.push_back(predicted);
   }
   return s;
 }

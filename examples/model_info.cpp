@@ -93,8 +93,9 @@ std::pair<std::string, int64_t> block_pattern(const std::string& name) {
   if (name.compare(0, pre.size(), pre) != 0) return {name, -1};
   std::size_t end = pre.size();
   while (end < name.size() && std::isdigit(static_cast<unsigned char>(name[end]))) ++end;
-  if (end == pre.size()) return {name, -1};
-  return {pre + "{i}" + name.substr(end), std::stoll(name.substr(pre.size(), end - pre.size()))};
+  int64_t index = 0;
+  if (end == pre.size() || !cli::parse_int64(name.substr(pre.size(), end - pre.size()), index)) return {name, -1};
+  return {pre + "{i}" + name.substr(end), index};
 }
 
 void print_taps(const std::vector<nn::TapInfo>& taps, bool all) {

@@ -320,8 +320,8 @@ void trim_steps_file(const std::string& path, int64_t global_step) {
       text += line + "\n";
       continue;
     }
-    const long long step = std::strtoll(line.c_str(), nullptr, 10);
-    if (step <= global_step) text += line + "\n";
+    int64_t step = 0;  // a line whose first column is not a step number is kept, as before
+    if (!cli::parse_int64(line.substr(0, line.find('\t')), step) || step <= global_step) text += line + "\n";
   }
   metrics::MarkdownReport::write_text(path, text);
 }

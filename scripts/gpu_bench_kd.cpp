@@ -17,7 +17,7 @@
 // (cudaMemGetInfo before the models were built and after the timed steps: weights, activations, the caching
 // allocator's free blocks, cuBLAS / cuDNN workspaces) — an upper bound of its peak allocation, to set beside
 // torch's max_memory_allocated. A configuration that fails prints "retikd <key> FAILED: <error>" and the rest go on.
-// After each timing, one more call runs under cuda::GpuOpProfiler and its per-op table is printed (lines
+// After each timing, one more call runs under GpuOpProfiler and its per-op table is printed (lines
 // "profile ..."), with the teacher's forward inside the KD step timed on its own (kd_teacher_part_b32).
 #include <cuda_runtime.h>
 
@@ -30,7 +30,7 @@
 
 #include "retikd/core/random.hpp"
 #include "retikd/cuda/blas.hpp"
-#include "retikd/cuda/profiler.hpp"
+#include "retikd/autograd/gpu_op_profiler.hpp"
 #include "retikd/cuda/runtime.hpp"
 #include "retikd/kd/distiller.hpp"
 #include "retikd/nn/models.hpp"
@@ -80,7 +80,7 @@ Tensor random_images(Generator& gen, int64_t b) {
 
 // One more call of fn under the op profiler; its table, each line prefixed "profile <key>".
 void profile(const std::string& key, const std::function<void()>& fn) {
-  cuda::GpuOpProfiler prof(0);
+  GpuOpProfiler prof(0);
   prof.start();
   fn();
   prof.mark("(after the last op: optimizer, host work)");

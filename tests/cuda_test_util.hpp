@@ -1,6 +1,7 @@
 // tests/cuda_test_util.hpp — what the GPU-vs-CPU test files share (DESIGN.md §7): the skip without a device,
 // a fresh seed per run (printed on failure by CAPTURE), NaN-poisoned device blocks so unwritten outputs fail,
-// random inputs rounded to the tested dtype, and the |gpu − cpu| ≤ atol + rtol·|cpu| comparison.
+// random inputs rounded to the tested dtype, and compare_autograd (an op's forward and input gradients on the
+// GPU against float64 on the CPU, through test_util.hpp's check_close).
 #pragma once
 #ifdef RETIKD_WITH_CUDA
 
@@ -9,12 +10,16 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <functional>
 #include <random>
 #include <string>
+#include <vector>
 
+#include "retikd/autograd/var.hpp"
 #include "retikd/core/random.hpp"
 #include "retikd/core/tensor.hpp"
 #include "retikd/cuda/runtime.hpp"
+#include "test_util.hpp"
 
 namespace retikd {
 namespace cuda_test {
@@ -48,30 +53,28 @@ inline Tensor rnd(Generator& g, const Shape& s, DType dt, double scale = 1.0) {
   return t.to(dt);
 }
 
-inline void check_close(const std::string& what, const Tensor& gpu, const Tensor& cpu, double rtol, double atol) {
-  REQUIRE(gpu.defined());
-  REQUIRE(cpu.defined());
-  REQUIRE(gpu.shape() == cpu.shape());
-  const auto g = gpu.to(Device::cpu()).to(DType::float64).contiguous().to_vector<double>();
-  const auto c = cpu.to(Device::cpu()).to(DType::float64).contiguous().to_vector<double>();
-  int bad = 0;
-  std::size_t worst = 0;
-  double worst_excess = -1.0, max_ref = 0.0;
-  for (std::size_t i = 0; i < g.size(); ++i) {
-    const double err = std::abs(g[i] - c[i]), allowed = atol + rtol * std::abs(c[i]);
-    max_ref = std::max(max_ref, std::abs(c[i]));
-    if (!(err <= allowed)) ++bad;
-    if (!(err - allowed <= worst_excess)) {
-      worst_excess = err - allowed;
-      worst = i;
-    }
+// Runs f on float64 CPU leaves (the reference) and on GPU leaves made from the same values rounded to the
+// inputs' dtype, backs both up with the same random output gradient and compares the outputs and every input
+// gradient with check_close (test_util.hpp).
+inline void compare_autograd(const std::string& name, Generator& gen, const std::vector<Tensor>& inputs_dt,
+                             const std::function<Var(const std::vector<Var>&)>& f, double rtol, double atol) {
+  const Device gpu = Device::cuda(0);
+  std::vector<Var> cpu_in, gpu_in;
+  for (const Tensor& t : inputs_dt) {
+    cpu_in.emplace_back(t.to(DType::float64), true);
+    gpu_in.emplace_back(t.to(gpu), true);
   }
-  // On failure: how many, and the worst element (GPU, reference, the tolerance there), so one run tells
-  // a few rounding outliers from a systematic error.
-  INFO(what << ": " << bad << " of " << g.size() << " elements outside tolerance; worst at " << worst << ": gpu "
-            << (g.empty() ? 0.0 : g[worst]) << ", reference " << (c.empty() ? 0.0 : c[worst]) << ", allowed "
-            << (c.empty() ? 0.0 : atol + rtol * std::abs(c[worst])) << "; max |reference| " << max_ref);
-  CHECK(bad == 0);
+  Var cy = f(cpu_in);
+  const Tensor g = rnd(gen, cy.shape(), inputs_dt[0].dtype());
+  cy.backward(g.to(DType::float64));
+  poison_cache(4 * cy.value().numel() + 4096);
+  Var gy = f(gpu_in);
+  REQUIRE(gy.value().is_cuda());
+  gy.backward(g.to(gpu));
+  test::check_close(name + " forward", gy.value(), cy.value(), rtol, atol);
+  for (std::size_t i = 0; i < cpu_in.size(); ++i)
+    test::check_close(name + " grad of input " + std::to_string(i), gpu_in[i].grad(), cpu_in[i].grad(), rtol,
+                      atol);
 }
 
 }  // namespace cuda_test

@@ -14,33 +14,14 @@
 #include "retikd/ops/dropout.hpp"
 #include "retikd/ops/shape.hpp"
 #include "retikd/ops/softmax.hpp"
+#include "test_util.hpp"
 
 using namespace retikd;
+using namespace retikd::test;
 
 namespace {
 
 Tensor f64(const std::vector<double>& v, const Shape& s) { return Tensor::from_vector(v, s); }
-
-Tensor randn64(const Shape& s, uint64_t seed) {
-  Generator g(seed);
-  return randn(s, g, DType::float64);
-}
-
-void check_values(const Tensor& t, const std::vector<double>& expected, double tol) {
-  const std::vector<double> got = t.to_vector<double>();
-  REQUIRE(got.size() == expected.size());
-  std::size_t bad = 0, first = 0;
-  for (std::size_t i = 0; i < got.size(); ++i)
-    if (!(std::fabs(got[i] - expected[i]) <= tol) && bad++ == 0) first = i;
-  CHECK_MESSAGE(bad == 0, bad, " of ", got.size(), " elements differ by more than ", tol, "; first: element ",
-                first, " got ", bad ? got[first] : 0.0, ", expected ", bad ? expected[first] : 0.0);
-}
-
-void check_grad(const std::function<Var(const std::vector<Var>&)>& fn, const std::vector<Tensor>& inputs) {
-  GradcheckResult r = gradcheck(fn, inputs);
-  CHECK_MESSAGE(r.ok, r.message);
-  CHECK(r.checked > 0);
-}
 
 // Values that keep every element at least 0.05 away from the kinks of relu (0), relu6 (0, 6) and leaky_relu.
 Tensor away_from_kinks(const Shape& s) {
@@ -56,30 +37,30 @@ Tensor away_from_kinks(const Shape& s) {
 TEST_CASE("relu, relu6 and leaky_relu forward match hand values, in float32 and float64") {
   for (DType dt : {DType::float32, DType::float64}) {
     Tensor x = f64({-2.0, -0.5, 0.0, 0.5, 3.0, 6.5}, {2, 3}).to(dt);
-    check_values(ops::relu(Var(x)).value(), {0, 0, 0, 0.5, 3.0, 6.5}, 1e-7);
-    check_values(ops::relu6(Var(x)).value(), {0, 0, 0, 0.5, 3.0, 6.0}, 1e-7);
-    check_values(ops::leaky_relu(Var(x), 0.2).value(), {-0.4, -0.1, 0, 0.5, 3.0, 6.5}, 1e-7);
+    check_close(ops::relu(Var(x)).value(), {0, 0, 0, 0.5, 3.0, 6.5}, 0, 1e-7);
+    check_close(ops::relu6(Var(x)).value(), {0, 0, 0, 0.5, 3.0, 6.0}, 0, 1e-7);
+    check_close(ops::leaky_relu(Var(x), 0.2).value(), {-0.4, -0.1, 0, 0.5, 3.0, 6.5}, 0, 1e-7);
     CHECK(ops::relu(Var(x)).dtype() == dt);
   }
   // default slope is PyTorch's 0.01
-  check_values(ops::leaky_relu(Var(f64({-3.0}, {1}))).value(), {-0.03}, 1e-15);
+  check_close(ops::leaky_relu(Var(f64({-3.0}, {1}))).value(), {-0.03}, 0, 1e-15);
 }
 
 TEST_CASE("gelu (erf and tanh approximation), silu, sigmoid and tanh forward values") {
   Tensor one = f64({1.0, -1.0, 0.0}, {3});
-  check_values(ops::gelu(Var(one)).value(), {0.8413447460685429, -0.15865525393145707, 0.0}, 1e-15);
-  check_values(ops::gelu(Var(one), ops::GeluApprox::tanh).value(),
-               {0.8411919906082768, -0.15880800939172324, 0.0}, 1e-15);
-  check_values(ops::silu(Var(one)).value(), {0.7310585786300049, -0.2689414213699951, 0.0}, 1e-15);
-  check_values(ops::sigmoid(Var(one)).value(), {0.7310585786300049, 0.2689414213699951, 0.5}, 1e-15);
-  check_values(ops::tanh(Var(f64({0.5, -2.0}, {2}))).value(), {0.46211715726000974, -0.9640275800758169},
+  check_close(ops::gelu(Var(one)).value(), {0.8413447460685429, -0.15865525393145707, 0.0}, 0, 1e-15);
+  check_close(ops::gelu(Var(one), ops::GeluApprox::tanh).value(),
+               {0.8411919906082768, -0.15880800939172324, 0.0}, 0, 1e-15);
+  check_close(ops::silu(Var(one)).value(), {0.7310585786300049, -0.2689414213699951, 0.0}, 0, 1e-15);
+  check_close(ops::sigmoid(Var(one)).value(), {0.7310585786300049, 0.2689414213699951, 0.5}, 0, 1e-15);
+  check_close(ops::tanh(Var(f64({0.5, -2.0}, {2}))).value(), {0.46211715726000974, -0.9640275800758169}, 0,
                1e-15);
   // float32 agrees with float64
   Tensor x = randn64({4, 5}, 3);
-  check_values(ops::gelu(Var(x.to(DType::float32))).value(), ops::gelu(Var(x)).value().to_vector<double>(),
+  check_close(ops::gelu(Var(x.to(DType::float32))).value(), ops::gelu(Var(x)).value().to_vector<double>(), 0,
                1e-6);
-  check_values(ops::gelu(Var(x.to(DType::float32)), ops::GeluApprox::tanh).value(),
-               ops::gelu(Var(x), ops::GeluApprox::tanh).value().to_vector<double>(), 1e-6);
+  check_close(ops::gelu(Var(x.to(DType::float32)), ops::GeluApprox::tanh).value(),
+               ops::gelu(Var(x), ops::GeluApprox::tanh).value().to_vector<double>(), 0, 1e-6);
 }
 
 TEST_CASE("SIMD float exp and erf (cpu/vec_math.hpp) agree with libm, specials included") {
@@ -223,12 +204,12 @@ TEST_CASE("softmax and log_softmax of [1, 2, 3]") {
   for (DType dt : {DType::float32, DType::float64}) {
     const double tol = dt == DType::float32 ? 1e-6 : 1e-14;
     Tensor x = f64({1, 2, 3}, {3}).to(dt);
-    check_values(ops::softmax(Var(x), 0).value(), sm, tol);
-    check_values(ops::log_softmax(Var(x), -1).value(), lsm, tol);
+    check_close(ops::softmax(Var(x), 0).value(), sm, 0, tol);
+    check_close(ops::log_softmax(Var(x), -1).value(), lsm, 0, tol);
     // max-subtracted: huge logits give the same answer, no overflow
     Tensor big = f64({1001, 1002, 1003}, {3}).to(dt);
-    check_values(ops::softmax(Var(big), 0).value(), sm, tol);
-    check_values(ops::log_softmax(Var(big), 0).value(), lsm, 1e-4);
+    check_close(ops::softmax(Var(big), 0).value(), sm, 0, tol);
+    check_close(ops::log_softmax(Var(big), 0).value(), lsm, 0, 1e-4);
   }
 }
 
@@ -261,15 +242,15 @@ TEST_CASE("softmax over dim 0, a middle dim, the last dim, and of a transposed v
   Tensor x = randn64({3, 5, 70}, 7);  // 70 inner lanes: more than one lane block
   for (int64_t d : {0, 1, 2}) {
     CAPTURE(d);
-    check_values(ops::softmax(Var(x), d).value(), softmax_ref(x, d, false), 1e-14);
-    check_values(ops::log_softmax(Var(x), d).value(), softmax_ref(x, d, true), 1e-12);
+    check_close(ops::softmax(Var(x), d).value(), softmax_ref(x, d, false), 0, 1e-14);
+    check_close(ops::log_softmax(Var(x), d).value(), softmax_ref(x, d, true), 0, 1e-12);
   }
   // big enough to be split across threads, along the last and the first dim
   Tensor wide = randn64({64, 512}, 10);
   for (int64_t d : {0, 1}) {
     CAPTURE(d);
-    check_values(ops::softmax(Var(wide), d).value(), softmax_ref(wide, d, false), 1e-14);
-    check_values(ops::log_softmax(Var(wide), d).value(), softmax_ref(wide, d, true), 1e-12);
+    check_close(ops::softmax(Var(wide), d).value(), softmax_ref(wide, d, false), 0, 1e-14);
+    check_close(ops::log_softmax(Var(wide), d).value(), softmax_ref(wide, d, true), 0, 1e-12);
   }
   // rows sum to one along the reduced dim
   Tensor s1 = ops::softmax(Var(x), 1).value();
@@ -284,11 +265,11 @@ TEST_CASE("softmax over dim 0, a middle dim, the last dim, and of a transposed v
   REQUIRE_FALSE(mt.is_contiguous());
   Tensor a = ops::softmax(Var(mt), 1).value();
   Tensor b = ops::softmax(Var(m), 0).value().transpose(0, 1).contiguous();
-  check_values(a, b.to_vector<double>(), 1e-15);
+  check_close(a, b.to_vector<double>(), 0, 1e-15);
   // 1x1 and 0-d
-  check_values(ops::softmax(Var(f64({5.0}, {1, 1})), 1).value(), {1.0}, 0);
-  check_values(ops::log_softmax(Var(f64({5.0}, {1, 1})), 0).value(), {0.0}, 0);
-  check_values(ops::softmax(Var(Tensor::scalar(2.0, DType::float64)), 0).value(), {1.0}, 0);
+  check_close(ops::softmax(Var(f64({5.0}, {1, 1})), 1).value(), {1.0}, 0, 0);
+  check_close(ops::log_softmax(Var(f64({5.0}, {1, 1})), 0).value(), {0.0}, 0, 0);
+  check_close(ops::softmax(Var(Tensor::scalar(2.0, DType::float64)), 0).value(), {1.0}, 0, 0);
 }
 
 TEST_CASE("float32 softmax rows (SIMD path) agree with float64, masked and huge logits included") {
@@ -298,18 +279,18 @@ TEST_CASE("float32 softmax rows (SIMD path) agree with float64, masked and huge 
     Tensor g = randn64({6, n}, 40 + static_cast<uint64_t>(n));
     Var x32(x.to(DType::float32), true), x64(x, true);
     Var y32 = ops::softmax(x32, 1), y64 = ops::softmax(x64, 1);
-    check_values(y32.value(), y64.value().to_vector<double>(), 1e-6);
+    check_close(y32.value(), y64.value().to_vector<double>(), 0, 1e-6);
     y32.backward(g.to(DType::float32));
     y64.backward(g);
-    check_values(x32.grad(), x64.grad().to_vector<double>(), 1e-5);
+    check_close(x32.grad(), x64.grad().to_vector<double>(), 0, 1e-5);
   }
   // -inf (masked) logits give exact zeros; 1e30 and its neighbours do not overflow.
   Tensor m = f64({0.0, -INFINITY, 1.0, -INFINITY, 2.0, -INFINITY, 1e30, 1e30, -1e30, 0.0, 0.0, 0.0}, {2, 6})
                  .to(DType::float32);
   const std::vector<double> p = ops::softmax(Var(m), 1).value().to_vector<double>();
   const double z = 1.0 + std::exp(1.0) + std::exp(2.0);
-  check_values(ops::softmax(Var(m), 1).value(),
-               {1.0 / z, 0.0, std::exp(1.0) / z, 0.0, std::exp(2.0) / z, 0.0, 0.5, 0.5, 0.0, 0.0, 0.0, 0.0}, 1e-7);
+  check_close(ops::softmax(Var(m), 1).value(),
+               {1.0 / z, 0.0, std::exp(1.0) / z, 0.0, std::exp(2.0) / z, 0.0, 0.5, 0.5, 0.0, 0.0, 0.0, 0.0}, 0, 1e-7);
   CHECK(p[1] == 0.0);
   CHECK(p[3] == 0.0);
 }

@@ -9,28 +9,16 @@
 #include <retikd/autograd/gradcheck.hpp>
 #include <retikd/core/random.hpp>
 #include <retikd/ops/conv.hpp>
+#include "test_util.hpp"
 
 using namespace retikd;
+using namespace retikd::test;
 
 namespace {
 
 Tensor random_tensor(const Shape& shape, uint64_t seed, DType dtype = DType::float64) {
   Generator g(seed);
   return randn(shape, g, dtype);
-}
-
-double max_abs_diff(const Tensor& a, const Tensor& b) {
-  REQUIRE(a.shape() == b.shape());
-  const std::vector<double> va = a.to_vector<double>(), vb = b.to_vector<double>();
-  double m = 0.0;
-  for (std::size_t i = 0; i < va.size(); ++i) m = std::max(m, std::fabs(va[i] - vb[i]));
-  return m;
-}
-
-double max_abs(const Tensor& a) {
-  double m = 0.0;
-  for (double v : a.to_vector<double>()) m = std::max(m, std::fabs(v));
-  return m;
 }
 
 // The convolution by definition: y[n,o,oh,ow] = b[o] + Σ_{c in group, i, j} w[o,c,i,j] · x[n, g·Cg + c,

@@ -21,11 +21,14 @@
 #include "retikd/cuda/dtype_code.hpp"
 #include "retikd/cuda/elementwise.hpp"
 #include "retikd/cuda/runtime.hpp"
+#include "test_util.hpp"
 
 namespace {
 
 namespace rc = retikd::cuda;
 using retikd::Half;
+using retikd::test::check_close;
+using retikd::test::NanRule;
 
 #define RETIKD_SKIP_WITHOUT_CUDA()              \
   do {                                          \
@@ -131,25 +134,6 @@ std::unique_ptr<DeviceBuffer> poisoned_buffer(int dtype, std::size_t n) {
   return buf;
 }
 
-bool close(double gpu, double cpu, double atol, double rtol) {
-  if (std::isnan(cpu)) return std::isnan(gpu);
-  if (std::isinf(cpu)) return gpu == cpu;
-  return std::fabs(gpu - cpu) <= atol + rtol * std::fabs(cpu);
-}
-
-// Counts mismatches and reports the first few with their index.
-void check_all_close(const std::vector<double>& gpu, const std::vector<double>& cpu, double atol, double rtol) {
-  REQUIRE(gpu.size() == cpu.size());
-  int bad = 0;
-  for (std::size_t i = 0; i < gpu.size(); ++i) {
-    if (!close(gpu[i], cpu[i], atol, rtol)) {
-      if (bad < 5) FAIL_CHECK("element " << i << ": gpu " << gpu[i] << " vs cpu " << cpu[i]);
-      ++bad;
-    }
-  }
-  CHECK_MESSAGE(bad == 0, bad << " of " << gpu.size() << " elements differ");
-}
-
 double rtol_for(int dtype) { return dtype == rc::kFloat16 ? 1e-2 : 1e-5; }
 double atol_for(int dtype) { return dtype == rc::kFloat16 ? 1e-3 : 2e-6; }
 
@@ -238,7 +222,7 @@ TEST_CASE("cuda fill: every dtype, aligned and misaligned, memset and kernel pat
           const std::vector<double> got = decode_all(dtype, buf->download());
           std::vector<double> want(n + 1, poison_value(dtype));
           for (std::size_t i = 0; i < n; ++i) want[offset + i] = representable(dtype, value);
-          check_all_close(got, want, 0.0, 0.0);
+          check_close("fill", got, want, 0.0, 0.0, NanRule::must_match);
         }
       }
     }
@@ -285,11 +269,11 @@ TEST_CASE("cuda cast: every pair of the five dtypes") {
           want[i] = representable(dst, x);
       }
       if (dst == rc::kFloat16)
-        check_all_close(got, want, atol_for(dst), rtol_for(dst));
+        check_close("cast", got, want, rtol_for(dst), atol_for(dst), NanRule::must_match);
       else if (dst == rc::kFloat32)
-        check_all_close(got, want, 0.0, rtol_for(dst));
+        check_close("cast", got, want, rtol_for(dst), 0.0, NanRule::must_match);
       else
-        check_all_close(got, want, 0.0, 0.0);
+        check_close("cast", got, want, 0.0, 0.0, NanRule::must_match);
     }
   }
   DeviceBuffer buf(64);
@@ -344,7 +328,7 @@ void run_strided_case(const StridedCase& c, int dtype, std::mt19937& rng) {
                    dbuf->ptr, 0);
   std::vector<double> want = gather_reference(src, c.sizes, c.strides, c.offset);
   want.push_back(poison_value(dtype));
-  check_all_close(decode_all(dtype, dbuf->download()), want, 0.0, 0.0);
+  check_close("strided_copy", decode_all(dtype, dbuf->download()), want, 0.0, 0.0, NanRule::must_match);
 }
 
 // Contiguous strides of `sizes`, then permuted by `perm` (the strides of a permuted view).
@@ -434,7 +418,8 @@ TEST_CASE("cuda strided_copy: 64-bit indexing beyond 2^30 elements") {
   rc::strided_copy(big->ptr, rc::kFloat16, 2, sizes, strides, 0, out->ptr, 0);
   std::vector<double> want = row0;
   want.insert(want.end(), row1.begin(), row1.end());
-  check_all_close(decode_all(rc::kFloat16, out->download()), want, 0.0, 0.0);
+  check_close("strided_copy beyond 2^30", decode_all(rc::kFloat16, out->download()), want, 0.0, 0.0,
+              NanRule::must_match);
   big.reset();
   rc::empty_cache();
 }
@@ -502,7 +487,7 @@ TEST_CASE("cuda binary: add sub mul div max min, float32 and float16, vector and
             if (!in_place) {
               want.push_back(poison_value(dtype));  // the element after the range stays untouched
             }
-            check_all_close(got, want, atol_for(dtype), rtol_for(dtype));
+            check_close("binary", got, want, rtol_for(dtype), atol_for(dtype), NanRule::must_match);
           }
         }
       }
@@ -533,7 +518,7 @@ TEST_CASE("cuda unary: relu relu6 sigmoid tanh gelu silu neg exp abs, float32 an
             std::vector<double> want(n);
             for (std::size_t i = 0; i < n; ++i) want[i] = representable(dtype, unary_reference(op, x[i]));
             if (!in_place) want.push_back(poison_value(dtype));
-            check_all_close(got, want, atol_for(dtype), rtol_for(dtype));
+            check_close("unary", got, want, rtol_for(dtype), atol_for(dtype), NanRule::must_match);
           }
         }
       }

@@ -26,16 +26,11 @@
 
 using namespace retikd;
 using namespace retikd::cuda_test;
+using namespace retikd::test;
 
 namespace {
 
 const Device kGpu = Device::cuda(0);
-
-double max_abs(const Tensor& t) {
-  double m = 0.0;
-  for (double v : t.to(Device::cpu()).to(DType::float64).contiguous().to_vector<double>()) m = std::max(m, std::abs(v));
-  return m;
-}
 
 // Tolerance relative to the reference's scale: float32 through tens of layers, batch statistics included.
 void check_scaled(const std::string& what, const Tensor& gpu, const Tensor& cpu64, double rel) {

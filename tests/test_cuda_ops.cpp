@@ -23,6 +23,7 @@
 
 using namespace retikd;
 using namespace retikd::cuda_test;
+using namespace retikd::test;
 
 namespace {
 

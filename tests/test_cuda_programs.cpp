@@ -19,8 +19,10 @@
 #include "retikd/ops/pool.hpp"
 #include "retikd/ops/resize.hpp"
 #include "retikd/optim/optim.hpp"
+#include "test_util.hpp"
 
 using namespace retikd;
+using retikd::test::check_close;
 namespace prog = retikd::cuda::prog;
 
 namespace {
@@ -41,17 +43,6 @@ std::vector<double> stored(const std::vector<T>& v) {
   std::vector<double> out(v.size());
   for (std::size_t i = 0; i < v.size(); ++i) out[i] = static_cast<double>(static_cast<float>(v[i]));
   return out;
-}
-
-void check_close(const std::string& what, const std::vector<double>& got, const Tensor& want, double rtol,
-                 double atol) {
-  const std::vector<double> w = want.to(DType::float64).contiguous().to_vector<double>();
-  REQUIRE(got.size() == w.size());
-  int bad = 0;
-  for (std::size_t i = 0; i < got.size(); ++i)
-    if (!(std::abs(got[i] - w[i]) <= atol + rtol * std::abs(w[i]))) ++bad;
-  INFO(what << ": " << bad << " of " << got.size() << " elements outside tolerance");
-  CHECK(bad == 0);
 }
 
 cuda::Conv2dDims dims_of(const ops::impl::Conv2dGeometry& g) {

@@ -28,8 +28,10 @@
 #include "retikd/io/json.hpp"
 #include "retikd/ops/loss.hpp"
 #include "retikd/optim/optim.hpp"
+#include "test_util.hpp"
 
 using namespace retikd;
+using namespace retikd::test;
 
 namespace {
 
@@ -83,18 +85,6 @@ std::shared_ptr<nn::Model> make_student(const std::string& arch, double width, G
   auto m = nn::create_model(arch, o, gen);
   randomise_batch_norms(*m, gen);
   return m;
-}
-
-double max_abs_diff(const Tensor& a, const Tensor& b, double* scale = nullptr) {
-  const auto x = a.to_vector<double>(), y = b.to_vector<double>();
-  REQUIRE(x.size() == y.size());
-  double d = 0, s = 0;
-  for (std::size_t i = 0; i < x.size(); ++i) {
-    d = std::max(d, std::fabs(x[i] - y[i]));
-    s = std::max(s, std::fabs(x[i]));
-  }
-  if (scale) *scale = s;
-  return d;
 }
 
 // Expects `fn` to throw deploy::BundleError whose message contains `needle`.
@@ -212,11 +202,11 @@ TEST_CASE("deploy: folded students equal their eval-mode models (MobileNetV2, Re
     const std::string tap = std::string(arch) == "resnet18" ? "layer3" : "stage4";
     auto a = model->forward_with_taps(Var(x), {tap});
     auto b = folded->forward_with_taps(Var(x), {tap});
-    double scale = 0;
-    const double d = max_abs_diff(a.logits.value(), b.logits.value(), &scale);
-    CHECK(d <= 1e-4 * std::max(1.0, scale));
-    const double dt = max_abs_diff(a.tap(tap).value(), b.tap(tap).value(), &scale);
-    CHECK(dt <= 1e-4 * std::max(1.0, scale));
+    // |folded − unfolded| ≤ 1e-4·max(1, max|unfolded|)
+    check_close("folded logits", b.logits.value(), a.logits.value(), 0,
+                1e-4 * std::max(1.0, max_abs(a.logits.value())));
+    check_close("folded " + tap, b.tap(tap).value(), a.tap(tap).value(), 0,
+                1e-4 * std::max(1.0, max_abs(a.tap(tap).value())));
   }
 }
 
@@ -258,9 +248,7 @@ TEST_CASE("deploy: the CPU engine's fused NCHWc plan equals the module path on e
         const Tensor want = folded->forward(Var(x)).value();
         const Tensor got = engine.forward(x);
         REQUIRE(got.shape() == want.shape());
-        double scale = 0;
-        const double d = max_abs_diff(got, want, &scale);
-        CHECK(d <= 1e-4 * std::max(1.0, scale));
+        check_close("engine against the folded model", got, want, 0, 1e-4 * std::max(1.0, max_abs(got)));
         CHECK(max_abs_diff(engine.forward(x), got) == 0.0);  // a second call through the same plan
       }
     }
@@ -375,9 +363,8 @@ TEST_CASE("deploy: a MobileNetV2 bundle round-trips in fp16 and stays under 4,50
   model->eval();
   Tensor x = randn({2, 3, 96, 96}, gen);
   NoGradGuard ng;
-  double scale = 0;
-  const double d = max_abs_diff(model->forward(Var(x)).value(), b.model->forward(Var(x)).value(), &scale);
-  CHECK(d <= 2e-2 * std::max(1.0, scale));
+  const Tensor want = model->forward(Var(x)).value();
+  check_close("loaded fp16 bundle", b.model->forward(Var(x)).value(), want, 0, 2e-2 * std::max(1.0, max_abs(want)));
 
   // A loaded bundle re-exports to the same content (same checksum).
   const std::string again = dir.file("again.rkd");
@@ -401,9 +388,8 @@ TEST_CASE("deploy: other students and width multipliers rebuild from their bundl
     model->eval();
     Tensor x = randn({1, 3, 64, 64}, gen);
     NoGradGuard ng;
-    double scale = 0;
-    const double d = max_abs_diff(model->forward(Var(x)).value(), b.model->forward(Var(x)).value(), &scale);
-    CHECK(d <= 2e-2 * std::max(1.0, scale));
+    const Tensor want = model->forward(Var(x)).value();
+    check_close("loaded bundle", b.model->forward(Var(x)).value(), want, 0, 2e-2 * std::max(1.0, max_abs(want)));
   }
 }
 

@@ -11,8 +11,10 @@
 #include "retikd/ops/elementwise.hpp"
 #include "retikd/ops/matmul.hpp"
 #include "retikd/ops/reduce.hpp"
+#include "test_util.hpp"
 
 using namespace retikd;
+using namespace retikd::test;
 
 namespace {
 Tensor dvec(std::vector<double> v, Shape s) { return Tensor::from_vector(v, s); }
@@ -39,11 +41,6 @@ Tensor naive_matmul(const Tensor& a, const Tensor& b) {
       c.data<double>()[i * N + j] = s;
     }
   return c;
-}
-void check_close(const Tensor& a, const Tensor& b, double tol) {
-  REQUIRE(a.shape() == b.shape());
-  auto va = a.to_vector<double>(), vb = b.to_vector<double>();
-  for (std::size_t i = 0; i < va.size(); ++i) CHECK(va[i] == doctest::Approx(vb[i]).epsilon(tol).scale(1.0));
 }
 }  // namespace
 
@@ -157,19 +154,19 @@ TEST_CASE("reductions backward") {
 
 TEST_CASE("matmul forward against the definition, every rank and layout") {
   Tensor a = rnd({5, 7}, 11), b = rnd({7, 3}, 12);
-  check_close(ops::impl::matmul(a, b), naive_matmul(a, b), 1e-12);
+  check_close(ops::impl::matmul(a, b), naive_matmul(a, b), 1e-12, 1e-12);
   // Transposed views reach the GEMM as flags.
   Tensor at = rnd({7, 5}, 13), bt = rnd({3, 7}, 14);
   check_close(ops::impl::matmul(at.transpose(0, 1), bt.transpose(0, 1)),
-              naive_matmul(at.transpose(0, 1).contiguous(), bt.transpose(0, 1).contiguous()), 1e-12);
+              naive_matmul(at.transpose(0, 1).contiguous(), bt.transpose(0, 1).contiguous()), 1e-12, 1e-12);
   // A strided (sliced) operand.
   Tensor wide = rnd({5, 14}, 15);
   Tensor sl = wide.slice(1, 0, 14, 2);
-  check_close(ops::impl::matmul(sl, b), naive_matmul(sl.contiguous(), b), 1e-12);
+  check_close(ops::impl::matmul(sl, b), naive_matmul(sl.contiguous(), b), 1e-12, 1e-12);
   // Vectors.
   Tensor v = rnd({7}, 16);
-  check_close(ops::impl::matmul(a, v), naive_matmul(a, v.reshape({7, 1})).reshape({5}), 1e-12);
-  check_close(ops::impl::matmul(v, b), naive_matmul(v.reshape({1, 7}), b).reshape({3}), 1e-12);
+  check_close(ops::impl::matmul(a, v), naive_matmul(a, v.reshape({7, 1})).reshape({5}), 1e-12, 1e-12);
+  check_close(ops::impl::matmul(v, b), naive_matmul(v.reshape({1, 7}), b).reshape({3}), 1e-12, 1e-12);
   CHECK(ops::impl::matmul(v, v).item<double>() ==
         doctest::Approx(naive_matmul(v.reshape({1, 7}), v.reshape({7, 1})).item<double>()));
   // Broadcast batches: (2, 1, 5, 7) · (3, 7, 3) → (2, 3, 5, 3).
@@ -179,13 +176,13 @@ TEST_CASE("matmul forward against the definition, every rank and layout") {
   for (int64_t i = 0; i < 2; ++i)
     for (int64_t j = 0; j < 3; ++j)
       check_close(out.narrow(0, i, 1).narrow(1, j, 1).reshape({5, 3}),
-                  naive_matmul(ba.narrow(0, i, 1).reshape({5, 7}), bb.narrow(0, j, 1).reshape({7, 3})), 1e-12);
+                  naive_matmul(ba.narrow(0, i, 1).reshape({5, 7}), bb.narrow(0, j, 1).reshape({7, 3})), 1e-12, 1e-12);
   // A batch against one matrix (stride-0 operand), in float32.
   Tensor fa = rnd({4, 6, 9}, 19).to(DType::float32), fb = rnd({9, 2}, 20).to(DType::float32);
   Tensor fo = ops::impl::matmul(fa, fb);
   for (int64_t i = 0; i < 4; ++i)
     check_close(fo.narrow(0, i, 1).reshape({6, 2}).to(DType::float64),
-                naive_matmul(fa.narrow(0, i, 1).reshape({6, 9}).to(DType::float64), fb.to(DType::float64)), 1e-5);
+                naive_matmul(fa.narrow(0, i, 1).reshape({6, 9}).to(DType::float64), fb.to(DType::float64)), 1e-5, 1e-5);
   CHECK_THROWS_AS(ops::impl::matmul(a, a), Error);
   CHECK_THROWS_AS(ops::impl::matmul(rnd({2, 5, 7}, 1), rnd({3, 7, 2}, 2)), Error);
   CHECK_THROWS_AS(ops::impl::matmul(Tensor::scalar(1.0, DType::float64), a), Error);
@@ -208,7 +205,7 @@ TEST_CASE("matmul and linear backward") {
   require_gradcheck([](const std::vector<Var>& v) { return ops::linear(v[0], v[1]); }, {rnd({1, 5}, 38), rnd({2, 5}, 39)});
   Tensor x = rnd({3, 5}, 40), w = rnd({4, 5}, 41), b = rnd({4}, 42);
   Var y = ops::linear(Var(x), Var(w), Var(b));
-  check_close(y.value(), ops::impl::add(naive_matmul(x, w.transpose(0, 1).contiguous()), b), 1e-12);
+  check_close(y.value(), ops::impl::add(naive_matmul(x, w.transpose(0, 1).contiguous()), b), 1e-12, 1e-12);
   CHECK_THROWS_AS(ops::linear(Var(x), Var(rnd({4, 6}, 1))), Error);
   CHECK_THROWS_AS(ops::linear(Var(x), Var(w), Var(rnd({3}, 1))), Error);
   // The CPU path adds the bias inside the GEMM: a transposed (non-contiguous) input, a transposed weight and a
@@ -219,7 +216,7 @@ TEST_CASE("matmul and linear backward") {
   Tensor yl = ops::linear(Var(xt), Var(wt), Var(bs)).value();
   Tensor yr = ops::impl::add(ops::impl::matmul(xt, wt.transpose(0, 1)), bs.contiguous());
   REQUIRE(yl.shape() == Shape{70, 3, 90});
-  check_close(yl.to(DType::float64), yr.to(DType::float64), 1e-5);
+  check_close(yl.to(DType::float64), yr.to(DType::float64), 1e-5, 1e-5);
   CHECK_THROWS_AS(ops::linear(Var(xt), Var(wt), Var(bs.to(DType::float64))), Error);
 }
 

@@ -95,8 +95,10 @@ Compare compare(const Tensor& ours, const Tensor& ref, double rtol = kRtol, doub
   return c;
 }
 
-void check_close(const std::string& what, const Tensor& ours, const Tensor& ref, double rtol = kRtol,
-                 double zero_scale = 0.0, double atol_override = -1.0) {
+// PyTorch's golden values: the rule of compare() above (atol from the reference's largest magnitude, a
+// numerically zero reference compared absolutely), not test_util.hpp's element-wise check_close.
+void check_golden(const std::string& what, const Tensor& ours, const Tensor& ref, double rtol = kRtol,
+                  double zero_scale = 0.0, double atol_override = -1.0) {
   const Compare c = compare(ours, ref, rtol, zero_scale, atol_override);
   INFO(what, ": ", c.detail);
   CHECK(c.worst <= 1.0);
@@ -161,7 +163,7 @@ void check_model(const std::string& file, nn::Model& m, DType dtype, double grad
   m.eval();
   {
     NoGradGuard no_grad;
-    check_close("eval logits", m.forward(Var(x)).value(), g["eval.logits"], rtol);
+    check_golden("eval logits", m.forward(Var(x)).value(), g["eval.logits"], rtol);
   }
 
   m.train();
@@ -170,9 +172,9 @@ void check_model(const std::string& file, nn::Model& m, DType dtype, double grad
   Var logits = m.forward(xv);
   Var loss = ops::cross_entropy(logits, targets);
   loss.backward();
-  check_close("train logits", logits.value(), g["train.logits"], rtol);
-  check_close("train loss", loss.value().reshape({1}), g["train.loss"], rtol);
-  check_close("input gradient", xv.grad(), g["train.input_grad"], grad_rtol);
+  check_golden("train logits", logits.value(), g["train.logits"], rtol);
+  check_golden("train loss", loss.value().reshape({1}), g["train.loss"], rtol);
+  check_golden("input gradient", xv.grad(), g["train.input_grad"], grad_rtol);
 
   int buffers = 0, expected_buffers = 0;
   for (const auto& kv : g.t) expected_buffers += kv.first.compare(0, 13, "buffer_probe.") == 0;
@@ -193,7 +195,7 @@ void check_model(const std::string& file, nn::Model& m, DType dtype, double grad
   for (const auto& p : m.named_parameters()) {
     REQUIRE_MESSAGE(p.second.grad().defined(), p.first, " got no gradient");
     if (g.has("grad." + p.first)) {
-      check_close("gradient of " + p.first, p.second.grad(), g["grad." + p.first], grad_rtol, zero_scale);
+      check_golden("gradient of " + p.first, p.second.grad(), g["grad." + p.first], grad_rtol, zero_scale);
       ++full;
     } else {
       check_probes("gradient of " + p.first, p.first, p.second.grad(), g["grad_probe." + p.first], grad_rtol,
@@ -259,11 +261,11 @@ TEST_CASE("golden: LayerNorm (eps 1e-6) forward and gradients, large and tiny va
     ln.bias.mutable_value().copy_(g[c + ".b"]);
     Var x = leaf(g, c + ".x");
     Var y = ln.forward(x);
-    check_close(c + " y", y.value(), g[c + ".y"]);
+    check_golden(c + " y", y.value(), g[c + ".y"]);
     backward_with(g, y, c + ".gy");
-    check_close(c + " dx", x.grad(), g["d" + c + ".x"]);
-    check_close(c + " dw", ln.weight.grad(), g["d" + c + ".w"]);
-    check_close(c + " db", ln.bias.grad(), g["d" + c + ".b"]);
+    check_golden(c + " dx", x.grad(), g["d" + c + ".x"]);
+    check_golden(c + " dw", ln.weight.grad(), g["d" + c + ".w"]);
+    check_golden(c + " db", ln.bias.grad(), g["d" + c + ".b"]);
   }
 }
 
@@ -277,18 +279,18 @@ TEST_CASE("golden: BatchNorm2d in training (batch statistics, running update) an
   bn.eval();
   {
     NoGradGuard no_grad;
-    check_close("eval y", bn.forward(Var(g["bn.x"])).value(), g["bn.y_eval"]);
+    check_golden("eval y", bn.forward(Var(g["bn.x"])).value(), g["bn.y_eval"]);
   }
   bn.train();
   Var x = leaf(g, "bn.x");
   Var y = bn.forward(x);
-  check_close("train y", y.value(), g["bn.y_train"]);
-  check_close("running_mean after", bn.running_mean(), g["bn.rm_after"]);
-  check_close("running_var after", bn.running_var(), g["bn.rv_after"]);
+  check_golden("train y", y.value(), g["bn.y_train"]);
+  check_golden("running_mean after", bn.running_mean(), g["bn.rm_after"]);
+  check_golden("running_var after", bn.running_var(), g["bn.rv_after"]);
   backward_with(g, y, "bn.gy");
-  check_close("dx", x.grad(), g["dbn.x"]);
-  check_close("dw", bn.weight.grad(), g["dbn.w"]);
-  check_close("db", bn.bias.grad(), g["dbn.b"]);
+  check_golden("dx", x.grad(), g["dbn.x"]);
+  check_golden("dw", bn.weight.grad(), g["dbn.w"]);
+  check_golden("db", bn.bias.grad(), g["dbn.b"]);
 }
 
 TEST_CASE("golden: GELU (erf), GELU (tanh) and SiLU") {
@@ -297,9 +299,9 @@ TEST_CASE("golden: GELU (erf), GELU (tanh) and SiLU") {
     Var x = leaf(g, c + ".x");
     Var y = c == "gelu" ? ops::gelu(x) : c == "gelu_tanh" ? ops::gelu(x, ops::GeluApprox::tanh) : ops::silu(x);
     // Element-wise functions: each value on its own (atol 1e-6, not scaled by the largest value).
-    check_close(c + " y", y.value(), g[c + ".y"], kRtol, 0.0, 1e-6);
+    check_golden(c + " y", y.value(), g[c + ".y"], kRtol, 0.0, 1e-6);
     backward_with(g, y, c + ".gy");
-    check_close(c + " dx", x.grad(), g["d" + c + ".x"], kRtol, 0.0, 1e-6);
+    check_golden(c + " dx", x.grad(), g["d" + c + ".x"], kRtol, 0.0, 1e-6);
   }
 }
 
@@ -312,14 +314,14 @@ TEST_CASE("golden: timm Attention — output, pre-softmax logits, probabilities,
   nn::AttentionTaps want;
   want.logits = want.probs = true;
   nn::AttentionOutput a = attn.forward_with(x, want);
-  check_close("y", a.out.value(), g["attn.y"]);
-  check_close("logits", a.logits.value(), g["attn.logits"]);
-  check_close("probs", a.probs.value(), g["attn.probs"]);
+  check_golden("y", a.out.value(), g["attn.y"]);
+  check_golden("logits", a.logits.value(), g["attn.logits"]);
+  check_golden("probs", a.probs.value(), g["attn.probs"]);
   backward_with(g, a.out, "attn.gy");
-  check_close("dx", x.grad(), g["dattn.x"]);
-  check_close("d qkv.weight", attn.qkv->weight.grad(), g["dattn.qkv.weight"]);
-  check_close("d qkv.bias", attn.qkv->bias.grad(), g["dattn.qkv.bias"]);
-  check_close("d proj.weight", attn.proj->weight.grad(), g["dattn.proj.weight"]);
+  check_golden("dx", x.grad(), g["dattn.x"]);
+  check_golden("d qkv.weight", attn.qkv->weight.grad(), g["dattn.qkv.weight"]);
+  check_golden("d qkv.bias", attn.qkv->bias.grad(), g["dattn.qkv.bias"]);
+  check_golden("d proj.weight", attn.proj->weight.grad(), g["dattn.proj.weight"]);
 }
 
 TEST_CASE("golden: bilinear resize, align_corners = false, up and down") {
@@ -328,9 +330,9 @@ TEST_CASE("golden: bilinear resize, align_corners = false, up and down") {
     const Shape out = g[c + ".y"].shape();
     Var x = leaf(g, c + ".x");
     Var y = ops::interpolate_bilinear(x, out[2], out[3], false);
-    check_close(c + " y", y.value(), g[c + ".y"]);
+    check_golden(c + " y", y.value(), g[c + ".y"]);
     backward_with(g, y, c + ".gy");
-    check_close(c + " dx", x.grad(), g["d" + c + ".x"]);
+    check_golden(c + " dx", x.grad(), g["d" + c + ".x"]);
   }
 }
 
@@ -348,21 +350,21 @@ TEST_CASE("golden: depthwise convolutions with asymmetric padding, and a grouped
     conv.weight.mutable_value().copy_(g[c.name + ".w"]);
     Var x = leaf(g, c.name + ".x");
     Var y = conv.forward(x);
-    check_close(c.name + " y", y.value(), g[c.name + ".y"]);
+    check_golden(c.name + " y", y.value(), g[c.name + ".y"]);
     backward_with(g, y, c.name + ".gy");
-    check_close(c.name + " dx", x.grad(), g["d" + c.name + ".x"]);
-    check_close(c.name + " dw", conv.weight.grad(), g["d" + c.name + ".w"]);
+    check_golden(c.name + " dx", x.grad(), g["d" + c.name + ".x"]);
+    check_golden(c.name + " dw", conv.weight.grad(), g["d" + c.name + ".w"]);
   }
   nn::Conv2d conv(6, 4, 3, gen, ops::Conv2dOptions().with_padding(1).with_groups(2), true);
   conv.weight.mutable_value().copy_(g["gconv.w"]);
   conv.bias.mutable_value().copy_(g["gconv.b"]);
   Var x = leaf(g, "gconv.x");
   Var y = conv.forward(x);
-  check_close("gconv y", y.value(), g["gconv.y"]);
+  check_golden("gconv y", y.value(), g["gconv.y"]);
   backward_with(g, y, "gconv.gy");
-  check_close("gconv dx", x.grad(), g["dgconv.x"]);
-  check_close("gconv dw", conv.weight.grad(), g["dgconv.w"]);
-  check_close("gconv db", conv.bias.grad(), g["dgconv.b"]);
+  check_golden("gconv dx", x.grad(), g["dgconv.x"]);
+  check_golden("gconv dw", conv.weight.grad(), g["dgconv.w"]);
+  check_golden("gconv db", conv.bias.grad(), g["dgconv.b"]);
 }
 
 TEST_CASE("golden: torchvision SqueezeExcitation with SiLU (EfficientNet's)") {
@@ -372,11 +374,11 @@ TEST_CASE("golden: torchvision SqueezeExcitation with SiLU (EfficientNet's)") {
   load_prefixed(g, se, "se");
   Var x = leaf(g, "se.x");
   Var y = se.forward(x);
-  check_close("y", y.value(), g["se.y"]);
+  check_golden("y", y.value(), g["se.y"]);
   backward_with(g, y, "se.gy");
-  check_close("dx", x.grad(), g["dse.x"]);
-  check_close("d fc1.weight", se.fc1->weight.grad(), g["dse.fc1.weight"]);
-  check_close("d fc2.bias", se.fc2->bias.grad(), g["dse.fc2.bias"]);
+  check_golden("dx", x.grad(), g["dse.x"]);
+  check_golden("d fc1.weight", se.fc1->weight.grad(), g["dse.fc1.weight"]);
+  check_golden("d fc2.bias", se.fc2->bias.grad(), g["dse.fc2.bias"]);
 }
 
 TEST_CASE("golden: losses — weighted, smoothed cross-entropy; KD KL at temperature 4; BCE with pos_weight; MSE") {
@@ -387,32 +389,32 @@ TEST_CASE("golden: losses — weighted, smoothed cross-entropy; KD KL at tempera
     o.weight = g["loss.class_w"];
     o.label_smoothing = 0.1;
     Var l = ops::cross_entropy(s, g["loss.target"], o);
-    check_close("ce", l.value().reshape({1}), g["loss.ce"]);
+    check_golden("ce", l.value().reshape({1}), g["loss.ce"]);
     l.backward();
-    check_close("ce ds", s.grad(), g["loss.ce.ds"]);
+    check_golden("ce ds", s.grad(), g["loss.ce.ds"]);
   }
   {
     Var s = leaf(g, "loss.s"), t = leaf(g, "loss.t");
     Var l = ops::kl_div(s, t, 4.0, ops::Reduction::batchmean);
-    check_close("kl", l.value().reshape({1}), g["loss.kl"]);
+    check_golden("kl", l.value().reshape({1}), g["loss.kl"]);
     l.backward();
-    check_close("kl ds", s.grad(), g["loss.kl.ds"]);
-    check_close("kl dt", t.grad(), g["loss.kl.dt"]);
+    check_golden("kl ds", s.grad(), g["loss.kl.ds"]);
+    check_golden("kl dt", t.grad(), g["loss.kl.dt"]);
   }
   {
     Var s = leaf(g, "loss.s");
     Var l = ops::binary_cross_entropy_with_logits(s, Var(g["loss.y01"]), g["loss.pos_w"]);
-    check_close("bce", l.value().reshape({1}), g["loss.bce"]);
+    check_golden("bce", l.value().reshape({1}), g["loss.bce"]);
     l.backward();
-    check_close("bce ds", s.grad(), g["loss.bce.ds"]);
+    check_golden("bce ds", s.grad(), g["loss.bce.ds"]);
   }
   {
     Var s = leaf(g, "loss.s"), t = leaf(g, "loss.t");
     Var l = ops::mse_loss(s, t);
-    check_close("mse", l.value().reshape({1}), g["loss.mse"]);
+    check_golden("mse", l.value().reshape({1}), g["loss.mse"]);
     l.backward();
-    check_close("mse ds", s.grad(), g["loss.mse.ds"]);
-    check_close("mse dt", t.grad(), g["loss.mse.dt"]);
+    check_golden("mse ds", s.grad(), g["loss.mse.ds"]);
+    check_golden("mse dt", t.grad(), g["loss.mse.dt"]);
   }
 }
 

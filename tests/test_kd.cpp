@@ -16,46 +16,24 @@
 #include <vector>
 
 #include "retikd/kd.hpp"
+#include "test_util.hpp"
 
 using namespace retikd;
 using namespace retikd::kd;
+using namespace retikd::test;
 
 namespace {
 
-Tensor randn64(const Shape& s, uint64_t seed, double scale = 1.0) {
-  Generator g(seed);
-  Tensor t = Tensor::empty(s, DType::float64);
-  return normal_(t, 0.0, scale, g);
-}
-Tensor randn32(const Shape& s, uint64_t seed, double scale = 1.0) { return randn64(s, seed, scale).to(DType::float32); }
 Tensor rand32(const Shape& s, uint64_t seed) {
   Generator g(seed);
   Tensor t = Tensor::empty(s, DType::float32);
   return uniform_(t, 0.0, 1.0, g);
 }
 
-void check_close(const Tensor& got, const std::vector<double>& expected, double tol) {
-  const std::vector<double> v = got.to_vector<double>();
-  REQUIRE(v.size() == expected.size());
-  std::size_t bad = 0, first = 0;
-  for (std::size_t i = 0; i < v.size(); ++i)
-    if (!(std::fabs(v[i] - expected[i]) <= tol * (1.0 + std::fabs(expected[i]))) && bad++ == 0) first = i;
-  CHECK_MESSAGE(bad == 0, bad, " of ", v.size(), " differ; first ", first, ": got ", bad ? v[first] : 0.0,
-                " expected ", bad ? expected[first] : 0.0);
-}
 void check_scalar(const Var& v, double expected, double tol) {
   CHECK_MESSAGE(std::fabs(v.item<double>() - expected) <= tol * (1.0 + std::fabs(expected)), "got ",
                 v.item<double>(), " expected ", expected);
 }
-void check_grad(const std::function<Var(const std::vector<Var>&)>& fn, const std::vector<Tensor>& inputs,
-                std::vector<std::size_t> fixed = {}) {
-  GradcheckOptions opt;
-  opt.no_grad_inputs = std::move(fixed);
-  GradcheckResult r = gradcheck(fn, inputs, opt);
-  CHECK_MESSAGE(r.ok, r.message);
-  CHECK(r.checked > 0);
-}
-
 double softplus(double x) { return std::max(x, 0.0) + std::log1p(std::exp(-std::fabs(x))); }
 // BCE with logits against a constant target, mean over rows.
 double bce_mean(const std::vector<double>& z, double y) {
@@ -197,9 +175,9 @@ TEST_CASE("attention helpers and attention_kl_loss against loops") {
         for (int64_t e = 0; e < D; ++e) s += t.at({b, i, e}) * t.at({b, j, e});
         ez.push_back(s / std::sqrt(double(D)));
       }
-  check_close(a.value(), ea, 1e-12);
-  check_close(r.value(), er, 1e-12);
-  check_close(z.value(), ez, 1e-12);
+  check_close(a.value(), ea, 1e-12, 1e-12);
+  check_close(r.value(), er, 1e-12, 1e-12);
+  check_close(z.value(), ez, 1e-12, 1e-12);
 
   // KL(teacher ‖ student), summed over N×N, divided by B (and by H: the mean over heads)
   double kl = 0.0;
@@ -391,7 +369,7 @@ TEST_CASE("PCA projector, paper target (conv 3×3): token-affinity KL against lo
         const auto p = softmax_row(trow, tau), qq = softmax_row(srow, tau);
         for (int64_t j = 0; j < N; ++j) kl += p[j] * std::log(p[j] / qq[j]);
       }
-  check_close(r.student_logits.value(), es, 1e-10);
+  check_close(r.student_logits.value(), es, 1e-10, 1e-10);
   check_scalar(r.loss, kl / double(B * H), 1e-10);
   CHECK_FALSE(r.vv.defined());
 
@@ -555,7 +533,7 @@ TEST_CASE("PCA projector: cakd teacher logits equal the ViT's attention-logits t
   PcaResult r = proj.forward(Var(randn32({2, 3, 4, 4}, 2)), t, 0);
   Var expected = ops::narrow(ops::narrow(o.tap("blocks.0.attn.logits"), 2, 1, 16), 3, 1, 16);
   REQUIRE(r.teacher_logits.shape() == expected.shape());
-  check_close(r.teacher_logits.value(), expected.value().to_vector<double>(), 1e-5);
+  check_close(r.teacher_logits.value(), expected.value().to_vector<double>(), 1e-5, 1e-5);
 }
 
 TEST_CASE("grid alignment: resize_teacher averages 2×2 token blocks; upsample_student equals a pre-upsampled map") {
@@ -572,7 +550,7 @@ TEST_CASE("grid alignment: resize_teacher averages 2×2 token blocks; upsample_s
           for (int64_t dx = 0; dx < 2; ++dx) s += T.at({0, 1 + (2 * y + dy) * 4 + 2 * x + dx, c});
         e.push_back(s / 4);
       }
-  check_close(r.value(), e, 1e-12);
+  check_close(r.value(), e, 1e-12, 1e-12);
   CHECK(teacher_patch_tokens(t, 4, 4).value().to_vector<double>() ==
         ops::narrow(Var(T), 1, 1, 16).value().contiguous().to_vector<double>());
 
@@ -603,7 +581,7 @@ TEST_CASE("grid alignment: resize_teacher averages 2×2 token blocks; upsample_s
   down.to(DType::float64);
   PcaResult b = down.forward(Var(S), t, 0);
   CHECK(b.teacher_logits.shape() == Shape{1, 4, 4});
-  check_close(b.teacher_logits.value(), token_affinity_logits(r).value().to_vector<double>(), 1e-12);
+  check_close(b.teacher_logits.value(), token_affinity_logits(r).value().to_vector<double>(), 1e-12, 1e-12);
 }
 
 // ---- GL projector -------------------------------------------------------------------------------------------------
@@ -641,7 +619,7 @@ TEST_CASE("GL projector, spatial: block×block neighbourhoods share a map — ag
         mse += std::pow(v - T.at({b, 1 + n, o}), 2);
       }
     }
-  check_close(r.projected.value(), ey, 1e-12);
+  check_close(r.projected.value(), ey, 1e-12, 1e-12);
   check_scalar(r.loss, mse / double(B * N * 2), 1e-12);
 
   const TeacherFeatures tf = teacher_from(T, 5, 6);
@@ -697,7 +675,7 @@ TEST_CASE("GL projector, channel: G groups of 1×1 maps C/G channels to D/G dims
         ey.push_back(v);
         mse += std::pow(v - target.at({b, n, o}), 2);
       }
-  check_close(r.projected.value(), ey, 1e-12);
+  check_close(r.projected.value(), ey, 1e-12, 1e-12);
   check_scalar(r.loss, mse / double(B * N * 6), 1e-12);
   check_grad(
       [&](const std::vector<Var>& v) {
@@ -741,7 +719,7 @@ TEST_CASE("FeatureDiscriminator: 3-layer MLP with LeakyReLU 0.2 against loops; l
       for (int64_t c = 0; c < 3; ++c) mean[static_cast<std::size_t>(c)] += tokens.at({b, n, c}) / 5.0;
     expected.push_back(mlp(mean));
   }
-  check_close(logits.value(), expected, 1e-12);
+  check_close(logits.value(), expected, 1e-12, 1e-12);
   // per-token rows
   DiscriminatorConfig pt = cfg;
   pt.per_token = true;
@@ -838,7 +816,7 @@ TEST_CASE("MultiViewGenerator: view 0 is the input; p = 0 changes nothing; seede
   MultiViewGenerator none(c);
   auto v0 = none.generate(x, {0, 1, 2}, 5);
   REQUIRE(v0.size() == 3);
-  for (const auto& v : v0) check_close(v, x.to_vector<double>(), 1e-6);
+  for (const auto& v : v0) check_close(v, x.to_vector<double>(), 1e-6, 1e-6);
   c.apply_prob = 1.0;
   MultiViewGenerator all(c);
   auto v = all.generate(x, {10, 11, 12}, 5);
@@ -911,7 +889,7 @@ TEST_CASE("MultiViewGenerator transforms against loops: crop 0.8 resized back, r
         auto p = [&](int64_t yy, int64_t xx) { return img.at({0, ch, rec[0].crop_top + yy, rec[0].crop_left + xx}); };
         e.push_back((1 - wy) * ((1 - wx) * p(y0, x0) + wx * p(y0, x1)) + wy * ((1 - wx) * p(y1, x0) + wx * p(y1, x1)));
       }
-  check_close(pix, e, 1e-5);
+  check_close(pix, e, 1e-5, 1e-5);
 
   // rotation by 90°: output (x, y) reads the input at (cx − (y − cy), cy + (x − cx))
   Tensor sq = randn64({1, 5, 5}, 2);
@@ -919,8 +897,8 @@ TEST_CASE("MultiViewGenerator transforms against loops: crop 0.8 resized back, r
   std::vector<double> er;
   for (int64_t y = 0; y < 5; ++y)
     for (int64_t x = 0; x < 5; ++x) er.push_back(sq.at({0, 2 + (x - 2), 2 - (y - 2)}));
-  check_close(r90, er, 1e-9);
-  check_close(mv::rotate(sq, 0.0), sq.to_vector<double>(), 0.0);
+  check_close(r90, er, 1e-9, 1e-9);
+  check_close(mv::rotate(sq, 0.0), sq.to_vector<double>(), 0.0, 0.0);
   // 45°: corners fall outside and read black
   CHECK(mv::rotate(Tensor::ones({1, 5, 5}, DType::float64), 45.0).at({0, 0, 0}) < 0.5);
 
@@ -934,7 +912,7 @@ TEST_CASE("MultiViewGenerator transforms against loops: crop 0.8 resized back, r
   double m = 0;
   for (std::size_t i = 0; i < 16; ++i) m += (0.2989 * b[i] + 0.587 * b[16 + i] + 0.114 * b[32 + i]) / 16.0;
   for (std::size_t i = 0; i < 48; ++i) ej.push_back(std::clamp((b[i] - m) * 0.6 + m, 0.0, 1.0));
-  check_close(j, ej, 1e-12);
+  check_close(j, ej, 1e-12, 1e-12);
 
   // mask: half of the 2×3 tiles of 4×4 px (last column 4 px of 12) set to black in pixel space
   MultiViewConfig mc = c;
@@ -1116,9 +1094,9 @@ TEST_CASE("distiller: teacher cache — the same outputs as a direct forward, hi
   CHECK(d.cache().size() == 4);  // 2 samples × 2 views
   CHECK(d.cache().misses == 4);
   TeacherFeatures direct = d.teacher_forward(ops::impl::concat(views, 0));
-  check_close(cached.tokens.value(), direct.tokens.value().to_vector<double>(), 1e-5);
-  check_close(cached.v.value(), direct.v.value().to_vector<double>(), 1e-5);
-  check_close(cached.logits.value(), direct.logits.value().to_vector<double>(), 1e-5);
+  check_close(cached.tokens.value(), direct.tokens.value().to_vector<double>(), 1e-5, 1e-5);
+  check_close(cached.v.value(), direct.v.value().to_vector<double>(), 1e-5, 1e-5);
+  check_close(cached.logits.value(), direct.logits.value().to_vector<double>(), 1e-5, 1e-5);
   d.step(x, labels_of({0, 1}), ids, 0.0);
   d.step(x, labels_of({0, 1}), ids, 1.0);
   CHECK(d.cache().misses == 4);

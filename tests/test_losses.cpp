@@ -15,8 +15,10 @@
 #include "retikd/ops/loss.hpp"
 #include "retikd/ops/shape.hpp"
 #include "retikd/ops/softmax.hpp"
+#include "test_util.hpp"
 
 using namespace retikd;
+using namespace retikd::test;
 using ops::Reduction;
 
 namespace {
@@ -24,39 +26,16 @@ namespace {
 Tensor f64(const std::vector<double>& v, const Shape& s) { return Tensor::from_vector(v, s); }
 Tensor i64(const std::vector<int64_t>& v, const Shape& s) { return Tensor::from_vector(v, s); }
 
-Tensor randn64(const Shape& s, uint64_t seed, double scale = 1.0) {
-  Generator g(seed);
-  Tensor t = Tensor::empty(s, DType::float64);
-  return normal_(t, 0.0, scale, g);
-}
 Tensor uniform64(const Shape& s, uint64_t seed, double lo, double hi) {
   Generator g(seed);
   Tensor t = Tensor::empty(s, DType::float64);
   return uniform_(t, lo, hi, g);
 }
 
-void check_values(const Tensor& t, const std::vector<double>& expected, double tol) {
-  const std::vector<double> got = t.to_vector<double>();
-  REQUIRE(got.size() == expected.size());
-  std::size_t bad = 0, first = 0;
-  for (std::size_t i = 0; i < got.size(); ++i)
-    if (!(std::fabs(got[i] - expected[i]) <= tol) && bad++ == 0) first = i;
-  CHECK_MESSAGE(bad == 0, bad, " of ", got.size(), " elements differ by more than ", tol, "; first: element ",
-                first, " got ", bad ? got[first] : 0.0, ", expected ", bad ? expected[first] : 0.0);
-}
 void check_scalar(const Var& v, double expected, double tol) {
   REQUIRE(v.value().dim() == 0);
   CHECK_MESSAGE(std::fabs(v.item<double>() - expected) <= tol, "got ", v.item<double>(), ", expected ",
                 expected);
-}
-
-void check_grad(const std::function<Var(const std::vector<Var>&)>& fn, const std::vector<Tensor>& inputs,
-                std::vector<std::size_t> fixed = {}) {
-  GradcheckOptions opt;
-  opt.no_grad_inputs = std::move(fixed);
-  GradcheckResult r = gradcheck(fn, inputs, opt);
-  CHECK_MESSAGE(r.ok, r.message);
-  CHECK(r.checked > 0);
 }
 
 template <class F>
@@ -87,16 +66,16 @@ TEST_CASE("cross_entropy of a 2x3 example by hand: mean, sum, none") {
   o.reduction = Reduction::none;
   Var none = ops::cross_entropy(Var(z), t, o);
   CHECK(none.shape() == Shape{2});
-  check_values(none.value(), {nll0, nll1}, 1e-14);
+  check_close(none.value(), {nll0, nll1}, 0, 1e-14);
   // float32 agrees
   check_scalar(ops::cross_entropy(Var(z.to(DType::float32)), t), (nll0 + nll1) / 2, 1e-6);
   // gradient of the mean, by hand: (softmax − onehot) / N
   Var v(z, true);
   ops::cross_entropy(v, t).backward();
   const double s0 = std::exp(lse3(1, 2, 3)), s1 = std::exp(lse3(1, 0, -1));
-  check_values(v.grad(),
+  check_close(v.grad(),
                {std::exp(1) / s0 / 2, std::exp(2) / s0 / 2, (std::exp(3) / s0 - 1) / 2,
-                (std::exp(1) / s1 - 1) / 2, 1 / s1 / 2, std::exp(-1) / s1 / 2},
+                (std::exp(1) / s1 - 1) / 2, 1 / s1 / 2, std::exp(-1) / s1 / 2}, 0,
                1e-15);
 }
 
@@ -110,7 +89,7 @@ TEST_CASE("cross_entropy with class weights divides the weighted sum by the targ
   o.reduction = Reduction::sum;
   check_scalar(ops::cross_entropy(Var(z), t, o), 0.5 * nll0 + 0.2 * nll1, 1e-14);
   o.reduction = Reduction::none;
-  check_values(ops::cross_entropy(Var(z), t, o).value(), {0.5 * nll0, 0.2 * nll1}, 1e-14);
+  check_close(ops::cross_entropy(Var(z), t, o).value(), {0.5 * nll0, 0.2 * nll1}, 0, 1e-14);
   // float32 weights with float64 logits are converted
   o.reduction = Reduction::mean;
   o.weight = f64({0.2, 0.3, 0.5}, {3}).to(DType::float32);
@@ -147,10 +126,10 @@ TEST_CASE("cross_entropy with label smoothing, with and without weights (PyTorch
   check_scalar(ops::cross_entropy(Var(z), t, o),
                (1 - eps) * (w[2] * nlp[0][2] + w[0] * nlp[1][0]) + eps / C * smooth, 1e-14);
   o.reduction = Reduction::none;
-  check_values(
+  check_close(
       ops::cross_entropy(Var(z), t, o).value(),
       {(1 - eps) * w[2] * nlp[0][2] + eps / C * (w[0] * nlp[0][0] + w[1] * nlp[0][1] + w[2] * nlp[0][2]),
-       (1 - eps) * w[0] * nlp[1][0] + eps / C * (w[0] * nlp[1][0] + w[1] * nlp[1][1] + w[2] * nlp[1][2])},
+       (1 - eps) * w[0] * nlp[1][0] + eps / C * (w[0] * nlp[1][0] + w[1] * nlp[1][1] + w[2] * nlp[1][2])}, 0,
       1e-14);
 }
 
@@ -276,17 +255,17 @@ TEST_CASE("binary_cross_entropy_with_logits by hand, with pos_weight, and at ext
   }
   check_scalar(ops::binary_cross_entropy_with_logits(Var(x), Var(y)), sum / 4, 1e-14);
   check_scalar(ops::binary_cross_entropy_with_logits(Var(x), Var(y), Tensor(), Reduction::sum), sum, 1e-14);
-  check_values(ops::binary_cross_entropy_with_logits(Var(x), Var(y), Tensor(), Reduction::none).value(), e,
+  check_close(ops::binary_cross_entropy_with_logits(Var(x), Var(y), Tensor(), Reduction::none).value(), e, 0,
                1e-14);
   const Tensor pos = f64({2.0, 0.5}, {2});
   check_scalar(ops::binary_cross_entropy_with_logits(Var(x), Var(y), pos), sum_w / 4, 1e-14);
-  check_values(ops::binary_cross_entropy_with_logits(Var(x), Var(y), pos, Reduction::none).value(), ew,
+  check_close(ops::binary_cross_entropy_with_logits(Var(x), Var(y), pos, Reduction::none).value(), ew, 0,
                1e-14);
   // stable at ±200 where log σ would underflow naively
   for (DType dt : {DType::float32, DType::float64}) {
     Var l = ops::binary_cross_entropy_with_logits(Var(f64({200, -200}, {2}).to(dt)),
                                                   Var(f64({0, 1}, {2}).to(dt)), Tensor(), Reduction::none);
-    check_values(l.value(), {200, 200}, 1e-4);
+    check_close(l.value(), {200, 200}, 0, 1e-4);
   }
 }
 
@@ -329,7 +308,7 @@ TEST_CASE("mse_loss values, gradients and errors") {
   const Tensor a = f64({1, 2, 3}, {3}), b = f64({0, 4, 3.5}, {3});
   check_scalar(ops::mse_loss(Var(a), Var(b)), (1 + 4 + 0.25) / 3, 1e-15);
   check_scalar(ops::mse_loss(Var(a), Var(b), Reduction::sum), 5.25, 1e-15);
-  check_values(ops::mse_loss(Var(a), Var(b), Reduction::none).value(), {1, 4, 0.25}, 1e-15);
+  check_close(ops::mse_loss(Var(a), Var(b), Reduction::none).value(), {1, 4, 0.25}, 0, 1e-15);
   for (Reduction r : {Reduction::mean, Reduction::sum, Reduction::none}) {
     CAPTURE(ops::reduction_name(r));
     check_grad([r](const std::vector<Var>& v) { return ops::mse_loss(v[0], v[1], r); },
@@ -366,7 +345,7 @@ TEST_CASE("kl_div with temperature on a 2-row example by hand: batchmean, sum, m
   check_scalar(ops::kl_div(vs, vt, tau), total / 2, 1e-15);  // batchmean is the default
   check_scalar(ops::kl_div(vs, vt, tau, Reduction::sum), total, 1e-15);
   check_scalar(ops::kl_div(vs, vt, tau, Reduction::mean), total / 6, 1e-15);
-  check_values(ops::kl_div(vs, vt, tau, Reduction::none).value(), terms, 1e-15);
+  check_close(ops::kl_div(vs, vt, tau, Reduction::none).value(), terms, 0, 1e-15);
   // float32 agrees; identical logits give 0
   check_scalar(
       ops::kl_div(Var(f64(s, {2, 3}).to(DType::float32)), Var(f64(t, {2, 3}).to(DType::float32)), tau),
@@ -384,8 +363,8 @@ TEST_CASE("kl_div equals PyTorch's kl_div(log_softmax(s/τ), softmax(t/τ)) and 
   for (Reduction r : {Reduction::batchmean, Reduction::sum, Reduction::mean, Reduction::none}) {
     CAPTURE(ops::reduction_name(r));
     const std::vector<double> fused = ops::kl_div(Var(s), Var(t), tau, r).value().to_vector<double>();
-    check_values(ops::kl_div_log_input(log_q, p, false, r).value(), fused, 1e-14);
-    check_values(ops::kl_div_log_input(log_q, log_p, true, r).value(), fused, 1e-14);
+    check_close(ops::kl_div_log_input(log_q, p, false, r).value(), fused, 0, 1e-14);
+    check_close(ops::kl_div_log_input(log_q, log_p, true, r).value(), fused, 0, 1e-14);
   }
   const double sum = ops::kl_div(Var(s), Var(t), tau, Reduction::sum).item<double>();
   check_scalar(ops::kl_div(Var(s), Var(t), tau, Reduction::batchmean), sum / 2, 1e-15);
@@ -417,9 +396,9 @@ TEST_CASE("kl_div backward for student and teacher logits passes the gradient ch
   Var vs(s, true);
   ops::kl_div(vs, Var(t), 2.0).backward();
   const double zs = std::exp(0.5) + std::exp(1.0) + std::exp(1.5), zt = zs;
-  check_values(
+  check_close(
       vs.grad(),
-      {(std::exp(0.5) / zs - std::exp(1.5) / zt) / 2, 0.0, (std::exp(1.5) / zs - std::exp(0.5) / zt) / 2},
+      {(std::exp(0.5) / zs - std::exp(1.5) / zt) / 2, 0.0, (std::exp(1.5) / zs - std::exp(0.5) / zt) / 2}, 0,
       1e-15);
 }
 
@@ -448,10 +427,10 @@ TEST_CASE("kl_div_log_input backward for input and target, both target forms") {
                  {randn64({3, 4}, 1), target});
     }
   // PyTorch's xlogy convention: a zero target contributes nothing
-  check_values(
+  check_close(
       ops::kl_div_log_input(Var(f64({-1.0, -2.0}, {2})), Var(f64({0.0, 0.5}, {2})), false, Reduction::none)
           .value(),
-      {0.0, 0.5 * (std::log(0.5) + 2.0)}, 1e-15);
+      {0.0, 0.5 * (std::log(0.5) + 2.0)}, 0, 1e-15);
 }
 
 TEST_CASE("kl_div errors") {

@@ -15,23 +15,12 @@
 #include <retikd/nn/models.hpp>
 #include <retikd/ops/loss.hpp>
 #include <retikd/optim/optim.hpp>
+#include "test_util.hpp"
 
 using namespace retikd;
+using namespace retikd::test;
 
 namespace {
-
-Tensor randn32(const Shape& s, uint64_t seed) {
-  Generator g(seed);
-  return randn(s, g);
-}
-
-double max_abs_diff(const Tensor& a, const Tensor& b) {
-  REQUIRE(a.shape() == b.shape());
-  const auto va = a.to_vector<double>(), vb = b.to_vector<double>();
-  double m = 0.0;
-  for (std::size_t i = 0; i < va.size(); ++i) m = std::max(m, std::fabs(va[i] - vb[i]));
-  return m;
-}
 
 std::map<std::string, Shape> state_shapes(const nn::Module& m) {
   std::map<std::string, Shape> out;

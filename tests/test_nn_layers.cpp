@@ -15,24 +15,12 @@
 #include <retikd/nn/layers.hpp>
 #include <retikd/nn/transformer.hpp>
 #include <retikd/ops/reduce.hpp>
+#include "test_util.hpp"
 
 using namespace retikd;
+using namespace retikd::test;
 
 namespace {
-
-Tensor randn64(const Shape& s, uint64_t seed, double scale = 1.0, double shift = 0.0) {
-  Generator g(seed);
-  Tensor t = Tensor::empty(s, DType::float64);
-  return normal_(t, shift, scale, g);
-}
-
-double max_diff(const Tensor& a, const Tensor& b) {
-  REQUIRE(a.shape() == b.shape());
-  const auto va = a.to_vector<double>(), vb = b.to_vector<double>();
-  double m = 0.0;
-  for (std::size_t i = 0; i < va.size(); ++i) m = std::max(m, std::fabs(va[i] - vb[i]));
-  return m;
-}
 
 std::vector<std::string> state_names(const nn::Module& m) {
   std::vector<std::string> v;
@@ -147,7 +135,7 @@ TEST_CASE("Linear: xÂ·Wáµ€ + b, PyTorch's names and default init, shape inferenc
   l.to(DType::float64);
   const Tensor x = randn64({2, 4, 5}, 2);
   Var y = l.forward(Var(x));
-  CHECK(max_diff(y.value(), naive_linear(x, l.weight.value(), l.bias.value())) < 1e-12);
+  CHECK(max_abs_diff(y.value(), naive_linear(x, l.weight.value(), l.bias.value())) < 1e-12);
 
   nn::ShapeTrace t;
   CHECK(l.infer_shape({2, 4, 5}, &t) == Shape{2, 4, 3});
@@ -176,7 +164,7 @@ TEST_CASE("Conv2d: groups, stride, dilation, asymmetric and TF-SAME padding agai
   Var y = conv.forward(Var(x));
   const Tensor ref = naive_conv(x, conv.weight.value(), conv.bias.value(), opt);
   CHECK(y.shape() == ref.shape());
-  CHECK(max_diff(y.value(), ref) < 1e-12);
+  CHECK(max_abs_diff(y.value(), ref) < 1e-12);
 
   nn::ShapeTrace t;
   CHECK(conv.infer_shape(x.shape(), &t) == y.shape());
@@ -195,10 +183,10 @@ TEST_CASE("Conv2d: groups, stride, dilation, asymmetric and TF-SAME padding agai
     CHECK(ys.shape() == Shape{1, 4, 4, 4});
     CHECK(same.infer_shape(x8.shape(), nullptr) == Shape{1, 4, 4, 4});
     const Tensor r = naive_conv(x8, same.weight.value(), Tensor(), ops::Conv2dOptions().with_stride(2).with_padding(0, 1, 0, 1));
-    CHECK(max_diff(ys.value(), r) < 1e-12);
+    CHECK(max_abs_diff(ys.value(), r) < 1e-12);
     const Tensor x7 = randn64({1, 3, 7, 7}, 7);  // out 4: total pad 2 â†’ (1, 1)
     const Tensor r7 = naive_conv(x7, same.weight.value(), Tensor(), ops::Conv2dOptions().with_stride(2).with_padding(1));
-    CHECK(max_diff(same.forward(Var(x7)).value(), r7) < 1e-12);
+    CHECK(max_abs_diff(same.forward(Var(x7)).value(), r7) < 1e-12);
   }
 }
 
@@ -327,7 +315,7 @@ TEST_CASE("Dropout and DropPath: identity in eval, seeded masks scaled by 1/(1âˆ
   nn::Dropout d(0.25, noise);
   const Tensor x = Tensor::ones({100, 100}, DType::float64);
   d.eval();
-  CHECK(max_diff(d.forward(Var(x)).value(), x) == 0.0);
+  CHECK(max_abs_diff(d.forward(Var(x)).value(), x) == 0.0);
   d.train();
   const auto v = d.forward(Var(x)).value().to_vector<double>();
   int64_t zeros = 0;
@@ -343,7 +331,7 @@ TEST_CASE("Dropout and DropPath: identity in eval, seeded masks scaled by 1/(1âˆ
   nn::DropPath dp(0.5, noise);
   const Tensor xs = randn64({64, 3, 2}, 13);
   dp.eval();
-  CHECK(max_diff(dp.forward(Var(xs)).value(), xs) == 0.0);
+  CHECK(max_abs_diff(dp.forward(Var(xs)).value(), xs) == 0.0);
   dp.train();
   const Tensor yd = dp.forward(Var(xs)).value();
   int64_t dropped = 0;
@@ -522,12 +510,12 @@ TEST_CASE("Attention: against direct loops; probabilities, logits and per-head Q
   CHECK(worst_logit < 1e-12);
   CHECK(worst_prob < 1e-12);
   const Tensor out = naive_linear(Tensor::from_vector(o, {B, N, D}), attn.proj->weight.value(), attn.proj->bias.value());
-  CHECK(max_diff(r.out.value(), out) < 1e-12);
-  CHECK(max_diff(attn.forward(Var(x)).value(), out) < 1e-12);
+  CHECK(max_abs_diff(r.out.value(), out) < 1e-12);
+  CHECK(max_abs_diff(attn.forward(Var(x)).value(), out) < 1e-12);
 
   // The taps agree with each other through the library's own ops.
-  CHECK(max_diff(ops::softmax(r.logits, -1).value(), r.probs.value()) < 1e-14);
-  CHECK(max_diff(ops::mul(ops::matmul(r.q, ops::transpose(r.k, -2, -1)), attn.scale()).value(), r.logits.value()) <
+  CHECK(max_abs_diff(ops::softmax(r.logits, -1).value(), r.probs.value()) < 1e-14);
+  CHECK(max_abs_diff(ops::mul(ops::matmul(r.q, ops::transpose(r.k, -2, -1)), attn.scale()).value(), r.logits.value()) <
         1e-12);
   // Untouched taps stay undefined.
   nn::AttentionOutput only = attn.forward_with(Var(x), nn::AttentionTaps{});
@@ -576,13 +564,13 @@ TEST_CASE("fused qkv_attention equals the tapped view path: values and gradients
     REQUIRE(t.probs.defined());
     t.out.backward(gy);
     const double tol = 0.0;  // the fused op computes every product as the view path does: bit for bit
-    CHECK(max_diff(yf.value(), t.out.value()) <= tol);
-    CHECK(max_diff(xf.grad(), xt.grad()) <= tol);
-    CHECK(max_diff(dw_fused, attn.qkv->weight.grad()) <= tol);
-    CHECK(max_diff(db_fused, attn.qkv->bias.grad()) <= tol);
+    CHECK(max_abs_diff(yf.value(), t.out.value()) <= tol);
+    CHECK(max_abs_diff(xf.grad(), xt.grad()) <= tol);
+    CHECK(max_abs_diff(dw_fused, attn.qkv->weight.grad()) <= tol);
+    CHECK(max_abs_diff(db_fused, attn.qkv->bias.grad()) <= tol);
     // Without a tape (evaluation) the probabilities are not kept: same output.
     NoGradGuard no_grad;
-    CHECK(max_diff(attn.forward(Var(x)).value(), t.out.value()) <= tol);
+    CHECK(max_abs_diff(attn.forward(Var(x)).value(), t.out.value()) <= tol);
   }
   // The op on its own through the float64 gradient checker, including a single token and a single head.
   for (const Shape& s : {Shape{2, 4, 18}, Shape{1, 1, 6}, Shape{3, 5, 3}}) {
@@ -617,14 +605,14 @@ TEST_CASE("Mlp and pre-norm Block: timm names, composition, drop path, gradients
   Var x1 = ops::add(Var(x), blk.attn->forward(blk.norm1->forward(Var(x))));
   Var h = blk.mlp->fc1->forward(blk.norm2->forward(x1));
   Var ref = ops::add(x1, blk.mlp->fc2->forward(ops::gelu(h)));
-  CHECK(max_diff(y.value(), ref.value()) < 1e-12);
+  CHECK(max_abs_diff(y.value(), ref.value()) < 1e-12);
   CHECK(blk.infer_shape(x.shape(), nullptr) == x.shape());
 
   // In training each sample either gets a residual branch (scaled by 2) or not: with p = 0.5 over many
   // samples the outputs differ from evaluation for some samples.
   blk.train();
   Var yt = blk.forward(Var(x));
-  CHECK(max_diff(yt.value(), y.value()) > 1e-6);
+  CHECK(max_abs_diff(yt.value(), y.value()) > 1e-6);
   blk.eval();
   check_module_gradients(blk, [&](const Var& v) { return blk.forward(v); }, x, 24);
 }
@@ -680,7 +668,7 @@ TEST_CASE("recalibrate_batchnorm keeps the eval function and makes training-mode
   CHECK(changed == 2);
   CHECK(net->is_training());  // mode restored
   const Tensor eval_after = run(false);
-  CHECK(max_diff(eval_after, eval_before) < 1e-4);
+  CHECK(max_abs_diff(eval_after, eval_before) < 1e-4);
   const Tensor train_after = run(true);
   // batch statistics of the whole calibration set = the recorded statistics (up to n/(n-1) in the variance)
   CHECK(rel_diff(train_after, eval_after) < 1e-2);

@@ -15,8 +15,10 @@
 #include <retikd/ops/resize.hpp>
 
 #include "golden_util.hpp"
+#include "test_util.hpp"
 
 using namespace retikd;
+using namespace retikd::test;
 
 namespace {
 
@@ -25,27 +27,11 @@ Tensor random_tensor(const Shape& shape, uint64_t seed, DType dtype = DType::flo
   return randn(shape, g, dtype);
 }
 
-double max_abs_diff(const Tensor& a, const Tensor& b) {
-  REQUIRE(a.shape() == b.shape());
-  const std::vector<double> va = a.to_vector<double>(), vb = b.to_vector<double>();
-  double m = 0.0;
-  for (std::size_t i = 0; i < va.size(); ++i) m = std::max(m, std::fabs(va[i] - vb[i]));
-  return m;
-}
-
 Tensor arange_image(int64_t h, int64_t w, DType dtype = DType::float32) {
   return Tensor::arange(0.0, static_cast<double>(h * w), 1.0, dtype).view({1, 1, h, w});
 }
 
 std::vector<double> values(const Var& v) { return v.value().to_vector<double>(); }
-
-void check_close(const std::vector<double>& got, const std::vector<double>& want, double tol = 1e-6) {
-  REQUIRE(got.size() == want.size());
-  for (std::size_t i = 0; i < got.size(); ++i) {
-    CAPTURE(i);
-    CHECK(got[i] == doctest::Approx(want[i]).epsilon(tol));
-  }
-}
 
 // A float64 tensor whose values are a random permutation of spaced levels: every max-pool window has a
 // unique maximum, separated by far more than gradcheck's ε, so the arg-max cannot flip under perturbation.
@@ -100,21 +86,21 @@ TEST_CASE("max_pool2d: hand-computed values, indices and ceil_mode") {
   const Var x(arange_image(5, 5));
   Var y = ops::max_pool2d(x, 2, 2);
   CHECK(y.shape() == Shape{1, 1, 2, 2});
-  check_close(values(y), {6, 8, 16, 18});
+  check_close(values(y), {6, 8, 16, 18}, 1e-6, 1e-6);
   Var yc = ops::max_pool2d(x, 2, 2, 0, /*ceil_mode=*/true);
   CHECK(yc.shape() == Shape{1, 1, 3, 3});
-  check_close(values(yc), {6, 8, 9, 16, 18, 19, 21, 23, 24});
+  check_close(values(yc), {6, 8, 9, 16, 18, 19, 21, 23, 24}, 1e-6, 1e-6);
   // Overlapping 3×3 windows, stride 1, padding 1: the max of each neighbourhood.
   const Var z(Tensor::from_vector<float>({3, 1, 2, 0, 9, 1, 4, 1, 5}, {1, 1, 3, 3}));
-  check_close(values(ops::max_pool2d(z, 3, 1, 1)), {9, 9, 9, 9, 9, 9, 9, 9, 9});
-  check_close(values(ops::max_pool2d(z, 2, 1)), {9, 9, 9, 9});
+  check_close(values(ops::max_pool2d(z, 3, 1, 1)), {9, 9, 9, 9, 9, 9, 9, 9, 9}, 1e-6, 1e-6);
+  check_close(values(ops::max_pool2d(z, 2, 1)), {9, 9, 9, 9}, 1e-6, 1e-6);
   auto r = ops::impl::max_pool2d(z.value(), 2, 1, 0, false);
   CHECK(r.second.to_vector<int64_t>() == std::vector<int64_t>{4, 4, 4, 4});
   // Non-square kernel and stride.
-  check_close(values(ops::max_pool2d(x, {2, 3}, {3, 2})), {7, 9, 22, 24});
+  check_close(values(ops::max_pool2d(x, {2, 3}, {3, 2})), {7, 9, 22, 24}, 1e-6, 1e-6);
   // Negative inputs and padding: padding never wins.
   const Var neg(Tensor::full({1, 1, 2, 2}, -5.0));
-  check_close(values(ops::max_pool2d(neg, 2, 1, 1)), std::vector<double>(9, -5.0));
+  check_close(values(ops::max_pool2d(neg, 2, 1, 1)), std::vector<double>(9, -5.0), 1e-6, 1e-6);
 }
 
 TEST_CASE("max_pool2d: matches a direct-loop reference, and NaN propagates") {
@@ -162,7 +148,7 @@ TEST_CASE("max_pool2d: gradcheck (overlapping windows, padding, ceil_mode) and r
 
 TEST_CASE("avg_pool2d: hand-computed values and the count_include_pad divisor") {
   const Var x(arange_image(3, 3));  // 0..8
-  check_close(values(ops::avg_pool2d(x, 2, 1)), {2, 3, 5, 6});
+  check_close(values(ops::avg_pool2d(x, 2, 1)), {2, 3, 5, 6}, 1e-6, 1e-6);
   // 3×3 windows, padding 1: the corner window holds 0+1+3+4 = 8 over 9 slots (4 of them real).
   Var with_pad = ops::avg_pool2d(x, 3, 1, 1, false, true);
   Var without = ops::avg_pool2d(x, 3, 1, 1, false, false);
@@ -174,7 +160,7 @@ TEST_CASE("avg_pool2d: hand-computed values and the count_include_pad divisor") 
   const Var x5(arange_image(5, 5));
   Var yc = ops::avg_pool2d(x5, 2, 2, 0, true, true);
   CHECK(yc.shape() == Shape{1, 1, 3, 3});
-  check_close(values(yc), {3, 5, 6.5, 13, 15, 16.5, 20.5, 22.5, 24});
+  check_close(values(yc), {3, 5, 6.5, 13, 15, 16.5, 20.5, 22.5, 24}, 1e-6, 1e-6);
 }
 
 TEST_CASE("avg_pool2d: gradcheck with overlapping windows, padding and both divisor rules") {
@@ -195,13 +181,13 @@ TEST_CASE("avg_pool2d: gradcheck with overlapping windows, padding and both divi
 TEST_CASE("adaptive_avg_pool2d: PyTorch's bins, hand-computed") {
   // H = 5 → 3 bins: [0,2), [1,4), [3,5); W = 1 → 1 bin.
   const Var col(Tensor::from_vector<float>({0, 1, 2, 3, 4}, {1, 1, 5, 1}));
-  check_close(values(ops::adaptive_avg_pool2d(col, 3, 1)), {0.5, 2.0, 3.5});
+  check_close(values(ops::adaptive_avg_pool2d(col, 3, 1)), {0.5, 2.0, 3.5}, 1e-6, 1e-6);
   // Upsampling bins (2 → 3): [0,1), [0,2), [1,2).
   const Var two(Tensor::from_vector<float>({2, 6}, {1, 1, 1, 2}));
-  check_close(values(ops::adaptive_avg_pool2d(two, 1, 3)), {2, 4, 6});
+  check_close(values(ops::adaptive_avg_pool2d(two, 1, 3)), {2, 4, 6}, 1e-6, 1e-6);
   // (1, 1) is the global average; equal sizes are the identity.
   const Var x(arange_image(4, 6));
-  check_close(values(ops::adaptive_avg_pool2d(x, 1, 1)), {11.5});
+  check_close(values(ops::adaptive_avg_pool2d(x, 1, 1)), {11.5}, 1e-6, 1e-6);
   CHECK(max_abs_diff(ops::adaptive_avg_pool2d(x, 4, 6).value(), x.value()) == 0.0);
   // Divisible sizes equal avg_pool2d with kernel = stride = in / out.
   CHECK(max_abs_diff(ops::adaptive_avg_pool2d(x, 2, 3).value(), ops::avg_pool2d(x, 2, 2).value()) < 1e-6);
@@ -266,7 +252,7 @@ TEST_CASE("batch_norm: training normalises with batch statistics and updates the
   Tensor rm = Tensor::zeros({1}), rv = Tensor::ones({1});
   Var y = ops::batch_norm(x, Var(), Var(), rm, rv, /*training=*/true);
   const double is = 1.0 / std::sqrt(1.25 + 1e-5);
-  check_close(values(y), {-1.5 * is, -0.5 * is, 0.5 * is, 1.5 * is}, 1e-12);
+  check_close(values(y), {-1.5 * is, -0.5 * is, 0.5 * is, 1.5 * is}, 1e-12, 1e-12);
   CHECK(rm.item<float>() == doctest::Approx(0.25));               // 0.9·0 + 0.1·2.5
   CHECK(rv.item<float>() == doctest::Approx(0.9 + 0.1 * 5.0 / 3.0));  // unbiased variance
   // A second step with momentum 0.5 moves halfway from there.
@@ -406,7 +392,7 @@ TEST_CASE("layer_norm: hand-computed rows, affine parameters and multi-dimension
   const double i1 = 1.0 / std::sqrt(1.25 + 1e-5);  // row 1: mean 2.5, var 1.25
   const double i2 = 1.0 / std::sqrt(3.0 + 1e-5);   // row 2: mean 11, var (1+1+1+9)/4 = 3
   check_close(values(ops::layer_norm(x, {4}, w, b)),
-              {-1.5 * i1, -1.0 * i1, 0.5 * i1, 1.5 * i1 + 1, -1 * i2, -2 * i2, -1 * i2, 3 * i2 + 1}, 1e-12);
+              {-1.5 * i1, -1.0 * i1, 0.5 * i1, 1.5 * i1 + 1, -1 * i2, -2 * i2, -1 * i2, 3 * i2 + 1}, 1e-12, 1e-12);
   // normalized_shape (2, 2) on a (2, 2, 2) input equals (4,) on its (2, 4) view.
   const Tensor x3 = x.value().view({2, 2, 2});
   CHECK(max_abs_diff(ops::layer_norm(Var(x3), {2, 2}).value().view({2, 4}), ops::layer_norm(x, {4}).value()) < 1e-15);
@@ -460,22 +446,23 @@ TEST_CASE("interpolate_bilinear: values PyTorch's align_corners=False gives, der
   // 2×2 → 3×3: scale 2/3; output 0 reads source −1/6 → clamped to 0, output 1 reads 0.5, output 2 reads
   // 7/6 → pixel 1 (its upper neighbour is past the edge).
   const Var x(Tensor::from_vector<float>({1, 2, 3, 4}, {1, 1, 2, 2}));
-  check_close(values(ops::interpolate_bilinear(x, 3, 3)), {1, 1.5, 2, 2, 2.5, 3, 3, 3.5, 4});
+  check_close(values(ops::interpolate_bilinear(x, 3, 3)), {1, 1.5, 2, 2, 2.5, 3, 3, 3.5, 4}, 1e-6, 1e-6);
   // 1×2 → 1×4: sources 0 (clamped), 0.25, 0.75, 1.25 → [1, 1.25, 1.75, 2] (PyTorch's well-known output).
   const Var row(Tensor::from_vector<float>({1, 2}, {1, 1, 1, 2}));
-  check_close(values(ops::interpolate_bilinear(row, 1, 4)), {1, 1.25, 1.75, 2});
+  check_close(values(ops::interpolate_bilinear(row, 1, 4)), {1, 1.25, 1.75, 2}, 1e-6, 1e-6);
   // 4×4 → 2×2: sources 0.5 and 2.5, so each output is the mean of a 2×2 block.
   const Var x16(arange_image(4, 4));
-  check_close(values(ops::interpolate_bilinear(x16, 2, 2)), {2.5, 4.5, 10.5, 12.5});
+  check_close(values(ops::interpolate_bilinear(x16, 2, 2)), {2.5, 4.5, 10.5, 12.5}, 1e-6, 1e-6);
   // 4 → 3 along the width: scale 4/3; sources 1/6, 1.5, 17/6.
   const Var r4(Tensor::from_vector<double>({0, 10, 20, 40}, {1, 1, 1, 4}));
-  check_close(values(ops::interpolate_bilinear(r4, 1, 3)), {10.0 / 6.0, 15.0, 20.0 + 20.0 * 5.0 / 6.0}, 1e-12);
+  check_close(values(ops::interpolate_bilinear(r4, 1, 3)), {10.0 / 6.0, 15.0, 20.0 + 20.0 * 5.0 / 6.0}, 1e-12, 1e-12);
   // Same size is the identity; a 1×1 input is a constant.
   const Tensor rnd = random_tensor({2, 3, 5, 4}, 120);
   CHECK(max_abs_diff(ops::interpolate_bilinear(Var(rnd), 5, 4).value(), rnd) < 1e-15);
-  check_close(values(ops::interpolate_bilinear(Var(Tensor::full({1, 1, 1, 1}, 7.0)), 2, 3)), {7, 7, 7, 7, 7, 7});
+  check_close(values(ops::interpolate_bilinear(Var(Tensor::full({1, 1, 1, 1}, 7.0)), 2, 3)), {7, 7, 7, 7, 7, 7}, 1e-6,
+              1e-6);
   // align_corners=True: the corners line up, 2 → 3 gives the midpoint.
-  check_close(values(ops::interpolate_bilinear(row, 1, 3, true)), {1, 1.5, 2});
+  check_close(values(ops::interpolate_bilinear(row, 1, 3, true)), {1, 1.5, 2}, 1e-6, 1e-6);
 }
 
 TEST_CASE("interpolate_bilinear: gradcheck upsampling, downsampling and non-integer ratios") {

@@ -22,18 +22,12 @@
 #include <retikd/data/synthetic.hpp>
 #include <retikd/optim/optim.hpp>
 #include <retikd/ssl/ssl.hpp>
+#include "test_util.hpp"
 
 using namespace retikd;
+using namespace retikd::test;
 
 namespace {
-
-double max_abs_diff(const Tensor& a, const Tensor& b) {
-  REQUIRE(a.shape() == b.shape());
-  const auto va = a.to_vector<double>(), vb = b.to_vector<double>();
-  double m = 0.0;
-  for (std::size_t i = 0; i < va.size(); ++i) m = std::max(m, std::fabs(va[i] - vb[i]));
-  return m;
-}
 
 // Whether some integer block on the grid has its scale and aspect inside the ranges (computed here by
 // enumeration, independently of the masker).

@@ -2,7 +2,7 @@
 // forward value (in make_result, with or without grad mode) and after every node's backward in Var::backward.
 //
 // Why a hook rather than timing code in the ops: one pointer test per op costs nothing when no profiler is set,
-// and a profiler (retikd/cuda/profiler.hpp records a CUDA event per call) then sees the whole sequence of a
+// and a profiler (autograd/gpu_op_profiler.hpp records a CUDA event per call) then sees the whole sequence of a
 // training step by op name. Not thread-safe by design: set it around single-threaded code being profiled.
 #pragma once
 

@@ -26,7 +26,7 @@
 
 #include "retikd/core/half.hpp"
 #include "retikd/core/host_device.hpp"
-#include "retikd/kd/cross_mask.hpp"
+#include "retikd/core/mask_hash.hpp"
 
 namespace retikd {
 namespace cuda {
@@ -176,7 +176,7 @@ RETIKD_HOST_DEVICE inline float attn_grad_elem(int loss, float s, float z, float
 template <class T>
 RETIKD_HOST_DEVICE inline float attn_load(const T* student, const T* source, uint64_t key, uint64_t threshold,
                                           int64_t x) {
-  if (threshold != 0 && source != nullptr && kd::cross_mask_replaced(key, static_cast<uint64_t>(x), threshold))
+  if (threshold != 0 && source != nullptr && cross_mask_replaced(key, static_cast<uint64_t>(x), threshold))
     return to_f(source[x]);
   return to_f(student[x]);
 }
@@ -369,7 +369,7 @@ RETIKD_HOST_DEVICE void attn_dk_block(Exec& ex, AttnShared& sh, const AttnArgs& 
 template <class T>
 RETIKD_HOST_DEVICE inline T attn_finish_grad(const float* acc, bool has_source, uint64_t key, uint64_t threshold,
                                              int64_t x) {
-  if (threshold != 0 && has_source && kd::cross_mask_replaced(key, static_cast<uint64_t>(x), threshold))
+  if (threshold != 0 && has_source && cross_mask_replaced(key, static_cast<uint64_t>(x), threshold))
     return from_f<T>(0.f);
   return from_f<T>(acc[x]);
 }

@@ -10,7 +10,7 @@
 // into before replay(), a static output read after it). A synchronous copy or any legacy-default-stream call
 // inside the body makes the capture fail with the CUDA error that names it.
 //
-// Status: ran on an H100 (the fp16 student's batch-1 graph in test_cuda_ops2.cpp). C++14, no CUDA types.
+// Status: ran on an H100 (the fp16 student's batch-1 graph in test_cuda_nn_ops.cpp). C++14, no CUDA types.
 #pragma once
 
 #include <functional>

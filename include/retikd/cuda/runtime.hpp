@@ -42,7 +42,7 @@ void copy_2d_device_to_device(void* dst, std::size_t dpitch, const void* src, st
                               std::size_t height, int device);
 
 // CUDA events on the current stream of `device`, for timing host-driven sequences of launches
-// (retikd/cuda/profiler.hpp). event_elapsed_ms waits for `end`.
+// (retikd/autograd/gpu_op_profiler.hpp). event_elapsed_ms waits for `end`.
 void* event_create(int device);
 void event_record(void* event, int device);
 float event_elapsed_ms(void* start, void* end);

@@ -1,49 +1,21 @@
-// retikd/kd/cross_mask.hpp — the counter-based hash that decides, element by element, which of the student's
-// Q/K/V entries the partial cross replacement swaps for the teacher's (DESIGN.md §5, PCA projector).
-//
-// No mask tensor is ever stored: element `index` of stream `stream` (0 = Q, 1 = K, 2 = V) at training step
-// `step` is replaced iff
-//     mix(key(seed, step, stream) + (index + 1)·φ) >> 32  <  threshold(p)
-// where mix is SplitMix64's finaliser, φ = 0x9E3779B97F4A7C15 and threshold(p) = ⌊p·2³²⌋ (so p = 0 replaces
-// nothing and p = 1 everything, exactly). The test is a pure function of its integer arguments, so the CPU
-// op, the future fused CUDA kernel and a test written with loops all agree bit for bit.
+// retikd/kd/cross_mask.hpp — which of the student's Q/K/V entries the partial cross replacement swaps for the
+// teacher's (DESIGN.md §5, PCA projector): the counter-based hash of core/mask_hash.hpp under its kd:: names,
+// and one independent stream per projected tensor.
 //
 // C++14 only, no library headers beyond <cstdint>: nvcc 10.2 (Jetson) includes this file.
 #pragma once
 
 #include <cstdint>
 
-#include "retikd/core/host_device.hpp"
+#include "retikd/core/mask_hash.hpp"
 
 namespace retikd {
 namespace kd {
 
-// SplitMix64's output function: a bijective 64-bit mixer with full avalanche.
-RETIKD_HOST_DEVICE inline uint64_t cross_mask_mix(uint64_t z) {
-  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ULL;
-  z = (z ^ (z >> 27)) * 0x94D049BB133111EBULL;
-  return z ^ (z >> 31);
-}
-
-// The per-(seed, step, stream) key; computed once per tensor on the host and passed to kernels.
-RETIKD_HOST_DEVICE inline uint64_t cross_mask_key(uint64_t seed, uint64_t step, uint32_t stream) {
-  uint64_t k = cross_mask_mix(seed + 0x9E3779B97F4A7C15ULL);
-  k = cross_mask_mix(k ^ (step * 0xD1B54A32D192ED03ULL + 0x8CB92BA72F3D8DD7ULL));
-  return cross_mask_mix(k ^ ((static_cast<uint64_t>(stream) + 1ULL) * 0xABC98388FB8FAC03ULL));
-}
-
-// ⌊p·2³²⌋ clamped to [0, 2³²]: compared with the top 32 bits of a hash, the replacement probability is
-// threshold / 2³², i.e. p to within 2⁻³².
-RETIKD_HOST_DEVICE inline uint64_t cross_mask_threshold(double p) {
-  if (!(p > 0.0)) return 0ULL;  // also catches NaN
-  if (p >= 1.0) return 4294967296ULL;
-  return static_cast<uint64_t>(p * 4294967296.0);
-}
-
-// Whether element `index` (row-major flat index in the (B, heads, N, d) tensor) is replaced.
-RETIKD_HOST_DEVICE inline bool cross_mask_replaced(uint64_t key, uint64_t index, uint64_t threshold) {
-  return (cross_mask_mix(key + (index + 1ULL) * 0x9E3779B97F4A7C15ULL) >> 32) < threshold;
-}
+using ::retikd::cross_mask_key;
+using ::retikd::cross_mask_mix;
+using ::retikd::cross_mask_replaced;
+using ::retikd::cross_mask_threshold;
 
 // Streams: one independent mask per projected tensor.
 enum CrossMaskStream : uint32_t { kCrossMaskQ = 0, kCrossMaskK = 1, kCrossMaskV = 2 };

@@ -1,4 +1,4 @@
-// tests/test_cuda_ops2.cpp — the second batch of ops/ on a GPU against the same ops on the CPU (DESIGN.md §7):
+// tests/test_cuda_nn_ops.cpp — the network ops of ops/ on a GPU against the same ops on the CPU (DESIGN.md §7):
 // dense convolution through cuDNN and through the im2col + cuBLAS fallback (groups, stride, asymmetric
 // padding), depthwise convolution (stride 1 / 2, fp16 storage), batch norm (training with the running update,
 // evaluation), layer norm, sum / mean / amax, global average pool, max pool, bilinear resize, cross-entropy,
@@ -39,6 +39,7 @@
 
 using namespace retikd;
 using namespace retikd::cuda_test;
+using namespace retikd::test;
 
 namespace {
 
@@ -55,27 +56,6 @@ Tensor shifted(Generator& g, const Shape& s, DType dt, double scale, double offs
   std::vector<double> v = rnd(g, s, DType::float64, scale).to_vector<double>();
   for (double& e : v) e += offset;
   return Tensor::from_vector(v, s).to(dt);
-}
-
-// Runs f on float64 CPU leaves (the reference) and on dt GPU leaves made from the same rounded values, backs
-// both up with the same random output gradient and compares the outputs and every input gradient.
-void compare_autograd(const std::string& name, Generator& gen, const std::vector<Tensor>& inputs_dt,
-                      const std::function<Var(const std::vector<Var>&)>& f, double rtol, double atol) {
-  std::vector<Var> cpu_in, gpu_in;
-  for (const Tensor& t : inputs_dt) {
-    cpu_in.emplace_back(t.to(DType::float64), true);
-    gpu_in.emplace_back(t.to(kGpu), true);
-  }
-  Var cy = f(cpu_in);
-  const Tensor g = rnd(gen, cy.shape(), inputs_dt[0].dtype());
-  cy.backward(g.to(DType::float64));
-  poison_cache(4 * cy.value().numel() + 4096);
-  Var gy = f(gpu_in);
-  REQUIRE(gy.value().is_cuda());
-  gy.backward(g.to(kGpu));
-  check_close(name + " forward", gy.value(), cy.value(), rtol, atol);
-  for (std::size_t i = 0; i < cpu_in.size(); ++i)
-    check_close(name + " grad of input " + std::to_string(i), gpu_in[i].grad(), cpu_in[i].grad(), rtol, atol);
 }
 
 }  // namespace

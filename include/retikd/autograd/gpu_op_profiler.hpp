@@ -1,15 +1,16 @@
-// retikd/cuda/profiler.hpp — GPU time per op of a host-driven sequence (a training step, a forward), from one
-// CUDA event recorded after each differentiable op's forward and backward (retikd/autograd/op_observer.hpp)
-// and at explicit marks (e.g. "optimizer step"). The time between two consecutive events is charged to the
-// op that ended the interval: kernels of non-differentiable helpers and any GPU idle time while the host
-// works (a loss read back with item(), host-side bookkeeping) land on the next op, which is what a step's
-// wall time is made of.
+// retikd/autograd/gpu_op_profiler.hpp — GPU time per op of a host-driven sequence (a training step, a
+// forward), from one CUDA event recorded after each differentiable op's forward and backward
+// (autograd/op_observer.hpp) and at explicit marks (e.g. "optimizer step"). The time between two consecutive
+// events is charged to the op that ended the interval: kernels of non-differentiable helpers and any GPU idle
+// time while the host works (a loss read back with item(), host-side bookkeeping) land on the next op, which
+// is what a step's wall time is made of.
 //
-//   cuda::GpuOpProfiler prof(0);
+//   GpuOpProfiler prof(0);
 //   prof.start();  distiller.step(...);  prof.stop();
 //   std::printf("%s", prof.report(25).c_str());
 //
-// Only for profiling runs (an event per op); single-threaded use.
+// Only for profiling runs (an event per op); single-threaded use. Beside op_observer.hpp rather than in cuda/:
+// it observes the autograd tape, and cuda/ (the launchers' declarations) sits below autograd.
 #pragma once
 
 #include <algorithm>
@@ -23,14 +24,13 @@
 #include "retikd/cuda/runtime.hpp"
 
 namespace retikd {
-namespace cuda {
 
 class GpuOpProfiler : public OpObserver {
  public:
   explicit GpuOpProfiler(int device = 0) : device_(device) {}
   ~GpuOpProfiler() override {
     stop();
-    for (void* e : events_) event_destroy(e);
+    for (void* e : events_) cuda::event_destroy(e);
   }
   GpuOpProfiler(const GpuOpProfiler&) = delete;
   GpuOpProfiler& operator=(const GpuOpProfiler&) = delete;
@@ -54,7 +54,7 @@ class GpuOpProfiler : public OpObserver {
     std::map<std::string, std::pair<int, double>> by;
     double total = 0.0;
     for (std::size_t i = 1; i < used_; ++i) {
-      const double ms = event_elapsed_ms(events_[i - 1], events_[i]);
+      const double ms = cuda::event_elapsed_ms(events_[i - 1], events_[i]);
       auto& r = by[labels_[i]];
       r.first += 1;
       r.second += ms;
@@ -78,8 +78,8 @@ class GpuOpProfiler : public OpObserver {
 
  private:
   void record(const std::string& label) {
-    if (used_ == events_.size()) events_.push_back(event_create(device_));
-    event_record(events_[used_], device_);
+    if (used_ == events_.size()) events_.push_back(cuda::event_create(device_));
+    cuda::event_record(events_[used_], device_);
     if (labels_.size() <= used_) labels_.resize(used_ + 1);
     labels_[used_] = label;
     ++used_;
@@ -90,5 +90,4 @@ class GpuOpProfiler : public OpObserver {
   std::size_t used_ = 0;
 };
 
-}  // namespace cuda
 }  // namespace retikd

@@ -1,0 +1,153 @@
+// tests/test_util.hpp — the helpers every test area shares (DESIGN.md §7), one copy each: the element-wise
+// comparison check_close with the tolerance rule |got − want| ≤ atol + rtol·|want|, float64 random inputs
+// (randn64), the float64 central-difference gradient check (check_grad) and max_abs_diff / max_abs.
+//
+// Tolerances are always named at the call site: rtol ≈ 1e-5 for float32 and 1e-2 for float16 against a float64
+// reference (kRtolFloat32 / kRtolFloat16), atol for sums whose error scales with their length or with the
+// reference's magnitude (scaled_atol), rtol = 0 for an absolute bound, both 0 for exact equality.
+#pragma once
+
+#include <doctest/doctest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstddef>
+#include <cstdint>
+#include <functional>
+#include <initializer_list>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "retikd/autograd/gradcheck.hpp"
+#include "retikd/core/random.hpp"
+#include "retikd/core/tensor.hpp"
+
+namespace retikd {
+namespace test {
+
+constexpr double kRtolFloat32 = 1e-5;
+constexpr double kRtolFloat16 = 1e-2;
+
+// What check_close reads: a tensor (any dtype, any device, any layout: read as float64 on the CPU) or plain
+// values (float64 as they are; float, Half or integers widened to double). A tensor keeps its shape, so two
+// tensors must agree in shape, not only in element count.
+struct Values {
+  std::vector<double> v;
+  Shape shape;
+  bool has_shape = false;
+
+  Values(const Tensor& t) : shape(t.shape()), has_shape(true) {  // NOLINT(google-explicit-constructor)
+    REQUIRE(t.defined());
+    v = t.to(Device::cpu()).to(DType::float64).contiguous().to_vector<double>();
+  }
+  Values(const Var& x) : Values(x.value()) {}                         // NOLINT(google-explicit-constructor)
+  Values(std::initializer_list<double> x) : v(x) {}                   // NOLINT(google-explicit-constructor)
+  template <class T>
+  Values(const std::vector<T>& x) {                                   // NOLINT(google-explicit-constructor)
+    v.reserve(x.size());
+    for (const T& e : x) v.push_back(static_cast<double>(e));
+  }
+};
+
+// What a NaN in the reference means: a failure (the default: a NaN reference is a broken reference), or a
+// value the other side must reproduce (launcher tests that check NaN propagation).
+enum class NanRule { fail, must_match };
+
+// |got − want| ≤ atol + rtol·|want| element-wise (DESIGN.md §7). An infinite reference must be met exactly;
+// NaN on either side fails unless `nan` is NanRule::must_match and both are NaN. On failure: how many
+// elements, and the worst one (got, reference, the tolerance there), so one run tells a few rounding
+// outliers from a systematic error.
+inline void check_close(const std::string& what, const Values& got, const Values& want, double rtol, double atol,
+                        NanRule nan = NanRule::fail) {
+  if (got.has_shape && want.has_shape) {
+    INFO(what << ": shape " << shape_str(got.shape) << " vs reference " << shape_str(want.shape));
+    REQUIRE(got.shape == want.shape);
+  }
+  INFO(what << ": " << got.v.size() << " elements vs " << want.v.size() << " in the reference");
+  REQUIRE(got.v.size() == want.v.size());
+  const std::vector<double>& g = got.v;
+  const std::vector<double>& w = want.v;
+  std::size_t bad = 0, worst = 0;
+  double worst_excess = 0.0, max_ref = 0.0;
+  for (std::size_t i = 0; i < g.size(); ++i) {
+    bool ok;
+    double excess;  // the error beyond the tolerance; the element reported is the one with the largest
+    if (std::isnan(w[i])) {
+      ok = nan == NanRule::must_match && std::isnan(g[i]);
+      excess = ok ? 0.0 : HUGE_VAL;
+    } else if (std::isinf(w[i])) {
+      ok = g[i] == w[i];
+      excess = ok ? 0.0 : HUGE_VAL;
+    } else {
+      max_ref = std::max(max_ref, std::abs(w[i]));
+      const double err = std::abs(g[i] - w[i]), allowed = atol + rtol * std::abs(w[i]);
+      ok = err <= allowed;
+      excess = std::isnan(err) ? HUGE_VAL : err - allowed;
+    }
+    if (!ok) ++bad;
+    if (i == 0 || excess > worst_excess) {
+      worst_excess = excess;
+      worst = i;
+    }
+  }
+  const bool any = !g.empty();
+  INFO(what << ": " << bad << " of " << g.size() << " elements outside |got - want| <= " << atol << " + " << rtol
+            << "·|want|; worst at " << worst << ": got " << (any ? g[worst] : 0.0) << ", reference "
+            << (any ? w[worst] : 0.0) << ", allowed " << (any ? atol + rtol * std::abs(w[worst]) : 0.0)
+            << "; max |reference| " << max_ref);
+  CHECK(bad == 0);
+}
+// The same without a name, for short hand-computed comparisons.
+inline void check_close(const Values& got, const Values& want, double rtol, double atol,
+                        NanRule nan = NanRule::fail) {
+  check_close("values", got, want, rtol, atol, nan);
+}
+
+inline double max_abs(const Values& a) {
+  double m = 0.0;
+  for (double x : a.v) m = std::max(m, std::fabs(x));
+  return m;
+}
+
+// atol = rel·max|want| for results that are sums of many terms, whose rounding error scales with the
+// reference's largest magnitude rather than with each element. An all-zero reference is refused: it would
+// hide a kernel that writes nothing.
+inline double scaled_atol(const Values& want, double rel) {
+  const double scale = max_abs(want);
+  INFO("reference of " << want.v.size() << " elements is all zero");
+  REQUIRE(scale > 0.0);
+  return rel * scale;
+}
+
+inline double max_abs_diff(const Tensor& a, const Tensor& b) {
+  REQUIRE(a.shape() == b.shape());
+  const Values va(a), vb(b);
+  double m = 0.0;
+  for (std::size_t i = 0; i < va.v.size(); ++i) m = std::max(m, std::fabs(va.v[i] - vb.v[i]));
+  return m;
+}
+
+// Normal(shift, scale²) values in float64, reproducible from the seed.
+inline Tensor randn64(const Shape& s, uint64_t seed, double scale = 1.0, double shift = 0.0) {
+  Generator g(seed);
+  Tensor t = Tensor::empty(s, DType::float64);
+  return normal_(t, shift, scale, g);
+}
+inline Tensor randn32(const Shape& s, uint64_t seed, double scale = 1.0) {
+  return randn64(s, seed, scale).to(DType::float32);
+}
+
+// Autograd against central finite differences in float64 (autograd/gradcheck.hpp's default tolerances);
+// inputs listed in `fixed` (targets, indices, running statistics) get no gradient.
+inline void check_grad(const std::function<Var(const std::vector<Var>&)>& fn, const std::vector<Tensor>& inputs,
+                       std::vector<std::size_t> fixed = {}) {
+  GradcheckOptions opt;
+  opt.no_grad_inputs = std::move(fixed);
+  const GradcheckResult r = gradcheck(fn, inputs, opt);
+  CHECK_MESSAGE(r.ok, r.message);
+  CHECK(r.checked > 0);
+}
+
+}  // namespace test
+}  // namespace retikd
