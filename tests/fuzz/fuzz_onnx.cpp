@@ -19,13 +19,14 @@
 namespace fuzz_onnx {
 
 // The DINOv2 shape of the seed corpus/onnx/dinov2_micro.onnx (tools/golden/make_onnx_golden.py --fuzz-seed):
-// width 8, one block, 2 heads, MLP 16, position embedding for a 2 x 2 grid (28 px).
+// width 8, one block, 2 heads, MLP 32 (Dinov2Config derives it from mlp_ratio 4), position embedding for a
+// 2 x 2 grid (28 px).
 inline retikd::nn::ViTConfig micro_dinov2_config() {
   retikd::nn::ViTConfig c = retikd::nn::ViTConfig::dinov2_small(0, 28);
   c.embed_dim = 8;
   c.depth = 1;
   c.num_heads = 2;
-  c.mlp_ratio = 2.0;
+  c.mlp_ratio = 4.0;
   c.pos_embed_grid = 2;
   return c;
 }

@@ -28,7 +28,7 @@ It writes three things into tests/golden/:
    onnx_external.onnx (one initializer in an external file), onnx_bad_rawsize.onnx (raw_data shorter than its
    shape) and onnx_dangling.onnx (a node input nothing produces).
 5. With --fuzz-seed DIR, only dinov2_micro.onnx in DIR: the same export of an even smaller Dinov2Model (width 8,
-   1 block, 2 heads, MLP 16, a 2x2 grid = 28 px), the seed of the onnx fuzz target (tests/fuzz/fuzz_onnx.cpp
+   1 block, 2 heads, MLP 32, a 2x2 grid = 28 px), the seed of the onnx fuzz target (tests/fuzz/fuzz_onnx.cpp
    imports it into a ViT of that shape): a few KB, so a million fuzz runs mutate the graph rather than weights.
 """
 import argparse
@@ -60,7 +60,7 @@ def tiny_config():
 
 
 def micro_config():
-    return Dinov2Config(hidden_size=8, num_hidden_layers=1, num_attention_heads=2, intermediate_size=16,
+    return Dinov2Config(hidden_size=8, num_hidden_layers=1, num_attention_heads=2, mlp_ratio=4,
                         patch_size=14, image_size=28, layerscale_value=1.0, layer_norm_eps=1e-6,
                         hidden_act="gelu", qkv_bias=True)
 
