@@ -838,6 +838,17 @@ TEST_CASE("hostile: a checkpoint whose optimizer step or learning rate is not a 
 }
 
 
+TEST_CASE("hostile: shapes whose element count or strides overflow int64 are refused by the core") {
+  const Shape empty_beside_huge{6, 0, 63, 1056672, 64, 7427, 127, 917575};
+  CHECK(shape_numel(empty_beside_huge) == 0);  // no elements ...
+  CHECK_THROWS_CONTAINING(contiguous_strides(empty_beside_huge), "has strides that int64 cannot hold");  // ... no strides
+  CHECK_THROWS_CONTAINING(Tensor::empty(empty_beside_huge, DType::float32), "int64 cannot hold");
+  CHECK_THROWS_CONTAINING(shape_numel({int64_t(1) << 32, int64_t(1) << 32}), "more elements than int64 can count");
+  CHECK(shape_numel({int64_t(1) << 31, int64_t(1) << 31}) == int64_t(1) << 62);
+  CHECK(contiguous_strides({int64_t(1) << 40, int64_t(1) << 22, 2}) == Shape{int64_t(1) << 23, 2, 1});
+  CHECK(contiguous_strides({0, 5, 0, 3}) == Shape{15, 3, 3, 1});
+}
+
 #ifdef RETIKD_WITH_ONNX
 TEST_CASE("hostile: the onnx fuzz seeds reach the success paths of both importers") {
   // Without this, a seed that no longer imports would leave the fuzzer exploring error paths only.
@@ -849,6 +860,13 @@ TEST_CASE("hostile: the onnx fuzz seeds reach the success paths of both importer
   const deploy::OnnxStudent s = deploy::load_onnx_student(fuzz_dir() + "/corpus/onnx/efficientnet_b0_w0.1_student_fp16.onnx");
   CHECK(s.info.arch == "efficientnet_b0");
   CHECK(s.model->num_classes() == 2);
+}
+
+TEST_CASE("hostile: an ONNX initializer with an empty dimension beside huge ones is refused") {
+  // Found by fuzz_onnx: shape (6, 0, 63, 1056672, 64, 7427, 127, 917575) holds no elements, so its empty data
+  // matched, but the strides of such a tensor overflow int64.
+  CHECK_THROWS_CONTAINING(io::onnx::read_model(fuzz_dir() + "/regressions/onnx/empty_dim_beside_huge_dims.onnx"),
+                          "whose product exceeds 2^40 (corrupt shape)");
 }
 
 TEST_CASE("hostile: an ONNX graph that repeats a node name is refused") {

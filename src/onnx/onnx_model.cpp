@@ -87,16 +87,21 @@ T read_le(const char* p) {
   return v;
 }
 
-// Element count of `dims`, overflow-checked against a bound no real tensor reaches (2^40 elements).
+// Element count of `dims`, overflow-checked against a bound no real tensor reaches (2^40 elements). The bound
+// applies to the product of the non-zero sizes too: (6, 0, 63, 1056672, ...) holds no elements, but its strides
+// overflow int64 (found by fuzz_onnx), and no real tensor has an empty dimension beside huge ones.
 int64_t checked_numel(const google::protobuf::RepeatedField<int64_t>& dims, const std::string& what) {
   const int64_t limit = int64_t(1) << 40;
-  int64_t n = 1;
+  int64_t extent = 1;  // the product of the sizes, an empty dimension counted as 1
+  bool empty = false;
   for (int64_t d : dims) {
     RETIKD_CHECK(d >= 0, what, " has a negative dimension ", d);
-    RETIKD_CHECK(d == 0 || n <= limit / d, what, " has more than 2^40 elements (corrupt shape)");
-    n *= d;
+    empty = empty || d == 0;
+    const int64_t counted = d == 0 ? 1 : d;
+    RETIKD_CHECK(extent <= limit / counted, what, " has dimensions whose product exceeds 2^40 (corrupt shape)");
+    extent *= counted;
   }
-  return n;
+  return empty ? 0 : extent;
 }
 
 // The initializer's data converted to float32 or int64, after checking its size against its shape.

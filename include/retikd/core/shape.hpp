@@ -24,18 +24,34 @@ inline std::string shape_str(const Shape& s) {
   return os.str();
 }
 
+// Element count of a shape. Throws when the count, or the product of the sizes a stride is built from, does not
+// fit in int64: a hostile file can declare (6, 0, 63, 1056672, 64, 7427, 127, 917575), which holds no elements
+// yet overflows any stride computation (found by fuzz_onnx). Shapes of real tensors pass at the cost of one
+// division per dimension.
 inline int64_t shape_numel(const Shape& s) {
   int64_t n = 1;
-  for (int64_t d : s) n *= d;
-  return n;
+  bool empty = false;
+  for (int64_t d : s) {
+    if (d == 0) {
+      empty = true;
+      continue;
+    }
+    RETIKD_CHECK(d < 0 || n <= INT64_MAX / d, "shape ", shape_str(s), " has more elements than int64 can count");
+    n *= d;
+  }
+  return empty ? 0 : n;
 }
 
+// Row-major strides of a shape (a size 0 or 1 dimension strides like size 1). Throws like shape_numel when the
+// strides do not fit in int64.
 inline Shape contiguous_strides(const Shape& s) {
   Shape st(s.size());
   int64_t acc = 1;
   for (std::size_t i = s.size(); i-- > 0;) {
     st[i] = acc;
-    acc *= s[i] > 0 ? s[i] : 1;
+    const int64_t d = s[i] > 0 ? s[i] : 1;
+    RETIKD_CHECK(i == 0 || acc <= INT64_MAX / d, "shape ", shape_str(s), " has strides that int64 cannot hold");
+    if (i > 0) acc *= d;
   }
   return st;
 }
