@@ -267,6 +267,28 @@ struct ScopedEnv {
   }
 };
 
+TEST_CASE("pipeline: presets keep the distillation numbers of kd::distill_preset; teacher choices are named fields") {
+  for (const std::string& name : kd::distill_preset_names()) {
+    INFO(name);
+    const kd::DistillConfig k = kd::distill_preset(name);
+    const pipeline::PipelineSettings s = pipeline::pipeline_preset(name);
+    CHECK(s.kd.epochs == k.epochs);
+    CHECK(s.kd.batch_size == k.batch_size);
+    CHECK(s.kd.lr == k.lr);
+    CHECK(s.kd.img_size == k.img_size);
+    CHECK(s.kd.views.augmented_views == k.views.augmented_views);
+    CHECK(s.kd.weights.alpha == k.weights.alpha);
+    // the one stated departure: paper / cakd / cakd_paper students warm up for one epoch
+    const bool paper_like = name == "paper" || name == "cakd" || name == "cakd_paper";
+    CHECK(s.kd.warmup_epochs == (paper_like ? 1 : k.warmup_epochs));
+    CHECK(s.prefers_dinov2 == (name != "smoke"));
+  }
+  CHECK(pipeline::pipeline_preset("quick").kd.epochs == 4);
+  CHECK(pipeline::pipeline_preset("quick").dinov2_finetune.freeze_blocks == 8);
+  CHECK(pipeline::pipeline_preset("paper").dinov2_finetune.freeze_blocks == 0);
+  CHECK(pipeline::pipeline_preset("smoke").kd.epochs == 2);
+}
+
 TEST_CASE("pipeline: the DINOv2 teacher is the default where its weights are found, a stated fallback elsewhere") {
   const std::string tmp = temp_dir("teacher_search");
   REQUIRE(data::fs::make_dirs(tmp + "/cache/dinov2-vits14"));
@@ -310,7 +332,10 @@ TEST_CASE("pipeline: the DINOv2 teacher is the default where its weights are fou
   s = pipeline::resolve_settings(o);
   CHECK(s.kd.teacher_img_size == 280);
   CHECK(s.teacher_ft.freeze_blocks == 0);
+  CHECK(s.teacher_ft.drop_path == doctest::Approx(0.1));  // all blocks trained: drop-path follows the freeze
   CHECK(s.teacher_ft.head == "cls_avg");
+  CHECK(s.teacher_ft.epochs == 6);  // quick's DINOv2 fine-tune (pipeline_preset)
+  CHECK(s.kd.views.mirror);         // quick with DINOv2: the mirror view, served by the frozen-block cache
   // the smoke preset (synthetic, seconds) keeps its tiny scratch teacher; teacher options then are an error
   o = pipeline::PipelineOptions();
   o.preset = "smoke";

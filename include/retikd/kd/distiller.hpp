@@ -197,7 +197,7 @@ inline DistillConfig distill_preset(const std::string& name) {
     c.weights.lambda_adv = 0.7;
     c.lr = 5e-4;
     c.weight_decay = 1e-5;
-    c.epochs = 8;
+    c.epochs = 4;
     c.batch_size = 32;
     c.warmup_epochs = 1;
     c.augment = {false, false, 0.0, 0.0, 0.0, 0.0, 0.0, true};  // views come from the cached multi-view set
@@ -236,7 +236,7 @@ inline DistillConfig distill_preset(const std::string& name) {
     c.weights.lambda_adv = 0.1;
     c.lr = 1e-3;
     c.weight_decay = 0.0;
-    c.epochs = 1;
+    c.epochs = 2;
     c.batch_size = 4;
   } else {
     std::string names;

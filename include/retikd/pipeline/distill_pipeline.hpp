@@ -47,6 +47,7 @@
 #include "retikd/metrics/report.hpp"
 #include "retikd/nn/batchnorm_recalibration.hpp"
 #include "retikd/optim/optim.hpp"
+#include "retikd/pipeline/presets.hpp"
 #include "retikd/pipeline/pretrained_teacher.hpp"
 #include "retikd/train/checkpoint.hpp"
 #include "retikd/train/run_log.hpp"
@@ -59,66 +60,6 @@ class PipelineInterrupted : public Error {
  public:
   explicit PipelineInterrupted(const std::string& what) : Error(what) {}
 };
-
-// Everything the pipeline needs beyond kd::DistillConfig: the teacher fine-tune and the data.
-struct PipelineSettings {
-  kd::DistillConfig kd;             // the distilled student (and the CE baseline's optimiser, epochs, batch)
-  int64_t teacher_epochs = 1;
-  double teacher_lr = 1e-4;
-  double teacher_weight_decay = 0.05;
-  int64_t teacher_warmup_epochs = 0;
-  kd::LoaderAugment teacher_augment;  // the teacher's loader augmentation (the KD stage uses kd.augment)
-  bool class_weighted = false;        // balanced class weights in every CE
-  std::string student_init = "scratch";  // imagenet-tflite | scratch
-  // The teacher: "dinov2" (DINOv2 ViT-S/14 from pretrained weights, fine-tuned by pipeline/pretrained_teacher.hpp,
-  // at its own image size kd.teacher_img_size) or "scratch" (the preset's ViT, trained here from scratch or from
-  // --teacher-init). resolve_settings picks dinov2 for quick / paper / cakd when the weights are found.
-  std::string teacher_kind = "scratch";
-  std::string teacher_weights;           // dinov2: the file (.onnx or .safetensors with timm names)
-  std::string teacher_note;              // why the teacher is what it is (a fallback is said in the log and report)
-  TeacherFinetuneConfig teacher_ft;      // dinov2
-  bool recalibrate_batchnorm = true;     // imagenet-tflite: nn::recalibrate_batchnorm on training images
-  bool synthetic_by_default = false;     // smoke: the synthetic set unless --data is given
-  // synthetic set (used when no real data is given or found)
-  int64_t synthetic_train = 480, synthetic_val = 120, synthetic_test = 120;
-};
-
-// Our per-preset settings around kd::distill_preset(name) (docs/pipeline.md lists them).
-inline PipelineSettings pipeline_preset(const std::string& name) {
-  PipelineSettings s;
-  s.kd = kd::distill_preset(name);
-  if (name == "paper" || name == "cakd" || name == "cakd_paper") {
-    s.teacher_epochs = 30;
-    s.teacher_lr = 1e-4;
-    s.teacher_weight_decay = 0.05;
-    s.teacher_warmup_epochs = 3;
-    s.teacher_augment = s.kd.augment;
-    s.student_init = "imagenet-tflite";
-    s.kd.warmup_epochs = std::max<int64_t>(s.kd.warmup_epochs, 1);
-  } else if (name == "quick") {
-    s.teacher_epochs = 6;
-    s.teacher_lr = 1e-3;
-    s.teacher_weight_decay = 0.05;
-    s.teacher_warmup_epochs = 1;
-    s.teacher_augment = {true, true, 12.0, 0.0, 0.0, 0.0, 0.0, true};
-    s.class_weighted = true;
-    s.student_init = "imagenet-tflite";
-    s.kd.epochs = 4;
-  } else if (name == "smoke") {
-    s.teacher_epochs = 2;
-    s.teacher_lr = 1e-3;
-    s.teacher_weight_decay = 0.0;
-    s.teacher_augment = s.kd.augment;
-    s.student_init = "scratch";
-    s.synthetic_by_default = true;
-    s.kd.epochs = 2;
-    s.synthetic_train = 32;
-    s.synthetic_val = 12;
-    s.synthetic_test = 16;
-  }
-  if (s.class_weighted) s.kd.weights.class_weights = {};  // filled from the training split at run time
-  return s;
-}
 
 struct PipelineOptions {
   std::string preset = "quick";
@@ -515,10 +456,8 @@ inline PipelineSettings resolve_settings(const PipelineOptions& o) {
     c.teacher.img_size = o.img;  // a scratch teacher works at the student's size; DINOv2 has its own below
   }
   // The pretrained DINOv2 teacher: asked for, or the default of quick / paper / cakd when its weights are found.
-  const bool preset_prefers_dinov2 =
-      o.preset == "quick" || o.preset == "paper" || o.preset == "cakd" || o.preset == "cakd_paper";
   const bool want_dinov2 =
-      o.teacher == "dinov2_s14" || (o.teacher.empty() && o.teacher_init.empty() && preset_prefers_dinov2);
+      o.teacher == "dinov2_s14" || (o.teacher.empty() && o.teacher_init.empty() && s.prefers_dinov2);
   if (want_dinov2) {
     std::string path = find_dinov2_weights(o.teacher_weights);
 #ifndef RETIKD_WITH_ONNX
@@ -549,9 +488,7 @@ inline PipelineSettings resolve_settings(const PipelineOptions& o) {
         c.pca.head_dim = c.teacher.embed_dim / c.teacher.num_heads;
       }
       TeacherFinetuneConfig& ft = s.teacher_ft;
-      ft.epochs = o.preset == "quick" ? 6 : 10;
-      ft.freeze_blocks = o.preset == "quick" ? 8 : 0;
-      ft.class_weighted = true;
+      ft = s.dinov2_finetune;
       if (o.epochs_teacher > 0) ft.epochs = o.epochs_teacher;
       if (o.teacher_lr > 0) ft.lr = o.teacher_lr;
       if (o.teacher_freeze >= 0) ft.freeze_blocks = o.teacher_freeze;
@@ -567,9 +504,7 @@ inline PipelineSettings resolve_settings(const PipelineOptions& o) {
       RETIKD_CHECK(ft.layer_decay <= 1.0 && ft.drop_path <= 1.0, "--teacher-layer-decay and --teacher-drop-path "
                    "must be at most 1");
       s.teacher_note = "DINOv2 ViT-S/14 (self-supervised on LVD-142M) from " + path;
-      if (o.preset == "quick") {
-        // the CPU route: the augmented view is the mirror, so every teacher target comes from the frozen-block
-        // cache (the teacher never runs a full forward in the KD stage)
+      if (s.dinov2_mirror_views) {
         c.views.mirror = true;
         c.views.augmented_views = 1;
       }
