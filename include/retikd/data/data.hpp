@@ -2,6 +2,7 @@
 // fundus set, and the threaded loader. See docs/data.md.
 #pragma once
 
+#include "retikd/data/augment.hpp"
 #include "retikd/data/classes.hpp"
 #include "retikd/data/dataset.hpp"
 #include "retikd/data/decode.hpp"

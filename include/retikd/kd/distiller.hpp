@@ -40,6 +40,7 @@
 #include "retikd/autograd/var.hpp"
 #include "retikd/core/error.hpp"
 #include "retikd/core/random.hpp"
+#include "retikd/data/augment.hpp"
 #include "retikd/io/atomic_file.hpp"
 #include "retikd/kd/discriminator.hpp"
 #include "retikd/kd/gl_projector.hpp"
@@ -55,13 +56,8 @@ namespace kd {
 
 // ---- configuration ------------------------------------------------------------------------------------------
 
-// The loader's augmentation of the recipe (applied by the data pipeline, not by the distiller).
-struct LoaderAugment {
-  bool hflip = false, vflip = false;
-  double rotation_degrees = 0.0;
-  double brightness = 0.0, contrast = 0.0, saturation = 0.0, hue = 0.0;  // ColorJitter
-  bool imagenet_normalize = true;
-};
+// The loader's augmentation of the recipe (data/augment.hpp: applied by the data pipeline, not by the distiller).
+using LoaderAugment = data::LoaderAugment;
 
 struct DistillConfig {
   std::string preset = "custom";

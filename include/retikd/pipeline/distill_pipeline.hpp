@@ -172,28 +172,6 @@ inline data::Dataset subset(const data::Dataset& ds, int64_t limit, uint64_t see
   return out;
 }
 
-inline data::TransformPtr augment_transform(const kd::LoaderAugment& a) {
-  std::vector<data::TransformPtr> ts;
-  if (a.hflip) ts.push_back(data::make<data::RandomHorizontalFlip>());
-  if (a.vflip) ts.push_back(data::make<data::RandomVerticalFlip>());
-  if (a.rotation_degrees > 0) ts.push_back(data::make<data::RandomRotation>(a.rotation_degrees));
-  if (a.brightness > 0 || a.contrast > 0 || a.saturation > 0 || a.hue > 0)
-    ts.push_back(data::make<data::ColorJitter>(a.brightness, a.contrast, a.saturation, a.hue));
-  if (a.imagenet_normalize) ts.push_back(data::make<data::Normalize>());
-  return data::compose(ts);
-}
-
-inline std::string augment_text(const kd::LoaderAugment& a) {
-  std::string s;
-  auto add = [&](const std::string& t) { s += (s.empty() ? "" : ", ") + t; };
-  if (a.hflip) add("hflip");
-  if (a.vflip) add("vflip");
-  if (a.rotation_degrees > 0) add("rotation " + num(a.rotation_degrees));
-  if (a.brightness > 0 || a.contrast > 0 || a.saturation > 0 || a.hue > 0)
-    add("jitter " + num(a.brightness) + "/" + num(a.contrast) + "/" + num(a.saturation) + "/" + num(a.hue));
-  return s.empty() ? "none" : s;
-}
-
 // The data of one run: sources for the three splits.
 struct RunData {
   std::shared_ptr<const data::ImageSource> train, val, test;
@@ -645,10 +623,10 @@ inline PipelineResult run_distill_pipeline(const PipelineOptions& o) {
     return std::make_shared<data::Loader>(src, lo);
   };
   data::fs::make_dirs(out + "/.cache");
-  const data::TransformPtr plain = detail::augment_transform({false, false, 0, 0, 0, 0, 0, cfg.augment.imagenet_normalize});
+  const data::TransformPtr plain = data::augment_transform({false, false, 0, 0, 0, 0, 0, cfg.augment.imagenet_normalize});
   auto val_loader = make_loader(d.val, plain, false, "val");
   auto test_loader = make_loader(d.test, plain, false, "test");
-  auto kd_train_loader = make_loader(d.train, detail::augment_transform(cfg.augment), true, "train");
+  auto kd_train_loader = make_loader(d.train, data::augment_transform(cfg.augment), true, "train");
   // A few shuffled training batches without augmentation, for the imported student's batch-norm re-centring.
   std::vector<Tensor> calibration;
   if (s.student_init == "imagenet-tflite" && s.recalibrate_batchnorm) {
@@ -658,9 +636,9 @@ inline PipelineResult run_distill_pipeline(const PipelineOptions& o) {
     for (int i = 0; i < 8 && calib_loader->next(b); ++i) calibration.push_back(b.images);
   }
   std::shared_ptr<data::Loader> teacher_train_loader =
-      detail::augment_text(s.teacher_augment) == detail::augment_text(cfg.augment)
+      data::augment_text(s.teacher_augment) == data::augment_text(cfg.augment)
           ? kd_train_loader
-          : make_loader(d.train, detail::augment_transform(s.teacher_augment), true, "train");
+          : make_loader(d.train, data::augment_transform(s.teacher_augment), true, "train");
 
   detail::EpochBudget budget{o.stop_after_epochs, 0};
   metrics::MarkdownReport report(out);
@@ -873,7 +851,7 @@ inline PipelineResult run_distill_pipeline(const PipelineOptions& o) {
       ctx.bar_out = bar_out;
       ctx.train_plain = teacher_loader(d.train, plain, false, "train");
       if (ft.freeze_blocks == 0)
-        ctx.train_augmented = teacher_loader(d.train, detail::augment_transform(s.teacher_augment), true, "train");
+        ctx.train_augmented = teacher_loader(d.train, data::augment_transform(s.teacher_augment), true, "train");
       ctx.val = teacher_loader(d.val, plain, false, "val");
       ctx.test = t_test;
       if (s.class_weighted) ctx.class_weights = d.class_weights;
@@ -915,7 +893,7 @@ inline PipelineResult run_distill_pipeline(const PipelineOptions& o) {
                                 std::to_string(cfg.teacher.depth) + ", " + std::to_string(cfg.teacher.num_heads) +
                                 " heads, patch " + std::to_string(cfg.teacher.patch_size) + ") at " +
                                 std::to_string(img) + " px, " + std::to_string(s.teacher_epochs) + " epochs, AdamW lr " +
-                                detail::num(s.teacher_lr) + ", augmentation: " + detail::augment_text(s.teacher_augment) +
+                                detail::num(s.teacher_lr) + ", augmentation: " + data::augment_text(s.teacher_augment) +
                                 (o.teacher_init.empty() ? ", from scratch" : ""));
     if (!o.teacher_from.empty()) {
       // A finished teacher from another run: load it strictly (same architecture), evaluate, no training.
@@ -941,7 +919,7 @@ inline PipelineResult run_distill_pipeline(const PipelineOptions& o) {
                               {"init", o.teacher_init.empty() ? "scratch" : o.teacher_init},
                               {"lr", detail::num(s.teacher_lr)},
                               {"weight_decay", detail::num(s.teacher_weight_decay)},
-                              {"augment", detail::augment_text(s.teacher_augment)},
+                              {"augment", data::augment_text(s.teacher_augment)},
                               {"class_weighted", s.class_weighted ? "1" : "0"}}));
       result.stages.push_back(st);
     }
@@ -955,7 +933,7 @@ inline PipelineResult run_distill_pipeline(const PipelineOptions& o) {
                           {"lr", detail::num(cfg.lr)},
                           {"weight_decay", detail::num(cfg.weight_decay)},
                           {"epochs_warmup", std::to_string(cfg.warmup_epochs)},
-                          {"augment", detail::augment_text(cfg.augment)},
+                          {"augment", data::augment_text(cfg.augment)},
                           {"class_weighted", s.class_weighted ? "1" : "0"},
                           {"kind", kind}});
   };
@@ -966,7 +944,7 @@ inline PipelineResult run_distill_pipeline(const PipelineOptions& o) {
     st.name = "student_ce";
     stage_header("student_ce", "CE-only " + cfg.student + " baseline (" + s.student_init + " init), " +
                                    std::to_string(cfg.epochs) + " epochs, AdamW lr " + detail::num(cfg.lr) +
-                                   ", augmentation: " + detail::augment_text(cfg.augment));
+                                   ", augmentation: " + data::augment_text(cfg.augment));
     Generator sgen(seed + 1);
     auto student = kd::make_student(cfg, sgen);
     student->set_noise_seed(seed + 12);

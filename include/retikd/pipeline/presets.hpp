@@ -26,7 +26,7 @@ struct PipelineSettings {
   double teacher_lr = 1e-4;
   double teacher_weight_decay = 0.05;
   int64_t teacher_warmup_epochs = 0;
-  kd::LoaderAugment teacher_augment;  // the teacher's loader augmentation (the KD stage uses kd.augment)
+  data::LoaderAugment teacher_augment;  // the teacher's loader augmentation (the KD stage uses kd.augment)
   bool class_weighted = false;        // balanced class weights in every CE
   std::string student_init = "scratch";  // imagenet-tflite | scratch
   // The pretrained DINOv2 ViT-S/14 teacher (pipeline/pretrained_teacher.hpp): whether the preset uses it when its
