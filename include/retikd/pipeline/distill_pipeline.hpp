@@ -7,6 +7,10 @@
 //   o.preset = "smoke";  o.out_dir = "runs/smoke";
 //   pipeline::PipelineResult r = pipeline::run_distill_pipeline(o);
 //
+// Inside, detail::PipelineRun holds what the stages share (settings, data, loaders, the epoch budget, results),
+// and each stage is a function of it: teacher_stage, ce_student_stage, kd_student_stage, export_bundles,
+// write_report. The presets' numbers are in pipeline/presets.hpp, the options' checks in resolve_settings.
+//
 // Files (docs/pipeline.md): OUT/{teacher,student_ce,student_kd}/{last,best}.safetensors, log.jsonl,
 // model.safetensors (the best epoch's weights, fp32), OUT/metrics.json, OUT/report.md with its SVG figures,
 // OUT/student_kd.rkd (the fp16 bundle, deploy/bundle.hpp).
@@ -573,43 +577,87 @@ inline PipelineSettings resolve_settings(const PipelineOptions& o) {
   return s;
 }
 
-inline PipelineResult run_distill_pipeline(const PipelineOptions& o) {
-  const auto t_start = std::chrono::steady_clock::now();
-  PipelineSettings s = resolve_settings(o);
-  kd::DistillConfig& cfg = s.kd;
-  PipelineResult result;
-  result.out_dir = o.out_dir.empty() ? "runs/" + o.preset : o.out_dir;
-  const std::string out = result.out_dir;
-  RETIKD_CHECK(data::fs::make_dirs(out), "distill pipeline: cannot create the output directory ", out);
-  dist::ProcessGroup& world = dist::world();
-  const bool lead = world.rank() == 0;  // the one rank that writes files and prints
-  std::FILE* log = lead ? o.out : nullptr;
-  std::FILE* bar_out = o.progress && lead ? stderr : nullptr;
-  std::unique_ptr<dist::SyncBatchNorm> sync_bn;
-  if (o.sync_batchnorm && world.size() > 1) sync_bn.reset(new dist::SyncBatchNorm(world));
-  const uint64_t seed = cfg.seed;
+namespace detail {
 
-  detail::say(log, "== distill_retina: preset " + o.preset + ", output " + out +
-                       (world.size() > 1 ? ", " + std::to_string(world.size()) + " ranks" : ""));
-  detail::RunData d = detail::open_data(o, s, seed);
-  result.data_description = d.description;
-  detail::say(log, "data: " + d.description);
-  if (!s.teacher_note.empty()) detail::say(log, "teacher: " + s.teacher_note);
-  if (s.class_weighted) cfg.weights.class_weights = d.class_weights;
+// One run of the pipeline: what every stage shares (settings, data, loaders, output folder, the epoch budget, the
+// results so far) and the helpers they use. run_distill_pipeline builds it, then calls the stages in order:
+// teacher_stage → ce_student_stage → kd_student_stage → export_bundles → write_report.
+struct PipelineRun {
+  const PipelineOptions& o;
+  PipelineSettings& s;
+  kd::DistillConfig& cfg;
+  PipelineResult& result;
+  std::string out;
+  dist::ProcessGroup& world;
+  bool lead;               // the one rank that writes files and prints
+  std::FILE* log;
+  std::FILE* bar_out;
+  uint64_t seed;
+  int img;
+  RunData d;
+  data::LoaderOptions base;  // preprocess (cached, 8-bit) = resize shorter side + centre crop at img
+  int64_t local_batch;
+  data::TransformPtr plain;
+  std::shared_ptr<data::Loader> val_loader, test_loader, kd_train_loader, teacher_train_loader;
+  std::vector<Tensor> calibration;  // training batches for the imported student's batch-norm re-centring
+  EpochBudget budget;
+  std::string metrics_path;
+  // Set by the teacher stage: the teacher, and for a frozen-prefix DINOv2 teacher its cache of the training split
+  // (the KD stage's teacher targets come from it) and a loader of the training split at the teacher's size.
+  std::shared_ptr<nn::VisionTransformer> teacher;
+  std::string prefix_dir, prefix_key;
+  std::function<std::shared_ptr<data::Loader>()> teacher_plain_train;
+  std::shared_ptr<nn::Model> kd_student;  // set by the KD stage
 
-  // loaders: preprocess (cached, 8-bit) = resize shorter side + centre crop at img_size
-  const int img = static_cast<int>(cfg.img_size);
-  data::LoaderOptions base;
-  base.batch_size = cfg.batch_size;
-  base.num_workers = o.num_workers;
-  base.seed = seed;
-  base.preprocess = data::compose({data::make<data::Resize>(img), data::make<data::CenterCrop>(img)});
-  base.policy = o.skip_bad ? data::BadInput::skip : data::BadInput::error;
-  base.progress = false;
-  base.cache_file = out + "/.cache/images-" + std::to_string(img) + ".bin";
-  const int64_t local_batch = dist::local_batch_size(cfg.batch_size, world);
-  auto make_loader = [&](std::shared_ptr<const data::ImageSource> src, data::TransformPtr t, bool shuffle,
-                         const std::string& tag, bool sharded = true) {
+  PipelineRun(const PipelineOptions& options, PipelineSettings& settings, PipelineResult& r)
+      : o(options), s(settings), cfg(settings.kd), result(r), world(dist::world()) {
+    result.out_dir = o.out_dir.empty() ? "runs/" + o.preset : o.out_dir;
+    out = result.out_dir;
+    RETIKD_CHECK(data::fs::make_dirs(out), "distill pipeline: cannot create the output directory ", out);
+    lead = world.rank() == 0;
+    log = lead ? o.out : nullptr;
+    bar_out = o.progress && lead ? stderr : nullptr;
+    seed = cfg.seed;
+    img = static_cast<int>(cfg.img_size);
+    budget = EpochBudget{o.stop_after_epochs, 0};
+    metrics_path = out + "/metrics.json";
+    result.metrics_path = metrics_path;
+  }
+
+  // The data and the student-size loaders (called once, after the run's header line).
+  void open() {
+    d = open_data(o, s, seed);
+    result.data_description = d.description;
+    say(log, "data: " + d.description);
+    if (!s.teacher_note.empty()) say(log, "teacher: " + s.teacher_note);
+    if (s.class_weighted) cfg.weights.class_weights = d.class_weights;
+    base.batch_size = cfg.batch_size;
+    base.num_workers = o.num_workers;
+    base.seed = seed;
+    base.preprocess = data::compose({data::make<data::Resize>(img), data::make<data::CenterCrop>(img)});
+    base.policy = o.skip_bad ? data::BadInput::skip : data::BadInput::error;
+    base.progress = false;
+    base.cache_file = out + "/.cache/images-" + std::to_string(img) + ".bin";
+    local_batch = dist::local_batch_size(cfg.batch_size, world);
+    data::fs::make_dirs(out + "/.cache");
+    plain = data::augment_transform({false, false, 0, 0, 0, 0, 0, cfg.augment.imagenet_normalize});
+    val_loader = make_loader(d.val, plain, false, "val");
+    test_loader = make_loader(d.test, plain, false, "test");
+    kd_train_loader = make_loader(d.train, data::augment_transform(cfg.augment), true, "train");
+    // A few shuffled training batches without augmentation, for the imported student's batch-norm re-centring.
+    if (s.student_init == "imagenet-tflite" && s.recalibrate_batchnorm) {
+      auto calib_loader = make_loader(d.train, plain, true, "train", /*sharded=*/false);
+      calib_loader->start_epoch(0);
+      data::Batch b;
+      for (int i = 0; i < 8 && calib_loader->next(b); ++i) calibration.push_back(b.images);
+    }
+    teacher_train_loader = data::augment_text(s.teacher_augment) == data::augment_text(cfg.augment)
+                               ? kd_train_loader
+                               : make_loader(d.train, data::augment_transform(s.teacher_augment), true, "train");
+  }
+
+  std::shared_ptr<data::Loader> make_loader(std::shared_ptr<const data::ImageSource> src, data::TransformPtr t,
+                                            bool shuffle, const std::string& tag, bool sharded = true) const {
     data::LoaderOptions lo = base;
     lo.transform = std::move(t);
     lo.shuffle = shuffle;
@@ -621,48 +669,39 @@ inline PipelineResult run_distill_pipeline(const PipelineOptions& o) {
     }
     lo.cache_file = out + "/.cache/" + tag + "-" + std::to_string(img) + ".bin";
     return std::make_shared<data::Loader>(src, lo);
-  };
-  data::fs::make_dirs(out + "/.cache");
-  const data::TransformPtr plain = data::augment_transform({false, false, 0, 0, 0, 0, 0, cfg.augment.imagenet_normalize});
-  auto val_loader = make_loader(d.val, plain, false, "val");
-  auto test_loader = make_loader(d.test, plain, false, "test");
-  auto kd_train_loader = make_loader(d.train, data::augment_transform(cfg.augment), true, "train");
-  // A few shuffled training batches without augmentation, for the imported student's batch-norm re-centring.
-  std::vector<Tensor> calibration;
-  if (s.student_init == "imagenet-tflite" && s.recalibrate_batchnorm) {
-    auto calib_loader = make_loader(d.train, plain, true, "train", /*sharded=*/false);
-    calib_loader->start_epoch(0);
-    data::Batch b;
-    for (int i = 0; i < 8 && calib_loader->next(b); ++i) calibration.push_back(b.images);
   }
-  std::shared_ptr<data::Loader> teacher_train_loader =
-      data::augment_text(s.teacher_augment) == data::augment_text(cfg.augment)
-          ? kd_train_loader
-          : make_loader(d.train, data::augment_transform(s.teacher_augment), true, "train");
 
-  detail::EpochBudget budget{o.stop_after_epochs, 0};
-  metrics::MarkdownReport report(out);
-  const std::string metrics_path = out + "/metrics.json";
-  result.metrics_path = metrics_path;
-
-  auto common_config = [&](std::map<std::string, std::string> m) {
+  std::map<std::string, std::string> common_config(std::map<std::string, std::string> m) const {
     m["data"] = d.description;
     m["img"] = std::to_string(img);
     m["batch"] = std::to_string(cfg.batch_size);
     m["seed"] = std::to_string(seed);
     return m;
-  };
+  }
+
+  std::map<std::string, std::string> student_config(const std::string& kind) const {
+    return common_config({{"student", cfg.student + " x" + num(cfg.student_options.width_mult)},
+                          {"init", s.student_init + (s.student_init == "imagenet-tflite" && s.recalibrate_batchnorm
+                                                         ? " bn-recentred" : "")},
+                          {"lr", num(cfg.lr)},
+                          {"weight_decay", num(cfg.weight_decay)},
+                          {"epochs_warmup", std::to_string(cfg.warmup_epochs)},
+                          {"augment", data::augment_text(cfg.augment)},
+                          {"class_weighted", s.class_weighted ? "1" : "0"},
+                          {"kind", kind}});
+  }
+
   // Saves the stage's model, evaluates it on the test split (or takes `test` when the stage measured it itself,
   // e.g. the DINOv2 teacher at its own image size with flip TTA) and records the metrics.
-  auto finish_stage = [&](StageResult& st, nn::Model& model, const std::string& dir,
-                          const metrics::ClassificationResult* test = nullptr,
-                          std::map<std::string, std::string> metadata = {}) {
+  void finish_stage(StageResult& st, nn::Model& model, const std::string& dir,
+                    const metrics::ClassificationResult* test = nullptr,
+                    std::map<std::string, std::string> metadata = {}) {
     const std::string weights = dir + "/model.safetensors";
     metadata["retikd.stage"] = st.name;
     if (lead) io::save_module(weights, model, metadata);
     st.params = model.num_parameters();
-    st.weights_bytes = detail::file_size(weights);
-    st.test = test ? *test : detail::evaluate(model, *test_loader);
+    st.weights_bytes = file_size(weights);
+    st.test = test ? *test : evaluate(model, *test_loader);
     if (lead) {  // per-image test predictions, for paired comparisons between runs (examples/compare_runs)
       std::string tsv = "index\tlabel\tpredicted\n";
       for (std::size_t i = 0; i < st.test.labels.size(); ++i)
@@ -673,16 +712,17 @@ inline PipelineResult run_distill_pipeline(const PipelineOptions& o) {
       metrics::update_metrics_file(metrics_path, st.name, metrics::to_json(st.test, st.params, st.weights_bytes));
     }
     const auto& g = st.test.of("Glaucoma");
-    detail::say(log, st.name + " test: accuracy " + detail::num(st.test.accuracy).substr(0, 6) + ", macro-F1 " +
-                         detail::num(st.test.macro_f1).substr(0, 6) + ", glaucoma recall " +
-                         detail::num(g.recall).substr(0, 6) + " (" + std::to_string(st.params) + " parameters, " +
-                         std::to_string(st.weights_bytes) + " bytes fp32)");
-  };
-  auto stage_header = [&](const std::string& name, const std::string& what) {
-    detail::say(log, "\n== stage " + name + ": " + what);
-  };
-  auto loop_options = [&](const std::string& stage, int64_t epochs, int64_t steps,
-                          std::map<std::string, std::string> config) {
+    say(log, st.name + " test: accuracy " + num(st.test.accuracy).substr(0, 6) + ", macro-F1 " +
+                 num(st.test.macro_f1).substr(0, 6) + ", glaucoma recall " + num(g.recall).substr(0, 6) + " (" +
+                 std::to_string(st.params) + " parameters, " + std::to_string(st.weights_bytes) + " bytes fp32)");
+  }
+
+  void stage_header(const std::string& name, const std::string& what) const {
+    say(log, "\n== stage " + name + ": " + what);
+  }
+
+  train::LoopOptions loop_options(const std::string& stage, int64_t epochs, int64_t steps,
+                                  std::map<std::string, std::string> config) const {
     train::LoopOptions lo;
     lo.config = std::move(config);
     lo.stage = stage;
@@ -693,8 +733,9 @@ inline PipelineResult run_distill_pipeline(const PipelineOptions& o) {
     lo.out = log;
     lo.steps_per_epoch = bar_out ? steps : 0;
     return lo;
-  };
-  auto record = [&](StageResult& st, const train::LoopResult& lr, double secs) {
+  }
+
+  void record(StageResult& st, const train::LoopResult& lr, double secs) const {
     st.skipped = lr.already_complete;
     st.resumed = lr.resumed && !lr.already_complete;
     st.epochs_run = lr.last_epoch - lr.first_epoch + 1;
@@ -703,17 +744,18 @@ inline PipelineResult run_distill_pipeline(const PipelineOptions& o) {
     st.best_val_macro_f1 = lr.best_metric;
     st.seconds = secs;
     if (st.skipped)
-      detail::say(log, st.name + ": complete in " + lr.last_path + " (best epoch " + std::to_string(lr.best_epoch) +
-                           "); training skipped");
-  };
-  auto now = [] { return std::chrono::steady_clock::now(); };
-  auto secs_since = [](std::chrono::steady_clock::time_point t) {
+      say(log, st.name + ": complete in " + lr.last_path + " (best epoch " + std::to_string(lr.best_epoch) +
+                   "); training skipped");
+  }
+
+  static std::chrono::steady_clock::time_point now() { return std::chrono::steady_clock::now(); }
+  static double secs_since(std::chrono::steady_clock::time_point t) {
     return std::chrono::duration<double>(std::chrono::steady_clock::now() - t).count();
-  };
+  }
 
   // A CE training stage (teacher fine-tune, student baseline): model, AdamW, warm-up + cosine.
-  auto ce_stage = [&](StageResult& st, nn::Model& model, data::Loader& train_loader, double lr, double wd,
-                      int64_t epochs, int64_t warmup, std::map<std::string, std::string> config) {
+  void ce_stage(StageResult& st, nn::Model& model, data::Loader& train_loader, double lr, double wd, int64_t epochs,
+                int64_t warmup, std::map<std::string, std::string> config) {
     const auto t0 = now();
     const int64_t steps = train_loader.num_batches();
     optim::AdamW opt(model.parameters(), {lr, 0.9, 0.999, 1e-8, wd});
@@ -726,7 +768,7 @@ inline PipelineResult run_distill_pipeline(const PipelineOptions& o) {
     state.add_generator("noise", *model.noise());
     train::TrainerLoop loop(loop_options(st.name, epochs, steps, std::move(config)), state);
     ops::CrossEntropyOptions ce;
-    if (s.class_weighted) ce.weight = detail::weight_tensor(d.class_weights);
+    if (s.class_weighted) ce.weight = weight_tensor(d.class_weights);
     const train::LoopResult lres = loop.run(
         [&](int64_t epoch) {
           budget.take(st.name, epoch);
@@ -756,494 +798,544 @@ inline PipelineResult run_distill_pipeline(const PipelineOptions& o) {
           es.samples = seen;
           return es;
         },
-        [&](int64_t) { return detail::eval_metrics(model, *val_loader); });
+        [&](int64_t) { return eval_metrics(model, *val_loader); });
     record(st, lres, secs_since(t0));
     loop.load_best(state);
     finish_stage(st, model, out + "/" + st.name);
-  };
+  }
+};
 
-  // ---- stage 1: teacher fine-tune -------------------------------------------------------------------------
-  Generator gen(seed);
-  std::shared_ptr<nn::VisionTransformer> teacher;
-  // The DINOv2 teacher's frozen-block cache of the training split (the KD stage's teacher targets come from it).
-  std::string prefix_dir, prefix_key;
-  std::function<std::shared_ptr<data::Loader>()> teacher_plain_train;
-  if (s.teacher_kind == "dinov2") {
-    StageResult st;
-    st.name = "teacher";
-    const TeacherFinetuneConfig& ft = s.teacher_ft;
-    const int64_t timg = cfg.teacher_img_size;
-    // Its fine-tune runs on one process (frozen-prefix caches, probes); the data-parallel route is the student's.
-    RETIKD_CHECK(world.size() == 1 || !o.teacher_from.empty(), "the DINOv2 teacher stage runs in one process: run ",
-                 "it once without mpirun (e.g. --no-ce --no-kd), then pass --teacher-from to the data-parallel run");
-    stage_header("teacher", "fine-tune " + s.teacher_note + " at " + std::to_string(timg) + " px: " +
+// ---- stage 1: the teacher -----------------------------------------------------------------------------------
+
+// The pretrained DINOv2 teacher: fine-tuned (pipeline/pretrained_teacher.hpp), or reused from --teacher-from.
+inline void dinov2_teacher_stage(PipelineRun& r) {
+  const PipelineOptions& o = r.o;
+  PipelineSettings& s = r.s;
+  kd::DistillConfig& cfg = r.cfg;
+  StageResult st;
+  st.name = "teacher";
+  const TeacherFinetuneConfig& ft = s.teacher_ft;
+  const int64_t timg = cfg.teacher_img_size;
+  // Its fine-tune runs on one process (frozen-prefix caches, probes); the data-parallel route is the student's.
+  RETIKD_CHECK(r.world.size() == 1 || !o.teacher_from.empty(), "the DINOv2 teacher stage runs in one process: run ",
+               "it once without mpirun (e.g. --no-ce --no-kd), then pass --teacher-from to the data-parallel run");
+  r.stage_header("teacher", "fine-tune " + s.teacher_note + " at " + std::to_string(timg) + " px: " +
                                 (ft.freeze_blocks > 0 ? "blocks 0-" + std::to_string(ft.freeze_blocks - 1) +
                                                             " frozen (outputs cached for each image and its mirror), "
                                                       : std::string("all blocks trained, ")) +
-                                std::to_string(ft.epochs) + " epochs, AdamW lr " + detail::num(ft.lr) +
-                                " with layer decay " + detail::num(ft.layer_decay) + ", head lr " +
-                                detail::num(ft.head_lr) + ", drop-path " + detail::num(ft.drop_path) +
-                                ", label smoothing " + detail::num(ft.label_smoothing) + ", head " + ft.head +
-                                (ft.flip_tta ? ", flip TTA" : ""));
-    // The teacher's own loaders: its image size, preprocessed (and cached) separately from the student's.
-    auto teacher_loader = [&, timg](std::shared_ptr<const data::ImageSource> src, data::TransformPtr t, bool shuffle,
-                                    const std::string& tag) {
-      data::LoaderOptions lo = base;
-      lo.preprocess = data::compose({data::make<data::Resize>(static_cast<int>(timg)),
-                                     data::make<data::CenterCrop>(static_cast<int>(timg))});
-      lo.transform = std::move(t);
-      lo.shuffle = shuffle;
-      lo.cache_file = out + "/.cache/" + tag + "-" + std::to_string(timg) + ".bin";
-      return std::make_shared<data::Loader>(src, lo);
+                                std::to_string(ft.epochs) + " epochs, AdamW lr " + num(ft.lr) + " with layer decay " +
+                                num(ft.layer_decay) + ", head lr " + num(ft.head_lr) + ", drop-path " +
+                                num(ft.drop_path) + ", label smoothing " + num(ft.label_smoothing) + ", head " +
+                                ft.head + (ft.flip_tta ? ", flip TTA" : ""));
+  // The teacher's own loaders: its image size, preprocessed (and cached) separately from the student's.
+  const data::LoaderOptions base = r.base;
+  const std::string out = r.out;
+  auto teacher_loader = [base, out, timg](std::shared_ptr<const data::ImageSource> src, data::TransformPtr t,
+                                          bool shuffle, const std::string& tag) {
+    data::LoaderOptions lo = base;
+    lo.preprocess = data::compose({data::make<data::Resize>(static_cast<int>(timg)),
+                                   data::make<data::CenterCrop>(static_cast<int>(timg))});
+    lo.transform = std::move(t);
+    lo.shuffle = shuffle;
+    lo.cache_file = out + "/.cache/" + tag + "-" + std::to_string(timg) + ".bin";
+    return std::make_shared<data::Loader>(src, lo);
+  };
+  auto t_test = teacher_loader(r.d.test, r.plain, false, "test");
+  {
+    const auto train_split = r.d.train;
+    const data::TransformPtr plain = r.plain;
+    r.teacher_plain_train = [teacher_loader, train_split, plain]() {
+      return teacher_loader(train_split, plain, false, "train");
     };
-    auto t_test = teacher_loader(d.test, plain, false, "test");
-    teacher_plain_train = [&, teacher_loader]() { return teacher_loader(d.train, plain, false, "train"); };
-    if (ft.freeze_blocks > 0) {
-      const std::string weights_cache = dinov2_cache_path();  // …/retikd/dinov2-vits14/vit_s_focus.onnx
-      prefix_dir = out + "/.cache";
-      if (!weights_cache.empty()) {
-        const std::string root = weights_cache.substr(0, weights_cache.rfind('/'));
-        const std::string shared_dir = root.substr(0, root.rfind('/')) + "/teacher-prefix";
-        if (data::fs::make_dirs(shared_dir)) prefix_dir = shared_dir;
-      }
-      prefix_key = teacher_prefix_key(s.teacher_weights, ft.freeze_blocks, timg, {d.train, d.val, d.test});
+  }
+  if (ft.freeze_blocks > 0) {
+    const std::string weights_cache = dinov2_cache_path();  // …/retikd/dinov2-vits14/vit_s_focus.onnx
+    r.prefix_dir = out + "/.cache";
+    if (!weights_cache.empty()) {
+      const std::string root = weights_cache.substr(0, weights_cache.rfind('/'));
+      const std::string shared_dir = root.substr(0, root.rfind('/')) + "/teacher-prefix";
+      if (data::fs::make_dirs(shared_dir)) r.prefix_dir = shared_dir;
     }
-    const auto t0 = now();
-    if (!o.teacher_from.empty()) {
-      std::string path = o.teacher_from;
-      if (data::fs::is_directory(path)) path += "/teacher/model.safetensors";
-      RETIKD_CHECK(path_exists(path), "--teacher-from: ", path, " does not exist (give a run directory whose ",
-                   "teacher stage finished, or its teacher/model.safetensors)");
-      const auto meta = io::read_safetensors_header(path).metadata;
-      const auto pooling = meta.find("retikd.pooling");
-      RETIKD_CHECK(pooling != meta.end(), "--teacher-from ", path, ": not a DINOv2 teacher of this pipeline (no "
-                   "retikd.pooling in its metadata); pass --teacher to match the file");
-      Generator tgen(seed + 21);
-      teacher = std::make_shared<nn::VisionTransformer>(with_pooling(cfg.teacher, pooling->second), tgen);
-      io::load_module(path, *teacher);
-      detail::say(log, "teacher: reusing " + path + " (no training in this run)");
-      // its selection metric, from the run that trained it (the report compares it with the CE student's)
-      const std::string teacher_log = path.substr(0, path.rfind('/') + 1) + "log.jsonl";
-      if (path_exists(teacher_log)) {
-        for (const auto& r : train::read_log_file(teacher_log).records) {
-          const metrics::Json* v = r.find("val_macro_f1");
-          if (v && v->is_number() && (std::isnan(st.best_val_macro_f1) || v->as_number() > st.best_val_macro_f1))
-            st.best_val_macro_f1 = v->as_number();
-        }
+    r.prefix_key = teacher_prefix_key(s.teacher_weights, ft.freeze_blocks, timg, {r.d.train, r.d.val, r.d.test});
+  }
+  const auto t0 = PipelineRun::now();
+  if (!o.teacher_from.empty()) {
+    std::string path = o.teacher_from;
+    if (data::fs::is_directory(path)) path += "/teacher/model.safetensors";
+    RETIKD_CHECK(path_exists(path), "--teacher-from: ", path, " does not exist (give a run directory whose ",
+                 "teacher stage finished, or its teacher/model.safetensors)");
+    const auto meta = io::read_safetensors_header(path).metadata;
+    const auto pooling = meta.find("retikd.pooling");
+    RETIKD_CHECK(pooling != meta.end(), "--teacher-from ", path, ": not a DINOv2 teacher of this pipeline (no "
+                 "retikd.pooling in its metadata); pass --teacher to match the file");
+    Generator tgen(r.seed + 21);
+    r.teacher = std::make_shared<nn::VisionTransformer>(with_pooling(cfg.teacher, pooling->second), tgen);
+    io::load_module(path, *r.teacher);
+    say(r.log, "teacher: reusing " + path + " (no training in this run)");
+    // its selection metric, from the run that trained it (the report compares it with the CE student's)
+    const std::string teacher_log = path.substr(0, path.rfind('/') + 1) + "log.jsonl";
+    if (path_exists(teacher_log)) {
+      for (const auto& rec : train::read_log_file(teacher_log).records) {
+        const metrics::Json* v = rec.find("val_macro_f1");
+        if (v && v->is_number() && (std::isnan(st.best_val_macro_f1) || v->as_number() > st.best_val_macro_f1))
+          st.best_val_macro_f1 = v->as_number();
       }
-      data::fs::make_dirs(out + "/teacher");
-      // the test split through the frozen-block cache when it is on disk (seconds), else a full forward
-      metrics::ClassificationResult test;
-      PrefixCache pc;
-      const auto tg = teacher->grid(timg, timg);
-      if (!prefix_dir.empty() &&
-          PrefixCache::load(prefix_dir + "/teacher-prefix-" + prefix_key + "-test.bin", d.test->size(),
-                            ft.freeze_blocks, 1 + tg.first * tg.second, teacher->config().embed_dim, pc))
-        test = evaluate_from_prefix(*teacher, pc, ft.flip_tta, cfg.batch_size);
-      else
-        test = evaluate_with_flip_tta(*teacher, *t_test, ft.flip_tta);
-      st.skipped = true;
-      finish_stage(st, *teacher, out + "/teacher", &test, {{"retikd.pooling", pooling->second}});
-    } else {
-      TeacherStageContext ctx;
-      ctx.run_dir = out + "/teacher";
-      ctx.log = log;
-      ctx.bar_out = bar_out;
-      ctx.train_plain = teacher_loader(d.train, plain, false, "train");
-      if (ft.freeze_blocks == 0)
-        ctx.train_augmented = teacher_loader(d.train, data::augment_transform(s.teacher_augment), true, "train");
-      ctx.val = teacher_loader(d.val, plain, false, "val");
-      ctx.test = t_test;
-      if (s.class_weighted) ctx.class_weights = d.class_weights;
-      ctx.seed = seed;
-      ctx.before_epoch = [&](int64_t epoch) { budget.take("teacher", epoch); };
-      ctx.cache_dir = prefix_dir;
-      ctx.cache_key = prefix_key;
-      ctx.config = common_config({{"model", "vit_small_patch14_dinov2"},
+    }
+    data::fs::make_dirs(out + "/teacher");
+    // the test split through the frozen-block cache when it is on disk (seconds), else a full forward
+    metrics::ClassificationResult test;
+    PrefixCache pc;
+    const auto tg = r.teacher->grid(timg, timg);
+    if (!r.prefix_dir.empty() &&
+        PrefixCache::load(r.prefix_dir + "/teacher-prefix-" + r.prefix_key + "-test.bin", r.d.test->size(),
+                          ft.freeze_blocks, 1 + tg.first * tg.second, r.teacher->config().embed_dim, pc))
+      test = evaluate_from_prefix(*r.teacher, pc, ft.flip_tta, cfg.batch_size);
+    else
+      test = evaluate_with_flip_tta(*r.teacher, *t_test, ft.flip_tta);
+    st.skipped = true;
+    r.finish_stage(st, *r.teacher, out + "/teacher", &test, {{"retikd.pooling", pooling->second}});
+  } else {
+    TeacherStageContext ctx;
+    ctx.run_dir = out + "/teacher";
+    ctx.log = r.log;
+    ctx.bar_out = r.bar_out;
+    ctx.train_plain = teacher_loader(r.d.train, r.plain, false, "train");
+    if (ft.freeze_blocks == 0)
+      ctx.train_augmented = teacher_loader(r.d.train, data::augment_transform(s.teacher_augment), true, "train");
+    ctx.val = teacher_loader(r.d.val, r.plain, false, "val");
+    ctx.test = t_test;
+    if (s.class_weighted) ctx.class_weights = r.d.class_weights;
+    ctx.seed = r.seed;
+    EpochBudget& budget = r.budget;
+    ctx.before_epoch = [&budget](int64_t epoch) { budget.take("teacher", epoch); };
+    ctx.cache_dir = r.prefix_dir;
+    ctx.cache_key = r.prefix_key;
+    ctx.config = r.common_config({{"model", "vit_small_patch14_dinov2"},
                                   {"weights", s.teacher_weights},
                                   {"teacher_img", std::to_string(timg)},
                                   {"freeze", std::to_string(ft.freeze_blocks)},
-                                  {"lr", detail::num(ft.lr)},
-                                  {"layer_decay", detail::num(ft.layer_decay)},
-                                  {"head_lr", detail::num(ft.head_lr)},
-                                  {"drop_path", detail::num(ft.drop_path)},
-                                  {"label_smoothing", detail::num(ft.label_smoothing)},
+                                  {"lr", num(ft.lr)},
+                                  {"layer_decay", num(ft.layer_decay)},
+                                  {"head_lr", num(ft.head_lr)},
+                                  {"drop_path", num(ft.drop_path)},
+                                  {"label_smoothing", num(ft.label_smoothing)},
                                   {"head", ft.head},
                                   {"class_weighted", ft.class_weighted ? "1" : "0"}});
-      const std::string weights_path = s.teacher_weights;
-      const TeacherStageResult tr = finetune_pretrained_teacher(
-          cfg.teacher,
-          [&](nn::VisionTransformer& v) { detail::say(log, "teacher: " + load_dinov2_weights(v, weights_path)); }, ft,
-          ctx);
-      record(st, tr.loop, secs_since(t0));
-      teacher = tr.model;
-      finish_stage(st, *teacher, out + "/teacher", &tr.test, {{"retikd.pooling", tr.pooling}});
-    }
-    st.seconds = secs_since(t0);
-    result.stages.push_back(st);
-    cfg.teacher = teacher->config();  // the chosen pooling; the distiller reads the teacher through its taps
-  } else {
-    teacher = kd::make_teacher(cfg, gen);
-    teacher->set_noise_seed(seed + 11);
+    const std::string weights_path = s.teacher_weights;
+    std::FILE* log = r.log;
+    const TeacherStageResult tr = finetune_pretrained_teacher(
+        cfg.teacher,
+        [log, weights_path](nn::VisionTransformer& v) { say(log, "teacher: " + load_dinov2_weights(v, weights_path)); },
+        ft, ctx);
+    r.record(st, tr.loop, PipelineRun::secs_since(t0));
+    r.teacher = tr.model;
+    r.finish_stage(st, *r.teacher, out + "/teacher", &tr.test, {{"retikd.pooling", tr.pooling}});
   }
-  if (s.teacher_kind != "dinov2") {
-    StageResult st;
-    st.name = "teacher";
-    stage_header("teacher", "fine-tune ViT (D " + std::to_string(cfg.teacher.embed_dim) + ", depth " +
+  st.seconds = PipelineRun::secs_since(t0);
+  r.result.stages.push_back(st);
+  cfg.teacher = r.teacher->config();  // the chosen pooling; the distiller reads the teacher through its taps
+}
+
+// The preset's ViT: trained from scratch (or from --teacher-init), or reused from --teacher-from.
+inline void scratch_teacher_stage(PipelineRun& r) {
+  const PipelineOptions& o = r.o;
+  PipelineSettings& s = r.s;
+  kd::DistillConfig& cfg = r.cfg;
+  Generator gen(r.seed);
+  r.teacher = kd::make_teacher(cfg, gen);
+  r.teacher->set_noise_seed(r.seed + 11);
+  StageResult st;
+  st.name = "teacher";
+  r.stage_header("teacher", "fine-tune ViT (D " + std::to_string(cfg.teacher.embed_dim) + ", depth " +
                                 std::to_string(cfg.teacher.depth) + ", " + std::to_string(cfg.teacher.num_heads) +
                                 " heads, patch " + std::to_string(cfg.teacher.patch_size) + ") at " +
-                                std::to_string(img) + " px, " + std::to_string(s.teacher_epochs) + " epochs, AdamW lr " +
-                                detail::num(s.teacher_lr) + ", augmentation: " + data::augment_text(s.teacher_augment) +
+                                std::to_string(r.img) + " px, " + std::to_string(s.teacher_epochs) +
+                                " epochs, AdamW lr " + num(s.teacher_lr) +
+                                ", augmentation: " + data::augment_text(s.teacher_augment) +
                                 (o.teacher_init.empty() ? ", from scratch" : ""));
-    if (!o.teacher_from.empty()) {
-      // A finished teacher from another run: load it strictly (same architecture), evaluate, no training.
-      std::string path = o.teacher_from;
-      if (data::fs::is_directory(path)) path += "/teacher/model.safetensors";
-      RETIKD_CHECK(path_exists(path), "--teacher-from: ", path, " does not exist (give a run directory whose ",
-                   "teacher stage finished, or its teacher/model.safetensors)");
-      io::load_module(path, *teacher);
-      detail::say(log, "teacher: reusing " + path + " (no training in this run)");
-      const auto t0 = now();
-      teacher->eval();
-      data::fs::make_dirs(out + "/teacher");
-      st.skipped = true;
-      finish_stage(st, *teacher, out + "/teacher");
-      st.seconds = secs_since(t0);
-      result.stages.push_back(st);
-    } else {
-      if (!o.teacher_init.empty()) detail::load_teacher_init(*teacher, o.teacher_init, log);
-      ce_stage(st, *teacher, *teacher_train_loader, s.teacher_lr, s.teacher_weight_decay, s.teacher_epochs,
+  if (!o.teacher_from.empty()) {
+    // A finished teacher from another run: load it strictly (same architecture), evaluate, no training.
+    std::string path = o.teacher_from;
+    if (data::fs::is_directory(path)) path += "/teacher/model.safetensors";
+    RETIKD_CHECK(path_exists(path), "--teacher-from: ", path, " does not exist (give a run directory whose ",
+                 "teacher stage finished, or its teacher/model.safetensors)");
+    io::load_module(path, *r.teacher);
+    say(r.log, "teacher: reusing " + path + " (no training in this run)");
+    const auto t0 = PipelineRun::now();
+    r.teacher->eval();
+    data::fs::make_dirs(r.out + "/teacher");
+    st.skipped = true;
+    r.finish_stage(st, *r.teacher, r.out + "/teacher");
+    st.seconds = PipelineRun::secs_since(t0);
+    r.result.stages.push_back(st);
+  } else {
+    if (!o.teacher_init.empty()) load_teacher_init(*r.teacher, o.teacher_init, r.log);
+    r.ce_stage(st, *r.teacher, *r.teacher_train_loader, s.teacher_lr, s.teacher_weight_decay, s.teacher_epochs,
                s.teacher_warmup_epochs,
-               common_config({{"model", "vit D" + std::to_string(cfg.teacher.embed_dim) + " depth " +
-                                             std::to_string(cfg.teacher.depth)},
-                              {"init", o.teacher_init.empty() ? "scratch" : o.teacher_init},
-                              {"lr", detail::num(s.teacher_lr)},
-                              {"weight_decay", detail::num(s.teacher_weight_decay)},
-                              {"augment", data::augment_text(s.teacher_augment)},
-                              {"class_weighted", s.class_weighted ? "1" : "0"}}));
-      result.stages.push_back(st);
+               r.common_config({{"model", "vit D" + std::to_string(cfg.teacher.embed_dim) + " depth " +
+                                              std::to_string(cfg.teacher.depth)},
+                                {"init", o.teacher_init.empty() ? "scratch" : o.teacher_init},
+                                {"lr", num(s.teacher_lr)},
+                                {"weight_decay", num(s.teacher_weight_decay)},
+                                {"augment", data::augment_text(s.teacher_augment)},
+                                {"class_weighted", s.class_weighted ? "1" : "0"}}));
+    r.result.stages.push_back(st);
+  }
+}
+
+inline void teacher_stage(PipelineRun& r) {
+  if (r.s.teacher_kind == "dinov2") dinov2_teacher_stage(r);
+  else scratch_teacher_stage(r);
+  r.teacher->eval();
+}
+
+// ---- stage 2: the CE-only student baseline ------------------------------------------------------------------
+
+inline void ce_student_stage(PipelineRun& r) {
+  const kd::DistillConfig& cfg = r.cfg;
+  StageResult st;
+  st.name = "student_ce";
+  r.stage_header("student_ce", "CE-only " + cfg.student + " baseline (" + r.s.student_init + " init), " +
+                                   std::to_string(cfg.epochs) + " epochs, AdamW lr " + num(cfg.lr) +
+                                   ", augmentation: " + data::augment_text(cfg.augment));
+  Generator sgen(r.seed + 1);
+  auto student = kd::make_student(cfg, sgen);
+  student->set_noise_seed(r.seed + 12);
+  init_student(*student, r.s, r.log, r.calibration);
+  r.ce_stage(st, *student, *r.kd_train_loader, cfg.lr, cfg.weight_decay, cfg.epochs, cfg.warmup_epochs,
+             r.student_config("ce"));
+  r.result.stages.push_back(st);
+}
+
+// ---- stage 3: the distilled student -------------------------------------------------------------------------
+
+// The CPU route: with mirror views and a frozen-prefix DINOv2 teacher, every teacher target comes from the prefix
+// cache (the teacher's top blocks, at its own image size, once per image and mirror), kept beside the teacher.
+inline void fill_teacher_targets_from_prefix(PipelineRun& r, kd::CrossArchitectureDistiller& distiller) {
+  const PipelineOptions& o = r.o;
+  const PipelineSettings& s = r.s;
+  const kd::DistillConfig& cfg = r.cfg;
+  const auto t0p = PipelineRun::now();
+  const int64_t k = s.teacher_ft.freeze_blocks;
+  // The targets depend on the teacher's weights, its token tap, TTA and the student's images: kept beside
+  // the teacher's weights, so runs reusing the teacher (--teacher-from: seeds, ablations) read them.
+  std::string teacher_dir = r.out + "/teacher";
+  if (!o.teacher_from.empty())
+    teacher_dir = data::fs::is_directory(o.teacher_from) ? o.teacher_from + "/teacher"
+                                                          : o.teacher_from.substr(0, o.teacher_from.rfind('/'));
+  std::string tap_tag = distiller.teacher_taps().empty() ? std::string("none") : distiller.teacher_taps()[0];
+  for (char& ch : tap_tag)
+    if (ch == '.' || ch == '/') ch = '_';
+  const std::string targets_file = teacher_dir + "/kd_targets-" + tap_tag + "-tta" +
+                                   (s.teacher_ft.flip_tta ? "1" : "0") + "-" + std::to_string(r.img) + "px.bin";
+  if (distiller.teacher_taps().size() == 1 && distiller.cache().load(targets_file) &&
+      static_cast<int64_t>(distiller.cache().size()) == 2 * r.d.train->size()) {
+    say(r.log, "student_kd: teacher targets read from " + targets_file);
+    return;
+  }
+  distiller.cache().clear();
+  const auto tg = r.teacher->grid(cfg.teacher_img_size, cfg.teacher_img_size);
+  PrefixCache pc;
+  const std::string file =
+      r.prefix_dir.empty() ? std::string() : r.prefix_dir + "/teacher-prefix-" + r.prefix_key + "-train.bin";
+  if (file.empty() ||
+      !PrefixCache::load(file, r.d.train->size(), k, 1 + tg.first * tg.second, r.teacher->config().embed_dim, pc)) {
+    auto loader = r.teacher_plain_train();
+    pc = PrefixCache::build(*r.teacher, *loader, k, "student_kd: teacher blocks 0-" + std::to_string(k - 1), r.bar_out);
+    if (!file.empty()) pc.save(file);
+  }
+  auto student_plain = r.make_loader(r.d.train, r.plain, false, "train", /*sharded=*/false);
+  const int64_t n = fill_teacher_cache_from_prefix(distiller, *r.teacher, pc, *student_plain, s.teacher_ft.flip_tta,
+                                                   cfg.batch_size, r.bar_out);
+  if (n > 0) {
+    say(r.log, "student_kd: " + std::to_string(n) + " teacher targets (image and mirror of every training "
+                   "image, the teacher at " + std::to_string(cfg.teacher_img_size) + " px" +
+                   (s.teacher_ft.flip_tta ? ", flip-averaged logits" : "") + ") in " +
+                   num(PipelineRun::secs_since(t0p)).substr(0, 5) + " s, " +
+                   std::to_string(distiller.cache().bytes() >> 20) + " MiB");
+    try {
+      if (r.lead) distiller.cache().save(targets_file);
+    } catch (const Error& e) {
+      say(r.log, std::string("student_kd: could not keep the teacher targets on disk (") + e.what() + ")");
     }
   }
-  teacher->eval();
+}
 
-  auto student_config = [&](const std::string& kind) {
-    return common_config({{"student", cfg.student + " x" + detail::num(cfg.student_options.width_mult)},
-                          {"init", s.student_init + (s.student_init == "imagenet-tflite" && s.recalibrate_batchnorm
-                                                         ? " bn-recentred" : "")},
-                          {"lr", detail::num(cfg.lr)},
-                          {"weight_decay", detail::num(cfg.weight_decay)},
-                          {"epochs_warmup", std::to_string(cfg.warmup_epochs)},
-                          {"augment", data::augment_text(cfg.augment)},
-                          {"class_weighted", s.class_weighted ? "1" : "0"},
-                          {"kind", kind}});
-  };
+// The stage's configuration as the checkpoint keeps it (a resume with other settings is refused).
+inline std::map<std::string, std::string> kd_stage_config(const PipelineRun& r) {
+  const kd::DistillConfig& cfg = r.cfg;
+  std::map<std::string, std::string> conf = r.student_config("kd");
+  conf["kd"] = "a" + num(cfg.weights.alpha) + " pca" + num(cfg.weights.lambda_pca) + " gl" +
+               num(cfg.weights.lambda_gl) + " adv" + num(cfg.weights.lambda_adv) + " views" +
+               std::to_string(cfg.views.augmented_views) + " cache" + (cfg.cache_teacher ? "1" : "0");
+  conf["kd_logit"] = std::string(cfg.weights.logit_kd ? "on" : "off") + " T" + num(cfg.weights.temperature);
+  conf["kd_recipe"] = std::string("mirror") + (cfg.views.mirror ? "1" : "0") + " ce_clean" +
+                      (cfg.ce_clean_view_only ? "1" : "0") + " bn_clean" + (cfg.bn_clean_views ? "1" : "0") +
+                      " class_weighted" + (cfg.weights.kd_class_weighted ? "1" : "0") + " rho" +
+                      num(cfg.balance_rho) + " warmup" + num(cfg.projector_warmup_epochs) + " ramp" +
+                      num(cfg.weights.ramp_start_epoch) + "+" + num(cfg.weights.ramp_epochs) + " tokens" +
+                      (cfg.teacher_token_tap.empty() ? "pre" : cfg.teacher_token_tap) + " pca_entropy" +
+                      num(cfg.pca.target_entropy) + " pca_row_mean" + (cfg.pca.kl_row_mean ? "1" : "0") + " proj_lr" +
+                      num(cfg.projector_lr_mult);
+  conf["teacher_weights"] = std::to_string(file_size(r.out + "/teacher/model.safetensors"));
+  return conf;
+}
 
-  // ---- stage 2: CE-only student baseline ------------------------------------------------------------------
-  if (o.run_ce) {
-    StageResult st;
-    st.name = "student_ce";
-    stage_header("student_ce", "CE-only " + cfg.student + " baseline (" + s.student_init + " init), " +
-                                   std::to_string(cfg.epochs) + " epochs, AdamW lr " + detail::num(cfg.lr) +
-                                   ", augmentation: " + data::augment_text(cfg.augment));
-    Generator sgen(seed + 1);
-    auto student = kd::make_student(cfg, sgen);
-    student->set_noise_seed(seed + 12);
-    detail::init_student(*student, s, log, calibration);
-    ce_stage(st, *student, *kd_train_loader, cfg.lr, cfg.weight_decay, cfg.epochs, cfg.warmup_epochs,
-             student_config("ce"));
-    result.stages.push_back(st);
-  }
-
-  // ---- stage 3: distilled student -------------------------------------------------------------------------
-  std::shared_ptr<nn::Model> kd_student;
-  if (o.run_kd) {
-    StageResult st;
-    st.name = "student_kd";
-    const auto t0 = now();
-    stage_header("student_kd", "distil into " + cfg.student + " (" + s.student_init + " init): α " +
-                                   detail::num(cfg.weights.alpha) + ", λ_pca " + detail::num(cfg.weights.lambda_pca) +
-                                   ", λ_gl " + detail::num(cfg.weights.lambda_gl) + ", λ_adv " +
-                                   detail::num(cfg.weights.lambda_adv) + (cfg.weights.logit_kd ? ", logit KD" : "") +
-                                   ", " + std::to_string(1 + cfg.views.augmented_views) + " views" +
+inline void kd_student_stage(PipelineRun& r) {
+  const PipelineSettings& s = r.s;
+  const kd::DistillConfig& cfg = r.cfg;
+  StageResult st;
+  st.name = "student_kd";
+  const auto t0 = PipelineRun::now();
+  r.stage_header("student_kd", "distil into " + cfg.student + " (" + s.student_init + " init): α " +
+                                   num(cfg.weights.alpha) + ", λ_pca " + num(cfg.weights.lambda_pca) + ", λ_gl " +
+                                   num(cfg.weights.lambda_gl) + ", λ_adv " + num(cfg.weights.lambda_adv) +
+                                   (cfg.weights.logit_kd ? ", logit KD" : "") + ", " +
+                                   std::to_string(1 + cfg.views.augmented_views) + " views" +
                                    (cfg.cache_teacher ? " (teacher outputs cached)" : "") + ", " +
                                    std::to_string(cfg.epochs) + " epochs");
-    Generator sgen(seed + 1);
-    auto student = kd::make_student(cfg, sgen);
-    student->set_noise_seed(seed + 12);
-    detail::init_student(*student, s, log, calibration);
-    Generator hgen(seed + 2);
-    kd::CrossArchitectureDistiller distiller(teacher, student, cfg, hgen);
-    // The CPU route: with mirror views and a frozen-prefix DINOv2 teacher, every teacher target comes from the
-    // prefix cache (the teacher's top blocks, at its own image size, once per image and mirror).
-    if (s.teacher_kind == "dinov2" && cfg.cache_teacher && cfg.views.mirror && s.teacher_ft.freeze_blocks > 0) {
-      const auto t0p = now();
-      const int64_t k = s.teacher_ft.freeze_blocks;
-      // The targets depend on the teacher's weights, its token tap, TTA and the student's images: kept beside
-      // the teacher's weights, so runs reusing the teacher (--teacher-from: seeds, ablations) read them.
-      std::string teacher_dir = out + "/teacher";
-      if (!o.teacher_from.empty())
-        teacher_dir = data::fs::is_directory(o.teacher_from) ? o.teacher_from + "/teacher"
-                                                              : o.teacher_from.substr(0, o.teacher_from.rfind('/'));
-      std::string tap_tag = distiller.teacher_taps().empty() ? std::string("none") : distiller.teacher_taps()[0];
-      for (char& ch : tap_tag)
-        if (ch == '.' || ch == '/') ch = '_';
-      const std::string targets_file = teacher_dir + "/kd_targets-" + tap_tag + "-tta" +
-                                       (s.teacher_ft.flip_tta ? "1" : "0") + "-" + std::to_string(img) + "px.bin";
-      if (distiller.teacher_taps().size() == 1 && distiller.cache().load(targets_file) &&
-          static_cast<int64_t>(distiller.cache().size()) == 2 * d.train->size()) {
-        detail::say(log, "student_kd: teacher targets read from " + targets_file);
-      } else {
-        distiller.cache().clear();
-        const auto tg = teacher->grid(cfg.teacher_img_size, cfg.teacher_img_size);
-        PrefixCache pc;
-        const std::string file = prefix_dir.empty() ? std::string() : prefix_dir + "/teacher-prefix-" + prefix_key + "-train.bin";
-        if (file.empty() || !PrefixCache::load(file, d.train->size(), k, 1 + tg.first * tg.second,
-                                               teacher->config().embed_dim, pc)) {
-          auto loader = teacher_plain_train();
-          pc = PrefixCache::build(*teacher, *loader, k, "student_kd: teacher blocks 0-" + std::to_string(k - 1), bar_out);
-          if (!file.empty()) pc.save(file);
+  Generator sgen(r.seed + 1);
+  auto student = kd::make_student(cfg, sgen);
+  student->set_noise_seed(r.seed + 12);
+  init_student(*student, s, r.log, r.calibration);
+  Generator hgen(r.seed + 2);
+  kd::CrossArchitectureDistiller distiller(r.teacher, student, cfg, hgen);
+  if (s.teacher_kind == "dinov2" && cfg.cache_teacher && cfg.views.mirror && s.teacher_ft.freeze_blocks > 0)
+    fill_teacher_targets_from_prefix(r, distiller);
+  dist::ProcessGroup& world = r.world;
+  dist::GradientReducer ddp(world, distiller.student_parameters());
+  std::unique_ptr<dist::GradientReducer> ddp_disc;
+  if (distiller.discriminator())
+    ddp_disc.reset(new dist::GradientReducer(world, distiller.discriminator()->trainable_parameters()));
+  if (world.size() > 1) distiller.set_agreement([&world](bool ok) { return world.all_true(ok, "KD step"); });
+  data::Loader& train_loader = *r.kd_train_loader;
+  const int64_t steps = train_loader.num_batches();
+  optim::WarmupCosineSchedule sched(distiller.student_optimizer(), cfg.warmup_epochs * steps,
+                                    std::max<int64_t>(1, cfg.epochs * steps));
+  int64_t step_counter = 0;
+  train::TrainState state;
+  state.add_module("student", *student);
+  state.add_module("heads", distiller.heads());
+  state.add_optimizer("student_opt", distiller.student_optimizer());
+  if (cfg.weights.lambda_adv > 0) state.add_optimizer("disc_opt", *distiller.discriminator_optimizer());
+  state.add_schedule("lr", sched);
+  state.add_generator("noise", *student->noise());
+  state.add_counter("kd_step", step_counter);
+  train::TrainerLoop loop(r.loop_options("student_kd", cfg.epochs, steps, kd_stage_config(r)), state);
+  const train::LoopResult lres = loop.run(
+      [&](int64_t epoch) {
+        r.budget.take("student_kd", epoch);
+        distiller.set_step_count(step_counter);
+        distiller.train(true);
+        train_loader.start_epoch(epoch);
+        data::Batch b;
+        std::map<std::string, double> sums;
+        double loss_sum = 0;
+        int64_t seen = 0, batch_i = 0;
+        while (train_loader.next(b)) {
+          const double frac = static_cast<double>(epoch - 1) +
+                              static_cast<double>(batch_i++) / static_cast<double>(std::max<int64_t>(steps, 1));
+          const kd::LossBreakdown lb = distiller.step(b.images, b.labels, b.indices, frac);
+          const double total = lb.get("skipped") != 0 ? std::numeric_limits<double>::quiet_NaN() : lb.get("total");
+          loop.step_done(total);
+          sched.step();
+          for (const auto& t : lb.terms)
+            if (t.first != "total" && t.first != "skipped" && t.first != "kd_ramp" && std::isfinite(t.second))
+              sums[t.first] += t.second * static_cast<double>(b.size());
+          loss_sum += total * static_cast<double>(b.size());
+          seen += b.size();
         }
-        auto student_plain = make_loader(d.train, plain, false, "train", /*sharded=*/false);
-        const int64_t n = fill_teacher_cache_from_prefix(distiller, *teacher, pc, *student_plain, s.teacher_ft.flip_tta,
-                                                         cfg.batch_size, bar_out);
-        if (n > 0) {
-          detail::say(log, "student_kd: " + std::to_string(n) + " teacher targets (image and mirror of every training "
-                               "image, the teacher at " + std::to_string(cfg.teacher_img_size) + " px" +
-                               (s.teacher_ft.flip_tta ? ", flip-averaged logits" : "") + ") in " +
-                               detail::num(secs_since(t0p)).substr(0, 5) + " s, " +
-                               std::to_string(distiller.cache().bytes() >> 20) + " MiB");
-          try {
-            if (lead) distiller.cache().save(targets_file);
-          } catch (const Error& e) {
-            detail::say(log, std::string("student_kd: could not keep the teacher targets on disk (") + e.what() + ")");
-          }
+        step_counter = distiller.step_count();
+        train::EpochStats es;
+        const double n = static_cast<double>(std::max<int64_t>(seen, 1));
+        es.loss = loss_sum / n;
+        es.samples = seen;
+        for (const auto& kv : sums)
+          if (kv.first == "ce" || kv.first == "pca" || kv.first == "gl" || kv.first == "adv_g" ||
+              kv.first == "logit_kd" || kv.first == "disc" || kv.first == "pca_entropy" ||
+              kv.first.compare(0, 2, "w_") == 0)
+            es.extra[kv.first] = kv.second / n;
+        const std::vector<double> bw = distiller.balanced_weights();
+        if (cfg.balance_rho > 0.0) {
+          es.extra["lambda_logit"] = bw[0];
+          es.extra["lambda_pca"] = bw[1];
+          es.extra["lambda_gl"] = bw[2];
         }
-      }
-    }
-    dist::GradientReducer ddp(world, distiller.student_parameters());
-    std::unique_ptr<dist::GradientReducer> ddp_disc;
-    if (distiller.discriminator())
-      ddp_disc.reset(new dist::GradientReducer(world, distiller.discriminator()->trainable_parameters()));
-    if (world.size() > 1) distiller.set_agreement([&world](bool ok) { return world.all_true(ok, "KD step"); });
-    data::Loader& train_loader = *kd_train_loader;
-    const int64_t steps = train_loader.num_batches();
-    optim::WarmupCosineSchedule sched(distiller.student_optimizer(), cfg.warmup_epochs * steps,
-                                      std::max<int64_t>(1, cfg.epochs * steps));
-    int64_t step_counter = 0;
-    train::TrainState state;
-    state.add_module("student", *student);
-    state.add_module("heads", distiller.heads());
-    state.add_optimizer("student_opt", distiller.student_optimizer());
-    if (cfg.weights.lambda_adv > 0) state.add_optimizer("disc_opt", *distiller.discriminator_optimizer());
-    state.add_schedule("lr", sched);
-    state.add_generator("noise", *student->noise());
-    state.add_counter("kd_step", step_counter);
-    std::map<std::string, std::string> conf = student_config("kd");
-    conf["kd"] = "a" + detail::num(cfg.weights.alpha) + " pca" + detail::num(cfg.weights.lambda_pca) + " gl" +
-                 detail::num(cfg.weights.lambda_gl) + " adv" + detail::num(cfg.weights.lambda_adv) + " views" +
-                 std::to_string(cfg.views.augmented_views) + " cache" + (cfg.cache_teacher ? "1" : "0");
-    conf["kd_logit"] = std::string(cfg.weights.logit_kd ? "on" : "off") + " T" + detail::num(cfg.weights.temperature);
-    conf["kd_recipe"] = std::string("mirror") + (cfg.views.mirror ? "1" : "0") + " ce_clean" +
-                        (cfg.ce_clean_view_only ? "1" : "0") + " bn_clean" + (cfg.bn_clean_views ? "1" : "0") +
-                        " class_weighted" + (cfg.weights.kd_class_weighted ? "1" : "0") + " rho" +
-                        detail::num(cfg.balance_rho) + " warmup" + detail::num(cfg.projector_warmup_epochs) +
-                        " ramp" + detail::num(cfg.weights.ramp_start_epoch) + "+" + detail::num(cfg.weights.ramp_epochs) +
-                        " tokens" + (cfg.teacher_token_tap.empty() ? "pre" : cfg.teacher_token_tap) + " pca_entropy" +
-                        detail::num(cfg.pca.target_entropy) + " pca_row_mean" + (cfg.pca.kl_row_mean ? "1" : "0") +
-                        " proj_lr" + detail::num(cfg.projector_lr_mult);
-    conf["teacher_weights"] = std::to_string(detail::file_size(out + "/teacher/model.safetensors"));
-    train::TrainerLoop loop(loop_options("student_kd", cfg.epochs, steps, conf), state);
-    const train::LoopResult lres = loop.run(
-        [&](int64_t epoch) {
-          budget.take("student_kd", epoch);
-          distiller.set_step_count(step_counter);
-          distiller.train(true);
-          train_loader.start_epoch(epoch);
-          data::Batch b;
-          std::map<std::string, double> sums;
-          double loss_sum = 0;
-          int64_t seen = 0, batch_i = 0;
-          while (train_loader.next(b)) {
-            const double frac = static_cast<double>(epoch - 1) +
-                                static_cast<double>(batch_i++) / static_cast<double>(std::max<int64_t>(steps, 1));
-            const kd::LossBreakdown lb = distiller.step(b.images, b.labels, b.indices, frac);
-            const double total = lb.get("skipped") != 0 ? std::numeric_limits<double>::quiet_NaN() : lb.get("total");
-            loop.step_done(total);
-            sched.step();
-            for (const auto& t : lb.terms)
-              if (t.first != "total" && t.first != "skipped" && t.first != "kd_ramp" && std::isfinite(t.second))
-                sums[t.first] += t.second * static_cast<double>(b.size());
-            loss_sum += total * static_cast<double>(b.size());
-            seen += b.size();
-          }
-          step_counter = distiller.step_count();
-          train::EpochStats es;
-          const double n = static_cast<double>(std::max<int64_t>(seen, 1));
-          es.loss = loss_sum / n;
-          es.samples = seen;
-          for (const auto& kv : sums)
-            if (kv.first == "ce" || kv.first == "pca" || kv.first == "gl" || kv.first == "adv_g" ||
-                kv.first == "logit_kd" || kv.first == "disc" || kv.first == "pca_entropy" ||
-                kv.first.compare(0, 2, "w_") == 0)
-              es.extra[kv.first] = kv.second / n;
-          const std::vector<double> bw = distiller.balanced_weights();
-          if (cfg.balance_rho > 0.0) {
-            es.extra["lambda_logit"] = bw[0];
-            es.extra["lambda_pca"] = bw[1];
-            es.extra["lambda_gl"] = bw[2];
-          }
-          if (cfg.cache_teacher) {
-            const kd::TeacherCache& c = distiller.cache();
-            detail::say(log, "student_kd: teacher cache " + std::to_string(c.hits) + " hits, " +
-                                 std::to_string(c.misses) + " misses, " + std::to_string(c.stale) + " stale, " +
-                                 std::to_string(c.bytes() >> 20) + " MiB");
-          }
-          return es;
-        },
-        [&](int64_t) { return detail::eval_metrics(*student, *val_loader); });
-    record(st, lres, secs_since(t0));
-    loop.load_best(state);
-    student->eval();
-    finish_stage(st, *student, out + "/student_kd");
-    result.stages.push_back(st);
-    kd_student = student;
-  }
+        if (cfg.cache_teacher) {
+          const kd::TeacherCache& c = distiller.cache();
+          say(r.log, "student_kd: teacher cache " + std::to_string(c.hits) + " hits, " + std::to_string(c.misses) +
+                         " misses, " + std::to_string(c.stale) + " stale, " + std::to_string(c.bytes() >> 20) + " MiB");
+        }
+        return es;
+      },
+      [&](int64_t) { return eval_metrics(*student, *r.val_loader); });
+  r.record(st, lres, PipelineRun::secs_since(t0));
+  loop.load_best(state);
+  student->eval();
+  r.finish_stage(st, *student, r.out + "/student_kd");
+  r.result.stages.push_back(st);
+  r.kd_student = student;
+}
 
-  // ---- stage 4: export --------------------------------------------------------------------------------------
-  // Both students are exported: which one to ship is chosen on the validation split (the distilled one can be
-  // worse when the teacher is weak — docs/results.md), and the report names it.
+// ---- stage 4: export ------------------------------------------------------------------------------------------
+
+// Both students are exported: which one to ship is chosen on the validation split (the distilled one can be
+// worse when the teacher is weak — docs/results.md), and the report names it.
+inline void export_bundles(PipelineRun& r) {
+  const PipelineOptions& o = r.o;
+  PipelineResult& result = r.result;
+  const std::string& out = r.out;
   auto bundle_options = [&](const std::string& stage) {
     deploy::ExportOptions eo;
-    eo.preprocess.resize = img;
-    eo.preprocess.crop = img;
+    eo.preprocess.resize = r.img;
+    eo.preprocess.crop = r.img;
     eo.metadata["preset"] = o.preset;
     eo.metadata["stage"] = stage;
     return eo;
   };
-  if (lead && o.export_bundle && o.run_ce) {
+  if (r.lead && o.export_bundle && o.run_ce) {
     try {
-      Generator sgen(seed + 1);
-      auto ce_student = kd::make_student(cfg, sgen);
+      Generator sgen(r.seed + 1);
+      auto ce_student = kd::make_student(r.cfg, sgen);
       io::load_module(out + "/student_ce/model.safetensors", *ce_student);
       ce_student->eval();
       const std::string path = out + "/student_ce.rkd";
       deploy::export_bundle(path, *ce_student, bundle_options("student_ce"));
       result.ce_bundle_path = path;
-      detail::say(log, "\n== export: " + path + " (" + std::to_string(detail::file_size(path)) +
-                           " bytes, fp16, BN folded; the CE-only student)");
+      say(r.log, "\n== export: " + path + " (" + std::to_string(file_size(path)) +
+                     " bytes, fp16, BN folded; the CE-only student)");
     } catch (const Error& e) {
-      detail::say(log, std::string("export: the CE student's bundle failed (") + e.what() + ")");
+      say(r.log, std::string("export: the CE student's bundle failed (") + e.what() + ")");
     }
   }
-  {
-    const StageResult* best = nullptr;
-    for (const auto& st : result.stages)
-      if ((st.name == "student_ce" || st.name == "student_kd") && std::isfinite(st.best_val_macro_f1) &&
-          (best == nullptr || st.best_val_macro_f1 > best->best_val_macro_f1))
-        best = &st;
-    if (best != nullptr) {
-      result.recommended_stage = best->name;
-      detail::say(log, "recommended student (better validation macro-F1, " + detail::num(best->best_val_macro_f1) +
-                           "): " + best->name + (o.export_bundle ? " -> " + out + "/" + best->name + ".rkd" : ""));
-    }
+  const StageResult* best = nullptr;
+  for (const auto& st : result.stages)
+    if ((st.name == "student_ce" || st.name == "student_kd") && std::isfinite(st.best_val_macro_f1) &&
+        (best == nullptr || st.best_val_macro_f1 > best->best_val_macro_f1))
+      best = &st;
+  if (best != nullptr) {
+    result.recommended_stage = best->name;
+    say(r.log, "recommended student (better validation macro-F1, " + num(best->best_val_macro_f1) + "): " +
+                   best->name + (o.export_bundle ? " -> " + out + "/" + best->name + ".rkd" : ""));
   }
-  if (lead && o.export_bundle && kd_student) {
-    detail::say(log, "\n== export: fp16 student bundle");
+  if (r.lead && o.export_bundle && r.kd_student) {
+    say(r.log, "\n== export: fp16 student bundle");
     const std::string path = out + "/student_kd.rkd";
     try {
-      deploy::export_bundle(path, *kd_student, bundle_options("student_kd"));
+      deploy::export_bundle(path, *r.kd_student, bundle_options("student_kd"));
       result.bundle_path = path;
-      result.bundle_bytes = detail::file_size(path);
-      detail::say(log, "export: " + path + " (" + std::to_string(result.bundle_bytes) + " bytes, fp16, BN folded)");
+      result.bundle_bytes = file_size(path);
+      say(r.log, "export: " + path + " (" + std::to_string(result.bundle_bytes) + " bytes, fp16, BN folded)");
     } catch (const Error& e) {
-      detail::say(log, std::string("export: the fp16 bundle failed (") + e.what() + "); the fp32 weights are in " +
-                           out + "/student_kd/model.safetensors");
+      say(r.log, std::string("export: the fp16 bundle failed (") + e.what() + "); the fp32 weights are in " + out +
+                     "/student_kd/model.safetensors");
     }
   }
+}
 
-  // ---- report -------------------------------------------------------------------------------------------------
-  if (lead) {
-    report.heading(1, "distill_retina — preset " + o.preset);
-    report.paragraph("Data: " + d.description + ". Image size " + std::to_string(img) + " px, seed " +
-                     std::to_string(seed) + ". Test-split metrics of each model's best validation epoch (macro-F1).");
-    if (!s.teacher_note.empty()) report.paragraph("Teacher: " + s.teacher_note + ".");
-    if (!result.recommended_stage.empty())
-      report.paragraph("Recommended student (chosen on the validation split, not on test): " +
-                       result.recommended_stage + ".");
-    {  // the project's first check before any distillation: is the teacher better than the student it should lift?
-      const StageResult* t = nullptr;
-      const StageResult* ce = nullptr;
-      for (const auto& st : result.stages) {
-        if (st.name == "teacher") t = &st;
-        if (st.name == "student_ce") ce = &st;
-      }
-      if (t && ce && std::isfinite(t->best_val_macro_f1) && std::isfinite(ce->best_val_macro_f1)) {
-        const bool weaker = t->best_val_macro_f1 <= ce->best_val_macro_f1;
-        report.paragraph("Teacher against the CE-only student on validation (macro-F1): " +
-                         detail::num(t->best_val_macro_f1) + " vs " + detail::num(ce->best_val_macro_f1) + ". " +
-                         (weaker ? "The teacher is not better than the student it should lift: distillation is not "
-                                   "expected to help (docs/distillation.md), and the CE-only student is the safe choice."
-                                 : "The teacher leads; whether distillation turns that into a better student is "
-                                   "measured by the paired comparison of scripts/compare_kd.sh."));
-      }
-    }
-    std::vector<std::pair<std::string, metrics::ClassificationResult>> rows;
-    for (const auto& st : result.stages) rows.push_back({st.name, st.test});
-    report.heading(2, "Test split");
-    report.raw(metrics::comparison_table_markdown(rows));
-    std::string sizes = "| model | parameters | weights (fp32 safetensors) |\n|---|---|---|\n";
-    for (const auto& st : result.stages)
-      sizes += "| " + st.name + " | " + std::to_string(st.params) + " | " + std::to_string(st.weights_bytes) + " |\n";
-    for (const auto& b : {std::make_pair(std::string("student_ce"), result.ce_bundle_path),
-                          std::make_pair(std::string("student_kd"), result.bundle_path)}) {
-      if (b.second.empty()) continue;
-      sizes += "| " + b.first + " fp16 bundle (" + b.second + ")" +
-               (b.first == result.recommended_stage ? ", recommended" : "") + " | | " +
-               std::to_string(detail::file_size(b.second)) + " |\n";
-    }
-    report.raw(sizes);
-    // How often each student predicts what the teacher predicts on the test split (the teacher's own accuracy
-    // bounds what imitating it can give).
-    const StageResult* teacher_st = nullptr;
-    for (const auto& st : result.stages)
-      if (st.name == "teacher") teacher_st = &st;
-    if (teacher_st && !teacher_st->test.predicted.empty()) {
-      std::string agree = "| student | agrees with the teacher (test) |\n|---|---|\n";
-      for (const auto& st : result.stages) {
-        if (st.name == "teacher" || st.test.predicted.size() != teacher_st->test.predicted.size()) continue;
-        int64_t same = 0;
-        for (std::size_t i = 0; i < st.test.predicted.size(); ++i) same += st.test.predicted[i] == teacher_st->test.predicted[i];
-        agree += "| " + st.name + " | " +
-                 metrics::format_metric(static_cast<double>(same) / static_cast<double>(st.test.predicted.size())) +
-                 " |\n";
-      }
-      report.raw(agree);
-    }
-    for (const auto& st : result.stages) {
-      report.heading(2, st.name);
-      report.raw(metrics::metrics_table_markdown(st.test));
-      const std::string lp = out + "/" + st.name + "/log.jsonl";
-      if (path_exists(lp)) {
-        const metrics::TrainingCurves curves = train::read_training_curves(lp);
-        report.figure(st.name + "_loss.svg", metrics::loss_curves_svg(curves, st.name + " loss"), st.name + " loss");
-        report.figure(st.name + "_accuracy.svg", metrics::accuracy_curves_svg(curves, st.name + " accuracy"),
-                      st.name + " accuracy");
-        // The KD stage's terms, each on its own axis: raw and as weighted into the loss.
-        for (const char* term : {"ce", "logit_kd", "pca", "gl", "adv_g"})
-          if (curves.extra.count(std::string("train_") + term))
-            report.figure(st.name + "_term_" + term + ".svg",
-                          metrics::term_curves_svg(curves, term, st.name + ": " + term + " per epoch"),
-                          st.name + " " + term + " (raw and weighted) per epoch");
-      }
-      report.figure(st.name + "_confusion.svg", metrics::confusion_matrix_svg(st.test.confusion, st.test.class_names),
-                    st.name + " confusion matrix (test)");
-      report.figure(st.name + "_roc.svg", metrics::roc_curves_svg(st.test), st.name + " ROC (test)");
-    }
-    result.report_path = report.write();
+// ---- report ---------------------------------------------------------------------------------------------------
+
+// OUT/report.md with its figures (the lead rank only).
+inline void write_report(PipelineRun& r) {
+  const PipelineResult& result = r.result;
+  const std::string& out = r.out;
+  metrics::MarkdownReport report(out);
+  report.heading(1, "distill_retina — preset " + r.o.preset);
+  report.paragraph("Data: " + r.d.description + ". Image size " + std::to_string(r.img) + " px, seed " +
+                   std::to_string(r.seed) + ". Test-split metrics of each model's best validation epoch (macro-F1).");
+  if (!r.s.teacher_note.empty()) report.paragraph("Teacher: " + r.s.teacher_note + ".");
+  if (!result.recommended_stage.empty())
+    report.paragraph("Recommended student (chosen on the validation split, not on test): " + result.recommended_stage +
+                     ".");
+  const StageResult* teacher_st = nullptr;
+  const StageResult* ce = nullptr;
+  for (const auto& st : result.stages) {
+    if (st.name == "teacher") teacher_st = &st;
+    if (st.name == "student_ce") ce = &st;
   }
-  result.seconds = secs_since(t_start);
-  detail::say(log, "\n== done in " + data::format_duration(result.seconds) + ": " + metrics_path + ", " +
-                       result.report_path + (result.bundle_path.empty() ? "" : ", " + result.bundle_path));
+  // the project's first check before any distillation: is the teacher better than the student it should lift?
+  if (teacher_st && ce && std::isfinite(teacher_st->best_val_macro_f1) && std::isfinite(ce->best_val_macro_f1)) {
+    const bool weaker = teacher_st->best_val_macro_f1 <= ce->best_val_macro_f1;
+    report.paragraph("Teacher against the CE-only student on validation (macro-F1): " +
+                     num(teacher_st->best_val_macro_f1) + " vs " + num(ce->best_val_macro_f1) + ". " +
+                     (weaker ? "The teacher is not better than the student it should lift: distillation is not "
+                               "expected to help (docs/distillation.md), and the CE-only student is the safe choice."
+                             : "The teacher leads; whether distillation turns that into a better student is "
+                               "measured by the paired comparison of scripts/compare_kd.sh."));
+  }
+  std::vector<std::pair<std::string, metrics::ClassificationResult>> rows;
+  for (const auto& st : result.stages) rows.push_back({st.name, st.test});
+  report.heading(2, "Test split");
+  report.raw(metrics::comparison_table_markdown(rows));
+  std::string sizes = "| model | parameters | weights (fp32 safetensors) |\n|---|---|---|\n";
+  for (const auto& st : result.stages)
+    sizes += "| " + st.name + " | " + std::to_string(st.params) + " | " + std::to_string(st.weights_bytes) + " |\n";
+  for (const auto& b : {std::make_pair(std::string("student_ce"), result.ce_bundle_path),
+                        std::make_pair(std::string("student_kd"), result.bundle_path)}) {
+    if (b.second.empty()) continue;
+    sizes += "| " + b.first + " fp16 bundle (" + b.second + ")" +
+             (b.first == result.recommended_stage ? ", recommended" : "") + " | | " +
+             std::to_string(file_size(b.second)) + " |\n";
+  }
+  report.raw(sizes);
+  // How often each student predicts what the teacher predicts on the test split (the teacher's own accuracy
+  // bounds what imitating it can give).
+  if (teacher_st && !teacher_st->test.predicted.empty()) {
+    std::string agree = "| student | agrees with the teacher (test) |\n|---|---|\n";
+    for (const auto& st : result.stages) {
+      if (st.name == "teacher" || st.test.predicted.size() != teacher_st->test.predicted.size()) continue;
+      int64_t same = 0;
+      for (std::size_t i = 0; i < st.test.predicted.size(); ++i) same += st.test.predicted[i] == teacher_st->test.predicted[i];
+      agree += "| " + st.name + " | " +
+               metrics::format_metric(static_cast<double>(same) / static_cast<double>(st.test.predicted.size())) +
+               " |\n";
+    }
+    report.raw(agree);
+  }
+  for (const auto& st : result.stages) {
+    report.heading(2, st.name);
+    report.raw(metrics::metrics_table_markdown(st.test));
+    const std::string lp = out + "/" + st.name + "/log.jsonl";
+    if (path_exists(lp)) {
+      const metrics::TrainingCurves curves = train::read_training_curves(lp);
+      report.figure(st.name + "_loss.svg", metrics::loss_curves_svg(curves, st.name + " loss"), st.name + " loss");
+      report.figure(st.name + "_accuracy.svg", metrics::accuracy_curves_svg(curves, st.name + " accuracy"),
+                    st.name + " accuracy");
+      // The KD stage's terms, each on its own axis: raw and as weighted into the loss.
+      for (const char* term : {"ce", "logit_kd", "pca", "gl", "adv_g"})
+        if (curves.extra.count(std::string("train_") + term))
+          report.figure(st.name + "_term_" + term + ".svg",
+                        metrics::term_curves_svg(curves, term, st.name + ": " + term + " per epoch"),
+                        st.name + " " + term + " (raw and weighted) per epoch");
+    }
+    report.figure(st.name + "_confusion.svg", metrics::confusion_matrix_svg(st.test.confusion, st.test.class_names),
+                  st.name + " confusion matrix (test)");
+    report.figure(st.name + "_roc.svg", metrics::roc_curves_svg(st.test), st.name + " ROC (test)");
+  }
+  r.result.report_path = report.write();
+}
+
+}  // namespace detail
+
+// The whole job (see the top of this file): the stages of detail::PipelineRun in order.
+inline PipelineResult run_distill_pipeline(const PipelineOptions& o) {
+  const auto t_start = std::chrono::steady_clock::now();
+  PipelineSettings s = resolve_settings(o);
+  PipelineResult result;
+  detail::PipelineRun run(o, s, result);
+  std::unique_ptr<dist::SyncBatchNorm> sync_bn;
+  if (o.sync_batchnorm && run.world.size() > 1) sync_bn.reset(new dist::SyncBatchNorm(run.world));
+  detail::say(run.log, "== distill_retina: preset " + o.preset + ", output " + run.out +
+                           (run.world.size() > 1 ? ", " + std::to_string(run.world.size()) + " ranks" : ""));
+  run.open();
+  detail::teacher_stage(run);
+  if (o.run_ce) detail::ce_student_stage(run);
+  if (o.run_kd) detail::kd_student_stage(run);
+  detail::export_bundles(run);
+  if (run.lead) detail::write_report(run);
+  result.seconds = detail::PipelineRun::secs_since(t_start);
+  detail::say(run.log, "\n== done in " + data::format_duration(result.seconds) + ": " + run.metrics_path + ", " +
+                           result.report_path + (result.bundle_path.empty() ? "" : ", " + result.bundle_path));
   return result;
 }
 
