@@ -32,6 +32,9 @@ namespace cuda_test {
     }                                             \
   } while (0)
 
+// The device the GPU-vs-CPU tests run on.
+const Device kGpu = Device::cuda(0);
+
 inline uint64_t fresh_seed() {
   std::random_device rd;
   return (static_cast<uint64_t>(rd()) << 32) ^ rd();

@@ -21,7 +21,6 @@ using namespace retikd::test;
 
 namespace {
 
-Tensor f64(const std::vector<double>& v, const Shape& s) { return Tensor::from_vector(v, s); }
 
 // Values that keep every element at least 0.05 away from the kinks of relu (0), relu6 (0, 6) and leaky_relu.
 Tensor away_from_kinks(const Shape& s) {

@@ -16,10 +16,6 @@ using namespace retikd::test;
 
 namespace {
 
-Tensor random_tensor(const Shape& shape, uint64_t seed, DType dtype = DType::float64) {
-  Generator g(seed);
-  return randn(shape, g, dtype);
-}
 
 // The convolution by definition: y[n,o,oh,ow] = b[o] + Σ_{c in group, i, j} w[o,c,i,j] · x[n, g·Cg + c,
 // oh·sh − pt + i·dh, ow·sw − pl + j·dw] (zero outside the input). Accumulates in double.

@@ -21,6 +21,7 @@
 #include "retikd/cuda/dtype_code.hpp"
 #include "retikd/cuda/elementwise.hpp"
 #include "retikd/cuda/runtime.hpp"
+#include "cuda_test_util.hpp"
 #include "test_util.hpp"
 
 namespace {
@@ -29,14 +30,6 @@ namespace rc = retikd::cuda;
 using retikd::Half;
 using retikd::test::check_close;
 using retikd::test::NanRule;
-
-#define RETIKD_SKIP_WITHOUT_CUDA()              \
-  do {                                          \
-    if (rc::device_count() == 0) {              \
-      MESSAGE("skipped: no CUDA device");       \
-      return;                                   \
-    }                                           \
-  } while (0)
 
 const int kDtypes[] = {rc::kFloat32, rc::kFloat16, rc::kInt32, rc::kInt64, rc::kFloat64};
 

@@ -30,7 +30,6 @@ using namespace retikd::test;
 
 namespace {
 
-const Device kGpu = Device::cuda(0);
 
 // Tolerance relative to the reference's scale: float32 through tens of layers, batch statistics included.
 void check_scaled(const std::string& what, const Tensor& gpu, const Tensor& cpu64, double rel) {

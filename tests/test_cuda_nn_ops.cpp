@@ -43,7 +43,6 @@ using namespace retikd::test;
 
 namespace {
 
-const Device kGpu = Device::cuda(0);
 
 // |normal|·scale + offset (positive variances, class weights), rounded to dt.
 Tensor positive(Generator& g, const Shape& s, DType dt, double offset) {

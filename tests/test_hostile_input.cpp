@@ -37,6 +37,7 @@
 #include "retikd/io/json.hpp"
 #include "retikd/io/safetensors.hpp"
 #include "retikd/kd/multi_view.hpp"
+#include "test_util.hpp"
 
 // The fuzz harnesses, registered for replay (tests/fuzz/fuzz_target.hpp).
 #define RETIKD_FUZZ_REPLAY
@@ -52,6 +53,7 @@
 #endif
 
 using namespace retikd;
+using retikd::test::error_of;
 
 namespace {
 
@@ -138,21 +140,6 @@ std::vector<std::string> tree(const std::string& dir) {
   return files;
 }
 
-template <class Fn>
-std::string error_of(Fn&& fn) {
-  try {
-    fn();
-  } catch (const std::exception& e) {
-    return e.what();
-  }
-  return "";
-}
-#define CHECK_THROWS_CONTAINING(expr, needle)                        \
-  do {                                                               \
-    const std::string msg_ = error_of([&] { (void)(expr); });        \
-    INFO("message: " << msg_);                                       \
-    CHECK(msg_.find(needle) != std::string::npos);                   \
-  } while (0)
 
 // ---- crafted image files -----------------------------------------------------------------------------------
 
@@ -279,12 +266,12 @@ TEST_CASE("hostile: numbers in arguments are the whole text, in range, or an err
   CHECK(v == 7);
 
   CHECK(cli::parse_int("--batch", "16", 1, 4096) == 16);
-  CHECK_THROWS_CONTAINING(cli::parse_int("--batch", "0", 1, 4096),
+  RETIKD_CHECK_THROWS_CONTAINING(cli::parse_int("--batch", "0", 1, 4096),
                           "--batch: expected an integer from 1 to 4096, got '0'");
-  CHECK_THROWS_CONTAINING(cli::parse_int("--batch", "99999999999999999999", 1, 4096), "got '99999999999999999999'");
+  RETIKD_CHECK_THROWS_CONTAINING(cli::parse_int("--batch", "99999999999999999999", 1, 4096), "got '99999999999999999999'");
   CHECK_THROWS_AS(cli::parse_int("--views", "1000000", 0, 16), cli::ArgumentError);
-  CHECK_THROWS_CONTAINING(cli::parse_int("--threads", "abc", 1, 64), "--threads: expected an integer");
-  CHECK_THROWS_CONTAINING(cli::parse_int("--x", std::string("1\x01\xff", 3), 0, 9), "'1\\x01\\xff'");
+  RETIKD_CHECK_THROWS_CONTAINING(cli::parse_int("--threads", "abc", 1, 64), "--threads: expected an integer");
+  RETIKD_CHECK_THROWS_CONTAINING(cli::parse_int("--x", std::string("1\x01\xff", 3), 0, 9), "'1\\x01\\xff'");
 
   double d = 0;
   for (const char* bad : {"", ".", "-", "nan", "NaN", "inf", "-inf", "infinity", "1e999", "0x1p4", "1,5", "1e", "e5",
@@ -298,7 +285,7 @@ TEST_CASE("hostile: numbers in arguments are the whole text, in range, or an err
     REQUIRE(cli::parse_double(ok.first, d));
     CHECK(d == ok.second);
   }
-  CHECK_THROWS_CONTAINING(cli::parse_real("--lr", "-1", 1e-9, 10), "--lr: expected a number from 1e-09 to 10");
+  RETIKD_CHECK_THROWS_CONTAINING(cli::parse_real("--lr", "-1", 1e-9, 10), "--lr: expected a number from 1e-09 to 10");
   CHECK(cli::parse_switch("--logit-kd", "1"));
   CHECK_FALSE(cli::parse_switch("--logit-kd", "0"));
   CHECK_THROWS_AS(cli::parse_switch("--logit-kd", "2"), cli::ArgumentError);
@@ -310,14 +297,14 @@ TEST_CASE("hostile: numbers in arguments are the whole text, in range, or an err
   char* argv[] = {prog, flag};
   cli::ArgReader args(2, argv);
   REQUIRE(args.next());
-  CHECK_THROWS_CONTAINING(args.integer(1, 10), "--batch needs a value");
+  RETIKD_CHECK_THROWS_CONTAINING(args.integer(1, 10), "--batch needs a value");
 }
 
 TEST_CASE("hostile: the library's own numeric environment variables are strict too") {
   const char* saved = std::getenv("RETIKD_NUM_THREADS");
   const std::string keep = saved ? saved : "";
   ::setenv("RETIKD_NUM_THREADS", "abc", 1);
-  CHECK_THROWS_CONTAINING(default_num_threads(), "RETIKD_NUM_THREADS: expected an integer from 1 to 1024");
+  RETIKD_CHECK_THROWS_CONTAINING(default_num_threads(), "RETIKD_NUM_THREADS: expected an integer from 1 to 1024");
   ::setenv("RETIKD_NUM_THREADS", "100000", 1);
   CHECK_THROWS_AS(default_num_threads(), cli::ArgumentError);
   ::setenv("RETIKD_NUM_THREADS", "3", 1);
@@ -337,10 +324,10 @@ TEST_CASE("hostile: loader, views and batch arithmetic are bounded") {
   CHECK(loader.num_batches() == 1);  // n + batch − 1 overflowed here
   lo.batch_size = 2;
   lo.num_workers = 100000;
-  CHECK_THROWS_CONTAINING(data::Loader(src, lo), "num_workers 100000 is not in [0, 256]");
+  RETIKD_CHECK_THROWS_CONTAINING(data::Loader(src, lo), "num_workers 100000 is not in [0, 256]");
   kd::MultiViewConfig mv;
   mv.augmented_views = 1000000;
-  CHECK_THROWS_CONTAINING(kd::MultiViewGenerator(mv), "augmented_views 1000000 is not in [0, 64]");
+  RETIKD_CHECK_THROWS_CONTAINING(kd::MultiViewGenerator(mv), "augmented_views 1000000 is not in [0, 64]");
 }
 
 // ---- 1. JSON -------------------------------------------------------------------------------------------------
@@ -349,24 +336,24 @@ TEST_CASE("hostile: JSON limits bound values, keys, strings and depth, and name 
   io::JsonLimits l;
   l.max_values = 5;
   CHECK_NOTHROW(io::parse_json("[1,2,3,4]", "t", l));  // the array and its 4 items
-  CHECK_THROWS_CONTAINING(io::parse_json("[1,2,3,4,5]", "t", l), "more than 5 values in one document");
+  RETIKD_CHECK_THROWS_CONTAINING(io::parse_json("[1,2,3,4,5]", "t", l), "more than 5 values in one document");
   l = io::JsonLimits();
   l.max_key_bytes = 4;
   CHECK_NOTHROW(io::parse_json("{\"abcd\":1}", "t", l));
-  CHECK_THROWS_CONTAINING(io::parse_json("{\"abcde\":1}", "t", l), "object key longer than 4 bytes");
+  RETIKD_CHECK_THROWS_CONTAINING(io::parse_json("{\"abcde\":1}", "t", l), "object key longer than 4 bytes");
   l = io::JsonLimits();
   l.max_string_bytes = 3;
   CHECK_NOTHROW(io::parse_json("[\"abc\"]", "t", l));
-  CHECK_THROWS_CONTAINING(io::parse_json("[\"ab\\u00e9\"]", "t", l), "string longer than 3 bytes");
+  RETIKD_CHECK_THROWS_CONTAINING(io::parse_json("[\"ab\\u00e9\"]", "t", l), "string longer than 3 bytes");
   l = io::JsonLimits();
   l.max_depth = 2;
   CHECK_NOTHROW(io::parse_json("[[[]]]", "t", l));
-  CHECK_THROWS_CONTAINING(io::parse_json("[[[[]]]]", "t", l), "nesting deeper than 2 levels");
+  RETIKD_CHECK_THROWS_CONTAINING(io::parse_json("[[[[]]]]", "t", l), "nesting deeper than 2 levels");
   // The default limit on values is what stops a header of "[0,0,0,…" becoming gigabytes of tree nodes.
   std::string zeros = "[0";
   for (std::size_t i = 0; i < io::JsonLimits().max_values; ++i) zeros += ",0";
   zeros += "]";
-  CHECK_THROWS_CONTAINING(io::parse_json(zeros), "values in one document (the limit)");
+  RETIKD_CHECK_THROWS_CONTAINING(io::parse_json(zeros), "values in one document (the limit)");
 }
 
 TEST_CASE("hostile: 200,000 keys parse, and a repeated key among them is found at its own offset") {
@@ -387,7 +374,7 @@ TEST_CASE("hostile: 200,000 keys parse, and a repeated key among them is found a
   CHECK(msg.find("duplicate key \"k000000000000007\"") != std::string::npos);
   CHECK(msg.find("at byte " + offset) != std::string::npos);
   // Small objects keep reporting the first repeat in file order.
-  CHECK_THROWS_CONTAINING(io::parse_json("{\"b\":1,\"a\":2,\"a\":3,\"b\":4}"), "duplicate key \"a\"");
+  RETIKD_CHECK_THROWS_CONTAINING(io::parse_json("{\"b\":1,\"a\":2,\"a\":3,\"b\":4}"), "duplicate key \"a\"");
 }
 
 TEST_CASE("hostile: the issue's 200,000-key safetensors header is refused with a clear error") {
@@ -401,10 +388,10 @@ TEST_CASE("hostile: the issue's 200,000-key safetensors header is refused with a
   std::vector<uint8_t> file(8);
   for (int i = 0; i < 8; ++i) file[i] = static_cast<uint8_t>(static_cast<uint64_t>(h.size()) >> (8 * i));
   file.insert(file.end(), h.begin(), h.end());
-  CHECK_THROWS_CONTAINING(io::parse_safetensors(file, "k.st"), "expected an object with dtype, shape and data_offsets");
+  RETIKD_CHECK_THROWS_CONTAINING(io::parse_safetensors(file, "k.st"), "expected an object with dtype, shape and data_offsets");
   HostileDir dir;
   put_bytes(dir / "k.st", file);
-  CHECK_THROWS_CONTAINING(deploy::load_bundle(dir / "k.st"), "bundle: ");
+  RETIKD_CHECK_THROWS_CONTAINING(deploy::load_bundle(dir / "k.st"), "bundle: ");
 }
 
 // ---- 6. stale temporaries ----------------------------------------------------------------------------------
@@ -480,7 +467,7 @@ TEST_CASE("hostile: a link from one class folder into another is not followed; a
   // both listings dropped under the skip policy.
   put_link("../normal/n1.png", dir / "dr/n1.png");
   notes.clear();
-  CHECK_THROWS_CONTAINING(data::Dataset::from_folders(dir.path(), opt), "none of its labels can be trusted");
+  RETIKD_CHECK_THROWS_CONTAINING(data::Dataset::from_folders(dir.path(), opt), "none of its labels can be trusted");
   opt.policy = data::BadInput::skip;
   ds = data::Dataset::from_folders(dir.path(), opt);
   CHECK(ds.size() == 2);
@@ -607,9 +594,9 @@ TEST_CASE("hostile: oversize images are refused from the header, with their size
   // The limit is a setting, and a per-call argument.
   const std::vector<uint8_t> small = data::encode_png(tiny_image(1, 100));
   CHECK(data::decode_image(small, "ok.png").width == 100);
-  CHECK_THROWS_CONTAINING(data::decode_image(small, "x.png", nullptr, 9999), "above the limit of 9999 pixels");
+  RETIKD_CHECK_THROWS_CONTAINING(data::decode_image(small, "x.png", nullptr, 9999), "above the limit of 9999 pixels");
   data::set_max_image_pixels(5000);
-  CHECK_THROWS_CONTAINING(data::decode_image(small, "x.png"), "above the limit of 5000 pixels");
+  RETIKD_CHECK_THROWS_CONTAINING(data::decode_image(small, "x.png"), "above the limit of 5000 pixels");
   data::set_max_image_pixels(data::kDefaultMaxImagePixels);
   CHECK_THROWS_AS(data::set_max_image_pixels(0), Error);
 }
@@ -625,10 +612,10 @@ TEST_CASE("hostile: a JPEG Huffman table of more than 256 codes is refused befor
   dht[2] = static_cast<uint8_t>(len >> 8);
   dht[3] = static_cast<uint8_t>(len & 0xFF);
   jpeg.insert(jpeg.begin() + 2, dht.begin(), dht.end());
-  CHECK_THROWS_CONTAINING(data::decode_image(jpeg, "dht.jpg"), "Huffman table at byte 6 declares 272 codes (at most 256)");
+  RETIKD_CHECK_THROWS_CONTAINING(data::decode_image(jpeg, "dht.jpg"), "Huffman table at byte 6 declares 272 codes (at most 256)");
   const std::vector<uint8_t> crash = get_bytes(fuzz_dir() + "/regressions/image/stb_dht_more_than_256_codes.jpg");
   REQUIRE(!crash.empty());
-  CHECK_THROWS_CONTAINING(data::decode_image(crash, "crash.jpg"), "declares 259 codes");
+  RETIKD_CHECK_THROWS_CONTAINING(data::decode_image(crash, "crash.jpg"), "declares 259 codes");
 }
 
 TEST_CASE("hostile: a JPEG scan that uses an undefined Huffman or quantisation table is refused") {
@@ -638,13 +625,13 @@ TEST_CASE("hostile: a JPEG scan that uses an undefined Huffman or quantisation t
   const std::size_t sos = jpeg.size() - 2 - 600 - 14;
   REQUIRE((jpeg[sos] == 0xFF && jpeg[sos + 1] == 0xDA));
   jpeg[sos + 8] = 0x11;  // component 2: DC 1 / AC 1, never defined
-  CHECK_THROWS_CONTAINING(data::decode_image(jpeg, "t.jpg"), "uses Huffman tables DC 1 / AC 1, which are not defined");
+  RETIKD_CHECK_THROWS_CONTAINING(data::decode_image(jpeg, "t.jpg"), "uses Huffman tables DC 1 / AC 1, which are not defined");
   jpeg = jpeg_declaring(8, 8);
   jpeg[6] = 0x02;  // the DQT defines table 2; the frame uses table 0
-  CHECK_THROWS_CONTAINING(data::decode_image(jpeg, "t.jpg"), "quantisation table 0 is used but not defined");
+  RETIKD_CHECK_THROWS_CONTAINING(data::decode_image(jpeg, "t.jpg"), "quantisation table 0 is used but not defined");
   const std::vector<uint8_t> crash = get_bytes(fuzz_dir() + "/regressions/image/stb_undefined_huffman_table.jpg");
   REQUIRE(!crash.empty());
-  CHECK_THROWS_CONTAINING(data::decode_image(crash, "crash.jpg"), "which are not defined");
+  RETIKD_CHECK_THROWS_CONTAINING(data::decode_image(crash, "crash.jpg"), "which are not defined");
 }
 
 TEST_CASE("hostile: a PNG whose data inflates far beyond its declared size fails within a budget") {
@@ -666,7 +653,7 @@ TEST_CASE("hostile: a PNG whose data inflates far beyond its declared size fails
 TEST_CASE("hostile: resizing a thin image cannot blow it up beyond the image limits") {
   data::Image thin(3, 16, 32768, 0.5f);
   Generator g(0);
-  CHECK_THROWS_CONTAINING(data::Resize(224).apply(thin, g), "above the image limits");
+  RETIKD_CHECK_THROWS_CONTAINING(data::Resize(224).apply(thin, g), "above the image limits");
   data::Image fine(3, 16, 64, 0.5f);
   data::Resize(32).apply(fine, g);
   CHECK((fine.height == 32 && fine.width == 128));
@@ -707,8 +694,8 @@ TEST_CASE("hostile: a re-signed bundle with insane fields is refused before anyt
   for (const Case& c : cases) {
     CAPTURE(c.value);
     edit(c.key, c.value);
-    CHECK_THROWS_CONTAINING(deploy::load_bundle(bad), c.needle);
-    CHECK_THROWS_CONTAINING(deploy::read_bundle_info(bad), c.needle);
+    RETIKD_CHECK_THROWS_CONTAINING(deploy::load_bundle(bad), c.needle);
+    RETIKD_CHECK_THROWS_CONTAINING(deploy::read_bundle_info(bad), c.needle);
   }
   // NaN weights: every image was "Cataract", confidence nan, status ok.
   resign(good, bad, [](std::map<std::string, std::string>&, std::vector<std::pair<std::string, Tensor>>& t) {
@@ -720,7 +707,7 @@ TEST_CASE("hostile: a re-signed bundle with insane fields is refused before anyt
         break;
       }
   });
-  CHECK_THROWS_CONTAINING(deploy::load_bundle(bad), "holds a non-finite value");
+  RETIKD_CHECK_THROWS_CONTAINING(deploy::load_bundle(bad), "holds a non-finite value");
   // Export refuses the same things.
   Generator gen(1);
   nn::ModelOptions o;
@@ -728,7 +715,7 @@ TEST_CASE("hostile: a re-signed bundle with insane fields is refused before anyt
   auto model = nn::create_model("mobilenet_v2", o, gen);
   deploy::ExportOptions eo;
   eo.preprocess.std = {1e-45f, 1.0f, 1.0f};
-  CHECK_THROWS_CONTAINING(deploy::export_bundle(dir / "x.rkd", *model, eo), "cannot export: preprocess std");
+  RETIKD_CHECK_THROWS_CONTAINING(deploy::export_bundle(dir / "x.rkd", *model, eo), "cannot export: preprocess std");
   CHECK_FALSE(data::fs::exists(dir / "x.rkd"));
 }
 
@@ -841,9 +828,9 @@ TEST_CASE("hostile: a checkpoint whose optimizer step or learning rate is not a 
 TEST_CASE("hostile: shapes whose element count or strides overflow int64 are refused by the core") {
   const Shape empty_beside_huge{6, 0, 63, 1056672, 64, 7427, 127, 917575};
   CHECK(shape_numel(empty_beside_huge) == 0);  // no elements ...
-  CHECK_THROWS_CONTAINING(contiguous_strides(empty_beside_huge), "has strides that int64 cannot hold");  // ... no strides
-  CHECK_THROWS_CONTAINING(Tensor::empty(empty_beside_huge, DType::float32), "int64 cannot hold");
-  CHECK_THROWS_CONTAINING(shape_numel({int64_t(1) << 32, int64_t(1) << 32}), "more elements than int64 can count");
+  RETIKD_CHECK_THROWS_CONTAINING(contiguous_strides(empty_beside_huge), "has strides that int64 cannot hold");  // ... no strides
+  RETIKD_CHECK_THROWS_CONTAINING(Tensor::empty(empty_beside_huge, DType::float32), "int64 cannot hold");
+  RETIKD_CHECK_THROWS_CONTAINING(shape_numel({int64_t(1) << 32, int64_t(1) << 32}), "more elements than int64 can count");
   CHECK(shape_numel({int64_t(1) << 31, int64_t(1) << 31}) == int64_t(1) << 62);
   CHECK(contiguous_strides({int64_t(1) << 40, int64_t(1) << 22, 2}) == Shape{int64_t(1) << 23, 2, 1});
   CHECK(contiguous_strides({0, 5, 0, 3}) == Shape{15, 3, 3, 1});
@@ -865,7 +852,7 @@ TEST_CASE("hostile: the onnx fuzz seeds reach the success paths of both importer
 TEST_CASE("hostile: an ONNX initializer with an empty dimension beside huge ones is refused") {
   // Found by fuzz_onnx: shape (6, 0, 63, 1056672, 64, 7427, 127, 917575) holds no elements, so its empty data
   // matched, but the strides of such a tensor overflow int64.
-  CHECK_THROWS_CONTAINING(io::onnx::read_model(fuzz_dir() + "/regressions/onnx/empty_dim_beside_huge_dims.onnx"),
+  RETIKD_CHECK_THROWS_CONTAINING(io::onnx::read_model(fuzz_dir() + "/regressions/onnx/empty_dim_beside_huge_dims.onnx"),
                           "whose product exceeds 2^40 (corrupt shape)");
 }
 
@@ -873,7 +860,7 @@ TEST_CASE("hostile: an ONNX graph that repeats a node name is refused") {
   // Found by fuzz_onnx: two nodes named "use_i64_raw" reading different initializers. The importers resolve
   // anonymous weights by the name of the node reading them, so a repeated name could hand the DINOv2 mapping
   // the wrong tensor of the right shape (query and key weights, say) without any error.
-  CHECK_THROWS_CONTAINING(io::onnx::read_model(fuzz_dir() + "/regressions/onnx/duplicate_node_name.onnx"),
+  RETIKD_CHECK_THROWS_CONTAINING(io::onnx::read_model(fuzz_dir() + "/regressions/onnx/duplicate_node_name.onnx"),
                           "node name 'use_i64_raw' appears twice");
   const io::onnx::Model m = io::onnx::read_model(fuzz_dir() + "/corpus/onnx/onnx_types.onnx");
   CHECK(m.node("") == nullptr);  // unnamed nodes are never found by name

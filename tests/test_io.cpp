@@ -29,8 +29,10 @@
 #include "retikd/io/tflite_mobilenet_v2.hpp"
 #include "retikd/nn/models/mobilenet_v2.hpp"
 #include "retikd/ops/softmax.hpp"
+#include "test_util.hpp"
 
 using namespace retikd;
+using retikd::test::error_of;
 namespace tfl = retikd::io::tflite;
 
 namespace {
@@ -74,22 +76,6 @@ std::vector<uint8_t> read_bytes(const std::string& path) {
   return std::vector<uint8_t>((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
 }
 
-// Runs fn and returns the retikd::Error message it throws ("" when it does not throw).
-std::string error_of(const std::function<void()>& fn) {
-  try {
-    fn();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "";
-}
-
-#define CHECK_ERROR_CONTAINS(expr, needle)                                                     \
-  do {                                                                                         \
-    const std::string msg_ = error_of([&]() { (void)(expr); });                                \
-    CHECK_MESSAGE(msg_.find(needle) != std::string::npos, "expected an Error containing \"", \
-                  needle, "\", got \"", msg_, "\"");                                           \
-  } while (0)
 
 // A safetensors file from a header text and a data section, as the spec lays it out.
 std::vector<uint8_t> st_file(const std::string& header, const std::vector<uint8_t>& data) {
@@ -233,7 +219,7 @@ TEST_CASE("io json: malformed documents are rejected with the byte offset and th
   }
   // Nesting is bounded, so a hostile header cannot overflow the stack.
   const std::string deep = std::string(100000, '[') + std::string(100000, ']');
-  CHECK_ERROR_CONTAINS(io::parse_json(deep), "nesting deeper than");
+  RETIKD_CHECK_THROWS_CONTAINING(io::parse_json(deep), "nesting deeper than");
   const std::string ok_depth = std::string(60, '[') + std::string(60, ']');
   CHECK(io::parse_json(ok_depth).is_array());
 }
@@ -394,7 +380,7 @@ TEST_CASE("io safetensors: every corruption gives an Error naming the file and t
     for (int i = 0; i < 8; ++i) huge[static_cast<std::size_t>(i)] = static_cast<uint8_t>((n >> (8 * i)) & 0xff);
     huge.resize(static_cast<std::size_t>(8 + n), ' ');
     huge[8] = '{';
-    CHECK_ERROR_CONTAINS(io::parse_safetensors(huge), "-byte limit");
+    RETIKD_CHECK_THROWS_CONTAINING(io::parse_safetensors(huge), "-byte limit");
   }
   SUBCASE("not JSON / not an object / bad structure") {
     CHECK(parse_error("[1, 2]  ", {}).find("does not start with '{'") != std::string::npos);
@@ -472,8 +458,8 @@ TEST_CASE("io safetensors: every corruption gives an Error naming the file and t
     write_bytes(path, bytes);
     const std::string msg = error_of([&]() { io::load_safetensors(path); });
     CHECK(msg.rfind("safetensors: " + path + ": header: invalid JSON", 0) == 0);
-    CHECK_ERROR_CONTAINS(io::load_safetensors(dir.file("missing.safetensors")), "cannot open");
-    CHECK_ERROR_CONTAINS(io::load_safetensors(dir.path), "not a regular file");
+    RETIKD_CHECK_THROWS_CONTAINING(io::load_safetensors(dir.file("missing.safetensors")), "cannot open");
+    RETIKD_CHECK_THROWS_CONTAINING(io::load_safetensors(dir.path), "not a regular file");
   }
   SUBCASE("random byte flips never crash") {
     Generator gen(3);
@@ -495,18 +481,18 @@ TEST_CASE("io safetensors: every corruption gives an Error naming the file and t
 TEST_CASE("io safetensors: the writer refuses what it cannot write, and a failed write leaves nothing") {
   Tensor t = Tensor::ones({2});
   TempDir dir;
-  CHECK_ERROR_CONTAINS(io::serialize_safetensors({{"a", t}, {"a", t}}), "duplicate tensor name \"a\"");
-  CHECK_ERROR_CONTAINS(io::serialize_safetensors({{"", t}}), "empty name");
-  CHECK_ERROR_CONTAINS(io::serialize_safetensors({{"__metadata__", t}}), "reserved");
-  CHECK_ERROR_CONTAINS(io::serialize_safetensors({{"u", Tensor()}}), "undefined");
-  CHECK_ERROR_CONTAINS(io::serialize_safetensors({{"bad\xff", t}}), "not valid UTF-8");
-  CHECK_ERROR_CONTAINS(io::save_safetensors(dir.file("no/such/dir/x.safetensors"), {{"a", t}}),
+  RETIKD_CHECK_THROWS_CONTAINING(io::serialize_safetensors({{"a", t}, {"a", t}}), "duplicate tensor name \"a\"");
+  RETIKD_CHECK_THROWS_CONTAINING(io::serialize_safetensors({{"", t}}), "empty name");
+  RETIKD_CHECK_THROWS_CONTAINING(io::serialize_safetensors({{"__metadata__", t}}), "reserved");
+  RETIKD_CHECK_THROWS_CONTAINING(io::serialize_safetensors({{"u", Tensor()}}), "undefined");
+  RETIKD_CHECK_THROWS_CONTAINING(io::serialize_safetensors({{"bad\xff", t}}), "not valid UTF-8");
+  RETIKD_CHECK_THROWS_CONTAINING(io::save_safetensors(dir.file("no/such/dir/x.safetensors"), {{"a", t}}),
                        "cannot create temporary file");
   // A write that fails half way (the producer throws) leaves the old file intact and no temporary behind.
   const std::string path = dir.file("keep.safetensors");
   io::save_safetensors(path, {{"old", t}});
   const std::vector<uint8_t> before = read_bytes(path);
-  CHECK_ERROR_CONTAINS(io::write_file_atomically(path, [](const io::ByteSink& sink) {
+  RETIKD_CHECK_THROWS_CONTAINING(io::write_file_atomically(path, [](const io::ByteSink& sink) {
                          sink("partial", 7);
                          fail("producer failed");
                        }),
@@ -661,7 +647,7 @@ TEST_CASE("io tflite: truncated and corrupted copies of the model give an Error,
   uint32_t root = 0;
   std::memcpy(&root, good.data(), 4);
   CHECK(damaged(root, 0x7FFFFFFFu).find("vtable") != std::string::npos);  // the root table's soffset
-  CHECK_ERROR_CONTAINS(tfl::Model::from_file(dir.file("absent.tflite")), "cannot open");
+  RETIKD_CHECK_THROWS_CONTAINING(tfl::Model::from_file(dir.file("absent.tflite")), "cannot open");
 
   // Random byte flips: parse must either succeed or throw retikd::Error; when it succeeds the float network
   // must build (and run) or throw retikd::Error too — sanitizer builds catch any out-of-bounds read on the
@@ -760,8 +746,8 @@ TEST_CASE("io tflite golden: the float network classifies bird.rgb as chickadee 
   REQUIRE(pb.shape() == Shape{2, 1001});
   CHECK(top1(pb.slice(0, 0, 1)).p == doctest::Approx(top1(net.forward(net.input_from_uint8(px))).p).epsilon(1e-5));
   CHECK(top1(pb.slice(0, 1, 2)).index == 20);  // a mirrored chickadee is still a chickadee
-  CHECK_ERROR_CONTAINS(net.input_from_uint8(px.data(), 1000), "not a whole number");
-  CHECK_ERROR_CONTAINS(net.forward(Tensor::zeros({1, 3, 224, 224})), "does not match the model's");
+  RETIKD_CHECK_THROWS_CONTAINING(net.input_from_uint8(px.data(), 1000), "not a whole number");
+  RETIKD_CHECK_THROWS_CONTAINING(net.forward(Tensor::zeros({1, 3, 224, 224})), "does not match the model's");
 }
 
 // =========================================================================================================
@@ -980,5 +966,5 @@ TEST_CASE("io tflite -> MobileNetV2: an ImageNet input normalisation folded into
   CHECK(t.index == 20);
   CHECK(std::fabs(t.p - ref.p) < 0.01);
   o.input_std = {1.0};
-  CHECK_ERROR_CONTAINS(tfl::mobilenet_v2_state_dict(uint8_model(), o), "3 values each");
+  RETIKD_CHECK_THROWS_CONTAINING(tfl::mobilenet_v2_state_dict(uint8_model(), o), "3 values each");
 }

@@ -23,8 +23,6 @@ using ops::Reduction;
 
 namespace {
 
-Tensor f64(const std::vector<double>& v, const Shape& s) { return Tensor::from_vector(v, s); }
-Tensor i64(const std::vector<int64_t>& v, const Shape& s) { return Tensor::from_vector(v, s); }
 
 Tensor uniform64(const Shape& s, uint64_t seed, double lo, double hi) {
   Generator g(seed);
@@ -32,22 +30,7 @@ Tensor uniform64(const Shape& s, uint64_t seed, double lo, double hi) {
   return uniform_(t, lo, hi, g);
 }
 
-void check_scalar(const Var& v, double expected, double tol) {
-  REQUIRE(v.value().dim() == 0);
-  CHECK_MESSAGE(std::fabs(v.item<double>() - expected) <= tol, "got ", v.item<double>(), ", expected ",
-                expected);
-}
 
-template <class F>
-std::string error_of(F&& f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "(no error)";
-}
-bool contains(const std::string& s, const std::string& part) { return s.find(part) != std::string::npos; }
 
 double lse3(double a, double b, double c) { return std::log(std::exp(a) + std::exp(b) + std::exp(c)); }
 

@@ -22,10 +22,6 @@ using namespace retikd::test;
 
 namespace {
 
-Tensor random_tensor(const Shape& shape, uint64_t seed, DType dtype = DType::float64) {
-  Generator g(seed);
-  return randn(shape, g, dtype);
-}
 
 Tensor arange_image(int64_t h, int64_t w, DType dtype = DType::float32) {
   return Tensor::arange(0.0, static_cast<double>(h * w), 1.0, dtype).view({1, 1, h, w});

@@ -18,25 +18,13 @@ using namespace retikd::test;
 
 namespace {
 
-Tensor f64(const std::vector<double>& v, const Shape& s) { return Tensor::from_vector(v, s); }
-Tensor i64(const std::vector<int64_t>& v, const Shape& s) { return Tensor::from_vector(v, s); }
 
 // 0, 1, 2, ... as float64 of shape s: values that name their position
 Tensor iota(const Shape& s) {
   return Tensor::arange(0.0, static_cast<double>(shape_numel(s)), 1.0, DType::float64).reshape(s);
 }
 
-template <class F>
-std::string error_of(F&& f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "(no error)";
-}
 
-bool contains(const std::string& s, const std::string& part) { return s.find(part) != std::string::npos; }
 
 }  // namespace
 

@@ -15,6 +15,7 @@
 #include <cstdint>
 #include <functional>
 #include <initializer_list>
+#include <exception>
 #include <string>
 #include <utility>
 #include <vector>
@@ -149,5 +150,47 @@ inline void check_grad(const std::function<Var(const std::vector<Var>&)>& fn, co
   CHECK(r.checked > 0);
 }
 
+// The message of the retikd::Error that fn throws; "" when it throws nothing. Another exception's message comes
+// back marked "not a retikd::Error: …", so a needle check still prints what happened.
+template <class Fn>
+std::string error_of(Fn&& fn) {
+  try {
+    fn();
+  } catch (const Error& e) {
+    return e.what();
+  } catch (const std::exception& e) {
+    return std::string("not a retikd::Error: ") + e.what();
+  }
+  return "";
+}
+
+inline bool contains(const std::string& text, const std::string& part) { return text.find(part) != std::string::npos; }
+
+// A scalar Var against its expected value: |got − want| ≤ atol + rtol·|want| (the check_close rule).
+inline void check_scalar(const Var& v, double want, double atol, double rtol = 0.0) {
+  REQUIRE(v.value().numel() == 1);
+  const double got = v.item<double>();
+  CHECK_MESSAGE(std::fabs(got - want) <= atol + rtol * std::fabs(want), "got ", got, ", expected ", want, " (atol ",
+                atol, ", rtol ", rtol, ")");
+}
+
+// Literal tensors: float64 and int64 values in the given shape.
+inline Tensor f64(const std::vector<double>& v, const Shape& s) { return Tensor::from_vector(v, s); }
+inline Tensor i64(const std::vector<int64_t>& v, const Shape& s) { return Tensor::from_vector(v, s); }
+
+// Normal values of any dtype, reproducible from the seed (drawn by randn in that dtype).
+inline Tensor random_tensor(const Shape& shape, uint64_t seed, DType dtype = DType::float64) {
+  Generator g(seed);
+  return randn(shape, g, dtype);
+}
+
 }  // namespace test
 }  // namespace retikd
+
+// CHECKs that `expr` throws a retikd::Error whose message contains `needle`, printing the message otherwise.
+#define RETIKD_CHECK_THROWS_CONTAINING(expr, needle)                                                      \
+  do {                                                                                                     \
+    const std::string retikd_msg_ = ::retikd::test::error_of([&]() { (void)(expr); });                     \
+    CHECK_MESSAGE(retikd_msg_.find(needle) != std::string::npos, "expected an error containing \"", needle, \
+                  "\", got \"", (retikd_msg_.empty() ? std::string("(no error)") : retikd_msg_), "\"");     \
+  } while (0)
