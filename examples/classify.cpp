@@ -30,6 +30,7 @@
 #include <retikd/core/cli_args.hpp>
 #include <retikd/core/paths.hpp>
 #include <retikd/deploy/deploy.hpp>
+#include <retikd/deploy/tflite_interpreter.hpp>
 #include <retikd/io/tflite.hpp>
 #ifdef RETIKD_WITH_ONNX
 #include <retikd/deploy/onnx_export.hpp>
@@ -246,10 +247,10 @@ std::vector<std::string> read_labels(const std::string& path) {
 }
 
 // --tflite: each image resized (shorter side) and centre-cropped to the model's input, mapped through the input
-// tensor's quantization (a float input: byte / 127.5 - 1), run by io/tflite.hpp's float network; the top classes.
+// tensor's quantization (a float input: byte / 127.5 - 1), run by deploy/tflite_interpreter.hpp's float network; the top classes.
 int run_tflite(const Options& o) {
   namespace tfl = io::tflite;
-  tfl::FloatNetwork net(tfl::Model::from_file(o.tflite));
+  deploy::tflite::FloatNetwork net(tfl::Model::from_file(o.tflite));
   const tfl::TensorInfo& in = net.model().tensor(net.model().inputs()[0]);
   RETIKD_CHECK(in.shape.size() == 4 && in.shape[3] == 3, "classify: ", o.tflite, ": input ", in.name,
                " is not an NHWC RGB image");

@@ -25,6 +25,7 @@
 #include "retikd/core/random.hpp"
 #include "retikd/io/json.hpp"
 #include "retikd/io/safetensors.hpp"
+#include "retikd/deploy/tflite_interpreter.hpp"
 #include "retikd/io/tflite.hpp"
 #include "retikd/io/tflite_mobilenet_v2.hpp"
 #include "retikd/nn/models/mobilenet_v2.hpp"
@@ -683,7 +684,7 @@ TEST_CASE("io tflite: truncated and corrupted copies of the model give an Error,
       ++parsed;
       if (trial % 4 == 0) {
         try {
-          tfl::FloatNetwork net(std::move(m));
+          deploy::tflite::FloatNetwork net(std::move(m));
           if (trial % 20 == 0 && !px.empty()) net.forward(net.input_from_uint8(px));
         } catch (const Error&) {
         }
@@ -722,7 +723,7 @@ TEST_CASE("io tflite golden: the float network classifies bird.rgb as chickadee 
   };
   for (const Case& c : {Case{&uint8_model(), "mobilenet_v2_1.0_224_quant.tflite", 0.980, 0.005},
                         Case{&int8_model(), "tf2_mobilenet_v2_1.0_224_ptq.tflite", 0.742, 0.01}}) {
-    tfl::FloatNetwork net(*c.model);
+    deploy::tflite::FloatNetwork net(*c.model);
     const Tensor x = net.input_from_uint8(px);
     CHECK(x.shape() == Shape{1, 224, 224, 3});
     const Tensor probs = net.forward(x);
@@ -737,7 +738,7 @@ TEST_CASE("io tflite golden: the float network classifies bird.rgb as chickadee 
     CHECK(sum == doctest::Approx(1.0).epsilon(1e-4));
   }
   // A batch of two (the image and its mirror) runs through the same graph; the first row is unchanged.
-  tfl::FloatNetwork net(uint8_model());
+  deploy::tflite::FloatNetwork net(uint8_model());
   std::vector<uint8_t> two = px;
   for (int64_t h = 0; h < 224; ++h)
     for (int64_t w = 0; w < 224; ++w)
@@ -879,10 +880,10 @@ TEST_CASE("io tflite -> MobileNetV2: the imported student classifies bird.rgb as
   const std::vector<uint8_t> px = bird();
   for (const tfl::Model* m : {&uint8_model(), &int8_model()}) {
     INFO(m->source());
-    tfl::FloatNetwork tf_net(*m);
-    tfl::FloatNetworkOptions sym;
+    deploy::tflite::FloatNetwork tf_net(*m);
+    deploy::tflite::FloatNetworkOptions sym;
     sym.symmetric_padding = true;
-    tfl::FloatNetwork sym_net(*m, sym);
+    deploy::tflite::FloatNetwork sym_net(*m, sym);
     const Tensor x_nhwc = tf_net.input_from_uint8(px);                   // (1, 224, 224, 3) in [−1, 1]
     const Tensor x = x_nhwc.permute({0, 3, 1, 2}).contiguous();           // (1, 3, 224, 224)
     const Top1 ref = top1(tf_net.forward(x_nhwc));
@@ -951,7 +952,7 @@ TEST_CASE("io tflite -> MobileNetV2: an ImageNet input normalisation folded into
   folded.eval();
   plain.eval();
   NoGradGuard no_grad;
-  const Tensor xtf = tfl::FloatNetwork(uint8_model()).input_from_uint8(px).permute({0, 3, 1, 2}).contiguous();
+  const Tensor xtf = deploy::tflite::FloatNetwork(uint8_model()).input_from_uint8(px).permute({0, 3, 1, 2}).contiguous();
   // Away from the border (where zero padding stands for different values) features.0 agrees exactly.
   const Tensor a = (*folded.features)[0]->forward(Var(x)).value();
   const Tensor b = (*plain.features)[0]->forward(Var(xtf)).value();

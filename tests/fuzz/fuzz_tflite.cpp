@@ -1,9 +1,11 @@
 // tests/fuzz/fuzz_tflite.cpp — fuzzes the TFLite importer (io/tflite.hpp over io/flatbuffer.hpp): the
-// flatbuffer walk, the model's validation, dequantization of every constant, the float network's setup and,
-// for graphs small enough to run in a moment (every tensor together under 65,536 elements), one forward pass
-// on zeros; plus the MobileNetV2 name mapping. Promise checked: a dequantized constant has its declared shape.
+// flatbuffer walk, the model's validation, dequantization of every constant, the float network's setup
+// (deploy/tflite_interpreter.hpp) and, for graphs small enough to run in a moment (every tensor together under
+// 65,536 elements), one forward pass on zeros; plus the MobileNetV2 name mapping. Promise checked: a
+// dequantized constant has its declared shape.
 #include "fuzz_target.hpp"
 
+#include <retikd/deploy/tflite_interpreter.hpp>
 #include <retikd/io/tflite.hpp>
 #include <retikd/io/tflite_mobilenet_v2.hpp>
 
@@ -31,7 +33,7 @@ RETIKD_FUZZ_TARGET(tflite)(const uint8_t* data, std::size_t size) {
   FUZZ_EXPECT_ERROR_OR_SUCCESS(tfl::mobilenet_v2_state_dict(*model));
   if (elements > (1u << 16)) return 0;
   FUZZ_EXPECT_ERROR_OR_SUCCESS({
-    const tfl::FloatNetwork net(*model);
+    const deploy::tflite::FloatNetwork net(*model);
     const tfl::TensorInfo& in = model->tensor(model->inputs().at(0));
     const Tensor x = Tensor::zeros(in.shape, DType::float32);
     (void)net.forward(x);
