@@ -50,10 +50,8 @@ namespace {
 
 std::size_t elem_size(int dtype) { return dtype == kFloat16 ? 2 : 4; }
 
-void check_dtype(const char* op, int dtype) {
-  if (dtype != kFloat32 && dtype != kFloat16)
-    throw std::invalid_argument(std::string(op) + ": dtype " + std::to_string(dtype) + " is not float32 or float16");
-}
+using detail::launch32;  // launch.cuh: the shared dtype check, dispatch and 32-bit grid-stride launch
+void check_dtype(const char* op, int dtype) { detail::check_float_dtype(op, dtype); }
 
 void check_dims(const char* op, const Conv2dDims& d) {
   const long long L = 1LL * d.OH * d.OW;
@@ -202,12 +200,6 @@ __global__ void __launch_bounds__(kReduceThreads) channel_sum_kernel(const T* x,
   }
   const float s = detail::block_sum_f(acc);
   if (threadIdx.x == 0) out[c] = prog::from_f<T>(s);
-}
-
-template <class Work>
-void launch32(int64_t n, const Work& work) {
-  if (n >= (1LL << 31)) throw std::invalid_argument("retikd::cuda::conv: launch of 2^31 or more elements");
-  detail::launch_grid_stride<uint32_t>(static_cast<uint32_t>(n), work);
 }
 
 // ---- im2col + cuBLAS (fallback) ------------------------------------------------------------------------------

@@ -127,11 +127,7 @@ struct FinishGrad {
 
 using detail::Scratch;  // RAII scratch from the caching allocator (kernels/scratch.cuh)
 
-void check_dtype(const char* op, int dtype) {
-  if (dtype != kFloat32 && dtype != kFloat16)
-    throw std::invalid_argument(std::string(op) + ": dtype code " + std::to_string(dtype) +
-                                " is not float32 or float16");
-}
+void check_dtype(const char* op, int dtype) { detail::check_float_dtype(op, dtype); }  // launch.cuh
 
 unsigned grid_blocks(const char* op, int64_t blocks) {
   if (blocks < 1 || blocks > 2147483647LL)

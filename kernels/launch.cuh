@@ -1,6 +1,6 @@
 // kernels/launch.cuh — what every kernel family shares on the host side of a launch: a guard that makes a
-// device current for the duration of a launcher, and the one grid-stride launch helper that all
-// elementwise-shaped kernels go through (tiny-cuda-nn style: the kernel is generic, the work is a small
+// device current for the duration of a launcher, the float32 / float16 dtype check and dispatch, and the one
+// grid-stride launch helper that all elementwise-shaped kernels go through (tiny-cuda-nn style: the kernel is generic, the work is a small
 // functor struct passed by value, so each family only writes `operator()(index)`).
 #pragma once
 
@@ -12,6 +12,8 @@
 #include <string>
 
 #include "cuda_check.cuh"
+#include "retikd/core/half.hpp"
+#include "retikd/cuda/dtype_code.hpp"
 
 namespace retikd {
 namespace cuda {
@@ -100,6 +102,33 @@ void launch_grid_stride(Index n, const Work& work) {
   RETIKD_CUDA_CHECK_LAUNCH();
 }
 
+// The float32 / float16 check of the launchers whose kernels exist for those two dtypes only.
+inline void check_float_dtype(const char* op, int dtype) {
+  if (dtype != kFloat32 && dtype != kFloat16)
+    throw std::invalid_argument(std::string(op) + ": dtype " + std::to_string(dtype) + " is not float32 or float16");
+}
+
+// launch_grid_stride with a 32-bit index, for element counts below 2^31 (every launcher of conv and the nn ops
+// families; larger tensors are refused with a clear error rather than wrapped).
+template <class Work>
+void launch32(int64_t n, const Work& work) {
+  if (n >= (1LL << 31)) throw std::invalid_argument("retikd::cuda: launch of 2^31 or more elements");
+  launch_grid_stride<uint32_t>(static_cast<uint32_t>(n), work);
+}
+
 }  // namespace detail
 }  // namespace cuda
 }  // namespace retikd
+
+// Runs the statement with T = float for float32 and T = Half for float16 (after check_float_dtype): the one
+// dtype dispatch of the float-only kernel families.
+#define RETIKD_FLOAT_DISPATCH(dtype, T, ...)               \
+  do {                                                     \
+    if ((dtype) == ::retikd::cuda::kFloat32) {             \
+      using T = float;                                     \
+      __VA_ARGS__;                                         \
+    } else {                                               \
+      using T = ::retikd::Half;                            \
+      __VA_ARGS__;                                         \
+    }                                                      \
+  } while (0)

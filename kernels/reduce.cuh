@@ -1,5 +1,6 @@
-// kernels/reduce.cuh — the block-wide float sum that the channel, row and tap reductions of kernels/conv.cu
-// and kernels/nn_ops.cu share: warp shuffles, then one partial per warp through 32 floats of shared memory.
+// kernels/reduce.cuh — the warp and block reductions the kernel families share: warp sum, max and NaN-propagating
+// max, and the block-wide float sum of the channel, row and tap reductions (kernels/conv.cu and the nn families:
+// warp shuffles, then one partial per warp through 32 floats of shared memory).
 // Fixed order for a fixed block size, so repeated runs give bitwise-identical results (no atomics).
 #pragma once
 
@@ -11,6 +12,17 @@ namespace detail {
 
 __device__ inline float warp_sum_f(float v) {
   for (int off = 16; off > 0; off >>= 1) v += __shfl_xor_sync(0xffffffffu, v, off);
+  return v;
+}
+
+__device__ inline float warp_max_f(float v) {
+  for (int off = 16; off > 0; off >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, off));
+  return v;
+}
+// NaN-propagating max (the CPU's `v > best || v != v`): fmaxf would drop NaN.
+__device__ inline float nan_max(float a, float b) { return (b > a || b != b) ? b : a; }
+__device__ inline float warp_nan_max(float v) {
+  for (int off = 16; off > 0; off >>= 1) v = nan_max(v, __shfl_xor_sync(0xffffffffu, v, off));
   return v;
 }
 

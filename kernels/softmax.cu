@@ -10,6 +10,7 @@
 
 #include "cuda_check.cuh"
 #include "launch.cuh"
+#include "reduce.cuh"
 #include "retikd/core/half.hpp"
 #include "retikd/cuda/softmax.hpp"
 
@@ -24,14 +25,9 @@ __device__ inline float load_f(const Half* p, int64_t i) { return static_cast<fl
 __device__ inline void store_f(float* p, int64_t i, float v) { p[i] = v; }
 __device__ inline void store_f(Half* p, int64_t i, float v) { p[i] = Half(v); }
 
-__device__ inline float warp_max(float v) {
-  for (int off = 16; off > 0; off >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, off));
-  return v;
-}
-__device__ inline float warp_sum(float v) {
-  for (int off = 16; off > 0; off >>= 1) v += __shfl_xor_sync(0xffffffffu, v, off);
-  return v;
-}
+// the shared warp reductions (reduce.cuh)
+__device__ inline float warp_max(float v) { return detail::warp_max_f(v); }
+__device__ inline float warp_sum(float v) { return detail::warp_sum_f(v); }
 
 template <class T>
 __global__ void __launch_bounds__(256) softmax_kernel(const T* x, T* y, int64_t rows, int64_t n, bool log) {

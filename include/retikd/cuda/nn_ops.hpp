@@ -1,6 +1,6 @@
 // retikd/cuda/nn_ops.hpp — launchers of the reduction / normalisation / pooling / resize / loss kernels
-// (kernels/nn_ops.cu) that ops/reduce.hpp, norm.hpp, pool.hpp, resize.hpp, loss.hpp and elementwise.hpp's
-// scalar forms call for tensors on a GPU.
+// (kernels/row_ops.cu, norm.cu, pool_resize.cu, loss_rows.cu) that ops/reduce.hpp, norm.hpp, pool.hpp,
+// resize.hpp, loss.hpp and elementwise.hpp's scalar forms call for tensors on a GPU.
 //
 // C++14, no CUDA types: contiguous device buffers, DTypeCode ints (float32 / float16 unless a launcher says
 // float32 only), the default stream of `device`. Statistics and every sum accumulate in float32; saved

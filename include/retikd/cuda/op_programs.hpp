@@ -1,5 +1,5 @@
 // retikd/cuda/op_programs.hpp — the per-element programs of the convolution, pooling, resize and optimizer
-// kernels (kernels/conv.cu, kernels/nn_ops.cu, kernels/optim.cu), written once as C++14 RETIKD_HOST_DEVICE
+// kernels (kernels/conv.cu, the nn op families, kernels/optim.cu), written once as C++14 RETIKD_HOST_DEVICE
 // functions of (shape, pointers, element index).
 //
 // Why a shared header: no GPU is available where this code is written, so the only evidence that the GPU
