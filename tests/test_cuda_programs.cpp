@@ -1,11 +1,11 @@
 // tests/test_cuda_programs.cpp — the CPU proof of the per-element programs in retikd/cuda/op_programs.hpp that
-// kernels/conv.cu, the nn op families (kernels/norm.cu, pool_resize.cu, ...) and kernels/optim.cu run on the
-// GPU: each program is executed serially over every index (and, for the block-reduced depthwise weight
-// gradient, over 256 emulated threads) and compared with ops/'s CPU path in float64 on the same rounded inputs — depthwise forward / input / weight
-// gradients (stride 1 and 2, asymmetric padding, dilation, channel multiplier), the im2col + GEMM and col2im
-// fallback of dense convolution (groups), max pool (with a NaN), bilinear resize (both align_corners), and the
-// AdamW / SGD element updates against optim/optim.hpp over several steps (bit-exact in float32).
-// Runs without a GPU and without CUDA: this is the only evidence for those kernels' index math here.
+// kernels/conv.cu, the nn op families (kernels/norm.cu, pool_resize.cu, ...) and kernels/optim.cu run on the GPU: each
+// program is executed serially over every index (and, for the block-reduced depthwise weight gradient, over 256
+// emulated threads) and compared with ops/'s CPU path in float64 on the same rounded inputs — depthwise forward / input
+// / weight gradients (stride 1 and 2, asymmetric padding, dilation, channel multiplier), the im2col + GEMM and col2im
+// fallback of dense convolution (groups), max pool (with a NaN), bilinear resize (both align_corners), and the AdamW /
+// SGD element updates against optim/optim.hpp over several steps (bit-exact in float32). Runs without a GPU and without
+// CUDA: this is the only evidence for those kernels' index math here.
 #include <doctest/doctest.h>
 
 #include <cmath>
