@@ -24,10 +24,10 @@ inline std::string shape_str(const Shape& s) {
   return os.str();
 }
 
-// Element count of a shape. Throws when the count, or the product of the sizes a stride is built from, does not
-// fit in int64: a hostile file can declare (6, 0, 63, 1056672, 64, 7427, 127, 917575), which holds no elements
-// yet overflows any stride computation (found by fuzz_onnx). Shapes of real tensors pass at the cost of one
-// division per dimension.
+// Element count of a shape. Throws when the product of its non-zero sizes (what the strides are built from) does
+// not fit in int64: a hostile file can declare (6, 0, 63, 1056672, 64, 7427, 127, 917575), which holds no
+// elements yet overflows any stride computation (found by fuzz_onnx). Shapes of real tensors pass at the cost
+// of one division per dimension.
 inline int64_t shape_numel(const Shape& s) {
   int64_t n = 1;
   bool empty = false;
