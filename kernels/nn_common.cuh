@@ -24,6 +24,15 @@ namespace retikd {
 namespace cuda {
 namespace nn_common {
 
+// The shared helpers the families call unqualified (each .cu says `using namespace nn_common;`).
+using detail::check_float_dtype;
+using detail::launch32;
+using detail::nan_max;
+using detail::warp_max_f;
+using detail::warp_nan_max;
+using prog::from_f;
+using prog::to_f;
+
 constexpr int kThreads = 256;
 constexpr int kWarpsPerBlock = kThreads / 32;
 

@@ -8,13 +8,6 @@ namespace cuda {
 namespace {
 
 using namespace nn_common;
-using detail::check_float_dtype;
-using detail::launch32;
-using detail::nan_max;
-using detail::warp_max_f;
-using detail::warp_nan_max;
-using prog::from_f;
-using prog::to_f;
 
 // ---- batch norm ------------------------------------------------------------------------------------------------
 
