@@ -105,6 +105,8 @@ void unary_typed(int op, const void* x, void* out, int64_t n) {
     case kNeg: kernels::launch_unary(xt, ot, n, kernels::NegOp{}); return;
     case kExp: kernels::launch_unary(xt, ot, n, kernels::ExpOp{}); return;
     case kAbs: kernels::launch_unary(xt, ot, n, kernels::AbsOp{}); return;
+    case kSqrt: kernels::launch_unary(xt, ot, n, kernels::SqrtOp{}); return;
+    case kLog: kernels::launch_unary(xt, ot, n, kernels::LogOp{}); return;
     default: throw std::invalid_argument("retikd::cuda::unary: unknown op code " + std::to_string(op));
   }
 }
@@ -129,6 +131,13 @@ void binary_typed(int op, const void* a, const void* b, void* out, int64_t n) {
     case kSiluGrad: kernels::launch_binary(at, bt, ot, n, kernels::SiluGradOp{}); return;
     case kBceLogits: kernels::launch_binary(at, bt, ot, n, kernels::BceLogitsOp{}); return;
     case kBceLogitsGradX: kernels::launch_binary(at, bt, ot, n, kernels::BceLogitsGradXOp{}); return;
+    case kEq: kernels::launch_binary(at, bt, ot, n, kernels::EqOp{}); return;
+    case kNe: kernels::launch_binary(at, bt, ot, n, kernels::NeOp{}); return;
+    case kLt: kernels::launch_binary(at, bt, ot, n, kernels::LtOp{}); return;
+    case kLe: kernels::launch_binary(at, bt, ot, n, kernels::LeOp{}); return;
+    case kGt: kernels::launch_binary(at, bt, ot, n, kernels::GtOp{}); return;
+    case kGe: kernels::launch_binary(at, bt, ot, n, kernels::GeOp{}); return;
+    case kAbsGrad: kernels::launch_binary(at, bt, ot, n, kernels::AbsGradOp{}); return;
     default: throw std::invalid_argument("retikd::cuda::binary: unknown op code " + std::to_string(op));
   }
 }

@@ -117,6 +117,12 @@ struct ExpOp {
 struct AbsOp {
   __device__ __forceinline__ float operator()(float x) const { return fabsf(x); }
 };
+struct SqrtOp {
+  __device__ __forceinline__ float operator()(float x) const { return sqrtf(x); }
+};
+struct LogOp {
+  __device__ __forceinline__ float operator()(float x) const { return logf(x); }
+};
 
 struct AddOp {
   __device__ __forceinline__ float operator()(float a, float b) const { return a + b; }
@@ -170,6 +176,28 @@ struct BceLogitsGradXOp {
     const float sig_neg = x >= 0.f ? e / (1.f + e) : 1.f / (1.f + e);  // σ(−x), stably
     return (1.f - y) - sig_neg;
   }
+};
+// Comparisons as 1 / 0 (a NaN operand gives false, except for !=), like C++'s and PyTorch's.
+struct EqOp {
+  __device__ __forceinline__ float operator()(float a, float b) const { return a == b ? 1.f : 0.f; }
+};
+struct NeOp {
+  __device__ __forceinline__ float operator()(float a, float b) const { return a != b ? 1.f : 0.f; }
+};
+struct LtOp {
+  __device__ __forceinline__ float operator()(float a, float b) const { return a < b ? 1.f : 0.f; }
+};
+struct LeOp {
+  __device__ __forceinline__ float operator()(float a, float b) const { return a <= b ? 1.f : 0.f; }
+};
+struct GtOp {
+  __device__ __forceinline__ float operator()(float a, float b) const { return a > b ? 1.f : 0.f; }
+};
+struct GeOp {
+  __device__ __forceinline__ float operator()(float a, float b) const { return a >= b ? 1.f : 0.f; }
+};
+struct AbsGradOp {  // g·sign(x), 0 at x = 0 and for NaN x (as the CPU's x > 0 ? 1 : (x < 0 ? -1 : 0))
+  __device__ __forceinline__ float operator()(float g, float x) const { return x > 0.f ? g : (x < 0.f ? -g : 0.f); }
 };
 struct SiluGradOp {
   __device__ __forceinline__ float operator()(float g, float x) const {

@@ -427,7 +427,14 @@ double binary_reference(int op, double a, double b) {
     case rc::kMul: return x * y;
     case rc::kDiv: return x / y;
     case rc::kMax: return (std::isnan(x) || std::isnan(y)) ? NAN : std::max(x, y);
-    default: return (std::isnan(x) || std::isnan(y)) ? NAN : std::min(x, y);
+    case rc::kMin: return (std::isnan(x) || std::isnan(y)) ? NAN : std::min(x, y);
+    case rc::kEq: return x == y ? 1.0 : 0.0;
+    case rc::kNe: return x != y ? 1.0 : 0.0;
+    case rc::kLt: return x < y ? 1.0 : 0.0;
+    case rc::kLe: return x <= y ? 1.0 : 0.0;
+    case rc::kGt: return x > y ? 1.0 : 0.0;
+    case rc::kGe: return x >= y ? 1.0 : 0.0;
+    default: return y > 0 ? x : (y < 0 ? -x : 0.0);  // kAbsGrad: x·sign(y)
   }
 }
 
@@ -441,17 +448,20 @@ double unary_reference(int op, double x) {
     case rc::kSilu: return x / (1.0 + std::exp(-x));
     case rc::kNeg: return -x;
     case rc::kExp: return std::exp(x);
+    case rc::kSqrt: return std::sqrt(x);
+    case rc::kLog: return std::log(x);
     default: return std::fabs(x);
   }
 }
 
-const int kBinaryOps[] = {rc::kAdd, rc::kSub, rc::kMul, rc::kDiv, rc::kMax, rc::kMin};
+const int kBinaryOps[] = {rc::kAdd, rc::kSub, rc::kMul, rc::kDiv, rc::kMax, rc::kMin, rc::kEq,
+                          rc::kNe,  rc::kLt,  rc::kLe,  rc::kGt,  rc::kGe,  rc::kAbsGrad};
 const int kUnaryOps[] = {rc::kRelu, rc::kRelu6, rc::kSigmoid, rc::kTanh, rc::kGeluErf,
-                         rc::kSilu, rc::kNeg, rc::kExp, rc::kAbs};
+                         rc::kSilu, rc::kNeg, rc::kExp, rc::kAbs, rc::kSqrt, rc::kLog};
 
 }  // namespace
 
-TEST_CASE("cuda binary: add sub mul div max min, float32 and float16, vector and scalar paths, in place") {
+TEST_CASE("cuda binary: add sub mul div max min, comparisons, abs grad, float32 and float16, vector and scalar paths, in place") {
   RETIKD_SKIP_WITHOUT_CUDA();
   const uint32_t seed = fresh_seed();
   INFO("seed " << seed);
@@ -465,6 +475,7 @@ TEST_CASE("cuda binary: add sub mul div max min, float32 and float16, vector and
             std::vector<double> a = uniform(rng, n, -4.0, 4.0);
             std::vector<double> b = uniform(rng, n, 0.25, 4.0);  // away from 0: division stays finite
             for (double& x : b) x = (rng() & 1) ? x : -x;
+            for (std::size_t i = 0; i < n; i += 3) a[i] = b[i];  // ties, so the comparisons see equal operands
             for (double& x : a) x = representable(dtype, x);
             for (double& x : b) x = representable(dtype, x);
             DeviceBuffer abuf((n + offset) * dtype_size(dtype)), bbuf((n + offset) * dtype_size(dtype));
@@ -488,7 +499,7 @@ TEST_CASE("cuda binary: add sub mul div max min, float32 and float16, vector and
   }
 }
 
-TEST_CASE("cuda unary: relu relu6 sigmoid tanh gelu silu neg exp abs, float32 and float16") {
+TEST_CASE("cuda unary: relu relu6 sigmoid tanh gelu silu neg exp abs sqrt log, float32 and float16") {
   RETIKD_SKIP_WITHOUT_CUDA();
   const uint32_t seed = fresh_seed();
   INFO("seed " << seed);
@@ -536,6 +547,11 @@ TEST_CASE("cuda elementwise: NaN propagation and argument errors") {
       CHECK(std::isnan(got[1]));
       CHECK(got[2] == (op == rc::kMax ? 3.0 : -2.0));
       CHECK(std::isnan(got[3]));
+    }
+    for (int op : {rc::kEq, rc::kNe, rc::kLt, rc::kLe, rc::kGt, rc::kGe}) {  // NaN compares false, but !=
+      rc::binary(op, abuf.ptr, bbuf.ptr, obuf.ptr, dtype, 4, 0);
+      const std::vector<double> got = decode_all(dtype, obuf.download());
+      for (int i : {0, 1, 3}) CHECK(got[static_cast<std::size_t>(i)] == (op == rc::kNe ? 1.0 : 0.0));
     }
     for (int op : {rc::kRelu, rc::kRelu6, rc::kAbs}) {
       rc::unary(op, abuf.ptr, obuf.ptr, dtype, 4, 0);

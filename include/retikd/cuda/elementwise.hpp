@@ -32,7 +32,16 @@ enum BinaryOp {
   kSiluGrad = 11,    // b = x: a·σ(x)(1 + x(1 − σ(x)))
   // Binary cross-entropy on logits a = x against targets b = y (no pos_weight), stably:
   kBceLogits = 12,       // (1 − y)·x + softplus(−x)
-  kBceLogitsGradX = 13   // ∂/∂x: (1 − y) − σ(−x)
+  kBceLogitsGradX = 13,  // ∂/∂x: (1 − y) − σ(−x)
+  // Comparisons, 1 where true and 0 elsewhere (a NaN compares false except in kNe), as ops/elementwise.hpp's
+  // eq … ge; kGe / kLe are also the masks of maximum's / minimum's backward.
+  kEq = 14,
+  kNe = 15,
+  kLt = 16,
+  kLe = 17,
+  kGt = 18,
+  kGe = 19,
+  kAbsGrad = 20  // b = x: a·sign(x), 0 at x = 0 (abs's subgradient)
 };
 
 enum UnaryOp {
@@ -44,7 +53,9 @@ enum UnaryOp {
   kSilu = 5,
   kNeg = 6,
   kExp = 7,
-  kAbs = 8
+  kAbs = 8,
+  kSqrt = 9,  // NaN below 0, as sqrtf
+  kLog = 10   // −inf at 0, NaN below 0, as logf
 };
 
 // dst[i] = value for i in [0, n), for any of the five dtypes. value must be representable as the dtype's
