@@ -186,7 +186,7 @@ TEST_CASE("cuda layer norm, reductions, global average pool: forward and backwar
   }
 }
 
-TEST_CASE("cuda activations and their gradients, broadcasting ops, BCE with logits, concat: forward and backward") {
+TEST_CASE("cuda activations and their gradients, unary math, maximum / minimum, comparisons, broadcasting ops, BCE with logits, concat") {
   RETIKD_SKIP_WITHOUT_CUDA();
   const uint64_t seed = fresh_seed();
   CAPTURE(seed);
@@ -208,6 +208,35 @@ TEST_CASE("cuda activations and their gradients, broadcasting ops, BCE with logi
         {"tanh", [](const std::vector<Var>& v) { return ops::tanh(v[0]); }},
     };
     for (const auto& act : activations) compare_autograd(act.first, gen, {rnd(gen, s, dt, 4.0)}, act.second, r, a);
+    // Unary math and maximum / minimum (their backward masks run on the GPU too).
+    compare_autograd("exp", gen, {rnd(gen, s, dt, 1.5)}, [](const std::vector<Var>& v) { return ops::exp(v[0]); }, r,
+                     a * 8);
+    compare_autograd("abs", gen, {rnd(gen, s, dt, 4.0)}, [](const std::vector<Var>& v) { return ops::abs(v[0]); }, r, a);
+    compare_autograd("sqrt", gen, {positive(gen, s, dt, 0.25)}, [](const std::vector<Var>& v) { return ops::sqrt(v[0]); },
+                     r, a * 4);
+    compare_autograd("log", gen, {positive(gen, s, dt, 0.25)}, [](const std::vector<Var>& v) { return ops::log(v[0]); },
+                     r, a * 4);
+    compare_autograd("square", gen, {rnd(gen, s, dt, 2.0)}, [](const std::vector<Var>& v) { return ops::square(v[0]); },
+                     r, a * 4);
+    compare_autograd("maximum (3,7,9) with (3,1,9)", gen, {rnd(gen, {3, 7, 9}, dt), rnd(gen, {3, 1, 9}, dt)},
+                     [](const std::vector<Var>& v) { return ops::maximum(v[0], v[1]); }, r, a * 7);
+    compare_autograd("minimum (3,7,9) with (3,1,9)", gen, {rnd(gen, {3, 7, 9}, dt), rnd(gen, {3, 1, 9}, dt)},
+                     [](const std::vector<Var>& v) { return ops::minimum(v[0], v[1]); }, r, a * 7);
+    {  // Comparisons give exactly the CPU's 0 / 1 (the rounded values compare the same in float64), ties included.
+      const Tensor x = rnd(gen, {5, 12}, dt), y = rnd(gen, {12}, dt);
+      using Cmp = Var (*)(const Var&, const Var&);
+      const std::vector<std::pair<std::string, Cmp>> comparisons = {
+          {"eq", ops::eq}, {"ne", ops::ne}, {"lt", ops::lt}, {"le", ops::le}, {"gt", ops::gt}, {"ge", ops::ge}};
+      for (const auto& c : comparisons) {
+        for (const Tensor& rhs : {y, x}) {
+          CAPTURE(c.first);
+          const Tensor got = c.second(Var(x.to(kGpu)), Var(rhs.to(kGpu))).value();
+          REQUIRE(got.is_cuda());
+          const Tensor want = c.second(Var(x.to(DType::float64)), Var(rhs.to(DType::float64))).value();
+          test::check_close(c.first, got, want, 0.0, 0.0);
+        }
+      }
+    }
     // Broadcasting in every position the models use: positional embeddings, SE gates, biases, scalars per row.
     compare_autograd("add (2,17,24) + (1,17,24)", gen, {rnd(gen, {2, 17, 24}, dt), rnd(gen, {1, 17, 24}, dt)},
                      [](const std::vector<Var>& v) { return ops::add(v[0], v[1]); }, r, a * 4);

@@ -248,7 +248,7 @@ class FloatNetwork {
       case Activation::relu6: return ops::impl::relu6(x);
       case Activation::tanh: return ops::impl::tanh(x);
       case Activation::relu_n1_to_1:
-        return ops::impl::cpu_map(x, "relu_n1_to_1", [](auto v) {
+        return cpu::map(x, "relu_n1_to_1", [](auto v) {
           using T = decltype(v);
           return v < T(-1) ? T(-1) : (v > T(1) ? T(1) : v);
         });

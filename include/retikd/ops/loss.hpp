@@ -20,9 +20,9 @@
 
 #include "retikd/autograd/var.hpp"
 #include "retikd/ops/common.hpp"
+#include "retikd/ops/elementwise.hpp"
 #ifdef RETIKD_WITH_CUDA
 #include "retikd/cuda/nn_ops.hpp"
-#include "retikd/ops/elementwise.hpp"
 #endif
 
 namespace retikd {
@@ -48,7 +48,7 @@ namespace impl {
 inline void check_loss_input(const char* op, const char* what, const Tensor& t) {
   RETIKD_CHECK(t.defined(), op, ": ", what, " is undefined");
 #ifdef RETIKD_WITH_CUDA
-  if (t.is_cuda()) {  // the GPU kernels are float32; the CPU-only losses reject GPU tensors in cpu_map / cpu_zip
+  if (t.is_cuda()) {  // the GPU kernels are float32; the CPU-only losses reject GPU tensors in cpu::map / cpu::zip
     RETIKD_CHECK(t.dtype() == DType::float32, op, ": ", what, " on a GPU must be float32, got ", t.describe());
     return;
   }
@@ -451,21 +451,16 @@ inline Var binary_cross_entropy_with_logits(const Var& logits, const Var& target
     if (pw.shares_storage_with(pos_weight)) pw = pw.clone();
   }
   const bool gx_needed = logits.requires_grad(), gy_needed = targets.requires_grad();
-#ifdef RETIKD_WITH_CUDA
-  Tensor elementwise;
-  if (!pw.defined() && impl::cuda_binary(cuda::kBceLogits, x, y, elementwise)) {
+  if (!pw.defined() && gpu_float(x, y)) {
     // GPU (no pos_weight): the fused elementwise kernels; ∂ℓ/∂x = (1 − y) − σ(−x), ∂ℓ/∂y = −x.
-    Tensor out = impl::reduce_elementwise_loss(elementwise, reduction);
+    Tensor out = impl::reduce_elementwise_loss(cuda_backend::bce_with_logits(x, y), reduction);
     return make_result(out, op, {logits, targets},
                        [x, y, reduction, gx_needed, gy_needed](const Tensor& g) -> std::vector<Tensor> {
                          const Tensor ge = impl::loss_grad_per_element(g, x.shape(), reduction);
-                         Tensor dx;
-                         if (gx_needed) impl::cuda_binary(cuda::kBceLogitsGradX, x, y, dx);
-                         return {gx_needed ? impl::mul(ge, dx) : Tensor(),
+                         return {gx_needed ? impl::mul(ge, cuda_backend::bce_with_logits_grad_x(x, y)) : Tensor(),
                                  gy_needed ? impl::neg(impl::mul(ge, x)) : Tensor()};
                        });
   }
-#endif
   Tensor out = impl::reduce_elementwise_loss(impl::bce_with_logits_elementwise(x, y, pw), reduction);
   return make_result(out, op, {logits, targets},
                      [x, y, pw, reduction, gx_needed, gy_needed](const Tensor& g) -> std::vector<Tensor> {
@@ -494,16 +489,16 @@ inline Var mse_loss(const Var& a, const Var& b, Reduction reduction = Reduction:
   }
 #endif
   // diff = a − b, contiguous; kept for the backward
-  const Tensor diff = impl::cpu_zip(a.value(), b.value(), op, [](auto u, auto v) { return u - v; });
-  const Tensor sq = impl::cpu_map(diff, op, [](auto d) { return d * d; });
+  const Tensor diff = cpu::zip(a.value(), b.value(), op, [](auto u, auto v) { return u - v; });
+  const Tensor sq = cpu::map(diff, op, [](auto d) { return d * d; });
   Tensor out = impl::reduce_elementwise_loss(sq, reduction);
   const bool ga = a.requires_grad(), gb = b.requires_grad();
   return make_result(out, op, {a, b}, [diff, reduction, ga, gb](const Tensor& g) -> std::vector<Tensor> {
     const Tensor ge = impl::loss_grad_per_element(g, diff.shape(), reduction);
     const Tensor gd =
-        impl::cpu_zip(ge, diff, "mse_loss backward", [](auto u, auto d) { return u * d * decltype(d)(2); });
+        cpu::zip(ge, diff, "mse_loss backward", [](auto u, auto d) { return u * d * decltype(d)(2); });
     return {ga ? gd : Tensor(),
-            gb ? impl::cpu_map(gd, "mse_loss backward", [](auto v) { return -v; }) : Tensor()};
+            gb ? cpu::map(gd, "mse_loss backward", [](auto v) { return -v; }) : Tensor()};
   });
 }
 
@@ -521,8 +516,8 @@ inline Var kl_div_log_input(const Var& log_q, const Var& target, bool log_target
   impl::check_loss_input(op, "target", target.value());
   impl::check_loss_pair(op, "input", log_q.value(), "target", target.value());
   const Tensor x = log_q.value().contiguous(), t = target.value().contiguous();
-  Tensor e = log_target ? impl::cpu_zip(x, t, op, [](auto lq, auto lp) { return std::exp(lp) * (lp - lq); })
-                        : impl::cpu_zip(x, t, op, [](auto lq, auto p) {
+  Tensor e = log_target ? cpu::zip(x, t, op, [](auto lq, auto lp) { return std::exp(lp) * (lp - lq); })
+                        : cpu::zip(x, t, op, [](auto lq, auto p) {
                             using T = decltype(p);
                             return p == T(0) ? T(0) * lq : p * (std::log(p) - lq);
                           });
@@ -534,20 +529,20 @@ inline Var kl_div_log_input(const Var& log_q, const Var& target, bool log_target
         const Tensor ge = impl::loss_grad_per_element(g, x.shape(), reduction);
         // p (or exp(log p)), needed by both gradients
         const Tensor p =
-            log_target ? impl::cpu_map(t, "kl_div_log_input backward", [](auto v) { return std::exp(v); })
+            log_target ? cpu::map(t, "kl_div_log_input backward", [](auto v) { return std::exp(v); })
                        : t;
         Tensor dq, dt;
         if (gq)
-          dq = impl::cpu_zip(ge, p, "kl_div_log_input backward", [](auto u, auto pv) { return -u * pv; });
+          dq = cpu::zip(ge, p, "kl_div_log_input backward", [](auto u, auto pv) { return -u * pv; });
         if (gt) {
           // ∂/∂p [p(log p − x)] = log p + 1 − x;  ∂/∂(log p) [e^{lp}(lp − x)] = e^{lp}(lp − x + 1)
           const Tensor inner =
               log_target
-                  ? impl::cpu_zip(t, x, "kl_div_log_input backward",
+                  ? cpu::zip(t, x, "kl_div_log_input backward",
                                   [](auto lp, auto lq) { return std::exp(lp) * (lp - lq + decltype(lp)(1)); })
-                  : impl::cpu_zip(t, x, "kl_div_log_input backward",
+                  : cpu::zip(t, x, "kl_div_log_input backward",
                                   [](auto pv, auto lq) { return std::log(pv) + decltype(pv)(1) - lq; });
-          dt = impl::cpu_zip(ge, inner, "kl_div_log_input backward", [](auto u, auto v) { return u * v; });
+          dt = cpu::zip(ge, inner, "kl_div_log_input backward", [](auto u, auto v) { return u * v; });
         }
         return {dq, dt};
       });
