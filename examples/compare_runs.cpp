@@ -117,15 +117,16 @@ int main(int argc, char** argv) {
   std::vector<Recipe> recipes;
   std::string out_path;
   try {
-    for (int i = 1; i < argc; ++i) {
-      const std::string a = argv[i];
+    cli::ArgReader args(argc, argv);
+    while (args.next()) {
+      const std::string& a = args.arg();
       if (a == "--help" || a == "-h") {
         std::cout << "usage: compare_runs --config NAME=RUN:STAGE[,RUN:STAGE...] --config ... [--out FILE.md]\n"
                      "  the first --config is the baseline; the i-th RUN of every config must be the same seed\n";
         return 0;
       }
-      RETIKD_CHECK(i + 1 < argc, "compare_runs: ", a, " needs a value (see --help)");
-      const std::string v = argv[++i];
+      if (a != "--config" && a != "--out") throw cli::ArgumentError("unknown option '" + a + "'");
+      const std::string v = args.value();
       if (a == "--config") {
         const auto eq = v.find('=');
         RETIKD_CHECK(eq != std::string::npos && eq > 0, "compare_runs: --config '", v, "' must be NAME=RUN:STAGE,...");
@@ -134,10 +135,8 @@ int main(int argc, char** argv) {
         for (const auto& spec : split(v.substr(eq + 1), ',')) r.seeds.push_back(read_seed(spec));
         RETIKD_CHECK(!r.seeds.empty(), "compare_runs: --config ", r.name, " lists no runs");
         recipes.push_back(std::move(r));
-      } else if (a == "--out") {
-        out_path = v;
       } else {
-        fail("compare_runs: unknown option '", a, "' (see --help)");
+        out_path = v;
       }
     }
     RETIKD_CHECK(!recipes.empty(), "compare_runs: give at least one --config (see --help)");
@@ -191,6 +190,9 @@ int main(int argc, char** argv) {
       RETIKD_CHECK(f.good(), "compare_runs: cannot write ", out_path);
       f << md.str();
     }
+  } catch (const cli::ArgumentError& e) {
+    std::cerr << "compare_runs: " << e.what() << " (see --help)\n";
+    return 2;
   } catch (const Error& e) {
     std::cerr << "compare_runs: " << e.what() << "\n";
     return 1;

@@ -108,129 +108,123 @@ int main(int argc, char** argv) {
   dist::SessionOptions dist_options;
   std::unique_ptr<dist::Session> session;
   try {
-    for (int i = 1; i < argc; ++i) {
-      const std::string a = argv[i];
+    cli::ArgReader args(argc, argv);
+    while (args.next()) {
+      const std::string& a = args.arg();
       // Every number is parsed strictly and within the range --help documents (core/cli_args.hpp); a bad
       // one is a usage error (exit status 2), never a silent fallback to the preset.
-      auto value = [&]() -> std::string {
-        if (i + 1 >= argc) throw cli::ArgumentError(a + " needs a value");
-        return argv[++i];
-      };
-      auto integer = [&](int64_t lo, int64_t hi) { return cli::parse_int(a, value(), lo, hi); };
-      auto real = [&](double lo, double hi) { return cli::parse_real(a, value(), lo, hi); };
-      auto switch01 = [&]() { return static_cast<int>(cli::parse_switch(a, value())); };
       if (a == "--help" || a == "-h") {
         usage(stdout);
         return 0;
       } else if (a == "--data") {
-        o.data_root = value();
+        o.data_root = args.value();
       } else if (a == "--manifest") {
-        o.manifest = value();
+        o.manifest = args.value();
       } else if (a == "--synthetic") {
         o.synthetic = true;
       } else if (a == "--preset") {
-        o.preset = value();
+        o.preset = args.value();
         preset_given = true;
       } else if (a == "--out") {
-        o.out_dir = value();
+        o.out_dir = args.value();
       } else if (a == "--teacher") {
-        o.teacher = value();
+        o.teacher = args.value();
       } else if (a == "--teacher-init") {
-        o.teacher_init = value();
+        o.teacher_init = args.value();
       } else if (a == "--teacher-weights") {
-        o.teacher_weights = value();
+        o.teacher_weights = args.value();
       } else if (a == "--teacher-img") {
-        o.teacher_img = integer(14, 2044);
+        o.teacher_img = args.integer(14, 2044);
       } else if (a == "--teacher-freeze") {
-        o.teacher_freeze = integer(0, 12);
+        o.teacher_freeze = args.integer(0, 12);
       } else if (a == "--teacher-head") {
-        o.teacher_head = value();
+        o.teacher_head = args.value();
       } else if (a == "--teacher-tta") {
-        o.teacher_tta = switch01();
+        o.teacher_tta = static_cast<int>(args.switch01());
       } else if (a == "--teacher-drop-path") {
-        o.teacher_drop_path = real(0.0, 0.9);
+        o.teacher_drop_path = args.real(0.0, 0.9);
       } else if (a == "--teacher-layer-decay") {
-        o.teacher_layer_decay = real(0.01, 1.0);
+        o.teacher_layer_decay = args.real(0.01, 1.0);
       } else if (a == "--student") {
-        o.student = value();
+        o.student = args.value();
       } else if (a == "--student-init") {
-        o.student_init = value();
+        o.student_init = args.value();
       } else if (a == "--epochs-teacher") {
-        o.epochs_teacher = integer(1, kMaxEpochs);
+        o.epochs_teacher = args.integer(1, kMaxEpochs);
       } else if (a == "--epochs-student") {
-        o.epochs_student = integer(1, kMaxEpochs);
+        o.epochs_student = args.integer(1, kMaxEpochs);
       } else if (a == "--img") {
-        o.img = integer(16, 2048);
+        o.img = args.integer(16, 2048);
       } else if (a == "--batch") {
-        o.batch = integer(1, 4096);
+        o.batch = args.integer(1, 4096);
       } else if (a == "--lr") {
-        o.lr = real(1e-9, 10.0);
+        o.lr = args.real(1e-9, 10.0);
       } else if (a == "--teacher-lr") {
-        o.teacher_lr = real(1e-9, 10.0);
+        o.teacher_lr = args.real(1e-9, 10.0);
       } else if (a == "--weight-decay") {
-        o.weight_decay = real(0.0, 10.0);
+        o.weight_decay = args.real(0.0, 10.0);
       } else if (a == "--views") {
-        o.views = integer(0, 16);
+        o.views = args.integer(0, 16);
       } else if (a == "--cache-teacher") {
-        o.cache_teacher = switch01();
+        o.cache_teacher = static_cast<int>(args.switch01());
       } else if (a == "--alpha") {
-        o.alpha = real(0.0, 1.0);
+        o.alpha = args.real(0.0, 1.0);
       } else if (a == "--lambda-pca") {
-        o.lambda_pca = real(0.0, 1000.0);
+        o.lambda_pca = args.real(0.0, 1000.0);
       } else if (a == "--lambda-gl") {
-        o.lambda_gl = real(0.0, 1000.0);
+        o.lambda_gl = args.real(0.0, 1000.0);
       } else if (a == "--lambda-adv") {
-        o.lambda_adv = real(0.0, 1000.0);
+        o.lambda_adv = args.real(0.0, 1000.0);
       } else if (a == "--logit-kd") {
-        o.logit_kd = switch01();
+        o.logit_kd = static_cast<int>(args.switch01());
       } else if (a == "--temperature") {
-        o.temperature = real(0.01, 100.0);
+        o.temperature = args.real(0.01, 100.0);
       } else if (a == "--bn-recalibrate") {
-        o.recalibrate_bn = switch01();
+        o.recalibrate_bn = static_cast<int>(args.switch01());
       } else if (a == "--mirror-views") {
-        o.mirror_views = switch01();
+        o.mirror_views = static_cast<int>(args.switch01());
       } else if (a == "--ce-clean") {
-        o.ce_clean = switch01();
+        o.ce_clean = static_cast<int>(args.switch01());
       } else if (a == "--bn-clean") {
-        o.bn_clean = switch01();
+        o.bn_clean = static_cast<int>(args.switch01());
       } else if (a == "--kd-class-weighted") {
-        o.kd_class_weighted = switch01();
+        o.kd_class_weighted = static_cast<int>(args.switch01());
       } else if (a == "--balance-rho") {
-        o.balance_rho = real(0.0, 1000.0);
+        o.balance_rho = args.real(0.0, 1000.0);
       } else if (a == "--projector-warmup") {
-        o.projector_warmup = real(0.0, kMaxEpochs);
+        o.projector_warmup = args.real(0.0, kMaxEpochs);
       } else if (a == "--kd-ramp") {
-        o.kd_ramp = real(0.0, kMaxEpochs);
+        o.kd_ramp = args.real(0.0, kMaxEpochs);
       } else if (a == "--teacher-tokens") {
-        o.teacher_tokens = value();
+        o.teacher_tokens = args.value();
       } else if (a == "--pca-entropy") {
-        o.pca_entropy = real(0.01, 0.99);
+        o.pca_entropy = args.real(0.01, 0.99);
       } else if (a == "--pca-row-mean") {
-        o.pca_row_mean = switch01();
+        o.pca_row_mean = static_cast<int>(args.switch01());
       } else if (a == "--projector-lr-mult") {
-        o.projector_lr_mult = real(1e-6, 1000.0);
+        o.projector_lr_mult = args.real(1e-6, 1000.0);
       } else if (a == "--teacher-from") {
-        o.teacher_from = value();
+        o.teacher_from = args.value();
       } else if (a == "--no-ce") {
         o.run_ce = false;
       } else if (a == "--no-kd") {
         o.run_kd = false;
       } else if (a == "--seed") {
-        o.seed = integer(0, std::numeric_limits<int64_t>::max());
+        o.seed = args.integer(0, std::numeric_limits<int64_t>::max());
       } else if (a == "--skip-bad") {
         o.skip_bad = true;
       } else if (a == "--allow-outside-root") {
         o.allow_outside_root = true;
       } else if (a == "--limit-train") {
-        o.limit_train = integer(0, 1000000000);
+        o.limit_train = args.integer(0, 1000000000);
       } else if (a == "--limit-eval") {
-        o.limit_eval = integer(0, 1000000000);
+        o.limit_eval = args.integer(0, 1000000000);
       } else if (a == "--workers") {
-        o.num_workers = static_cast<int>(integer(0, 64));
+        o.num_workers = static_cast<int>(args.integer(0, 64));
       } else if (a == "--no-export") {
         o.export_bundle = false;
       } else if (a == "--stop-after-epochs") {
-        o.stop_after_epochs = integer(0, kMaxEpochs);
+        o.stop_after_epochs = args.integer(0, kMaxEpochs);
       } else if (a == "--quiet") {
         o.progress = false;
       } else if (a == "--distributed") {
@@ -238,7 +232,7 @@ int main(int argc, char** argv) {
       } else if (a == "--sync-bn") {
         o.sync_batchnorm = true;
       } else if (a == "--dist-timeout") {
-        dist_options.timeout_seconds = real(1.0, 1e6);
+        dist_options.timeout_seconds = args.real(1.0, 1e6);
       } else {
         std::fprintf(stderr, "distill_retina: unknown option '%s' (see --help)\n", a.c_str());
         return 2;

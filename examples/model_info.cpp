@@ -209,43 +209,38 @@ int main(int argc, char** argv) {
   std::string weights, embed_image, export_onnx, precision = "fp32";
   int64_t onnx_batch = 0;
   try {
-    for (int i = 1; i < argc; ++i) {
-      const std::string a = argv[i];
+    cli::ArgReader args(argc, argv);
+    while (args.next()) {
+      const std::string& a = args.arg();
       // Strict, bounded numbers (core/cli_args.hpp): the bounds keep every shape and MAC count within int64.
-      auto value = [&]() -> std::string {
-        if (i + 1 >= argc) throw cli::ArgumentError(a + " needs a value");
-        return argv[++i];
-      };
-      auto integer = [&](int64_t lo, int64_t hi) { return cli::parse_int(a, value(), lo, hi); };
-      auto real = [&](double lo, double hi) { return cli::parse_real(a, value(), lo, hi); };
       if (a == "--help" || a == "-h") {
         usage(std::cout);
         return 0;
       } else if (a == "--model") {
-        model = value();
+        model = args.value();
       } else if (a == "--classes") {
-        opt.num_classes = integer(1, 100000);
+        opt.num_classes = args.integer(1, 100000);
       } else if (a == "--img") {
-        opt.img_size = integer(8, 4096);
+        opt.img_size = args.integer(8, 4096);
       } else if (a == "--patch") {
-        opt.patch_size = integer(1, 64);
+        opt.patch_size = args.integer(1, 64);
       } else if (a == "--width-mult") {
-        opt.width_mult = real(0.1, 4.0);
+        opt.width_mult = args.real(0.1, 4.0);
       } else if (a == "--batch") {
-        batch = integer(1, 1024);
+        batch = args.integer(1, 1024);
       } else if (a == "--all-taps") {
         all_taps = true;
       } else if (a == "--weights") {
-        weights = value();
+        weights = args.value();
       } else if (a == "--embed") {
-        embed_image = value();
+        embed_image = args.value();
       } else if (a == "--export-onnx") {
-        export_onnx = value();
+        export_onnx = args.value();
       } else if (a == "--precision") {
-        precision = value();
+        precision = args.value();
         if (precision != "fp32" && precision != "fp16") throw Error("--precision is fp32 or fp16");
       } else if (a == "--onnx-batch") {
-        const std::string v = value();
+        const std::string v = args.value();
         onnx_batch = v == "dynamic" ? 0 : cli::parse_int(a, v, 1, 1024);
       } else {
         throw Error("unknown argument '" + a + "'");
