@@ -16,146 +16,28 @@
 // Shapes: x (N, C, H, W), weight (O, C/groups, kh, kw), bias (O,) or undefined; output (N, O, OH, OW) with
 // OH = (H + pad_top + pad_bottom − dilation_h·(kh−1) − 1) / stride_h + 1 (likewise OW).
 //
-// GPU (float32 / float16 tensors on a CUDA device, RETIKD_WITH_CUDA): depthwise layers run retikd's own kernel,
-// dense ones cuDNN (or im2col + cuBLAS without it), all through retikd/cuda/conv.hpp; the bias gradient is a
-// per-channel reduction there. The CPU path is unchanged.
+// GPU (float32 / float16 tensors on a CUDA device): depthwise layers run retikd's own kernel, dense ones cuDNN (or
+// im2col + cuBLAS without it); the bias gradient is a per-channel reduction. Those CUDA paths are in
+// ops/cuda/conv.hpp; Conv2dOptions and the geometry both paths share are in ops/conv_geometry.hpp.
 #pragma once
 
 #include <algorithm>
 #include <cstdint>
 #include <cstring>
-#include <initializer_list>
 #include <vector>
 
 #include "retikd/autograd/var.hpp"
 #include "retikd/core/parallel.hpp"
 #include "retikd/ops/common.hpp"
+#include "retikd/ops/conv_geometry.hpp"
 #include "retikd/ops/cpu/gemm.hpp"
-#ifdef RETIKD_WITH_CUDA
-#include "retikd/cuda/conv.hpp"
-#endif
+#include "retikd/ops/cuda/conv.hpp"
+#include "retikd/ops/dispatch.hpp"
 
 namespace retikd {
 namespace ops {
 
-// Padding before and after one spatial dimension.
-struct PadPair {
-  int64_t before = 0;
-  int64_t after = 0;
-};
-
-// TensorFlow "SAME": the output has ceil(in / stride) positions; the total padding that needs is split with
-// the odd pixel at the end (bottom / right), which PyTorch's symmetric `padding` cannot express.
-inline PadPair same_padding(int64_t in, int64_t kernel, int64_t stride, int64_t dilation = 1) {
-  RETIKD_CHECK(in >= 0 && kernel >= 1 && stride >= 1 && dilation >= 1, "same_padding: invalid arguments in=",
-               in, " kernel=", kernel, " stride=", stride, " dilation=", dilation);
-  const int64_t out = (in + stride - 1) / stride;
-  const int64_t effective = dilation * (kernel - 1) + 1;
-  const int64_t total = std::max<int64_t>((out - 1) * stride + effective - in, 0);
-  return {total / 2, total - total / 2};
-}
-
-struct Conv2dOptions {
-  int64_t stride_h = 1, stride_w = 1;
-  int64_t pad_top = 0, pad_bottom = 0, pad_left = 0, pad_right = 0;
-  int64_t dilation_h = 1, dilation_w = 1;
-  int64_t groups = 1;
-
-  // Chainable setters: Conv2dOptions().with_stride(2).with_padding(1).with_groups(32).
-  Conv2dOptions& with_stride(int64_t s) { return with_stride(s, s); }
-  Conv2dOptions& with_stride(int64_t sh, int64_t sw) {
-    stride_h = sh;
-    stride_w = sw;
-    return *this;
-  }
-  Conv2dOptions& with_padding(int64_t p) { return with_padding(p, p, p, p); }
-  Conv2dOptions& with_padding(int64_t top, int64_t bottom, int64_t left, int64_t right) {
-    pad_top = top;
-    pad_bottom = bottom;
-    pad_left = left;
-    pad_right = right;
-    return *this;
-  }
-  Conv2dOptions& with_dilation(int64_t d) { return with_dilation(d, d); }
-  Conv2dOptions& with_dilation(int64_t dh, int64_t dw) {
-    dilation_h = dh;
-    dilation_w = dw;
-    return *this;
-  }
-  Conv2dOptions& with_groups(int64_t g) {
-    groups = g;
-    return *this;
-  }
-  // TensorFlow "SAME" padding for an in_h × in_w input and a kernel_h × kernel_w kernel at the current
-  // stride and dilation (set those first).
-  Conv2dOptions& with_same_padding(int64_t in_h, int64_t in_w, int64_t kernel_h, int64_t kernel_w) {
-    const PadPair ph = same_padding(in_h, kernel_h, stride_h, dilation_h);
-    const PadPair pw = same_padding(in_w, kernel_w, stride_w, dilation_w);
-    return with_padding(ph.before, ph.after, pw.before, pw.after);
-  }
-};
-
 namespace impl {
-
-// Every size of one convolution, validated once.
-struct Conv2dGeometry {
-  int64_t N, C, H, W;         // input
-  int64_t O, kh, kw;          // weight (O, C/groups, kh, kw)
-  int64_t OH, OW;             // output
-  int64_t groups, Cg, Og;     // channels per group (input, output)
-  int64_t K;                  // GEMM depth: Cg·kh·kw
-  int64_t L;                  // output positions: OH·OW
-  Conv2dOptions opt;
-
-  bool depthwise() const { return groups == C && groups > 1; }
-  // 1×1, stride 1, no padding: the input plane is the im2col matrix itself.
-  bool pointwise() const {
-    return kh == 1 && kw == 1 && opt.stride_h == 1 && opt.stride_w == 1 && opt.pad_top == 0 &&
-           opt.pad_bottom == 0 && opt.pad_left == 0 && opt.pad_right == 0;
-  }
-};
-
-inline Conv2dGeometry conv2d_geometry(const Shape& x, const Shape& w, const Conv2dOptions& o) {
-  RETIKD_CHECK(x.size() == 4, "conv2d: input ", shape_str(x), " must be 4-D (N, C, H, W)");
-  RETIKD_CHECK(w.size() == 4, "conv2d: weight ", shape_str(w), " must be 4-D (O, C/groups, kh, kw)");
-  RETIKD_CHECK(o.stride_h >= 1 && o.stride_w >= 1, "conv2d: stride (", o.stride_h, ", ", o.stride_w,
-               ") must be positive");
-  RETIKD_CHECK(o.dilation_h >= 1 && o.dilation_w >= 1, "conv2d: dilation (", o.dilation_h, ", ", o.dilation_w,
-               ") must be positive");
-  RETIKD_CHECK(o.pad_top >= 0 && o.pad_bottom >= 0 && o.pad_left >= 0 && o.pad_right >= 0,
-               "conv2d: padding (top ", o.pad_top, ", bottom ", o.pad_bottom, ", left ", o.pad_left, ", right ",
-               o.pad_right, ") must be non-negative");
-  RETIKD_CHECK(o.groups >= 1, "conv2d: groups ", o.groups, " must be positive");
-  Conv2dGeometry g;
-  g.opt = o;
-  g.N = x[0];
-  g.C = x[1];
-  g.H = x[2];
-  g.W = x[3];
-  g.O = w[0];
-  g.kh = w[2];
-  g.kw = w[3];
-  g.groups = o.groups;
-  RETIKD_CHECK(g.C % g.groups == 0, "conv2d: input ", shape_str(x), " has ", g.C,
-               " channels, not divisible by groups ", g.groups);
-  RETIKD_CHECK(g.O % g.groups == 0 && g.O > 0, "conv2d: weight ", shape_str(w), " has ", g.O,
-               " output channels, not a positive multiple of groups ", g.groups);
-  g.Cg = g.C / g.groups;
-  g.Og = g.O / g.groups;
-  RETIKD_CHECK(w[1] == g.Cg, "conv2d: weight ", shape_str(w), " must have C/groups = ", g.Cg,
-               " input channels for input ", shape_str(x), " and groups ", g.groups);
-  RETIKD_CHECK(g.kh >= 1 && g.kw >= 1, "conv2d: weight ", shape_str(w), " has an empty kernel");
-  const int64_t eff_h = o.dilation_h * (g.kh - 1) + 1, eff_w = o.dilation_w * (g.kw - 1) + 1;
-  const int64_t padded_h = g.H + o.pad_top + o.pad_bottom, padded_w = g.W + o.pad_left + o.pad_right;
-  RETIKD_CHECK(padded_h >= eff_h && padded_w >= eff_w, "conv2d: kernel ", g.kh, "x", g.kw, " (dilated ", eff_h,
-               "x", eff_w, ") is larger than the padded input ", padded_h, "x", padded_w, " of input ",
-               shape_str(x));
-  g.OH = (padded_h - eff_h) / o.stride_h + 1;
-  g.OW = (padded_w - eff_w) / o.stride_w + 1;
-  g.K = g.Cg * g.kh * g.kw;
-  g.L = g.OH * g.OW;
-  return g;
-}
 
 // Output positions o in [lo, hi) whose input position o·stride + off lies inside [0, in).
 inline void valid_output_range(int64_t off, int64_t stride, int64_t in, int64_t out, int64_t& lo, int64_t& hi) {
@@ -708,49 +590,23 @@ void conv2d_depthwise_backward_weight(const Conv2dGeometry& g, const T* gy, cons
   });
 }
 
-#ifdef RETIKD_WITH_CUDA
-inline cuda::Conv2dDims cuda_conv_dims(const Conv2dGeometry& g) {
-  auto i32 = [](int64_t v) {
-    RETIKD_CHECK(v >= 0 && v < (int64_t(1) << 31), "conv2d: size ", v, " too large for the CUDA path");
-    return static_cast<int>(v);
-  };
-  const Conv2dOptions& o = g.opt;
-  return cuda::Conv2dDims{i32(g.N), i32(g.C), i32(g.H), i32(g.W), i32(g.O), i32(g.kh), i32(g.kw), i32(g.OH),
-                          i32(g.OW), i32(o.stride_h), i32(o.stride_w), i32(o.pad_top), i32(o.pad_bottom),
-                          i32(o.pad_left), i32(o.pad_right), i32(o.dilation_h), i32(o.dilation_w), i32(g.groups)};
-}
-// Every operand on the first one's GPU with its dtype, float32 or float16.
-inline void conv2d_check_cuda(const Tensor& first, std::initializer_list<const Tensor*> rest) {
-  RETIKD_CHECK(first.dtype() == DType::float32 || first.dtype() == DType::float16, "conv2d: no CUDA path for ",
-               first.describe(), " (float32 / float16 only)");
-  for (const Tensor* t : rest) {
-    if (!t->defined()) continue;
-    check_same_device("conv2d", first, *t);
-    check_same_dtype("conv2d", first, *t);
-  }
-}
-#endif
+// Whether an operand takes the CUDA path. Every GPU tensor does, whatever its dtype: cuda_backend::conv2d_check
+// then names a float64 one, where the CPU path's checks would only say "no CUDA implementation yet".
+inline bool conv2d_on_gpu(const Tensor& t) { return kCudaBuilt && t.is_cuda(); }
 
-#ifdef RETIKD_WITH_CUDA
 // Inference only: relu6(depthwise conv2d(x, w) + bias) in one kernel pass for float32 / float16 GPU tensors (the
 // fused bias + ReLU6 store of cuda::depthwise_forward). Returns an undefined tensor when the layer is not a
-// GPU depthwise one; the caller then runs conv2d and relu6 separately.
+// GPU depthwise one; the caller then runs conv2d and relu6 separately. (deploy/fold.hpp's ConvAct calls it.)
 inline Tensor conv2d_depthwise_relu6_cuda(const Tensor& x, const Tensor& w, const Tensor& bias,
                                           const Conv2dOptions& opt) {
-  if (!x.is_cuda() || (x.dtype() != DType::float32 && x.dtype() != DType::float16)) return Tensor();
+  if (!gpu_float(x)) return Tensor();
   const Conv2dGeometry g = conv2d_geometry(x.shape(), w.shape(), opt);
   if (!g.depthwise()) return Tensor();
-  conv2d_check_cuda(x, {&w, &bias});
-  Tensor y = Tensor::empty({g.N, g.O, g.OH, g.OW}, x.dtype(), x.device());
-  if (y.numel() == 0) return y;
-  const Tensor xc = x.contiguous(), wc = w.contiguous();
-  const Tensor bc = bias.defined() ? bias.contiguous() : Tensor();
-  cuda::depthwise_forward(cuda_conv_dims(g), xc.raw_data(), wc.raw_data(), bc.defined() ? bc.raw_data() : nullptr,
-                          y.raw_data(), cuda::kActRelu6, static_cast<int>(x.dtype()), x.device().index);
-  return y;
+  cuda_backend::conv2d_check(x, {&w, &bias});
+  return cuda_backend::conv2d_depthwise_relu6(x, w, bias, g);
 }
-#endif
 
+// The CPU path's operands: on the CPU, with x's dtype.
 inline void conv2d_check_tensors(const Tensor& x, const Tensor& w, const Tensor& bias) {
   check_cpu("conv2d", x);
   check_cpu("conv2d", w);
@@ -758,36 +614,23 @@ inline void conv2d_check_tensors(const Tensor& x, const Tensor& w, const Tensor&
   if (bias.defined()) {
     check_cpu("conv2d", bias);
     check_same_dtype("conv2d", x, bias);
-    RETIKD_CHECK(bias.dim() == 1 && bias.size(0) == w.size(0), "conv2d: bias ", shape_str(bias.shape()),
-                 " must be (", w.size(0), ",) for weight ", shape_str(w.shape()));
   }
 }
 
 // y (N, O, OH, OW) = conv2d(x, w) + bias; bias may be undefined.
 inline Tensor conv2d(const Tensor& x, const Tensor& w, const Tensor& bias, const Conv2dOptions& opt) {
   const Conv2dGeometry g = conv2d_geometry(x.shape(), w.shape(), opt);
-#ifdef RETIKD_WITH_CUDA
-  if (x.is_cuda()) {
-    conv2d_check_cuda(x, {&w, &bias});
-    if (bias.defined())
-      RETIKD_CHECK(bias.dim() == 1 && bias.size(0) == w.size(0), "conv2d: bias ", shape_str(bias.shape()),
-                   " must be (", w.size(0), ",) for weight ", shape_str(w.shape()));
-    Tensor y = Tensor::empty({g.N, g.O, g.OH, g.OW}, x.dtype(), x.device());
-    if (y.numel() == 0) return y;
-    const Tensor xc = x.contiguous(), wc = w.contiguous();
-    const Tensor bc = bias.defined() ? bias.contiguous() : Tensor();
-    const int dt = static_cast<int>(x.dtype()), dev = x.device().index;
-    if (g.depthwise()) {
-      cuda::depthwise_forward(cuda_conv_dims(g), xc.raw_data(), wc.raw_data(), bc.defined() ? bc.raw_data() : nullptr,
-                              y.raw_data(), cuda::kActNone, dt, dev);
-    } else {
-      cuda::conv2d_forward(cuda_conv_dims(g), xc.raw_data(), wc.raw_data(), y.raw_data(), dt, dev);
-      if (bc.defined()) cuda::channel_bias_add(y.raw_data(), bc.raw_data(), g.N, g.O, g.L, dt, dev);
-    }
-    return y;
+  const bool gpu = conv2d_on_gpu(x);
+  // Devices and dtypes first (each back end's rule), then the bias shape, which both share.
+  if (gpu) {
+    cuda_backend::conv2d_check(x, {&w, &bias});
+  } else {
+    conv2d_check_tensors(x, w, bias);
   }
-#endif
-  conv2d_check_tensors(x, w, bias);
+  if (bias.defined())
+    RETIKD_CHECK(bias.dim() == 1 && bias.size(0) == w.size(0), "conv2d: bias ", shape_str(bias.shape()),
+                 " must be (", w.size(0), ",) for weight ", shape_str(w.shape()));
+  if (gpu) return cuda_backend::conv2d(x, w, bias, g);
   Tensor y = Tensor::empty({g.N, g.O, g.OH, g.OW}, x.dtype());
   if (y.numel() == 0) return y;
   const Tensor xc = x.contiguous(), wc = w.contiguous();
@@ -815,22 +658,12 @@ inline void conv2d_check_grad(const Conv2dGeometry& g, const Tensor& gy, const c
 inline Tensor conv2d_backward_input(const Tensor& grad_out, const Tensor& w, const Shape& x_shape,
                                     const Conv2dOptions& opt) {
   const Conv2dGeometry g = conv2d_geometry(x_shape, w.shape(), opt);
-#ifdef RETIKD_WITH_CUDA
-  if (grad_out.is_cuda()) {
-    conv2d_check_cuda(grad_out, {&w});
+  if (conv2d_on_gpu(grad_out)) {
+    cuda_backend::conv2d_check(grad_out, {&w});
     RETIKD_CHECK(grad_out.shape() == Shape({g.N, g.O, g.OH, g.OW}), "conv2d backward (input): output gradient ",
                  shape_str(grad_out.shape()), " does not match the output");
-    if (shape_numel(x_shape) == 0 || grad_out.numel() == 0) return Tensor::zeros(x_shape, w.dtype(), w.device());
-    Tensor gx = Tensor::empty(x_shape, w.dtype(), w.device());
-    const Tensor gyc = grad_out.contiguous(), wc = w.contiguous();
-    const int dt = static_cast<int>(w.dtype()), dev = w.device().index;
-    if (g.depthwise())
-      cuda::depthwise_backward_input(cuda_conv_dims(g), gyc.raw_data(), wc.raw_data(), gx.raw_data(), dt, dev);
-    else
-      cuda::conv2d_backward_input(cuda_conv_dims(g), gyc.raw_data(), wc.raw_data(), gx.raw_data(), dt, dev);
-    return gx;
+    return cuda_backend::conv2d_backward_input(grad_out, w, x_shape, g);
   }
-#endif
   conv2d_check_grad(g, grad_out, "backward (input)");
   check_same_dtype("conv2d backward", grad_out, w);
   if (shape_numel(x_shape) == 0 || grad_out.numel() == 0) return Tensor::zeros(x_shape, w.dtype());
@@ -851,22 +684,12 @@ inline Tensor conv2d_backward_input(const Tensor& grad_out, const Tensor& w, con
 inline Tensor conv2d_backward_weight(const Tensor& grad_out, const Tensor& x, const Shape& w_shape,
                                      const Conv2dOptions& opt) {
   const Conv2dGeometry g = conv2d_geometry(x.shape(), w_shape, opt);
-#ifdef RETIKD_WITH_CUDA
-  if (grad_out.is_cuda()) {
-    conv2d_check_cuda(grad_out, {&x});
+  if (conv2d_on_gpu(grad_out)) {
+    cuda_backend::conv2d_check(grad_out, {&x});
     RETIKD_CHECK(grad_out.shape() == Shape({g.N, g.O, g.OH, g.OW}), "conv2d backward (weight): output gradient ",
                  shape_str(grad_out.shape()), " does not match the output");
-    if (shape_numel(w_shape) == 0 || grad_out.numel() == 0) return Tensor::zeros(w_shape, x.dtype(), x.device());
-    Tensor gw = Tensor::empty(w_shape, x.dtype(), x.device());
-    const Tensor gyc = grad_out.contiguous(), xc = x.contiguous();
-    const int dt = static_cast<int>(x.dtype()), dev = x.device().index;
-    if (g.depthwise())
-      cuda::depthwise_backward_weight(cuda_conv_dims(g), gyc.raw_data(), xc.raw_data(), gw.raw_data(), dt, dev);
-    else
-      cuda::conv2d_backward_weight(cuda_conv_dims(g), gyc.raw_data(), xc.raw_data(), gw.raw_data(), dt, dev);
-    return gw;
+    return cuda_backend::conv2d_backward_weight(grad_out, x, w_shape, g);
   }
-#endif
   conv2d_check_grad(g, grad_out, "backward (weight)");
   check_same_dtype("conv2d backward", grad_out, x);
   if (shape_numel(w_shape) == 0 || grad_out.numel() == 0) return Tensor::zeros(w_shape, x.dtype());
@@ -888,15 +711,10 @@ inline Tensor conv2d_backward_bias(const Tensor& grad_out) {
   RETIKD_CHECK(grad_out.dim() == 4, "conv2d backward (bias): output gradient ", shape_str(grad_out.shape()),
                " must be 4-D");
   const int64_t N = grad_out.size(0), O = grad_out.size(1), L = grad_out.size(2) * grad_out.size(3);
-#ifdef RETIKD_WITH_CUDA
-  if (grad_out.is_cuda()) {
-    conv2d_check_cuda(grad_out, {});
-    Tensor gb = Tensor::empty({O}, grad_out.dtype(), grad_out.device());
-    const Tensor gyc = grad_out.contiguous();
-    cuda::channel_sum(gyc.raw_data(), gb.raw_data(), N, O, L, static_cast<int>(gyc.dtype()), gyc.device().index);
-    return gb;
+  if (conv2d_on_gpu(grad_out)) {
+    cuda_backend::conv2d_check(grad_out, {});
+    return cuda_backend::conv2d_backward_bias(grad_out, N, O, L);
   }
-#endif
   check_cpu("conv2d", grad_out);
   Tensor gb = Tensor::zeros({O}, grad_out.dtype());
   const Tensor gyc = grad_out.contiguous();

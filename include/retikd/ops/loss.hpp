@@ -7,9 +7,10 @@
 // intermediate probability tensors on the tape. Semantics follow PyTorch exactly, including what is summed
 // and what it is divided by; each function's comment states both. Per-row work is threaded; totals are summed
 // sequentially in double, so results do not depend on the thread count.
-// GPU (float32 tensors on a CUDA device, retikd/cuda/nn_ops.hpp): cross_entropy (targets and class weights
-// are copied to the host to validate them and compute the mean's denominator), mse_loss and kl_div, forward
-// and backward, reductions in float32; BCE and kl_div_log_input stay CPU-only.
+// GPU (float32 tensors on a CUDA device): cross_entropy (targets and class weights are copied to the host to
+// validate them and compute the mean's denominator), mse_loss and kl_div, forward and backward, reductions in
+// float32; BCE without pos_weight on the elementwise kernels; kl_div_log_input stays CPU-only. The CUDA paths
+// are in ops/cuda/loss.hpp; Reduction, CrossEntropyOptions and the saved statistics in ops/loss_types.hpp.
 #pragma once
 
 #include <algorithm>
@@ -20,39 +21,26 @@
 
 #include "retikd/autograd/var.hpp"
 #include "retikd/ops/common.hpp"
+#include "retikd/ops/cuda/loss.hpp"
+#include "retikd/ops/dispatch.hpp"
 #include "retikd/ops/elementwise.hpp"
-#ifdef RETIKD_WITH_CUDA
-#include "retikd/cuda/nn_ops.hpp"
-#endif
+#include "retikd/ops/loss_types.hpp"
 
 namespace retikd {
 namespace ops {
 
-// none: one loss per element (per sample for cross_entropy); sum: the total; mean: the total divided by the
-// number of terms (cross_entropy: by the summed weights of the counted targets); batchmean (kl_div and
-// kl_div_log_input only): the total divided by the size of the first dimension.
-enum class Reduction { none, mean, sum, batchmean };
-
-inline const char* reduction_name(Reduction r) {
-  switch (r) {
-    case Reduction::none: return "none";
-    case Reduction::mean: return "mean";
-    case Reduction::sum: return "sum";
-    case Reduction::batchmean: return "batchmean";
-  }
-  return "unknown";
-}
-
 namespace impl {
+
+// Whether a loss takes its CUDA path (ops/cuda/loss.hpp): every GPU tensor does, not only gpu_float's float32 /
+// float16, so that check_loss_input names a GPU tensor of another dtype as such ("on a GPU must be float32").
+inline bool loss_on_gpu(const Tensor& t) { return kCudaBuilt && t.is_cuda(); }
 
 inline void check_loss_input(const char* op, const char* what, const Tensor& t) {
   RETIKD_CHECK(t.defined(), op, ": ", what, " is undefined");
-#ifdef RETIKD_WITH_CUDA
-  if (t.is_cuda()) {  // the GPU kernels are float32; the CPU-only losses reject GPU tensors in cpu::map / cpu::zip
+  if (loss_on_gpu(t)) {  // the GPU kernels are float32; the CPU-only losses reject GPU tensors in cpu::map / cpu::zip
     RETIKD_CHECK(t.dtype() == DType::float32, op, ": ", what, " on a GPU must be float32, got ", t.describe());
     return;
   }
-#endif
   check_cpu(op, t);
   RETIKD_CHECK(t.dtype() == DType::float32 || t.dtype() == DType::float64, op, ": ", what,
                " must be float32 or float64, got ", t.describe());
@@ -84,15 +72,7 @@ inline double loss_divisor(Reduction r, const Shape& shape) {
 inline Tensor reduce_elementwise_loss(const Tensor& e, Reduction r) {
   if (r == Reduction::none) return e;
   const double div = loss_divisor(r, e.shape());
-#ifdef RETIKD_WITH_CUDA
-  if (e.is_cuda()) {
-    Tensor out = Tensor::empty({}, e.dtype(), e.device());
-    const Tensor ec = e.contiguous();
-    cuda::reduce_rows(ec.raw_data(), out.raw_data(), 1, ec.numel(), cuda::kRowSum, static_cast<float>(1.0 / div),
-                      static_cast<int>(ec.dtype()), ec.device().index);
-    return out;
-  }
-#endif
+  if (loss_on_gpu(e)) return cuda_backend::reduce_loss(e, div);
   return dispatch_floating(e.dtype(), "loss", [&](auto tag) {
     using T = typename decltype(tag)::type;
     const T* p = e.data<T>();
@@ -106,91 +86,11 @@ inline Tensor reduce_elementwise_loss(const Tensor& e, Reduction r) {
 // g itself (none) or g / divisor everywhere.
 inline Tensor loss_grad_per_element(const Tensor& g, const Shape& shape, Reduction r) {
   if (r == Reduction::none) return g.contiguous();
-#ifdef RETIKD_WITH_CUDA
-  if (g.is_cuda()) {  // no host round trip: the 0-d gradient is read on the device
-    RETIKD_CHECK(g.numel() == 1, "loss backward: expected a 0-d gradient, got ", g.describe());
-    Tensor out = Tensor::empty(shape, g.dtype(), g.device());
-    const Tensor gc = g.contiguous();
-    cuda::row_broadcast(gc.raw_data(), out.raw_data(), 1, shape_numel(shape),
-                        static_cast<float>(1.0 / loss_divisor(r, shape)), static_cast<int>(g.dtype()),
-                        g.device().index);
-    return out;
-  }
-#endif
+  if (loss_on_gpu(g)) return cuda_backend::loss_grad_broadcast(g, shape, loss_divisor(r, shape));
   return Tensor::full(shape, g.item<double>() / loss_divisor(r, shape), g.dtype());
 }
 
 // ---- cross-entropy ----------------------------------------------------------------------------------------
-// Per-row statistics saved by the forward pass for the backward pass.
-struct CrossEntropySaved {
-  Tensor logits;   // (N, C) contiguous
-  Tensor targets;  // (N,) int64 contiguous
-  Tensor weight;   // (C,) logits' dtype, contiguous, or undefined
-  Tensor lse;      // (N,) log Σ_c exp(z_ic)
-  double label_smoothing = 0.0;
-  int64_t ignore_index = -100;
-  double denominator = 1.0;  // what the mean divides by
-};
-
-}  // namespace impl
-
-struct CrossEntropyOptions {
-  Tensor weight;                 // (C) class weights; undefined: all 1
-  double label_smoothing = 0.0;  // ε in [0, 1]
-  Reduction reduction = Reduction::mean;
-  int64_t ignore_index = -100;  // targets equal to this contribute nothing (PyTorch's default, -100)
-};
-
-namespace impl {
-
-#ifdef RETIKD_WITH_CUDA
-// cross_entropy_forward for float32 logits on a GPU. Targets and weights are small: they are checked (and the
-// mean's denominator summed, in double as on the CPU) on the host, the rows run on the device.
-inline Tensor cross_entropy_forward_cuda(const Tensor& logits, const Tensor& targets, const CrossEntropyOptions& opt,
-                                         CrossEntropySaved& saved) {
-  const char* op = "cross_entropy";
-  const int64_t N = logits.size(0), C = logits.size(1);
-  RETIKD_CHECK(targets.dim() == 1 && targets.size(0) == N, op, ": targets ", shape_str(targets.shape()),
-               " must be (N,) = (", N, ",) for logits ", shape_str(logits.shape()));
-  RETIKD_CHECK(opt.label_smoothing >= 0.0 && opt.label_smoothing <= 1.0, op,
-               ": label_smoothing must be in [0, 1], got ", opt.label_smoothing);
-  check_no_batchmean(op, opt.reduction);
-  const Tensor t_host = targets.to(Device::cpu()).contiguous();
-  const int64_t* pt = t_host.data<int64_t>();
-  for (int64_t i = 0; i < N; ++i)
-    RETIKD_CHECK(pt[i] == opt.ignore_index || (pt[i] >= 0 && pt[i] < C), op, ": target ", pt[i], " at index ",
-                 i, " is out of range for ", C, " classes (logits ", shape_str(logits.shape()), ")");
-  std::vector<double> w_host;
-  if (opt.weight.defined()) {
-    RETIKD_CHECK(opt.weight.dim() == 1 && opt.weight.size(0) == C, op, ": class weights ",
-                 shape_str(opt.weight.shape()), " must be (C,) = (", C, ",)");
-    RETIKD_CHECK(is_floating(opt.weight.dtype()), op, ": class weights must be floating, got ",
-                 opt.weight.describe());
-    w_host = opt.weight.to(Device::cpu()).to(DType::float64).contiguous().to_vector<double>();
-    saved.weight = opt.weight.to(DType::float32).to(logits.device()).contiguous().clone();
-  }
-  saved.logits = logits.contiguous();
-  saved.targets = t_host.to(logits.device());
-  saved.label_smoothing = opt.label_smoothing;
-  saved.ignore_index = opt.ignore_index;
-  saved.lse = Tensor::empty({N}, DType::float32, logits.device());
-  Tensor per_row = Tensor::empty({N}, DType::float32, logits.device());
-  cuda::ce_rows_forward(static_cast<const float*>(saved.logits.raw_data()),
-                        static_cast<const int64_t*>(saved.targets.raw_data()),
-                        saved.weight.defined() ? static_cast<const float*>(saved.weight.raw_data()) : nullptr,
-                        static_cast<float*>(saved.lse.raw_data()), static_cast<float*>(per_row.raw_data()), N, C,
-                        static_cast<float>(opt.label_smoothing), opt.ignore_index, logits.device().index);
-  double denom = 0.0;
-  for (int64_t i = 0; i < N; ++i)
-    if (pt[i] != opt.ignore_index) denom += w_host.empty() ? 1.0 : w_host[static_cast<std::size_t>(pt[i])];
-  saved.denominator = opt.reduction == Reduction::mean ? denom : 1.0;
-  if (opt.reduction == Reduction::none) return per_row;
-  Tensor out = Tensor::empty({}, DType::float32, logits.device());
-  cuda::reduce_rows(per_row.raw_data(), out.raw_data(), 1, N, cuda::kRowSum,
-                    static_cast<float>(1.0 / saved.denominator), cuda::kFloat32, logits.device().index);
-  return out;
-}
-#endif
 
 // Forward of cross_entropy; fills `saved` for the backward. See ops::cross_entropy for the definition.
 inline Tensor cross_entropy_forward(const Tensor& logits, const Tensor& targets,
@@ -203,15 +103,14 @@ inline Tensor cross_entropy_forward(const Tensor& logits, const Tensor& targets,
   RETIKD_CHECK(targets.defined(), op, ": targets are undefined");
   RETIKD_CHECK(targets.dtype() == DType::int64, op, ": targets must be int64 class indices, got ",
                targets.describe());
-#ifdef RETIKD_WITH_CUDA
-  if (logits.is_cuda()) return cross_entropy_forward_cuda(logits, targets, opt, saved);
-#endif
-  check_cpu(op, targets);
+  const bool gpu = loss_on_gpu(logits);
+  if (!gpu) check_cpu(op, targets);  // GPU logits take targets from either device (copied to the host there)
   RETIKD_CHECK(targets.dim() == 1 && targets.size(0) == N, op, ": targets ", shape_str(targets.shape()),
                " must be (N,) = (", N, ",) for logits ", shape_str(logits.shape()));
   RETIKD_CHECK(opt.label_smoothing >= 0.0 && opt.label_smoothing <= 1.0, op,
                ": label_smoothing must be in [0, 1], got ", opt.label_smoothing);
   check_no_batchmean(op, opt.reduction);
+  if (gpu) return cuda_backend::cross_entropy_forward(logits, targets, opt, saved);
   saved.logits = logits.contiguous();
   saved.targets = targets.contiguous();
   if (saved.targets.shares_storage_with(targets))
@@ -280,27 +179,7 @@ inline Tensor cross_entropy_forward(const Tensor& logits, const Tensor& targets,
 inline Tensor cross_entropy_backward(const Tensor& g, const CrossEntropySaved& s, Reduction reduction) {
   const char* op = "cross_entropy backward";
   const int64_t N = s.logits.size(0), C = s.logits.size(1);
-#ifdef RETIKD_WITH_CUDA
-  if (s.logits.is_cuda()) {
-    check_same_device(op, g, s.logits);
-    Tensor gx = Tensor::empty(s.logits.shape(), DType::float32, s.logits.device());
-    if (gx.numel() == 0) return gx;
-    const Tensor gc = g.to(DType::float32).contiguous();
-    double weight_sum = static_cast<double>(C);
-    if (s.weight.defined()) {
-      weight_sum = 0.0;  // the CPU sums in the logits' dtype; float32 here as well
-      for (double v : s.weight.to(Device::cpu()).to(DType::float64).to_vector<double>()) weight_sum += v;
-    }
-    cuda::ce_rows_backward(static_cast<const float*>(gc.raw_data()), reduction == Reduction::none,
-                           static_cast<float>(1.0 / s.denominator), static_cast<const float*>(s.logits.raw_data()),
-                           static_cast<const float*>(s.lse.raw_data()),
-                           static_cast<const int64_t*>(s.targets.raw_data()),
-                           s.weight.defined() ? static_cast<const float*>(s.weight.raw_data()) : nullptr,
-                           static_cast<float>(weight_sum), static_cast<float*>(gx.raw_data()), N, C,
-                           static_cast<float>(s.label_smoothing), s.ignore_index, s.logits.device().index);
-    return gx;
-  }
-#endif
+  if (loss_on_gpu(s.logits)) return cuda_backend::cross_entropy_backward(g, s, reduction);
   check_cpu(op, g);
   Tensor gx = Tensor::empty(s.logits.shape(), s.logits.dtype());
   if (gx.numel() == 0) return gx;
@@ -476,8 +355,7 @@ inline Var mse_loss(const Var& a, const Var& b, Reduction reduction = Reduction:
   impl::check_loss_input(op, "target", b.value());
   impl::check_loss_pair(op, "input", a.value(), "target", b.value());
   impl::check_no_batchmean(op, reduction);
-#ifdef RETIKD_WITH_CUDA
-  if (a.value().is_cuda()) {  // the same composition from GPU ops: (a − b)², reduced; gradient ±2·g·(a − b)
+  if (impl::loss_on_gpu(a.value())) {  // the same composition from GPU ops: (a − b)², reduced; gradient ±2·g·(a − b)
     check_same_device(op, a.value(), b.value());
     const Tensor diff = impl::sub(a.value(), b.value());
     Tensor out = impl::reduce_elementwise_loss(impl::mul(diff, diff), reduction);
@@ -487,7 +365,6 @@ inline Var mse_loss(const Var& a, const Var& b, Reduction reduction = Reduction:
       return {ga ? gd : Tensor(), gb ? impl::neg(gd) : Tensor()};
     });
   }
-#endif
   // diff = a − b, contiguous; kept for the backward
   const Tensor diff = cpu::zip(a.value(), b.value(), op, [](auto u, auto v) { return u - v; });
   const Tensor sq = cpu::map(diff, op, [](auto d) { return d * d; });
@@ -550,13 +427,6 @@ inline Var kl_div_log_input(const Var& log_q, const Var& target, bool log_target
 
 namespace impl {
 
-struct KlDivSaved {
-  Tensor s, t;          // student and teacher logits, contiguous, (R, C) as rows of the last dimension
-  Tensor lse_s, lse_t;  // (R,) log-sum-exp of s/τ and t/τ
-  double tau = 1.0;
-  Shape shape;
-};
-
 // Forward of the distillation KL; returns the elementwise terms' reduction. See ops::kl_div.
 inline Tensor kl_div_forward(const Tensor& s_in, const Tensor& t_in, double tau, Reduction reduction,
                              KlDivSaved& saved) {
@@ -572,20 +442,7 @@ inline Tensor kl_div_forward(const Tensor& s_in, const Tensor& t_in, double tau,
   saved.shape = s_in.shape();
   const int64_t C = s_in.size(-1);
   const int64_t R = C == 0 ? 0 : s_in.numel() / C;
-#ifdef RETIKD_WITH_CUDA
-  if (s_in.is_cuda()) {
-    check_same_device(op, s_in, t_in);
-    saved.lse_s = Tensor::empty({R}, DType::float32, s_in.device());
-    saved.lse_t = Tensor::empty({R}, DType::float32, s_in.device());
-    Tensor terms = Tensor::empty(s_in.shape(), DType::float32, s_in.device());
-    if (C > 0)
-      cuda::kl_rows_forward(static_cast<const float*>(saved.s.raw_data()), static_cast<const float*>(saved.t.raw_data()),
-                            static_cast<float*>(terms.raw_data()), static_cast<float*>(saved.lse_s.raw_data()),
-                            static_cast<float*>(saved.lse_t.raw_data()), R, C, static_cast<float>(1.0 / tau),
-                            s_in.device().index);
-    return reduce_elementwise_loss(terms, reduction);
-  }
-#endif
+  if (loss_on_gpu(s_in)) return reduce_elementwise_loss(cuda_backend::kl_div_terms(s_in, t_in, R, C, saved), reduction);
   saved.lse_s = Tensor::empty({R}, s_in.dtype());
   saved.lse_t = Tensor::empty({R}, s_in.dtype());
   Tensor terms = Tensor::empty(s_in.shape(), s_in.dtype());  // elementwise p(log p − log q)
@@ -637,17 +494,7 @@ inline std::vector<Tensor> kl_div_backward(const Tensor& g, const KlDivSaved& sv
   Tensor gt = want_t ? Tensor::empty(sv.shape, sv.s.dtype(), sv.s.device()) : Tensor();
   const int64_t C = sv.shape.back();
   const int64_t R = C == 0 ? 0 : shape_numel(sv.shape) / C;
-#ifdef RETIKD_WITH_CUDA
-  if (sv.s.is_cuda()) {
-    if (C > 0 && R > 0)
-      cuda::kl_rows_backward(static_cast<const float*>(sv.s.raw_data()), static_cast<const float*>(sv.t.raw_data()),
-                             static_cast<const float*>(sv.lse_s.raw_data()), static_cast<const float*>(sv.lse_t.raw_data()),
-                             static_cast<const float*>(ge.raw_data()), want_s ? static_cast<float*>(gs.raw_data()) : nullptr,
-                             want_t ? static_cast<float*>(gt.raw_data()) : nullptr, R, C,
-                             static_cast<float>(1.0 / sv.tau), sv.s.device().index);
-    return {gs, gt};
-  }
-#endif
+  if (loss_on_gpu(sv.s)) return cuda_backend::kl_div_backward(sv, ge, gs, gt, want_s, want_t, R, C);
   dispatch_floating(sv.s.dtype(), "kl_div backward", [&](auto tag) {
     using T = typename decltype(tag)::type;
     const T* ps = sv.s.data<T>();

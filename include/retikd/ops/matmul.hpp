@@ -5,7 +5,7 @@
 // Aᵀ and Bᵀ) are passed to the GEMM as transpose flags with their leading dimension, never copied; a
 // matrix operand shared by the whole batch is passed with batch stride 0. Tensors on a GPU take the same
 // operands to cuBLAS (retikd/cuda/blas.hpp); linear's bias add and bias gradient then run as a same-shape add
-// and a ones-vector GEMM, so no CPU-only broadcast op is reached.
+// and a ones-vector GEMM, so no CPU-only broadcast op is reached. The CUDA path is in ops/cuda/matmul.hpp.
 #pragma once
 
 #include <vector>
@@ -13,10 +13,8 @@
 #include "retikd/autograd/var.hpp"
 #include "retikd/ops/common.hpp"
 #include "retikd/ops/cpu/gemm.hpp"
+#include "retikd/ops/cuda/matmul.hpp"
 #include "retikd/ops/elementwise.hpp"
-#ifdef RETIKD_WITH_CUDA
-#include "retikd/cuda/blas.hpp"
-#endif
 
 namespace retikd {
 namespace ops {
@@ -56,8 +54,7 @@ inline GemmOperand as_gemm_operand(const Tensor& t3) {
 // unaliased contiguous tensor of the result's shape and dtype) the product is accumulated onto it (GEMM β = 1):
 // linear's bias on the GPU is written once and the GEMM adds onto it, instead of a separate add pass.
 inline Tensor matmul_nd(const Tensor& a, const Tensor& b, const Tensor& c_init = Tensor()) {
-#ifdef RETIKD_WITH_CUDA
-  const bool on_gpu = a.is_cuda();
+  const bool on_gpu = a.is_cuda();  // never in a CPU-only build: it cannot allocate GPU storage
   if (on_gpu) {
     check_same_device("matmul", a, b);
     RETIKD_CHECK(a.dtype() == DType::float32 || a.dtype() == DType::float16, "matmul: no CUDA GEMM for ",
@@ -66,10 +63,6 @@ inline Tensor matmul_nd(const Tensor& a, const Tensor& b, const Tensor& c_init =
     check_cpu("matmul", a);
     check_cpu("matmul", b);
   }
-#else
-  check_cpu("matmul", a);
-  check_cpu("matmul", b);
-#endif
   check_same_dtype("matmul", a, b);
   const int64_t M = a.size(-2), K = a.size(-1), K2 = b.size(-2), N = b.size(-1);
   RETIKD_CHECK(K == K2, "matmul: inner dimensions differ: ", shape_str(a.shape()), " · ", shape_str(b.shape()));
@@ -99,27 +92,11 @@ inline Tensor matmul_nd(const Tensor& a, const Tensor& b, const Tensor& c_init =
   };
   GemmOperand ga = as_gemm_operand(to3(a, batch_a, M, K));
   GemmOperand gb = as_gemm_operand(to3(b, batch_b, K, N));
-#ifdef RETIKD_WITH_CUDA
-  if (on_gpu) {  // cuBLAS: fp32 (TF32 if cuda::set_allow_tf32), or fp16 with fp32 accumulation
-    if (K == 0) {
-      if (!accumulate) out.fill_(0.0);
-      return out;
-    }
-    const float beta = accumulate ? 1.f : 0.f;
-    if (B > 1 && gb.batch_stride == 0 && !ga.trans && ga.batch_stride == M * ga.ld) {
-      // A right operand shared by the batch over evenly spaced left rows (a Linear over (B, tokens, in)):
-      // one (B·M)×K · K×N GEMM. cuBLAS runs it far faster than B small strided-batched ones (M = 197 for a
-      // ViT's tokens): it tiles over all B·M rows at once.
-      cuda::gemm(false, gb.trans, B * M, N, K, 1.f, ga.keep_alive.raw_data(), ga.ld, 0, gb.keep_alive.raw_data(),
-                 gb.ld, 0, beta, out.raw_data(), N, 0, 1, static_cast<int>(a.dtype()), a.device().index);
-      return out;
-    }
-    cuda::gemm(ga.trans, gb.trans, M, N, K, 1.f, ga.keep_alive.raw_data(), ga.ld, ga.batch_stride,
-               gb.keep_alive.raw_data(), gb.ld, gb.batch_stride, beta, out.raw_data(), N, M * N, B,
-               static_cast<int>(a.dtype()), a.device().index);
-    return out;
+  if (on_gpu) {  // cuBLAS (ops/cuda/matmul.hpp); ga / gb stay alive until it returns
+    return cuda_backend::matmul({ga.keep_alive.raw_data(), ga.trans, ga.ld, ga.batch_stride},
+                                {gb.keep_alive.raw_data(), gb.trans, gb.ld, gb.batch_stride}, M, N, K, B, accumulate,
+                                out);
   }
-#endif
   dispatch_floating(a.dtype(), "matmul", [&](auto tag) {
     using T = typename decltype(tag)::type;
     const T* pa = static_cast<const T*>(ga.keep_alive.raw_data());

@@ -6,7 +6,7 @@
 // does — and its backward goes through the batch statistics. Evaluation uses the running statistics and its
 // backward is the per-channel affine map. layer_norm normalises over the last k dims (normalized_shape).
 // Statistics and gradient sums accumulate in double whatever the tensor's dtype.
-// GPU (float32 / float16 x on a CUDA device): retikd/cuda/nn_ops.hpp's kernels, float32 statistics; the saved
+// The CUDA paths (float32 / float16 x on a GPU) are in ops/cuda/norm.hpp: float32 statistics, so the saved
 // mean / invstd are then float32 device tensors and running statistics must be float32 on the same device.
 #pragma once
 
@@ -14,14 +14,13 @@
 #include <array>
 #include <cmath>
 #include <cstdint>
+#include <utility>
 #include <vector>
 
 #include "retikd/autograd/var.hpp"
 #include "retikd/core/parallel.hpp"
 #include "retikd/ops/common.hpp"
-#ifdef RETIKD_WITH_CUDA
-#include "retikd/cuda/nn_ops.hpp"
-#endif
+#include "retikd/ops/cuda/norm.hpp"
 
 namespace retikd {
 namespace ops {
@@ -60,23 +59,6 @@ inline std::vector<double> param_values(const char* op, const char* what, const 
   return v;
 }
 
-#ifdef RETIKD_WITH_CUDA
-// An optional GPU parameter: its device pointer (null when undefined) after checking place, dtype and shape.
-inline const void* cuda_norm_param(const char* op, const char* what, const Tensor& p, const Shape& shape,
-                                   const Tensor& x, Tensor& keep) {
-  if (!p.defined()) return nullptr;
-  check_same_device(op, x, p);
-  check_same_dtype(op, x, p);
-  RETIKD_CHECK(p.shape() == shape, op, ": ", what, " ", shape_str(p.shape()), " must be ", shape_str(shape));
-  keep = p.contiguous();
-  return keep.raw_data();
-}
-inline void cuda_norm_check(const char* op, const Tensor& x) {
-  RETIKD_CHECK(x.dtype() == DType::float32 || x.dtype() == DType::float16, op, ": no CUDA path for ",
-               x.describe());
-}
-#endif
-
 struct BatchNormResult {
   Tensor output;
   Tensor mean;    // (C,) float64: the batch mean (training) or the running mean (evaluation)
@@ -97,36 +79,12 @@ inline BatchNormResult batch_norm(const Tensor& x, const Tensor& weight, const T
                                   Tensor& running_var, bool training, double momentum, double eps) {
   RETIKD_CHECK(x.dim() >= 2, "batch_norm: input ", shape_str(x.shape()), " must be (N, C) or (N, C, ...)");
   const int64_t N = x.size(0), C = x.size(1), S = x.numel() / std::max<int64_t>(1, N * C), M = N * S;
-#ifdef RETIKD_WITH_CUDA
+  // Every GPU x goes to the CUDA back end, which names the dtypes it has no kernel for.
   if (x.is_cuda()) {
-    cuda_norm_check("batch_norm", x);
-    Tensor wk, bk;
-    const void* pw = cuda_norm_param("batch_norm", "weight", weight, {C}, x, wk);
-    const void* pb = cuda_norm_param("batch_norm", "bias", bias, {C}, x, bk);
-    RETIKD_CHECK(running_mean.defined() == running_var.defined(), "batch_norm: running_mean and running_var must "
-                 "both be given or both be undefined");
-    for (const Tensor* rs : {&running_mean, &running_var})
-      if (rs->defined())
-        RETIKD_CHECK(rs->is_contiguous() && rs->dtype() == DType::float32 && rs->device() == x.device() &&
-                         rs->dim() == 1 && rs->size(0) == C,
-                     "batch_norm: running statistics ", rs->describe(), " must be contiguous float32 (", C,
-                     ",) on ", x.device().to_string());
-    RETIKD_CHECK(training ? M > 1 : running_mean.defined(), "batch_norm: input ", shape_str(x.shape()),
-                 training ? " has at most 1 value per channel" : ": evaluation needs running statistics");
-    BatchNormResult r;
-    r.output = Tensor::empty(x.shape(), x.dtype(), x.device());
-    r.mean = Tensor::empty({C}, DType::float32, x.device());
-    r.invstd = Tensor::empty({C}, DType::float32, x.device());
-    const Tensor xc = x.contiguous();
-    cuda::batch_norm_forward(xc.raw_data(), pw, pb,
-                             running_mean.defined() ? static_cast<float*>(running_mean.raw_data()) : nullptr,
-                             running_var.defined() ? static_cast<float*>(running_var.raw_data()) : nullptr,
-                             static_cast<float*>(r.mean.raw_data()), static_cast<float*>(r.invstd.raw_data()),
-                             r.output.raw_data(), N, C, S, training, static_cast<float>(momentum),
-                             static_cast<float>(eps), static_cast<int>(x.dtype()), x.device().index);
-    return r;
+    cuda_backend::NormResult r =
+        cuda_backend::batch_norm(x, weight, bias, running_mean, running_var, training, momentum, eps, N, C, S);
+    return {std::move(r.output), std::move(r.mean), std::move(r.invstd)};
   }
-#endif
   check_cpu("batch_norm", x);
   const std::vector<double> w = param_values("batch_norm", "weight", weight, {C}, x, 1.0);
   const std::vector<double> b = param_values("batch_norm", "bias", bias, {C}, x, 0.0);
@@ -218,25 +176,9 @@ inline std::array<Tensor, 3> batch_norm_backward(const Tensor& grad_out, const T
                shape_str(grad_out.shape()), " does not match input ", shape_str(x.shape()));
   check_same_dtype("batch_norm backward", grad_out, x);
   const int64_t N = x.size(0), C = x.size(1), S = x.numel() / std::max<int64_t>(1, N * C), M = N * S;
-#ifdef RETIKD_WITH_CUDA
-  if (grad_out.is_cuda()) {
-    cuda_norm_check("batch_norm backward", x);
-    check_same_device("batch_norm backward", grad_out, x);
-    Tensor wk;
-    const void* pw = cuda_norm_param("batch_norm backward", "weight", weight, {C}, x, wk);
-    std::array<Tensor, 3> out;
-    if (need_x) out[0] = Tensor::empty(x.shape(), x.dtype(), x.device());
-    if (need_w) out[1] = Tensor::empty({C}, x.dtype(), x.device());
-    if (need_b) out[2] = Tensor::empty({C}, x.dtype(), x.device());
-    const Tensor xc = x.contiguous(), gc = grad_out.contiguous();
-    const Tensor mc = save_mean.contiguous(), ic = save_invstd.contiguous();
-    cuda::batch_norm_backward(gc.raw_data(), xc.raw_data(), pw, static_cast<const float*>(mc.raw_data()),
-                              static_cast<const float*>(ic.raw_data()), need_x ? out[0].raw_data() : nullptr,
-                              need_w ? out[1].raw_data() : nullptr, need_b ? out[2].raw_data() : nullptr, N, C, S,
-                              training, static_cast<int>(x.dtype()), x.device().index);
-    return out;
-  }
-#endif
+  if (grad_out.is_cuda())
+    return cuda_backend::batch_norm_backward(grad_out, x, weight, save_mean, save_invstd, training, need_x, need_w,
+                                             need_b, N, C, S);
   check_cpu("batch_norm backward", grad_out);
   const std::vector<double> w = param_values("batch_norm", "weight", weight, {C}, x, 1.0);
   const double* mean = save_mean.data<double>();
@@ -320,25 +262,10 @@ inline LayerNormResult layer_norm(const Tensor& x, const Shape& normalized_shape
                                   const Tensor& bias, double eps) {
   const int64_t D = layer_norm_features(x, normalized_shape);
   const int64_t R = D > 0 ? x.numel() / D : 0;
-#ifdef RETIKD_WITH_CUDA
   if (x.is_cuda()) {
-    cuda_norm_check("layer_norm", x);
-    RETIKD_CHECK(eps >= 0.0, "layer_norm: eps ", eps, " must be non-negative");
-    Tensor wk, bk;
-    const void* pw = cuda_norm_param("layer_norm", "weight", weight, normalized_shape, x, wk);
-    const void* pb = cuda_norm_param("layer_norm", "bias", bias, normalized_shape, x, bk);
-    LayerNormResult r;
-    r.output = Tensor::empty(x.shape(), x.dtype(), x.device());
-    r.mean = Tensor::empty({R}, DType::float32, x.device());
-    r.invstd = Tensor::empty({R}, DType::float32, x.device());
-    const Tensor xc = x.contiguous();
-    if (D > 0)
-      cuda::layer_norm_forward(xc.raw_data(), pw, pb, static_cast<float*>(r.mean.raw_data()),
-                               static_cast<float*>(r.invstd.raw_data()), r.output.raw_data(), R, D,
-                               static_cast<float>(eps), static_cast<int>(x.dtype()), x.device().index);
-    return r;
+    cuda_backend::NormResult r = cuda_backend::layer_norm(x, normalized_shape, weight, bias, eps, R, D);
+    return {std::move(r.output), std::move(r.mean), std::move(r.invstd)};
   }
-#endif
   check_cpu("layer_norm", x);
   const std::vector<double> w = param_values("layer_norm", "weight", weight, normalized_shape, x, 1.0);
   const std::vector<double> b = param_values("layer_norm", "bias", bias, normalized_shape, x, 0.0);
@@ -384,26 +311,9 @@ inline std::array<Tensor, 3> layer_norm_backward(const Tensor& grad_out, const T
   check_same_dtype("layer_norm backward", grad_out, x);
   const int64_t D = layer_norm_features(x, normalized_shape);
   const int64_t R = D > 0 ? x.numel() / D : 0;
-#ifdef RETIKD_WITH_CUDA
-  if (grad_out.is_cuda()) {
-    cuda_norm_check("layer_norm backward", x);
-    check_same_device("layer_norm backward", grad_out, x);
-    Tensor wk;
-    const void* pw = cuda_norm_param("layer_norm backward", "weight", weight, normalized_shape, x, wk);
-    std::array<Tensor, 3> out;
-    if (need_x) out[0] = Tensor::empty(x.shape(), x.dtype(), x.device());
-    if (need_w) out[1] = Tensor::empty(normalized_shape, x.dtype(), x.device());
-    if (need_b) out[2] = Tensor::empty(normalized_shape, x.dtype(), x.device());
-    const Tensor xc = x.contiguous(), gc = grad_out.contiguous();
-    const Tensor mc = save_mean.contiguous(), ic = save_invstd.contiguous();
-    if (D > 0)
-      cuda::layer_norm_backward(gc.raw_data(), xc.raw_data(), pw, static_cast<const float*>(mc.raw_data()),
-                                static_cast<const float*>(ic.raw_data()), need_x ? out[0].raw_data() : nullptr,
-                                need_w ? out[1].raw_data() : nullptr, need_b ? out[2].raw_data() : nullptr, R, D,
-                                static_cast<int>(x.dtype()), x.device().index);
-    return out;
-  }
-#endif
+  if (grad_out.is_cuda())
+    return cuda_backend::layer_norm_backward(grad_out, x, normalized_shape, weight, save_mean, save_invstd, need_x,
+                                             need_w, need_b, R, D);
   check_cpu("layer_norm backward", grad_out);
   const std::vector<double> w = param_values("layer_norm", "weight", weight, normalized_shape, x, 1.0);
   const double* mean = save_mean.data<double>();

@@ -1,9 +1,9 @@
 // retikd/ops/pool.hpp — 2-D pooling on (N, C, H, W): max pool (gradient routed to the arg-max), average
 // pool (PyTorch's count_include_pad divisor rules), adaptive average pool (PyTorch's bins), forward and
 // backward, each threaded over the N·C planes.
-// GPU (float32 / float16, retikd/cuda/nn_ops.hpp): max pool forward and backward, and the global case of the
-// adaptive average pool (output 1×1: a row mean over each plane, backward a broadcast); other adaptive sizes and
-// avg_pool2d stay CPU-only.
+// GPU (float32 / float16; the CUDA paths are in ops/cuda/pool.hpp): max pool forward and backward, and the global
+// case of the adaptive average pool (output 1×1: a row mean over each plane, backward a broadcast); other
+// adaptive sizes and avg_pool2d stay CPU-only.
 //
 // Output size (max and avg): floor or ceil((H + 2·pad − kernel) / stride) + 1, and with ceil_mode the last
 // window must start inside the input or the left padding (PyTorch's rule), so no window is pure padding.
@@ -19,9 +19,7 @@
 #include "retikd/autograd/var.hpp"
 #include "retikd/core/parallel.hpp"
 #include "retikd/ops/common.hpp"
-#ifdef RETIKD_WITH_CUDA
-#include "retikd/cuda/nn_ops.hpp"
-#endif
+#include "retikd/ops/cuda/pool.hpp"
 
 namespace retikd {
 namespace ops {
@@ -93,22 +91,8 @@ void for_each_plane(int64_t planes, int64_t work, Fn&& fn) {
 inline std::pair<Tensor, Tensor> max_pool2d(const Tensor& x, Pair2d kernel, Pair2d stride, Pair2d pad,
                                             bool ceil_mode) {
   const Pool2dGeometry g = pool2d_geometry("max_pool2d", x.shape(), kernel, stride, pad, ceil_mode);
-#ifdef RETIKD_WITH_CUDA
-  if (x.is_cuda()) {
-    RETIKD_CHECK(x.dtype() == DType::float32 || x.dtype() == DType::float16, "max_pool2d: no CUDA path for ",
-                 x.describe());
-    RETIKD_CHECK(x.numel() < (int64_t(1) << 31), "max_pool2d: input too large for the CUDA path");
-    Tensor y = Tensor::empty({g.N, g.C, g.OH, g.OW}, x.dtype(), x.device());
-    Tensor idx = Tensor::empty({g.N, g.C, g.OH, g.OW}, DType::int64, x.device());
-    const Tensor xc = x.contiguous();
-    auto i32 = [](int64_t v) { return static_cast<int>(v); };
-    const cuda::Pool2dDims d{i32(g.planes()), i32(g.H), i32(g.W), i32(g.OH), i32(g.OW), i32(g.kh),
-                             i32(g.kw),       i32(g.sh), i32(g.sw), i32(g.ph), i32(g.pw)};
-    cuda::max_pool2d_forward(d, xc.raw_data(), y.raw_data(), static_cast<int64_t*>(idx.raw_data()),
-                             static_cast<int>(x.dtype()), x.device().index);
-    return {y, idx};
-  }
-#endif
+  // Every GPU x goes to the CUDA back end, which names the dtypes it has no kernel for.
+  if (x.is_cuda()) return cuda_backend::max_pool2d(x, {g.OH, g.OW, g.kh, g.kw, g.sh, g.sw, g.ph, g.pw});
   check_cpu("max_pool2d", x);
   Tensor y = Tensor::empty({g.N, g.C, g.OH, g.OW}, x.dtype());
   Tensor idx = Tensor::empty({g.N, g.C, g.OH, g.OW}, DType::int64);
@@ -151,19 +135,7 @@ inline Tensor max_pool2d_backward(const Tensor& grad_out, const Tensor& indices,
                    grad_out.size(0) == x_shape[0] && grad_out.size(1) == x_shape[1],
                "max_pool2d backward: output gradient ", shape_str(grad_out.shape()), " does not match indices ",
                shape_str(indices.shape()), " and input ", shape_str(x_shape));
-#ifdef RETIKD_WITH_CUDA
-  if (grad_out.is_cuda()) {
-    RETIKD_CHECK(grad_out.dtype() == DType::float32 || grad_out.dtype() == DType::float16,
-                 "max_pool2d backward: no CUDA path for ", grad_out.describe());
-    check_same_device("max_pool2d backward", grad_out, indices);
-    Tensor gx = Tensor::empty(x_shape, grad_out.dtype(), grad_out.device());
-    const Tensor gc = grad_out.contiguous(), ic = indices.contiguous();
-    cuda::max_pool2d_backward(gc.raw_data(), static_cast<const int64_t*>(ic.raw_data()), gx.raw_data(),
-                              x_shape[0] * x_shape[1], x_shape[2] * x_shape[3], grad_out.size(2) * grad_out.size(3),
-                              static_cast<int>(gc.dtype()), gc.device().index);
-    return gx;
-  }
-#endif
+  if (grad_out.is_cuda()) return cuda_backend::max_pool2d_backward(grad_out, indices, x_shape);
   check_cpu("max_pool2d backward", grad_out);
   Tensor gx = Tensor::zeros(x_shape, grad_out.dtype());
   const Tensor gc = grad_out.contiguous(), ic = indices.contiguous();
@@ -270,16 +242,7 @@ inline void adaptive_check(const Shape& x, int64_t out_h, int64_t out_w) {
 inline Tensor adaptive_avg_pool2d(const Tensor& x, int64_t out_h, int64_t out_w) {
   adaptive_check(x.shape(), out_h, out_w);
   const int64_t N = x.size(0), C = x.size(1), H = x.size(2), W = x.size(3);
-#ifdef RETIKD_WITH_CUDA
-  if (x.is_cuda() && out_h == 1 && out_w == 1 && (x.dtype() == DType::float32 || x.dtype() == DType::float16)) {
-    Tensor y = Tensor::empty({N, C, 1, 1}, x.dtype(), x.device());
-    const Tensor xc = x.contiguous();
-    cuda::reduce_rows(xc.raw_data(), y.raw_data(), N * C, H * W, cuda::kRowSum,
-                      static_cast<float>(1.0 / static_cast<double>(H * W)), static_cast<int>(x.dtype()),
-                      x.device().index);
-    return y;
-  }
-#endif
+  if (gpu_float(x) && out_h == 1 && out_w == 1) return cuda_backend::global_avg_pool2d(x);
   check_cpu("adaptive_avg_pool2d", x);
   Tensor y = Tensor::empty({N, C, out_h, out_w}, x.dtype());
   const Tensor xc = x.contiguous();
@@ -314,16 +277,8 @@ inline Tensor adaptive_avg_pool2d_backward(const Tensor& grad_out, const Shape& 
                "adaptive_avg_pool2d backward: output gradient ", shape_str(grad_out.shape()),
                " does not match input ", shape_str(x_shape));
   const int64_t N = x_shape[0], C = x_shape[1], H = x_shape[2], W = x_shape[3];
-#ifdef RETIKD_WITH_CUDA
-  if (grad_out.is_cuda() && out_h == 1 && out_w == 1 &&
-      (grad_out.dtype() == DType::float32 || grad_out.dtype() == DType::float16)) {
-    Tensor gx = Tensor::empty(x_shape, grad_out.dtype(), grad_out.device());
-    const Tensor gc = grad_out.contiguous();
-    cuda::row_broadcast(gc.raw_data(), gx.raw_data(), N * C, H * W, static_cast<float>(1.0 / static_cast<double>(H * W)),
-                        static_cast<int>(gc.dtype()), gc.device().index);
-    return gx;
-  }
-#endif
+  if (gpu_float(grad_out) && out_h == 1 && out_w == 1)
+    return cuda_backend::global_avg_pool2d_backward(grad_out, x_shape);
   check_cpu("adaptive_avg_pool2d backward", grad_out);
   Tensor gx = Tensor::zeros(x_shape, grad_out.dtype());
   const Tensor gc = grad_out.contiguous();

@@ -5,7 +5,7 @@
 // max's backward sends the gradient to the first maximal element of each row, as PyTorch's max(dim) does.
 // GPU (float32 / float16): sum, mean and amax reduce the same permuted rows with retikd/cuda/nn_ops.hpp's row
 // kernel (float32 accumulation); sum / mean backward need only expand + contiguous + mul_scalar, which run
-// there too. argmax and max's backward stay CPU-only.
+// there too. argmax and max's backward stay CPU-only. The CUDA paths are in ops/cuda/reduce.hpp.
 #pragma once
 
 #include <algorithm>
@@ -14,6 +14,7 @@
 
 #include "retikd/autograd/var.hpp"
 #include "retikd/ops/common.hpp"
+#include "retikd/ops/cuda/reduce.hpp"
 #include "retikd/ops/elementwise.hpp"
 
 namespace retikd {
@@ -62,20 +63,18 @@ inline Tensor rows_view(const Tensor& x, const ReducePlan& p) {
   return x.permute(p.perm).contiguous().reshape({p.rows, p.row_len});
 }
 
-// fn(row_pointer, row_len) -> value, for every row; the output has the plan's out_shape.
-#ifdef RETIKD_WITH_CUDA
-// The GPU form of reduce_rows for sum / mean (scale 1/row_len) / max on float32 / float16 tensors.
+// The GPU form of reduce_rows for sum / mean (scale 1/row_len) / max on float32 / float16 tensors
+// (op: cuda_backend::kRowSum or kRowMax). Every tensor on a GPU comes here, so other dtypes fail naming the
+// missing CUDA path; a CPU-only build never holds one (it cannot allocate GPU storage).
 inline Tensor cuda_reduce_rows(const Tensor& x, const ReducePlan& p, int op, double scale) {
   RETIKD_CHECK(x.dtype() == DType::float32 || x.dtype() == DType::float16, "reduce: no CUDA path for ",
                x.describe());
   Tensor out = Tensor::empty(p.out_shape, x.dtype(), x.device());
   const Tensor r = rows_view(x, p);
-  cuda::reduce_rows(r.raw_data(), out.raw_data(), p.rows, p.row_len, op, static_cast<float>(scale),
-                    static_cast<int>(x.dtype()), x.device().index);
-  return out;
+  return cuda_backend::reduce_rows(r, out, p.rows, p.row_len, op, scale);
 }
-#endif
 
+// fn(row_pointer, row_len) -> value, for every row; the output has the plan's out_shape.
 template <class F>
 Tensor reduce_rows(const Tensor& x, const ReducePlan& p, const char* op, DType out_dtype, F&& fn) {
   check_cpu(op, x);
@@ -99,9 +98,7 @@ Tensor reduce_rows(const Tensor& x, const ReducePlan& p, const char* op, DType o
 
 inline Tensor sum(const Tensor& x, const std::vector<int64_t>& dims = {}, bool keepdim = false) {
   ReducePlan p = make_reduce_plan(x, dims, keepdim, "sum");
-#ifdef RETIKD_WITH_CUDA
-  if (x.is_cuda()) return cuda_reduce_rows(x, p, cuda::kRowSum, 1.0);
-#endif
+  if (x.is_cuda()) return cuda_reduce_rows(x, p, cuda_backend::kRowSum, 1.0);
   return reduce_rows(x, p, "sum", x.dtype(), [](const auto* row, int64_t n) {
     double s = 0.0;
     for (int64_t k = 0; k < n; ++k) s += static_cast<double>(row[k]);
@@ -111,9 +108,7 @@ inline Tensor sum(const Tensor& x, const std::vector<int64_t>& dims = {}, bool k
 inline Tensor mean(const Tensor& x, const std::vector<int64_t>& dims = {}, bool keepdim = false) {
   ReducePlan p = make_reduce_plan(x, dims, keepdim, "mean");
   RETIKD_CHECK(p.row_len > 0, "mean: reducing over an empty dimension of ", x.describe());
-#ifdef RETIKD_WITH_CUDA
-  if (x.is_cuda()) return cuda_reduce_rows(x, p, cuda::kRowSum, 1.0 / static_cast<double>(p.row_len));
-#endif
+  if (x.is_cuda()) return cuda_reduce_rows(x, p, cuda_backend::kRowSum, 1.0 / static_cast<double>(p.row_len));
   return reduce_rows(x, p, "mean", x.dtype(), [](const auto* row, int64_t n) {
     double s = 0.0;
     for (int64_t k = 0; k < n; ++k) s += static_cast<double>(row[k]);
@@ -136,9 +131,7 @@ inline Tensor argmax(const Tensor& x, int64_t dim, bool keepdim = false) {
 inline Tensor amax(const Tensor& x, const std::vector<int64_t>& dims = {}, bool keepdim = false) {
   ReducePlan p = make_reduce_plan(x, dims, keepdim, "max");
   RETIKD_CHECK(p.row_len > 0, "max: empty reduction over ", x.describe());
-#ifdef RETIKD_WITH_CUDA
-  if (x.is_cuda()) return cuda_reduce_rows(x, p, cuda::kRowMax, 1.0);
-#endif
+  if (x.is_cuda()) return cuda_reduce_rows(x, p, cuda_backend::kRowMax, 1.0);
   return reduce_rows(x, p, "max", x.dtype(), [](const auto* row, int64_t n) {
     auto best = row[0];
     for (int64_t k = 1; k < n; ++k)

@@ -1,8 +1,8 @@
 // retikd/ops/resize.hpp — bilinear resize of (N, C, H, W) images, matching PyTorch's
 // F.interpolate(mode='bilinear', align_corners=False) (and align_corners=True on request), forward and
 // backward (each output gradient scattered back onto its four source pixels with the same weights).
-// GPU (float32 / float16): retikd/cuda/nn_ops.hpp, the same tap formula evaluated in float32 per output
-// (retikd/cuda/op_programs.hpp); the backward scatters with float atomics.
+// GPU (float32 / float16; the CUDA paths are in ops/cuda/resize.hpp): the same tap formula evaluated in float32
+// per output (retikd/cuda/op_programs.hpp); the backward scatters with float atomics.
 //
 // align_corners=False: scale = in/out, source coordinate (dst + 0.5)·scale − 0.5 clamped below at 0; the
 // lower neighbour is floor(src) (at most in − 1), the upper one is the next pixel unless that is past the
@@ -25,10 +25,8 @@
 #include "retikd/autograd/var.hpp"
 #include "retikd/core/parallel.hpp"
 #include "retikd/ops/common.hpp"
+#include "retikd/ops/cuda/resize.hpp"
 #include "retikd/ops/matmul.hpp"
-#ifdef RETIKD_WITH_CUDA
-#include "retikd/cuda/nn_ops.hpp"
-#endif
 
 namespace retikd {
 namespace ops {
@@ -73,20 +71,8 @@ inline void bilinear_check(const Shape& x, int64_t out_h, int64_t out_w) {
 inline Tensor interpolate_bilinear(const Tensor& x, int64_t out_h, int64_t out_w, bool align_corners) {
   bilinear_check(x.shape(), out_h, out_w);
   const int64_t N = x.size(0), C = x.size(1), H = x.size(2), W = x.size(3);
-#ifdef RETIKD_WITH_CUDA
-  if (x.is_cuda()) {
-    RETIKD_CHECK(x.dtype() == DType::float32 || x.dtype() == DType::float16,
-                 "interpolate_bilinear: no CUDA path for ", x.describe());
-    RETIKD_CHECK(H < (1 << 30) && W < (1 << 30) && out_h < (1 << 30) && out_w < (1 << 30),
-                 "interpolate_bilinear: sizes too large for the CUDA path");
-    Tensor y = Tensor::empty({N, C, out_h, out_w}, x.dtype(), x.device());
-    const Tensor xc = x.contiguous();
-    cuda::bilinear_forward(xc.raw_data(), y.raw_data(), N * C, static_cast<int>(H), static_cast<int>(W),
-                           static_cast<int>(out_h), static_cast<int>(out_w), align_corners, static_cast<int>(x.dtype()),
-                           x.device().index);
-    return y;
-  }
-#endif
+  // Every GPU x goes to the CUDA back end, which names the dtypes it has no kernel for.
+  if (x.is_cuda()) return cuda_backend::interpolate_bilinear(x, out_h, out_w, align_corners);
   check_cpu("interpolate_bilinear", x);
   Tensor y = Tensor::empty({N, C, out_h, out_w}, x.dtype());
   const Tensor xc = x.contiguous();
@@ -124,18 +110,7 @@ inline Tensor interpolate_bilinear_backward(const Tensor& grad_out, const Shape&
   const int64_t out_h = grad_out.size(2), out_w = grad_out.size(3);
   bilinear_check(x_shape, out_h, out_w);
   const int64_t N = x_shape[0], C = x_shape[1], H = x_shape[2], W = x_shape[3];
-#ifdef RETIKD_WITH_CUDA
-  if (grad_out.is_cuda()) {
-    RETIKD_CHECK(grad_out.dtype() == DType::float32 || grad_out.dtype() == DType::float16,
-                 "interpolate_bilinear backward: no CUDA path for ", grad_out.describe());
-    Tensor gx = Tensor::empty(x_shape, grad_out.dtype(), grad_out.device());
-    const Tensor gc = grad_out.contiguous();
-    cuda::bilinear_backward(gc.raw_data(), gx.raw_data(), N * C, static_cast<int>(H), static_cast<int>(W),
-                            static_cast<int>(out_h), static_cast<int>(out_w), align_corners,
-                            static_cast<int>(gc.dtype()), gc.device().index);
-    return gx;
-  }
-#endif
+  if (grad_out.is_cuda()) return cuda_backend::interpolate_bilinear_backward(grad_out, x_shape, align_corners);
   check_cpu("interpolate_bilinear backward", grad_out);
   Tensor gx = Tensor::zeros(x_shape, grad_out.dtype());
   const Tensor gc = grad_out.contiguous();

@@ -8,6 +8,7 @@
 // picked twice; expand sums the gradient back over the broadcast dimensions. Ops built on Tensor::copy_
 // (concat, slice/narrow backward, pad) work on any device; index_select and gather are CPU-only for now.
 // Indices are int64 (int32 accepted and widened); out-of-range indices throw naming the index and position.
+// The CUDA path (concat's device copies) is in ops/cuda/shape.hpp.
 #pragma once
 
 #include <algorithm>
@@ -19,6 +20,7 @@
 
 #include "retikd/autograd/var.hpp"
 #include "retikd/ops/common.hpp"
+#include "retikd/ops/cuda/shape.hpp"
 
 namespace retikd {
 namespace ops {
@@ -54,25 +56,8 @@ inline Tensor concat(const std::vector<Tensor>& xs, int64_t dim) {
     out_shape[d] += x.size(d);
   }
   Tensor out = Tensor::empty(out_shape, first.dtype(), first.device());
-#ifdef RETIKD_WITH_CUDA
-  if (out.is_cuda()) {
-    // GPU: each input is `outer` rows of x.size(d)·inner elements, landing at its column offset of the output's
-    // rows — one 2-D device copy per input (a strided copy_ into a narrowed view would go through the host).
-    int64_t outer = 1, inner = 1;
-    for (int64_t k = 0; k < d; ++k) outer *= out_shape[k];
-    for (int64_t k = d + 1; k < static_cast<int64_t>(out_shape.size()); ++k) inner *= out_shape[k];
-    const std::size_t es = out.element_size(), row = static_cast<std::size_t>(out_shape[d] * inner) * es;
-    std::size_t col = 0;
-    for (const Tensor& x : xs) {
-      const std::size_t width = static_cast<std::size_t>(x.size(d) * inner) * es;
-      const Tensor c = x.contiguous();
-      cuda::copy_2d_device_to_device(static_cast<char*>(out.raw_data()) + col, row, c.raw_data(), width, width,
-                                     static_cast<std::size_t>(outer), out.device().index);
-      col += width;
-    }
-    return out;
-  }
-#endif
+  // GPU: one 2-D device copy per input (a strided copy_ into a narrowed view would go through the host).
+  if (out.is_cuda()) return cuda_backend::concat(xs, d, out);
   int64_t offset = 0;
   for (const Tensor& x : xs) {
     if (x.size(d) > 0) out.narrow(d, offset, x.size(d)).copy_(x);

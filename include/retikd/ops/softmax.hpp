@@ -12,6 +12,7 @@
 //            log_softmax  gx = g − exp(y) ⊙ Σ_dim g
 // float32 / float16 tensors on a GPU reduced over their last dimension (inner = 1) run in
 // retikd/cuda/softmax.hpp's warp-per-row kernels; other GPU layouts say there is no CUDA path yet.
+// The CUDA paths are in ops/cuda/softmax.hpp.
 #pragma once
 
 #include <algorithm>
@@ -24,9 +25,8 @@
 #include "retikd/autograd/var.hpp"
 #include "retikd/ops/common.hpp"
 #include "retikd/ops/cpu/vec_math.hpp"
-#ifdef RETIKD_WITH_CUDA
-#include "retikd/cuda/softmax.hpp"
-#endif
+#include "retikd/ops/cuda/softmax.hpp"
+#include "retikd/ops/dispatch.hpp"
 
 namespace retikd {
 namespace ops {
@@ -78,26 +78,15 @@ inline int64_t softmax_dim(const Tensor& x, int64_t dim, const char* op) {
   return wrap_dim(dim, x.dim(), op);
 }
 
-#ifdef RETIKD_WITH_CUDA
 // The GPU path when it applies (false: the caller goes on to the CPU checks, which name what is missing).
 inline bool cuda_softmax_ok(const Tensor& t, int64_t dim, const char* op) {
-  if (!t.is_cuda() || (t.dtype() != DType::float32 && t.dtype() != DType::float16)) return false;
+  if (!gpu_float(t)) return false;
   const int64_t d = softmax_dim(t, dim, op);
   return t.dim() == 0 || d == t.dim() - 1;
 }
-#endif
 
 inline Tensor softmax_forward(const Tensor& x, int64_t dim, bool log, const char* op) {
-#ifdef RETIKD_WITH_CUDA
-  if (cuda_softmax_ok(x, dim, op)) {
-    const Tensor in = x.contiguous();
-    Tensor out = Tensor::empty(x.shape(), x.dtype(), x.device());
-    const int64_t n = x.dim() == 0 ? 1 : x.size(-1);
-    cuda::softmax_rows(in.raw_data(), out.raw_data(), n == 0 ? 0 : x.numel() / n, n, log,
-                       static_cast<int>(x.dtype()), x.device().index);
-    return out;
-  }
-#endif
+  if (cuda_softmax_ok(x, dim, op)) return cuda_backend::softmax_rows(x, log);
   check_cpu(op, x);
   const int64_t d = softmax_dim(x, dim, op);
   const Shape shape = x.dim() == 0 ? Shape{1} : x.shape();
@@ -179,16 +168,8 @@ inline Tensor softmax_forward(const Tensor& x, int64_t dim, bool log, const char
 
 // Shared backward: softmax (log = false, y = softmax output) or log_softmax (log = true, y = its output).
 inline Tensor softmax_backward_impl(const Tensor& g, const Tensor& y, int64_t dim, bool log, const char* op) {
-#ifdef RETIKD_WITH_CUDA
-  if (cuda_softmax_ok(y, dim, op) && g.device() == y.device() && g.shape() == y.shape() && g.dtype() == y.dtype()) {
-    const Tensor gc = g.contiguous(), yc = y.contiguous();
-    Tensor gx = Tensor::empty(y.shape(), y.dtype(), y.device());
-    const int64_t n = y.dim() == 0 ? 1 : y.size(-1);
-    cuda::softmax_rows_backward(gc.raw_data(), yc.raw_data(), gx.raw_data(), n == 0 ? 0 : y.numel() / n, n, log,
-                                static_cast<int>(y.dtype()), y.device().index);
-    return gx;
-  }
-#endif
+  if (cuda_softmax_ok(y, dim, op) && g.device() == y.device() && g.shape() == y.shape() && g.dtype() == y.dtype())
+    return cuda_backend::softmax_rows_backward(g, y, log);
   check_cpu(op, g);
   check_cpu(op, y);
   RETIKD_CHECK(g.shape() == y.shape() && g.dtype() == y.dtype(), op, ": gradient ", g.describe(),
