@@ -5,58 +5,35 @@
 // updates the running statistics in place — running_var with the unbiased variance (·M/(M−1)), as PyTorch
 // does — and its backward goes through the batch statistics. Evaluation uses the running statistics and its
 // backward is the per-channel affine map. layer_norm normalises over the last k dims (normalized_shape).
-// Statistics and gradient sums accumulate in double whatever the tensor's dtype.
-// The CUDA paths (float32 / float16 x on a GPU) are in ops/cuda/norm.hpp: float32 statistics, so the saved
-// mean / invstd are then float32 device tensors and running statistics must be float32 on the same device.
+// This front end checks the shapes both back ends share and picks one: the CPU loops (statistics and gradient
+// sums accumulate in double whatever the tensor's dtype) are in ops/cpu/norm.hpp, the CUDA paths (float32 /
+// float16 x on a GPU) in ops/cuda/norm.hpp: float32 statistics, so the saved mean / invstd are then float32
+// device tensors and running statistics must be float32 on the same device.
 #pragma once
 
 #include <algorithm>
 #include <array>
-#include <cmath>
 #include <cstdint>
 #include <utility>
 #include <vector>
 
 #include "retikd/autograd/var.hpp"
-#include "retikd/core/parallel.hpp"
 #include "retikd/ops/common.hpp"
+#include "retikd/ops/cpu/norm.hpp"
 #include "retikd/ops/cuda/norm.hpp"
+#include "retikd/ops/dispatch.hpp"
 
 namespace retikd {
 namespace ops {
 namespace impl {
 
-// Reads element i of a 1-D float tensor (any stride) as double / writes it.
-inline double read_1d(const Tensor& t, int64_t i) {
-  return dispatch_floating(t.dtype(), "batch_norm", [&](auto tag) {
-    using T = typename decltype(tag)::type;
-    return static_cast<double>(t.data<T>()[i * t.stride(0)]);
-  });
-}
-inline void write_1d(Tensor& t, int64_t i, double v) {
-  dispatch_floating(t.dtype(), "batch_norm", [&](auto tag) {
-    using T = typename decltype(tag)::type;
-    t.data<T>()[i * t.stride(0)] = static_cast<T>(v);
-  });
-}
-
-// An optional per-feature parameter (weight or bias) checked against `shape`, as double values (or `fill`).
+// The CPU helpers under their old names: dist/sync_batchnorm.hpp reads and writes running statistics and
+// converts its weight with them.
+inline double read_1d(const Tensor& t, int64_t i) { return cpu::read_1d(t, i); }
+inline void write_1d(Tensor& t, int64_t i, double v) { cpu::write_1d(t, i, v); }
 inline std::vector<double> param_values(const char* op, const char* what, const Tensor& p, const Shape& shape,
                                         const Tensor& x, double fill) {
-  const int64_t n = shape_numel(shape);
-  if (!p.defined()) return std::vector<double>(static_cast<std::size_t>(n), fill);
-  RETIKD_CHECK(p.shape() == shape, op, ": ", what, " ", shape_str(p.shape()), " must be ", shape_str(shape),
-               " for input ", shape_str(x.shape()));
-  check_cpu(op, p);
-  check_same_dtype(op, x, p);
-  std::vector<double> v(static_cast<std::size_t>(n));
-  const Tensor c = p.contiguous();
-  dispatch_floating(c.dtype(), op, [&](auto tag) {
-    using T = typename decltype(tag)::type;
-    const T* pp = c.data<T>();
-    for (int64_t i = 0; i < n; ++i) v[i] = static_cast<double>(pp[i]);
-  });
-  return v;
+  return cpu::param_values(op, what, p, shape, x, fill);
 }
 
 struct BatchNormResult {
@@ -65,104 +42,19 @@ struct BatchNormResult {
   Tensor invstd;  // (C,) float64: 1/sqrt(var + eps) of the same
 };
 
-inline void batch_norm_check_running(const Tensor& r, const char* what, int64_t C, const Tensor& x) {
-  if (!r.defined()) return;
-  RETIKD_CHECK(r.dim() == 1 && r.size(0) == C, "batch_norm: ", what, " ", shape_str(r.shape()), " must be (",
-               C, ",) for input ", shape_str(x.shape()));
-  check_cpu("batch_norm", r);
-  RETIKD_CHECK(r.dtype() == DType::float32 || r.dtype() == DType::float64, "batch_norm: ", what, " is ",
-               r.describe(), "; expected float32 or float64");
-}
-
 // x (N, C, *). running_mean / running_var (C,) may be undefined in training (nothing is tracked).
 inline BatchNormResult batch_norm(const Tensor& x, const Tensor& weight, const Tensor& bias, Tensor& running_mean,
                                   Tensor& running_var, bool training, double momentum, double eps) {
   RETIKD_CHECK(x.dim() >= 2, "batch_norm: input ", shape_str(x.shape()), " must be (N, C) or (N, C, ...)");
-  const int64_t N = x.size(0), C = x.size(1), S = x.numel() / std::max<int64_t>(1, N * C), M = N * S;
+  const int64_t N = x.size(0), C = x.size(1), S = x.numel() / std::max<int64_t>(1, N * C);
   // Every GPU x goes to the CUDA back end, which names the dtypes it has no kernel for.
   if (x.is_cuda()) {
     cuda_backend::NormResult r =
         cuda_backend::batch_norm(x, weight, bias, running_mean, running_var, training, momentum, eps, N, C, S);
     return {std::move(r.output), std::move(r.mean), std::move(r.invstd)};
   }
-  check_cpu("batch_norm", x);
-  const std::vector<double> w = param_values("batch_norm", "weight", weight, {C}, x, 1.0);
-  const std::vector<double> b = param_values("batch_norm", "bias", bias, {C}, x, 0.0);
-  batch_norm_check_running(running_mean, "running_mean", C, x);
-  batch_norm_check_running(running_var, "running_var", C, x);
-  RETIKD_CHECK(running_mean.defined() == running_var.defined(), "batch_norm: running_mean and running_var must "
-               "both be given or both be undefined");
-  RETIKD_CHECK(eps >= 0.0, "batch_norm: eps ", eps, " must be non-negative");
-  if (training) {
-    RETIKD_CHECK(M > 1, "batch_norm: expected more than 1 value per channel when training, got input ",
-                 shape_str(x.shape()));
-  } else {
-    RETIKD_CHECK(running_mean.defined(), "batch_norm: evaluation needs running_mean and running_var (input ",
-                 shape_str(x.shape()), ")");
-  }
-  BatchNormResult r;
-  r.output = Tensor::empty(x.shape(), x.dtype());
-  r.mean = Tensor::empty({C}, DType::float64);
-  r.invstd = Tensor::empty({C}, DType::float64);
-  double* mean = r.mean.data<double>();
-  double* invstd = r.invstd.data<double>();
-  const Tensor xc = x.contiguous();
-  dispatch_floating(x.dtype(), "batch_norm", [&](auto tag) {
-    using T = typename decltype(tag)::type;
-    const T* px = xc.data<T>();
-    T* py = r.output.data<T>();
-    if (training) {
-      std::vector<double> var(static_cast<std::size_t>(C));
-      parallel_for(0, C, std::max<int64_t>(1, 32768 / std::max<int64_t>(1, M)), [&](int64_t c0, int64_t c1) {
-        for (int64_t c = c0; c < c1; ++c) {
-          double s = 0.0;
-          for (int64_t n = 0; n < N; ++n) {
-            const T* p = px + (n * C + c) * S;
-            for (int64_t i = 0; i < S; ++i) s += static_cast<double>(p[i]);
-          }
-          const double m = s / static_cast<double>(M);
-          double q = 0.0;  // second pass: squared deviations, no cancellation
-          for (int64_t n = 0; n < N; ++n) {
-            const T* p = px + (n * C + c) * S;
-            for (int64_t i = 0; i < S; ++i) {
-              const double d = static_cast<double>(p[i]) - m;
-              q += d * d;
-            }
-          }
-          mean[c] = m;
-          var[c] = q / static_cast<double>(M);
-          invstd[c] = 1.0 / std::sqrt(var[c] + eps);
-        }
-      });
-      if (running_mean.defined()) {
-        for (int64_t c = 0; c < C; ++c) {
-          const double unbiased = var[c] * static_cast<double>(M) / static_cast<double>(M - 1);
-          write_1d(running_mean, c, (1.0 - momentum) * read_1d(running_mean, c) + momentum * mean[c]);
-          write_1d(running_var, c, (1.0 - momentum) * read_1d(running_var, c) + momentum * unbiased);
-        }
-      }
-    } else {
-      for (int64_t c = 0; c < C; ++c) {
-        mean[c] = read_1d(running_mean, c);
-        const double v = read_1d(running_var, c);
-        RETIKD_CHECK(v + eps > 0.0, "batch_norm: running_var[", c, "] = ", v, " with eps ", eps,
-                     " is not positive");
-        invstd[c] = 1.0 / std::sqrt(v + eps);
-      }
-    }
-    // y = x·scale + shift per channel, scale = w·invstd, shift = b − mean·scale.
-    parallel_for(0, N * C, std::max<int64_t>(1, 32768 / std::max<int64_t>(1, S)), [&](int64_t p0, int64_t p1) {
-      for (int64_t p = p0; p < p1; ++p) {
-        const int64_t c = p % C;
-        const T scale = static_cast<T>(w[c] * invstd[c]);
-        const T shift = static_cast<T>(b[c] - mean[c] * w[c] * invstd[c]);
-        const T* xs = px + p * S;
-        T* ys = py + p * S;
-        for (int64_t i = 0; i < S; ++i) ys[i] = xs[i] * scale + shift;
-      }
-    });
-  });
-  return r;
+  cpu::NormForward r = cpu::batch_norm(x, weight, bias, running_mean, running_var, training, momentum, eps, N, C, S);
+  return {std::move(r.output), std::move(r.mean), std::move(r.invstd)};
 }
 
 // Gradients {x, weight, bias} of batch_norm (undefined where not asked for). In training the input gradient
@@ -175,71 +67,12 @@ inline std::array<Tensor, 3> batch_norm_backward(const Tensor& grad_out, const T
   RETIKD_CHECK(grad_out.shape() == x.shape(), "batch_norm backward: output gradient ",
                shape_str(grad_out.shape()), " does not match input ", shape_str(x.shape()));
   check_same_dtype("batch_norm backward", grad_out, x);
-  const int64_t N = x.size(0), C = x.size(1), S = x.numel() / std::max<int64_t>(1, N * C), M = N * S;
+  const int64_t N = x.size(0), C = x.size(1), S = x.numel() / std::max<int64_t>(1, N * C);
   if (grad_out.is_cuda())
     return cuda_backend::batch_norm_backward(grad_out, x, weight, save_mean, save_invstd, training, need_x, need_w,
                                              need_b, N, C, S);
-  check_cpu("batch_norm backward", grad_out);
-  const std::vector<double> w = param_values("batch_norm", "weight", weight, {C}, x, 1.0);
-  const double* mean = save_mean.data<double>();
-  const double* invstd = save_invstd.data<double>();
-  std::array<Tensor, 3> out;
-  if (need_x) out[0] = Tensor::empty(x.shape(), x.dtype());
-  if (need_w) out[1] = Tensor::empty({C}, x.dtype());
-  if (need_b) out[2] = Tensor::empty({C}, x.dtype());
-  const Tensor xc = x.contiguous(), gc = grad_out.contiguous();
-  dispatch_floating(x.dtype(), "batch_norm backward", [&](auto tag) {
-    using T = typename decltype(tag)::type;
-    const T* px = xc.data<T>();
-    const T* pg = gc.data<T>();
-    parallel_for(0, C, std::max<int64_t>(1, 16384 / std::max<int64_t>(1, M)), [&](int64_t c0, int64_t c1) {
-      for (int64_t c = c0; c < c1; ++c) {
-        const double m = mean[c], is = invstd[c];
-        double sum_g = 0.0, sum_gd = 0.0;  // Σ g and Σ g·(x − mean)
-        for (int64_t n = 0; n < N; ++n) {
-          const T* xs = px + (n * C + c) * S;
-          const T* gs = pg + (n * C + c) * S;
-          for (int64_t i = 0; i < S; ++i) {
-            const double gv = static_cast<double>(gs[i]);
-            sum_g += gv;
-            sum_gd += gv * (static_cast<double>(xs[i]) - m);
-          }
-        }
-        if (need_w) out[1].data<T>()[c] = static_cast<T>(sum_gd * is);
-        if (need_b) out[2].data<T>()[c] = static_cast<T>(sum_g);
-        if (!need_x) continue;
-        T* pdx = out[0].data<T>();
-        const double k = w[c] * is;
-        // training: dx = k·(g − Σg/M − (x − mean)·invstd²·Σg(x − mean)/M)
-        const double mean_g = training ? sum_g / static_cast<double>(M) : 0.0;
-        const double proj = training ? is * is * sum_gd / static_cast<double>(M) : 0.0;
-        for (int64_t n = 0; n < N; ++n) {
-          const T* xs = px + (n * C + c) * S;
-          const T* gs = pg + (n * C + c) * S;
-          T* ds = pdx + (n * C + c) * S;
-          for (int64_t i = 0; i < S; ++i)
-            ds[i] = static_cast<T>(k * (static_cast<double>(gs[i]) - mean_g - (static_cast<double>(xs[i]) - m) * proj));
-        }
-      }
-    });
-  });
-  return out;
-}
-
-// Σ_{j<n} term(j) in double with kLaneSumWidth interleaved partial sums, so the compiler vectorises the row
-// reductions of layer_norm (a single running sum is a serial dependency it may not reorder). The partial sums
-// are added in a fixed order: the result does not depend on the thread count.
-constexpr int kLaneSumWidth = 16;
-template <class Term>
-inline double lane_sum(int64_t n, Term&& term) {
-  double part[kLaneSumWidth] = {};
-  int64_t j = 0;
-  for (; j + kLaneSumWidth <= n; j += kLaneSumWidth)
-    for (int l = 0; l < kLaneSumWidth; ++l) part[l] += term(j + l);
-  for (int l = 0; j < n; ++j, ++l) part[l] += term(j);
-  double total = 0.0;
-  for (int l = 0; l < kLaneSumWidth; ++l) total += part[l];
-  return total;
+  return cpu::batch_norm_backward(grad_out, x, weight, save_mean, save_invstd, training, need_x, need_w, need_b, N, C,
+                                  S);
 }
 
 struct LayerNormResult {
@@ -266,38 +99,8 @@ inline LayerNormResult layer_norm(const Tensor& x, const Shape& normalized_shape
     cuda_backend::NormResult r = cuda_backend::layer_norm(x, normalized_shape, weight, bias, eps, R, D);
     return {std::move(r.output), std::move(r.mean), std::move(r.invstd)};
   }
-  check_cpu("layer_norm", x);
-  const std::vector<double> w = param_values("layer_norm", "weight", weight, normalized_shape, x, 1.0);
-  const std::vector<double> b = param_values("layer_norm", "bias", bias, normalized_shape, x, 0.0);
-  RETIKD_CHECK(eps >= 0.0, "layer_norm: eps ", eps, " must be non-negative");
-  LayerNormResult r;
-  r.output = Tensor::empty(x.shape(), x.dtype());
-  r.mean = Tensor::empty({R}, DType::float64);
-  r.invstd = Tensor::empty({R}, DType::float64);
-  double* mean = r.mean.data<double>();
-  double* invstd = r.invstd.data<double>();
-  const Tensor xc = x.contiguous();
-  dispatch_floating(x.dtype(), "layer_norm", [&](auto tag) {
-    using T = typename decltype(tag)::type;
-    const T* px = xc.data<T>();
-    T* py = r.output.data<T>();
-    parallel_for(0, R, std::max<int64_t>(1, 16384 / std::max<int64_t>(1, D)), [&](int64_t r0, int64_t r1) {
-      for (int64_t row = r0; row < r1; ++row) {
-        const T* xs = px + row * D;
-        T* ys = py + row * D;
-        const double m = lane_sum(D, [&](int64_t j) { return static_cast<double>(xs[j]); }) / static_cast<double>(D);
-        const double q = lane_sum(D, [&](int64_t j) {
-          const double d = static_cast<double>(xs[j]) - m;
-          return d * d;
-        });
-        const double is = 1.0 / std::sqrt(q / static_cast<double>(D) + eps);
-        mean[row] = m;
-        invstd[row] = is;
-        for (int64_t j = 0; j < D; ++j) ys[j] = static_cast<T>((static_cast<double>(xs[j]) - m) * is * w[j] + b[j]);
-      }
-    });
-  });
-  return r;
+  cpu::NormForward r = cpu::layer_norm(x, normalized_shape, weight, bias, eps, R, D);
+  return {std::move(r.output), std::move(r.mean), std::move(r.invstd)};
 }
 
 // Gradients {x, weight, bias} of layer_norm: with x̂ = (x − mean)·invstd and ĝ = g·w per row,
@@ -314,63 +117,8 @@ inline std::array<Tensor, 3> layer_norm_backward(const Tensor& grad_out, const T
   if (grad_out.is_cuda())
     return cuda_backend::layer_norm_backward(grad_out, x, normalized_shape, weight, save_mean, save_invstd, need_x,
                                              need_w, need_b, R, D);
-  check_cpu("layer_norm backward", grad_out);
-  const std::vector<double> w = param_values("layer_norm", "weight", weight, normalized_shape, x, 1.0);
-  const double* mean = save_mean.data<double>();
-  const double* invstd = save_invstd.data<double>();
-  std::array<Tensor, 3> out;
-  const Tensor xc = x.contiguous(), gc = grad_out.contiguous();
-  dispatch_floating(x.dtype(), "layer_norm backward", [&](auto tag) {
-    using T = typename decltype(tag)::type;
-    const T* px = xc.data<T>();
-    const T* pg = gc.data<T>();
-    if (need_x) {
-      out[0] = Tensor::empty(x.shape(), x.dtype());
-      T* pdx = out[0].data<T>();
-      parallel_for(0, R, std::max<int64_t>(1, 8192 / std::max<int64_t>(1, D)), [&](int64_t r0, int64_t r1) {
-        for (int64_t row = r0; row < r1; ++row) {
-          const T* xs = px + row * D;
-          const T* gs = pg + row * D;
-          T* ds = pdx + row * D;
-          const double m = mean[row], is = invstd[row];
-          // Σ ĝ and Σ ĝ·x̂, over the row
-          const double a =
-              lane_sum(D, [&](int64_t j) { return static_cast<double>(gs[j]) * w[j]; }) / static_cast<double>(D);
-          const double c = lane_sum(D, [&](int64_t j) {
-                             return static_cast<double>(gs[j]) * w[j] * ((static_cast<double>(xs[j]) - m) * is);
-                           }) /
-                           static_cast<double>(D);
-          for (int64_t j = 0; j < D; ++j) {
-            const double xh = (static_cast<double>(xs[j]) - m) * is;
-            ds[j] = static_cast<T>(is * (static_cast<double>(gs[j]) * w[j] - a - xh * c));
-          }
-        }
-      });
-    }
-    if (need_w || need_b) {
-      if (need_w) out[1] = Tensor::empty(normalized_shape, x.dtype());
-      if (need_b) out[2] = Tensor::empty(normalized_shape, x.dtype());
-      // Each task owns a range of features and walks every row: no shared accumulators.
-      parallel_for(0, D, std::max<int64_t>(1, 16384 / std::max<int64_t>(1, R)), [&](int64_t j0, int64_t j1) {
-        std::vector<double> sw(static_cast<std::size_t>(j1 - j0), 0.0), sb(static_cast<std::size_t>(j1 - j0), 0.0);
-        for (int64_t row = 0; row < R; ++row) {
-          const T* xs = px + row * D;
-          const T* gs = pg + row * D;
-          const double m = mean[row], is = invstd[row];
-          for (int64_t j = j0; j < j1; ++j) {
-            const double gv = static_cast<double>(gs[j]);
-            sw[j - j0] += gv * (static_cast<double>(xs[j]) - m) * is;
-            sb[j - j0] += gv;
-          }
-        }
-        for (int64_t j = j0; j < j1; ++j) {
-          if (need_w) out[1].data<T>()[j] = static_cast<T>(sw[j - j0]);
-          if (need_b) out[2].data<T>()[j] = static_cast<T>(sb[j - j0]);
-        }
-      });
-    }
-  });
-  return out;
+  return cpu::layer_norm_backward(grad_out, x, normalized_shape, weight, save_mean, save_invstd, need_x, need_w,
+                                  need_b, R, D);
 }
 
 }  // namespace impl

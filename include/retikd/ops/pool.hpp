@@ -1,6 +1,7 @@
 // retikd/ops/pool.hpp — 2-D pooling on (N, C, H, W): max pool (gradient routed to the arg-max), average
 // pool (PyTorch's count_include_pad divisor rules), adaptive average pool (PyTorch's bins), forward and
-// backward, each threaded over the N·C planes.
+// backward. This front end checks the arguments and computes the geometry; the CPU loops (threaded over the
+// N·C planes) are in ops/cpu/pool.hpp.
 // GPU (float32 / float16; the CUDA paths are in ops/cuda/pool.hpp): max pool forward and backward, and the global
 // case of the adaptive average pool (output 1×1: a row mean over each plane, backward a broadcast); other
 // adaptive sizes and avg_pool2d stay CPU-only.
@@ -9,17 +10,15 @@
 // window must start inside the input or the left padding (PyTorch's rule), so no window is pure padding.
 #pragma once
 
-#include <algorithm>
-#include <cmath>
 #include <cstdint>
-#include <limits>
 #include <utility>
 #include <vector>
 
 #include "retikd/autograd/var.hpp"
-#include "retikd/core/parallel.hpp"
 #include "retikd/ops/common.hpp"
+#include "retikd/ops/cpu/pool.hpp"
 #include "retikd/ops/cuda/pool.hpp"
+#include "retikd/ops/dispatch.hpp"
 
 namespace retikd {
 namespace ops {
@@ -35,11 +34,8 @@ struct Pair2d {
 
 namespace impl {
 
-struct Pool2dGeometry {
-  int64_t N, C, H, W, OH, OW;
-  int64_t kh, kw, sh, sw, ph, pw;
-  int64_t planes() const { return N * C; }
-};
+// Defined in the CPU back end, which loops over it; pool2d_geometry below fills it in (nn/layers.hpp too).
+using Pool2dGeometry = cpu::Pool2dGeometry;
 
 inline int64_t pool_output_size(int64_t in, int64_t k, int64_t s, int64_t p, bool ceil_mode) {
   const int64_t span = in + 2 * p - k;
@@ -78,14 +74,6 @@ inline Pool2dGeometry pool2d_geometry(const char* op, const Shape& x, Pair2d ker
   return g;
 }
 
-// Runs fn(plane) for every (n, c) plane on the pool; `work` is the cost of one plane in element visits.
-template <class Fn>
-void for_each_plane(int64_t planes, int64_t work, Fn&& fn) {
-  parallel_for(0, planes, std::max<int64_t>(1, 32768 / std::max<int64_t>(1, work)), [&](int64_t lo, int64_t hi) {
-    for (int64_t p = lo; p < hi; ++p) fn(p);
-  });
-}
-
 // Returns (output, indices): indices (int64, same shape) hold the arg-max's flat position h·W + w within its
 // input plane, PyTorch's convention. A NaN in the window wins, so NaNs propagate as in PyTorch.
 inline std::pair<Tensor, Tensor> max_pool2d(const Tensor& x, Pair2d kernel, Pair2d stride, Pair2d pad,
@@ -93,40 +81,7 @@ inline std::pair<Tensor, Tensor> max_pool2d(const Tensor& x, Pair2d kernel, Pair
   const Pool2dGeometry g = pool2d_geometry("max_pool2d", x.shape(), kernel, stride, pad, ceil_mode);
   // Every GPU x goes to the CUDA back end, which names the dtypes it has no kernel for.
   if (x.is_cuda()) return cuda_backend::max_pool2d(x, {g.OH, g.OW, g.kh, g.kw, g.sh, g.sw, g.ph, g.pw});
-  check_cpu("max_pool2d", x);
-  Tensor y = Tensor::empty({g.N, g.C, g.OH, g.OW}, x.dtype());
-  Tensor idx = Tensor::empty({g.N, g.C, g.OH, g.OW}, DType::int64);
-  const Tensor xc = x.contiguous();
-  dispatch_floating(x.dtype(), "max_pool2d", [&](auto tag) {
-    using T = typename decltype(tag)::type;
-    const T* px = xc.data<T>();
-    T* py = y.data<T>();
-    int64_t* pi = idx.data<int64_t>();
-    for_each_plane(g.planes(), g.OH * g.OW * g.kh * g.kw, [&](int64_t p) {
-      const T* xp = px + p * g.H * g.W;
-      T* yp = py + p * g.OH * g.OW;
-      int64_t* ip = pi + p * g.OH * g.OW;
-      for (int64_t oh = 0; oh < g.OH; ++oh) {
-        const int64_t h0 = std::max<int64_t>(oh * g.sh - g.ph, 0), h1 = std::min(oh * g.sh - g.ph + g.kh, g.H);
-        for (int64_t ow = 0; ow < g.OW; ++ow) {
-          const int64_t w0 = std::max<int64_t>(ow * g.sw - g.pw, 0), w1 = std::min(ow * g.sw - g.pw + g.kw, g.W);
-          T best = -std::numeric_limits<T>::infinity();
-          int64_t arg = h0 * g.W + w0;
-          for (int64_t h = h0; h < h1; ++h)
-            for (int64_t w = w0; w < w1; ++w) {
-              const T v = xp[h * g.W + w];
-              if (v > best || std::isnan(v)) {
-                best = v;
-                arg = h * g.W + w;
-              }
-            }
-          yp[oh * g.OW + ow] = best;
-          ip[oh * g.OW + ow] = arg;
-        }
-      }
-    });
-  });
-  return {y, idx};
+  return cpu::max_pool2d(x, g);
 }
 
 // Input gradient of max_pool2d: each output gradient is added at its arg-max.
@@ -136,64 +91,13 @@ inline Tensor max_pool2d_backward(const Tensor& grad_out, const Tensor& indices,
                "max_pool2d backward: output gradient ", shape_str(grad_out.shape()), " does not match indices ",
                shape_str(indices.shape()), " and input ", shape_str(x_shape));
   if (grad_out.is_cuda()) return cuda_backend::max_pool2d_backward(grad_out, indices, x_shape);
-  check_cpu("max_pool2d backward", grad_out);
-  Tensor gx = Tensor::zeros(x_shape, grad_out.dtype());
-  const Tensor gc = grad_out.contiguous(), ic = indices.contiguous();
-  const int64_t planes = x_shape[0] * x_shape[1], in_plane = x_shape[2] * x_shape[3];
-  const int64_t out_plane = grad_out.size(2) * grad_out.size(3);
-  dispatch_floating(grad_out.dtype(), "max_pool2d backward", [&](auto tag) {
-    using T = typename decltype(tag)::type;
-    const T* pg = gc.data<T>();
-    const int64_t* pi = ic.data<int64_t>();
-    T* px = gx.data<T>();
-    for_each_plane(planes, out_plane, [&](int64_t p) {
-      T* xp = px + p * in_plane;
-      for (int64_t i = p * out_plane; i < (p + 1) * out_plane; ++i) xp[pi[i]] += pg[i];
-    });
-  });
-  return gx;
-}
-
-// PyTorch's divisor: with count_include_pad the window clipped to the padded input (pool_size), else the
-// window clipped to the input itself.
-inline int64_t avg_pool_divisor(const Pool2dGeometry& g, int64_t oh, int64_t ow, bool count_include_pad) {
-  int64_t hs = oh * g.sh - g.ph, ws = ow * g.sw - g.pw;
-  int64_t he = std::min(hs + g.kh, g.H + g.ph), we = std::min(ws + g.kw, g.W + g.pw);
-  if (count_include_pad) return (he - hs) * (we - ws);
-  hs = std::max<int64_t>(hs, 0);
-  ws = std::max<int64_t>(ws, 0);
-  he = std::min(he, g.H);
-  we = std::min(we, g.W);
-  return (he - hs) * (we - ws);
+  return cpu::max_pool2d_backward(grad_out, indices, x_shape);
 }
 
 inline Tensor avg_pool2d(const Tensor& x, Pair2d kernel, Pair2d stride, Pair2d pad, bool ceil_mode,
                          bool count_include_pad) {
   const Pool2dGeometry g = pool2d_geometry("avg_pool2d", x.shape(), kernel, stride, pad, ceil_mode);
-  check_cpu("avg_pool2d", x);
-  Tensor y = Tensor::empty({g.N, g.C, g.OH, g.OW}, x.dtype());
-  const Tensor xc = x.contiguous();
-  dispatch_floating(x.dtype(), "avg_pool2d", [&](auto tag) {
-    using T = typename decltype(tag)::type;
-    const T* px = xc.data<T>();
-    T* py = y.data<T>();
-    for_each_plane(g.planes(), g.OH * g.OW * g.kh * g.kw, [&](int64_t p) {
-      const T* xp = px + p * g.H * g.W;
-      T* yp = py + p * g.OH * g.OW;
-      for (int64_t oh = 0; oh < g.OH; ++oh) {
-        const int64_t h0 = std::max<int64_t>(oh * g.sh - g.ph, 0), h1 = std::min(oh * g.sh - g.ph + g.kh, g.H);
-        for (int64_t ow = 0; ow < g.OW; ++ow) {
-          const int64_t w0 = std::max<int64_t>(ow * g.sw - g.pw, 0), w1 = std::min(ow * g.sw - g.pw + g.kw, g.W);
-          T s = T(0);
-          for (int64_t h = h0; h < h1; ++h)
-            for (int64_t w = w0; w < w1; ++w) s += xp[h * g.W + w];
-          const int64_t div = avg_pool_divisor(g, oh, ow, count_include_pad);
-          yp[oh * g.OW + ow] = div > 0 ? s / static_cast<T>(div) : T(0);
-        }
-      }
-    });
-  });
-  return y;
+  return cpu::avg_pool2d(x, g, count_include_pad);
 }
 
 inline Tensor avg_pool2d_backward(const Tensor& grad_out, const Shape& x_shape, Pair2d kernel, Pair2d stride,
@@ -202,35 +106,8 @@ inline Tensor avg_pool2d_backward(const Tensor& grad_out, const Shape& x_shape, 
   const Shape want{g.N, g.C, g.OH, g.OW};
   RETIKD_CHECK(grad_out.shape() == want, "avg_pool2d backward: output gradient ", shape_str(grad_out.shape()),
                " does not match the output ", shape_str(want));
-  check_cpu("avg_pool2d backward", grad_out);
-  Tensor gx = Tensor::zeros(x_shape, grad_out.dtype());
-  const Tensor gc = grad_out.contiguous();
-  dispatch_floating(grad_out.dtype(), "avg_pool2d backward", [&](auto tag) {
-    using T = typename decltype(tag)::type;
-    const T* pg = gc.data<T>();
-    T* px = gx.data<T>();
-    for_each_plane(g.planes(), g.OH * g.OW * g.kh * g.kw, [&](int64_t p) {
-      T* xp = px + p * g.H * g.W;
-      const T* gp = pg + p * g.OH * g.OW;
-      for (int64_t oh = 0; oh < g.OH; ++oh) {
-        const int64_t h0 = std::max<int64_t>(oh * g.sh - g.ph, 0), h1 = std::min(oh * g.sh - g.ph + g.kh, g.H);
-        for (int64_t ow = 0; ow < g.OW; ++ow) {
-          const int64_t w0 = std::max<int64_t>(ow * g.sw - g.pw, 0), w1 = std::min(ow * g.sw - g.pw + g.kw, g.W);
-          const int64_t div = avg_pool_divisor(g, oh, ow, count_include_pad);
-          if (div <= 0) continue;
-          const T v = gp[oh * g.OW + ow] / static_cast<T>(div);
-          for (int64_t h = h0; h < h1; ++h)
-            for (int64_t w = w0; w < w1; ++w) xp[h * g.W + w] += v;
-        }
-      }
-    });
-  });
-  return gx;
+  return cpu::avg_pool2d_backward(grad_out, x_shape, g, count_include_pad);
 }
-
-// PyTorch's adaptive bins: output i covers [floor(i·in/out), ceil((i+1)·in/out)).
-inline int64_t adaptive_start(int64_t i, int64_t in, int64_t out) { return (i * in) / out; }
-inline int64_t adaptive_end(int64_t i, int64_t in, int64_t out) { return ((i + 1) * in + out - 1) / out; }
 
 inline void adaptive_check(const Shape& x, int64_t out_h, int64_t out_w) {
   RETIKD_CHECK(x.size() == 4, "adaptive_avg_pool2d: input ", shape_str(x), " must be 4-D (N, C, H, W)");
@@ -241,31 +118,8 @@ inline void adaptive_check(const Shape& x, int64_t out_h, int64_t out_w) {
 
 inline Tensor adaptive_avg_pool2d(const Tensor& x, int64_t out_h, int64_t out_w) {
   adaptive_check(x.shape(), out_h, out_w);
-  const int64_t N = x.size(0), C = x.size(1), H = x.size(2), W = x.size(3);
   if (gpu_float(x) && out_h == 1 && out_w == 1) return cuda_backend::global_avg_pool2d(x);
-  check_cpu("adaptive_avg_pool2d", x);
-  Tensor y = Tensor::empty({N, C, out_h, out_w}, x.dtype());
-  const Tensor xc = x.contiguous();
-  dispatch_floating(x.dtype(), "adaptive_avg_pool2d", [&](auto tag) {
-    using T = typename decltype(tag)::type;
-    const T* px = xc.data<T>();
-    T* py = y.data<T>();
-    for_each_plane(N * C, H * W, [&](int64_t p) {
-      const T* xp = px + p * H * W;
-      T* yp = py + p * out_h * out_w;
-      for (int64_t i = 0; i < out_h; ++i) {
-        const int64_t h0 = adaptive_start(i, H, out_h), h1 = adaptive_end(i, H, out_h);
-        for (int64_t j = 0; j < out_w; ++j) {
-          const int64_t w0 = adaptive_start(j, W, out_w), w1 = adaptive_end(j, W, out_w);
-          T s = T(0);
-          for (int64_t h = h0; h < h1; ++h)
-            for (int64_t w = w0; w < w1; ++w) s += xp[h * W + w];
-          yp[i * out_w + j] = s / static_cast<T>((h1 - h0) * (w1 - w0));
-        }
-      }
-    });
-  });
-  return y;
+  return cpu::adaptive_avg_pool2d(x, out_h, out_w);
 }
 
 inline Tensor adaptive_avg_pool2d_backward(const Tensor& grad_out, const Shape& x_shape) {
@@ -276,31 +130,9 @@ inline Tensor adaptive_avg_pool2d_backward(const Tensor& grad_out, const Shape& 
   RETIKD_CHECK(grad_out.size(0) == x_shape[0] && grad_out.size(1) == x_shape[1],
                "adaptive_avg_pool2d backward: output gradient ", shape_str(grad_out.shape()),
                " does not match input ", shape_str(x_shape));
-  const int64_t N = x_shape[0], C = x_shape[1], H = x_shape[2], W = x_shape[3];
   if (gpu_float(grad_out) && out_h == 1 && out_w == 1)
     return cuda_backend::global_avg_pool2d_backward(grad_out, x_shape);
-  check_cpu("adaptive_avg_pool2d backward", grad_out);
-  Tensor gx = Tensor::zeros(x_shape, grad_out.dtype());
-  const Tensor gc = grad_out.contiguous();
-  dispatch_floating(grad_out.dtype(), "adaptive_avg_pool2d backward", [&](auto tag) {
-    using T = typename decltype(tag)::type;
-    const T* pg = gc.data<T>();
-    T* px = gx.data<T>();
-    for_each_plane(N * C, H * W, [&](int64_t p) {
-      T* xp = px + p * H * W;
-      const T* gp = pg + p * out_h * out_w;
-      for (int64_t i = 0; i < out_h; ++i) {
-        const int64_t h0 = adaptive_start(i, H, out_h), h1 = adaptive_end(i, H, out_h);
-        for (int64_t j = 0; j < out_w; ++j) {
-          const int64_t w0 = adaptive_start(j, W, out_w), w1 = adaptive_end(j, W, out_w);
-          const T v = gp[i * out_w + j] / static_cast<T>((h1 - h0) * (w1 - w0));
-          for (int64_t h = h0; h < h1; ++h)
-            for (int64_t w = w0; w < w1; ++w) xp[h * W + w] += v;
-        }
-      }
-    });
-  });
-  return gx;
+  return cpu::adaptive_avg_pool2d_backward(grad_out, x_shape);
 }
 
 }  // namespace impl

@@ -1,11 +1,11 @@
 // retikd/ops/reduce.hpp — reductions over dimensions: sum, mean, max (values, with backward), argmax.
 //
-// The CPU path moves the reduced dimensions last (a permuted view made contiguous), then reduces each row
-// with a double accumulator, threaded over rows; that keeps one simple kernel for any set of dimensions.
-// max's backward sends the gradient to the first maximal element of each row, as PyTorch's max(dim) does.
-// GPU (float32 / float16): sum, mean and amax reduce the same permuted rows with retikd/cuda/nn_ops.hpp's row
-// kernel (float32 accumulation); sum / mean backward need only expand + contiguous + mul_scalar, which run
-// there too. argmax and max's backward stay CPU-only. The CUDA paths are in ops/cuda/reduce.hpp.
+// The family's front end (docs/architecture.md): make_reduce_plan validates the dimensions once, then the
+// reduced dimensions are moved last and each row is reduced. float32 / float16 tensors on a GPU (sum, mean,
+// amax) go to ops/cuda/reduce.hpp (retikd/cuda/nn_ops.hpp's row kernel, float32 accumulation); the rest to
+// ops/cpu/reduce.hpp (a double accumulator, threaded over rows). sum / mean backward need only expand +
+// contiguous + mul_scalar, which run on either device. argmax and max's backward stay CPU-only. max's backward
+// sends the gradient to the first maximal element of each row, as PyTorch's max(dim) does.
 #pragma once
 
 #include <algorithm>
@@ -14,6 +14,7 @@
 
 #include "retikd/autograd/var.hpp"
 #include "retikd/ops/common.hpp"
+#include "retikd/ops/cpu/reduce.hpp"
 #include "retikd/ops/cuda/reduce.hpp"
 #include "retikd/ops/elementwise.hpp"
 
@@ -21,15 +22,10 @@ namespace retikd {
 namespace ops {
 namespace impl {
 
-// Normalised reduction plan: which dims are reduced, the kept shape and the output shape.
-struct ReducePlan {
-  std::vector<bool> reduced;
-  Shape out_shape;      // with keepdim applied
-  Shape keep_shape;     // reduced dims set to 1 (for broadcasting the gradient back)
-  int64_t rows = 1;     // product of kept sizes
-  int64_t row_len = 1;  // product of reduced sizes
-  std::vector<int64_t> perm;  // kept dims first, reduced dims last
-};
+// The plan (which dims are reduced, the kept and output shapes, the rows × row_len layout) and its rows view
+// are shared with the CPU back end, which defines them.
+using cpu::ReducePlan;
+using cpu::rows_view;
 
 inline ReducePlan make_reduce_plan(const Tensor& x, std::vector<int64_t> dims, bool keepdim, const char* op) {
   ReducePlan p;
@@ -57,13 +53,7 @@ inline ReducePlan make_reduce_plan(const Tensor& x, std::vector<int64_t> dims, b
   return p;
 }
 
-// rows × row_len view of x with the reduced dims last (contiguous).
-inline Tensor rows_view(const Tensor& x, const ReducePlan& p) {
-  if (x.dim() == 0) return x.reshape({1, 1});
-  return x.permute(p.perm).contiguous().reshape({p.rows, p.row_len});
-}
-
-// The GPU form of reduce_rows for sum / mean (scale 1/row_len) / max on float32 / float16 tensors
+// The GPU form of cpu::reduce_rows for sum / mean (scale 1/row_len) / max on float32 / float16 tensors
 // (op: cuda_backend::kRowSum or kRowMax). Every tensor on a GPU comes here, so other dtypes fail naming the
 // missing CUDA path; a CPU-only build never holds one (it cannot allocate GPU storage).
 inline Tensor cuda_reduce_rows(const Tensor& x, const ReducePlan& p, int op, double scale) {
@@ -74,70 +64,28 @@ inline Tensor cuda_reduce_rows(const Tensor& x, const ReducePlan& p, int op, dou
   return cuda_backend::reduce_rows(r, out, p.rows, p.row_len, op, scale);
 }
 
-// fn(row_pointer, row_len) -> value, for every row; the output has the plan's out_shape.
-template <class F>
-Tensor reduce_rows(const Tensor& x, const ReducePlan& p, const char* op, DType out_dtype, F&& fn) {
-  check_cpu(op, x);
-  Tensor out = Tensor::empty(p.out_shape, out_dtype);
-  dispatch_floating(x.dtype(), op, [&](auto tag) {
-    using T = typename decltype(tag)::type;
-    Tensor r = rows_view(x, p);
-    const T* px = r.data<T>();
-    dispatch_all(out_dtype, op, [&](auto out_tag) {
-      using O = typename decltype(out_tag)::type;
-      O* po = out.data<O>();
-      const int64_t len = p.row_len;
-      parallel_for(0, p.rows, std::max<int64_t>(1, (1 << 14) / std::max<int64_t>(len, 1)),
-                   [&](int64_t lo, int64_t hi) {
-                     for (int64_t i = lo; i < hi; ++i) po[i] = convert_scalar<O>(fn(px + i * len, len));
-                   });
-    });
-  });
-  return out;
-}
-
 inline Tensor sum(const Tensor& x, const std::vector<int64_t>& dims = {}, bool keepdim = false) {
   ReducePlan p = make_reduce_plan(x, dims, keepdim, "sum");
   if (x.is_cuda()) return cuda_reduce_rows(x, p, cuda_backend::kRowSum, 1.0);
-  return reduce_rows(x, p, "sum", x.dtype(), [](const auto* row, int64_t n) {
-    double s = 0.0;
-    for (int64_t k = 0; k < n; ++k) s += static_cast<double>(row[k]);
-    return s;
-  });
+  return cpu::sum(x, p);
 }
 inline Tensor mean(const Tensor& x, const std::vector<int64_t>& dims = {}, bool keepdim = false) {
   ReducePlan p = make_reduce_plan(x, dims, keepdim, "mean");
   RETIKD_CHECK(p.row_len > 0, "mean: reducing over an empty dimension of ", x.describe());
   if (x.is_cuda()) return cuda_reduce_rows(x, p, cuda_backend::kRowSum, 1.0 / static_cast<double>(p.row_len));
-  return reduce_rows(x, p, "mean", x.dtype(), [](const auto* row, int64_t n) {
-    double s = 0.0;
-    for (int64_t k = 0; k < n; ++k) s += static_cast<double>(row[k]);
-    return s / static_cast<double>(n);
-  });
+  return cpu::mean(x, p);
 }
 // Index of the first maximum along one dimension (int64). NaN counts as the maximum, as in PyTorch.
 inline Tensor argmax(const Tensor& x, int64_t dim, bool keepdim = false) {
   ReducePlan p = make_reduce_plan(x, {dim}, keepdim, "argmax");
   RETIKD_CHECK(p.row_len > 0, "argmax: empty dimension in ", x.describe());
-  return reduce_rows(x, p, "argmax", DType::int64, [](const auto* row, int64_t n) {
-    int64_t best = 0;
-    for (int64_t k = 1; k < n; ++k) {
-      if (row[best] != row[best]) break;  // NaN already found
-      if (row[k] > row[best] || row[k] != row[k]) best = k;
-    }
-    return best;
-  });
+  return cpu::argmax(x, p);
 }
 inline Tensor amax(const Tensor& x, const std::vector<int64_t>& dims = {}, bool keepdim = false) {
   ReducePlan p = make_reduce_plan(x, dims, keepdim, "max");
   RETIKD_CHECK(p.row_len > 0, "max: empty reduction over ", x.describe());
   if (x.is_cuda()) return cuda_reduce_rows(x, p, cuda_backend::kRowMax, 1.0);
-  return reduce_rows(x, p, "max", x.dtype(), [](const auto* row, int64_t n) {
-    auto best = row[0];
-    for (int64_t k = 1; k < n; ++k)
-      if (row[k] > best || row[k] != row[k]) best = row[k];
-    return static_cast<double>(best);
-  });
+  return cpu::amax(x, p);
 }
 
 // Broadcasts a reduced gradient (shape out_shape) back over the input's shape as a contiguous tensor.
@@ -173,28 +121,7 @@ inline Var max(const Var& x, int64_t dim, bool keepdim = false) {
   const int64_t d = wrap_dim(dim, x.dim(), "max");
   return make_result(values, "max", {x}, [xv, index, d, keepdim](const Tensor& g) -> std::vector<Tensor> {
     Tensor gk = keepdim ? g : g.unsqueeze(d);
-    Tensor out = Tensor::zeros(xv.shape(), xv.dtype());
-    dispatch_floating(xv.dtype(), "max", [&](auto tag) {
-      using T = typename decltype(tag)::type;
-      // Walk the index tensor; scatter each row's gradient to its argmax along d.
-      Tensor gc = gk.contiguous();
-      const T* pg = gc.data<T>();
-      const int64_t* pi = index.data<int64_t>();
-      T* po = out.data<T>();
-      const Shape& os = out.strides();
-      const Shape& is = index.shape();
-      const Shape ic = contiguous_strides(is);
-      for (int64_t flat = 0; flat < index.numel(); ++flat) {
-        int64_t off = 0, rem = flat;
-        for (int64_t k = 0; k < static_cast<int64_t>(is.size()); ++k) {
-          const int64_t c = rem / ic[k];
-          rem -= c * ic[k];
-          off += (k == d ? pi[flat] : c) * os[k];
-        }
-        po[off] += pg[flat];
-      }
-    });
-    return {out};
+    return {cpu::max_backward(gk, index, xv.shape(), xv.dtype(), d)};
   });
 }
 // Maximum over every element (a scalar); the gradient goes to the first maximal element in row-major order.

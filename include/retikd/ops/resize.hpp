@@ -1,8 +1,9 @@
 // retikd/ops/resize.hpp — bilinear resize of (N, C, H, W) images, matching PyTorch's
 // F.interpolate(mode='bilinear', align_corners=False) (and align_corners=True on request), forward and
 // backward (each output gradient scattered back onto its four source pixels with the same weights).
-// GPU (float32 / float16; the CUDA paths are in ops/cuda/resize.hpp): the same tap formula evaluated in float32
-// per output (retikd/cuda/op_programs.hpp); the backward scatters with float atomics.
+// The CPU loops are in ops/cpu/resize.hpp; GPU (float32 / float16; the CUDA paths are in ops/cuda/resize.hpp):
+// the same tap formula evaluated in float32 per output (retikd/cuda/op_programs.hpp); the backward scatters
+// with float atomics.
 //
 // align_corners=False: scale = in/out, source coordinate (dst + 0.5)·scale − 0.5 clamped below at 0; the
 // lower neighbour is floor(src) (at most in − 1), the upper one is the next pixel unless that is past the
@@ -23,43 +24,15 @@
 #include <vector>
 
 #include "retikd/autograd/var.hpp"
-#include "retikd/core/parallel.hpp"
 #include "retikd/ops/common.hpp"
+#include "retikd/ops/cpu/resize.hpp"
 #include "retikd/ops/cuda/resize.hpp"
+#include "retikd/ops/dispatch.hpp"
 #include "retikd/ops/matmul.hpp"
 
 namespace retikd {
 namespace ops {
 namespace impl {
-
-// For one axis: output position i reads in[i0[i]]·l0[i] + in[i1[i]]·l1[i].
-template <class T>
-struct LinearTaps {
-  std::vector<int64_t> i0, i1;
-  std::vector<T> l0, l1;
-};
-
-template <class T>
-LinearTaps<T> linear_taps(int64_t in, int64_t out, bool align_corners) {
-  LinearTaps<T> t;
-  t.i0.resize(static_cast<std::size_t>(out));
-  t.i1.resize(static_cast<std::size_t>(out));
-  t.l0.resize(static_cast<std::size_t>(out));
-  t.l1.resize(static_cast<std::size_t>(out));
-  const T scale = align_corners ? (out > 1 ? static_cast<T>(in - 1) / static_cast<T>(out - 1) : T(0))
-                                : static_cast<T>(in) / static_cast<T>(out);
-  for (int64_t i = 0; i < out; ++i) {
-    T src = align_corners ? scale * static_cast<T>(i) : scale * (static_cast<T>(i) + T(0.5)) - T(0.5);
-    if (src < T(0)) src = T(0);
-    const int64_t lo = std::min(static_cast<int64_t>(std::floor(src)), in - 1);
-    const T lambda = std::min(std::max(src - static_cast<T>(lo), T(0)), T(1));
-    t.i0[i] = lo;
-    t.i1[i] = lo < in - 1 ? lo + 1 : lo;
-    t.l0[i] = T(1) - lambda;
-    t.l1[i] = lambda;
-  }
-  return t;
-}
 
 inline void bilinear_check(const Shape& x, int64_t out_h, int64_t out_w) {
   RETIKD_CHECK(x.size() == 4, "interpolate_bilinear: input ", shape_str(x), " must be 4-D (N, C, H, W)");
@@ -70,36 +43,9 @@ inline void bilinear_check(const Shape& x, int64_t out_h, int64_t out_w) {
 
 inline Tensor interpolate_bilinear(const Tensor& x, int64_t out_h, int64_t out_w, bool align_corners) {
   bilinear_check(x.shape(), out_h, out_w);
-  const int64_t N = x.size(0), C = x.size(1), H = x.size(2), W = x.size(3);
   // Every GPU x goes to the CUDA back end, which names the dtypes it has no kernel for.
   if (x.is_cuda()) return cuda_backend::interpolate_bilinear(x, out_h, out_w, align_corners);
-  check_cpu("interpolate_bilinear", x);
-  Tensor y = Tensor::empty({N, C, out_h, out_w}, x.dtype());
-  const Tensor xc = x.contiguous();
-  dispatch_floating(x.dtype(), "interpolate_bilinear", [&](auto tag) {
-    using T = typename decltype(tag)::type;
-    const LinearTaps<T> th = linear_taps<T>(H, out_h, align_corners), tw = linear_taps<T>(W, out_w, align_corners);
-    const T* px = xc.data<T>();
-    T* py = y.data<T>();
-    const int64_t plane_work = out_h * out_w * 4;
-    parallel_for(0, N * C, std::max<int64_t>(1, 32768 / plane_work), [&](int64_t p0, int64_t p1) {
-      for (int64_t p = p0; p < p1; ++p) {
-        const T* xp = px + p * H * W;
-        T* yp = py + p * out_h * out_w;
-        for (int64_t i = 0; i < out_h; ++i) {
-          const T* r0 = xp + th.i0[i] * W;
-          const T* r1 = xp + th.i1[i] * W;
-          const T a0 = th.l0[i], a1 = th.l1[i];
-          T* yr = yp + i * out_w;
-          for (int64_t j = 0; j < out_w; ++j) {
-            const int64_t c0 = tw.i0[j], c1 = tw.i1[j];
-            yr[j] = a0 * (tw.l0[j] * r0[c0] + tw.l1[j] * r0[c1]) + a1 * (tw.l0[j] * r1[c0] + tw.l1[j] * r1[c1]);
-          }
-        }
-      }
-    });
-  });
-  return y;
+  return cpu::interpolate_bilinear(x, out_h, out_w, align_corners);
 }
 
 inline Tensor interpolate_bilinear_backward(const Tensor& grad_out, const Shape& x_shape, bool align_corners) {
@@ -109,40 +55,8 @@ inline Tensor interpolate_bilinear_backward(const Tensor& grad_out, const Shape&
                " does not match input ", shape_str(x_shape));
   const int64_t out_h = grad_out.size(2), out_w = grad_out.size(3);
   bilinear_check(x_shape, out_h, out_w);
-  const int64_t N = x_shape[0], C = x_shape[1], H = x_shape[2], W = x_shape[3];
   if (grad_out.is_cuda()) return cuda_backend::interpolate_bilinear_backward(grad_out, x_shape, align_corners);
-  check_cpu("interpolate_bilinear backward", grad_out);
-  Tensor gx = Tensor::zeros(x_shape, grad_out.dtype());
-  const Tensor gc = grad_out.contiguous();
-  dispatch_floating(grad_out.dtype(), "interpolate_bilinear backward", [&](auto tag) {
-    using T = typename decltype(tag)::type;
-    const LinearTaps<T> th = linear_taps<T>(H, out_h, align_corners), tw = linear_taps<T>(W, out_w, align_corners);
-    const T* pg = gc.data<T>();
-    T* px = gx.data<T>();
-    const int64_t plane_work = out_h * out_w * 4;
-    // One task per plane: the scatter never crosses planes, so there are no shared writes.
-    parallel_for(0, N * C, std::max<int64_t>(1, 32768 / plane_work), [&](int64_t p0, int64_t p1) {
-      for (int64_t p = p0; p < p1; ++p) {
-        T* xp = px + p * H * W;
-        const T* gp = pg + p * out_h * out_w;
-        for (int64_t i = 0; i < out_h; ++i) {
-          T* r0 = xp + th.i0[i] * W;
-          T* r1 = xp + th.i1[i] * W;
-          const T a0 = th.l0[i], a1 = th.l1[i];
-          const T* gr = gp + i * out_w;
-          for (int64_t j = 0; j < out_w; ++j) {
-            const int64_t c0 = tw.i0[j], c1 = tw.i1[j];
-            const T g = gr[j];
-            r0[c0] += a0 * tw.l0[j] * g;
-            r0[c1] += a0 * tw.l1[j] * g;
-            r1[c0] += a1 * tw.l0[j] * g;
-            r1[c1] += a1 * tw.l1[j] * g;
-          }
-        }
-      }
-    });
-  });
-  return gx;
+  return cpu::interpolate_bilinear_backward(grad_out, x_shape, align_corners);
 }
 
 // The (out, in) matrix W of bicubic interpolation along one axis: y = W · x (see the top of this file).
