@@ -1,6 +1,6 @@
 // retikd/ops/cpu/vec_math.hpp — float32 exp and erf on whole SIMD vectors, and the row kernels built on them
-// (exact GELU forward and backward, softmax rows), for the CPU fast paths of ops/activation.hpp and
-// ops/softmax.hpp.
+// (exact GELU forward and backward, softmax rows), for the CPU fast paths of ops/cpu/activation.hpp and
+// ops/cpu/softmax.hpp.
 //
 // Why: glibc's expf / erff are scalar calls, and a ViT step evaluates them ~60 million times (GELU on
 // (B·T, 4D) activations forward and backward, softmax on (B, H, T, T) logits): with them GELU and softmax
