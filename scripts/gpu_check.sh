@@ -4,7 +4,7 @@
 # folder, default build/gpu_carry). Steps (GPU_CHECK_STEPS, comma-separated, default all four):
 #   tests     every CUDA test file on its own (a crash in one does not hide the others) and the CPU proof of the
 #             fused kernels (test_fused_reference.cpp);
-#   memcheck  compute-sanitizer memcheck on the fused-kernel tests and on test_cuda_nn_ops.cpp;
+#   memcheck  compute-sanitizer memcheck on the fused-kernel tests and on the op registry's driver (test_ops.cpp);
 #   bench     the fused-kernel benchmark, the whole-model benchmark (KD step, teacher forward, student step)
 #             and retikd_bench_jetson's GPU section (kernels fp32/fp16, the student at batch 1/8/32, CUDA graph);
 #   torch     ../shared/peers/torch_anchor.py (copied into the carried folder) eager, then with COMPILE=1 ONLY_KD=1;
@@ -47,7 +47,7 @@ done
 
 if want tests; then
   step "CUDA tests, one file at a time"
-  for f in test_cuda_programs test_cuda_ops test_cuda_nn_ops test_cuda_fused test_cuda_models test_fused_reference; do
+  for f in test_cuda test_cuda_programs test_ops test_cuda_fused test_cuda_models test_fused_reference; do
     timeout 90 "$TESTS" --source-file="*$f.cpp" --no-intro --duration=false >"$LOG/$f.log" 2>&1
     rc=$?
     printf "  %-22s rc %-3s %s\n" "$f" "$rc" "$(grep -E '^\[doctest\] (test cases|assertions)' "$LOG/$f.log" | tr -s ' ' | tr '\n' ' ')"
@@ -59,7 +59,7 @@ if want tests; then
     skipped=$(grep -c "skipped: no CUDA device" "$LOG/$f.log" || true)
     [ "$skipped" -eq 0 ] || { echo "  $f: SKIPPED ($skipped): no device seen"; status=1; }
   done
-  grep -h -m1 "dense convolution backend" "$LOG"/test_cuda_*.log || true
+  grep -h -m1 "dense convolution backend" "$LOG"/test_ops.log || true
   grep -h "fused.*fallback\|falls back" "$LOG"/test_cuda_*.log | sort | uniq -c | head -5 || true
 fi
 
@@ -67,7 +67,7 @@ if want memcheck; then
   step "compute-sanitizer memcheck"
   CS=$(command -v compute-sanitizer || ls /usr/local/cuda/bin/compute-sanitizer 2>/dev/null || true)
   if [ -n "$CS" ]; then
-    for f in test_cuda_fused test_cuda_nn_ops; do
+    for f in test_cuda_fused test_ops; do
       timeout 100 "$CS" --tool memcheck --error-exitcode 9 "$TESTS" --source-file="*$f.cpp" \
         --test-case-exclude='*torch_anchor*' --no-intro >"$LOG/memcheck_$f.log" 2>&1
       rc=$?
@@ -137,7 +137,7 @@ row() {  # name, retikd ms, torch ms
   echo
   echo "retikd KD-step device memory (GiB, taken from the driver): $(awk '$2=="kd_step_mem_gib"{print $3}' "$LOG/bench_kd.log" 2>/dev/null);" \
        "torch peak allocated (GiB): eager $(grep -h 'peak mem' "$LOG/torch_eager.log" 2>/dev/null | awk '{print $NF}'), compiled $(grep -h 'peak mem' "$LOG/torch_compiled.log" 2>/dev/null | awk '{print $NF}')"
-  grep -h -m1 "dense convolution backend" "$LOG"/test_cuda_*.log 2>/dev/null || true
+  grep -h -m1 "dense convolution backend" "$LOG"/test_ops.log 2>/dev/null || true
 } | tee "$OUT/table.md"
 cp "$LOG/bench_jetson.log" "$OUT/" 2>/dev/null || true
 step "done (status $status)"

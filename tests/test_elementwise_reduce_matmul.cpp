@@ -59,28 +59,7 @@ TEST_CASE("broadcasting arithmetic forward") {
   CHECK_THROWS_AS(a + Var(Tensor::ones({3})), Error);  // float32 + float64: explicit conversion required
 }
 
-TEST_CASE("broadcasting arithmetic backward") {
-  for (auto op : {0, 1, 2, 3, 4, 5}) {
-    CAPTURE(op);
-    require_gradcheck(
-        [op](const std::vector<Var>& v) {
-          switch (op) {
-            case 0: return v[0] + v[1];
-            case 1: return v[0] - v[1];
-            case 2: return v[0] * v[1];
-            case 3: return v[0] / v[1];
-            case 4: return ops::maximum(v[0], v[1]);
-            default: return ops::minimum(v[0], v[1]);
-          }
-        },
-        {rnd({2, 3, 4}, 1), rnd({3, 1}, 2, 0.5, 2.0)});
-  }
-  // Non-contiguous operand: a transposed view.
-  require_gradcheck([](const std::vector<Var>& v) { return Var(v[0]) * Var(v[1]); },
-                    {rnd({3, 2}, 3).transpose(0, 1), rnd({2, 3}, 4)});
-}
-
-TEST_CASE("unary math forward and backward") {
+TEST_CASE("unary math forward values") {
   Var x(dvec({0.25, 1.0, 4.0}, {3}));
   auto e = vals(ops::exp(x));
   CHECK(e[1] == doctest::Approx(std::exp(1.0)));
@@ -91,17 +70,6 @@ TEST_CASE("unary math forward and backward") {
   CHECK(vals(ops::abs(Var(dvec({-2, 0, 3}, {3})))) == std::vector<double>{2, 0, 3});
   CHECK(vals(ops::clamp(Var(dvec({-2, 0.5, 3}, {3})), 0, 1)) == std::vector<double>{0, 0.5, 1});
   CHECK_THROWS_AS(ops::clamp(x, 1, 0), Error);
-  Tensor pos = rnd({2, 3}, 5, 0.5, 2.0);
-  Tensor any = rnd({2, 3}, 6);
-  require_gradcheck([](const std::vector<Var>& v) { return ops::exp(v[0]); }, {any});
-  require_gradcheck([](const std::vector<Var>& v) { return ops::log(v[0]); }, {pos});
-  require_gradcheck([](const std::vector<Var>& v) { return ops::sqrt(v[0]); }, {pos});
-  require_gradcheck([](const std::vector<Var>& v) { return ops::square(v[0]); }, {any});
-  require_gradcheck([](const std::vector<Var>& v) { return ops::pow(v[0], 2.5); }, {pos});
-  require_gradcheck([](const std::vector<Var>& v) { return ops::abs(v[0]); }, {any});
-  require_gradcheck([](const std::vector<Var>& v) { return ops::clamp(v[0], -0.3, 0.4); }, {any});
-  require_gradcheck([](const std::vector<Var>& v) { return v[0] * 3.0 - 1.0; }, {any});
-  require_gradcheck([](const std::vector<Var>& v) { return v[0] / 4.0 + 2.0; }, {any});
 }
 
 TEST_CASE("comparisons give 0/1 masks without gradients") {
@@ -135,21 +103,6 @@ TEST_CASE("reductions forward") {
   CHECK(vals(ops::sum(p, {0})) == vals(ops::sum(Var(p.value().contiguous()), {0})));
   CHECK_THROWS_AS(ops::sum(t, {3}), Error);
   CHECK_THROWS_AS(ops::sum(t, {1, 1}), Error);
-}
-
-TEST_CASE("reductions backward") {
-  Tensor x = rnd({3, 4, 5}, 7);
-  require_gradcheck([](const std::vector<Var>& v) { return ops::sum(v[0]); }, {x});
-  require_gradcheck([](const std::vector<Var>& v) { return ops::sum(v[0], {0, 2}); }, {x});
-  require_gradcheck([](const std::vector<Var>& v) { return ops::sum(v[0], {1}, true); }, {x});
-  require_gradcheck([](const std::vector<Var>& v) { return ops::mean(v[0], {2}); }, {x});
-  require_gradcheck([](const std::vector<Var>& v) { return ops::mean(v[0]); }, {x});
-  require_gradcheck([](const std::vector<Var>& v) { return ops::max(v[0], 1); }, {x});
-  require_gradcheck([](const std::vector<Var>& v) { return ops::max(v[0], 0, true); }, {x});
-  require_gradcheck([](const std::vector<Var>& v) { return ops::max(v[0]); }, {x});
-  require_gradcheck([](const std::vector<Var>& v) { return ops::sum(v[0], {0}); }, {x.transpose(0, 2)});
-  // batch 1 and 1×1
-  require_gradcheck([](const std::vector<Var>& v) { return ops::mean(v[0], {1}); }, {rnd({1, 1}, 8)});
 }
 
 TEST_CASE("matmul forward against the definition, every rank and layout") {
@@ -188,21 +141,7 @@ TEST_CASE("matmul forward against the definition, every rank and layout") {
   CHECK_THROWS_AS(ops::impl::matmul(Tensor::scalar(1.0, DType::float64), a), Error);
 }
 
-TEST_CASE("matmul and linear backward") {
-  require_gradcheck([](const std::vector<Var>& v) { return ops::matmul(v[0], v[1]); },
-                    {rnd({3, 4}, 21), rnd({4, 2}, 22)});
-  require_gradcheck([](const std::vector<Var>& v) { return ops::matmul(v[0], v[1]); },
-                    {rnd({2, 1, 3, 4}, 23), rnd({3, 4, 2}, 24)});
-  require_gradcheck([](const std::vector<Var>& v) { return ops::matmul(v[0], v[1]); },
-                    {rnd({2, 3, 4}, 25), rnd({4, 5}, 26)});
-  require_gradcheck([](const std::vector<Var>& v) { return ops::matmul(v[0], v[1]); }, {rnd({4}, 27), rnd({4, 3}, 28)});
-  require_gradcheck([](const std::vector<Var>& v) { return ops::matmul(v[0], v[1]); }, {rnd({2, 4}, 29), rnd({4}, 30)});
-  require_gradcheck([](const std::vector<Var>& v) { return ops::matmul(v[0], v[1]); }, {rnd({4}, 31), rnd({4}, 32)});
-  require_gradcheck([](const std::vector<Var>& v) { return ops::matmul(v[0], v[1]); },
-                    {rnd({4, 3}, 33).transpose(0, 1), rnd({1, 1}, 34).expand({4, 1})});
-  require_gradcheck([](const std::vector<Var>& v) { return ops::linear(v[0], v[1], v[2]); },
-                    {rnd({2, 3, 5}, 35), rnd({4, 5}, 36), rnd({4}, 37)});
-  require_gradcheck([](const std::vector<Var>& v) { return ops::linear(v[0], v[1]); }, {rnd({1, 5}, 38), rnd({2, 5}, 39)});
+TEST_CASE("linear equals matmul + bias, rejects bad shapes, and fuses the bias on the CPU") {
   Tensor x = rnd({3, 5}, 40), w = rnd({4, 5}, 41), b = rnd({4}, 42);
   Var y = ops::linear(Var(x), Var(w), Var(b));
   check_close(y.value(), ops::impl::add(naive_matmul(x, w.transpose(0, 1).contiguous()), b), 1e-12, 1e-12);

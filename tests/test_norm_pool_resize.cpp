@@ -124,17 +124,7 @@ TEST_CASE("max_pool2d: matches a direct-loop reference, and NaN propagates") {
   CHECK(std::isnan(ops::max_pool2d(Var(x), 2).item<float>()));
 }
 
-TEST_CASE("max_pool2d: gradcheck (overlapping windows, padding, ceil_mode) and routing to the arg-max") {
-  struct C { int64_t k, s, p; bool ceil; };
-  for (const C& c : {C{2, 2, 0, false}, C{3, 1, 1, false}, C{3, 2, 1, true}, C{2, 2, 1, true}, C{3, 2, 0, true}}) {
-    CAPTURE(c.k);
-    CAPTURE(c.s);
-    CAPTURE(c.p);
-    const Tensor x = distinct_tensor({2, 2, 5, 6}, 10 + c.k * 7 + c.s);
-    auto r = gradcheck([&](const std::vector<Var>& v) { return ops::max_pool2d(v[0], c.k, c.s, c.p, c.ceil); }, {x});
-    CHECK_MESSAGE(r.ok, r.message);
-  }
-  // Overlapping windows that share a maximum add their gradients there.
+TEST_CASE("max_pool2d: overlapping windows that share a maximum add their gradients there") {
   Var z(Tensor::from_vector<double>({3, 1, 2, 0, 9, 1, 4, 1, 5}, {1, 1, 3, 3}), true);
   ops::max_pool2d(z, 2, 1).backward(Tensor::ones({1, 1, 2, 2}, DType::float64));
   CHECK(z.grad().to_vector<double>() == std::vector<double>{0, 0, 0, 0, 4, 0, 0, 0, 0});
@@ -159,21 +149,6 @@ TEST_CASE("avg_pool2d: hand-computed values and the count_include_pad divisor") 
   check_close(values(yc), {3, 5, 6.5, 13, 15, 16.5, 20.5, 22.5, 24}, 1e-6, 1e-6);
 }
 
-TEST_CASE("avg_pool2d: gradcheck with overlapping windows, padding and both divisor rules") {
-  struct C { int64_t k, s, p; bool ceil, include; };
-  for (const C& c : {C{2, 2, 0, false, true}, C{3, 1, 1, false, true}, C{3, 1, 1, false, false},
-                     C{3, 2, 1, true, true}, C{3, 2, 1, true, false}, C{2, 2, 0, true, true}}) {
-    CAPTURE(c.k);
-    CAPTURE(c.s);
-    CAPTURE(c.p);
-    CAPTURE(c.include);
-    const Tensor x = random_tensor({2, 2, 5, 6}, 30 + c.k + c.s);
-    auto r = gradcheck(
-        [&](const std::vector<Var>& v) { return ops::avg_pool2d(v[0], c.k, c.s, c.p, c.ceil, c.include); }, {x});
-    CHECK_MESSAGE(r.ok, r.message);
-  }
-}
-
 TEST_CASE("adaptive_avg_pool2d: PyTorch's bins, hand-computed") {
   // H = 5 → 3 bins: [0,2), [1,4), [3,5); W = 1 → 1 bin.
   const Var col(Tensor::from_vector<float>({0, 1, 2, 3, 4}, {1, 1, 5, 1}));
@@ -187,17 +162,6 @@ TEST_CASE("adaptive_avg_pool2d: PyTorch's bins, hand-computed") {
   CHECK(max_abs_diff(ops::adaptive_avg_pool2d(x, 4, 6).value(), x.value()) == 0.0);
   // Divisible sizes equal avg_pool2d with kernel = stride = in / out.
   CHECK(max_abs_diff(ops::adaptive_avg_pool2d(x, 2, 3).value(), ops::avg_pool2d(x, 2, 2).value()) < 1e-6);
-}
-
-TEST_CASE("adaptive_avg_pool2d: gradcheck for shrinking, growing and global pooling") {
-  const Tensor x = random_tensor({2, 3, 5, 7}, 40);
-  for (auto hw : {std::pair<int64_t, int64_t>{3, 4}, {1, 1}, {7, 9}, {5, 2}}) {
-    CAPTURE(hw.first);
-    CAPTURE(hw.second);
-    auto r = gradcheck(
-        [&](const std::vector<Var>& v) { return ops::adaptive_avg_pool2d(v[0], hw.first, hw.second); }, {x});
-    CHECK_MESSAGE(r.ok, r.message);
-  }
 }
 
 TEST_CASE("pools: non-contiguous inputs") {
@@ -300,36 +264,6 @@ TEST_CASE("batch_norm: evaluation uses the running statistics and leaves them un
   CHECK(rv.to_vector<float>() == std::vector<float>{4.0f, 0.25f, 1.0f});
 }
 
-TEST_CASE("batch_norm: gradcheck of x, weight and bias in training and in evaluation") {
-  for (bool training : {true, false}) {
-    for (const Shape& shape : {Shape{3, 2, 3, 2}, Shape{5, 3}, Shape{2, 2, 5}}) {
-      CAPTURE(training);
-      CAPTURE(shape_str(shape));
-      const int64_t C = shape[1];
-      std::vector<Tensor> inputs{random_tensor(shape, 70 + C), random_tensor({C}, 71), random_tensor({C}, 72)};
-      auto r = gradcheck(
-          [&](const std::vector<Var>& v) {
-            Tensor rm = Tensor::full({C}, 0.3, DType::float64), rv = Tensor::full({C}, 1.7, DType::float64);
-            return ops::batch_norm(v[0], v[1], v[2], rm, rv, training, 0.1, 1e-3);
-          },
-          inputs);
-      CHECK_MESSAGE(r.ok, r.message);
-      // Without affine parameters (and without tracking in training).
-      auto r2 = gradcheck(
-          [&](const std::vector<Var>& v) {
-            Tensor rm, rv;
-            if (!training) {
-              rm = Tensor::full({C}, -0.2, DType::float64);
-              rv = Tensor::full({C}, 0.6, DType::float64);
-            }
-            return ops::batch_norm(v[0], Var(), Var(), rm, rv, training);
-          },
-          {inputs[0]});
-      CHECK_MESSAGE(r2.ok, r2.message);
-    }
-  }
-}
-
 TEST_CASE("batch_norm: the training gradient differs from the evaluation one (statistics are differentiated)") {
   // With statistics differentiated, Σ_x dL/dx = 0 per channel for any output gradient (the mean is
   // subtracted); the evaluation-mode gradient has no such constraint.
@@ -394,19 +328,6 @@ TEST_CASE("layer_norm: hand-computed rows, affine parameters and multi-dimension
   CHECK(max_abs_diff(ops::layer_norm(Var(x3), {2, 2}).value().view({2, 4}), ops::layer_norm(x, {4}).value()) < 1e-15);
 }
 
-TEST_CASE("layer_norm: gradcheck of x, weight and bias") {
-  for (const Shape& ns : {Shape{5}, Shape{3, 4}}) {
-    CAPTURE(shape_str(ns));
-    Shape xs{2, 3};
-    xs.insert(xs.end(), ns.begin(), ns.end());
-    std::vector<Tensor> inputs{random_tensor(xs, 100), random_tensor(ns, 101), random_tensor(ns, 102)};
-    auto r = gradcheck([&](const std::vector<Var>& v) { return ops::layer_norm(v[0], ns, v[1], v[2], 1e-3); }, inputs);
-    CHECK_MESSAGE(r.ok, r.message);
-    auto r2 = gradcheck([&](const std::vector<Var>& v) { return ops::layer_norm(v[0], ns); }, {inputs[0]});
-    CHECK_MESSAGE(r2.ok, r2.message);
-  }
-}
-
 TEST_CASE("layer_norm: non-contiguous input and float32") {
   const Tensor base = random_tensor({6, 4, 3}, 110);
   const Tensor x = base.transpose(0, 2);  // (3, 4, 6)
@@ -459,23 +380,6 @@ TEST_CASE("interpolate_bilinear: values PyTorch's align_corners=False gives, der
               1e-6);
   // align_corners=True: the corners line up, 2 → 3 gives the midpoint.
   check_close(values(ops::interpolate_bilinear(row, 1, 3, true)), {1, 1.5, 2}, 1e-6, 1e-6);
-}
-
-TEST_CASE("interpolate_bilinear: gradcheck upsampling, downsampling and non-integer ratios") {
-  const Tensor x = random_tensor({2, 2, 3, 4}, 130);
-  for (auto hw : {std::pair<int64_t, int64_t>{5, 7}, {2, 2}, {6, 8}, {1, 1}, {3, 4}}) {
-    for (bool ac : {false, true}) {
-      CAPTURE(hw.first);
-      CAPTURE(hw.second);
-      CAPTURE(ac);
-      auto r = gradcheck(
-          [&](const std::vector<Var>& v) { return ops::interpolate_bilinear(v[0], hw.first, hw.second, ac); }, {x});
-      CHECK_MESSAGE(r.ok, r.message);
-    }
-  }
-  const Tensor big = random_tensor({1, 2, 7, 6}, 131);
-  auto r = gradcheck([&](const std::vector<Var>& v) { return ops::interpolate_bilinear(v[0], 3, 4); }, {big});
-  CHECK_MESSAGE(r.ok, r.message);
 }
 
 TEST_CASE("interpolate_bilinear: non-contiguous input, float32, and bad shapes") {

@@ -10,7 +10,8 @@
 // into before replay(), a static output read after it). A synchronous copy or any legacy-default-stream call
 // inside the body makes the capture fail with the CUDA error that names it.
 //
-// Status: ran on an H100 (the fp16 student's batch-1 graph in test_cuda_nn_ops.cpp). C++14, no CUDA types.
+// Status: ran on an H100 (the fp16 student's batch-1 graph, then in test_cuda_nn_ops.cpp, now in
+// test_cuda_models.cpp). C++14, no CUDA types.
 #pragma once
 
 #include <functional>

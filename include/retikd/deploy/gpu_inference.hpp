@@ -11,8 +11,8 @@
 // tensor; run_captured(image) copies the image in, replays the graph and reads the static output — batch-1
 // latency is then not bound by ~100 kernel launches.
 //
-// Status: ran on an H100 (test_cuda_nn_ops.cpp; 0.453 ms per fp16 batch-1 224-px MobileNetV2 from the graph,
-// docs/results.md); not yet on a Jetson Nano. Without RETIKD_WITH_CUDA the
+// Status: ran on an H100 (then in test_cuda_nn_ops.cpp, now test_cuda_models.cpp; 0.453 ms per fp16 batch-1
+// 224-px MobileNetV2 from the graph, docs/results.md); not yet on a Jetson Nano. Without RETIKD_WITH_CUDA the
 // constructor throws.
 #pragma once
 
