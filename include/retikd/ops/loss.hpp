@@ -21,6 +21,7 @@
 
 #include "retikd/autograd/var.hpp"
 #include "retikd/ops/common.hpp"
+#include "retikd/ops/cpu/loss.hpp"
 #include "retikd/ops/cuda/loss.hpp"
 #include "retikd/ops/dispatch.hpp"
 #include "retikd/ops/elementwise.hpp"
@@ -129,123 +130,21 @@ inline Tensor cross_entropy_forward(const Tensor& logits, const Tensor& targets,
   }
   saved.label_smoothing = opt.label_smoothing;
   saved.ignore_index = opt.ignore_index;
-  saved.lse = Tensor::empty({N}, logits.dtype());
-  Tensor per_row = Tensor::empty({N}, logits.dtype());
-  return dispatch_floating(logits.dtype(), op, [&](auto tag) {
-    using T = typename decltype(tag)::type;
-    const T* pz = saved.logits.data<T>();
-    const T* pw = saved.weight.defined() ? saved.weight.data<T>() : nullptr;
-    T* plse = saved.lse.data<T>();
-    T* pl = per_row.data<T>();
-    const T eps = static_cast<T>(opt.label_smoothing);
-    parallel_for(0, N, std::max<int64_t>(1, (int64_t(1) << 14) / C), [&](int64_t lo, int64_t hi) {
-      for (int64_t i = lo; i < hi; ++i) {
-        const T* z = pz + i * C;
-        T m = z[0];
-        for (int64_t c = 1; c < C; ++c) m = std::max(m, z[c]);
-        T s = T(0);
-        for (int64_t c = 0; c < C; ++c) s += std::exp(z[c] - m);
-        const T lse = m + std::log(s);
-        plse[i] = lse;
-        const int64_t t = pt[i];
-        if (t == opt.ignore_index) {
-          pl[i] = T(0);
-          continue;
-        }
-        const T wt = pw ? pw[t] : T(1);
-        T loss = (T(1) - eps) * wt * (lse - z[t]);
-        if (eps != T(0)) {
-          // −Σ_c w_c log p_ic, the smoothing term of PyTorch's formula
-          T smooth = T(0);
-          for (int64_t c = 0; c < C; ++c) smooth += (pw ? pw[c] : T(1)) * (lse - z[c]);
-          loss += eps / static_cast<T>(C) * smooth;
-        }
-        pl[i] = loss;
-      }
-    });
-    double total = 0.0, denom = 0.0;
-    for (int64_t i = 0; i < N; ++i) {
-      if (pt[i] == opt.ignore_index) continue;
-      total += static_cast<double>(pl[i]);
-      denom += pw ? static_cast<double>(pw[pt[i]]) : 1.0;
-    }
-    saved.denominator = opt.reduction == Reduction::mean ? denom : 1.0;
-    if (opt.reduction == Reduction::none) return per_row;
-    return Tensor::scalar(total / saved.denominator, logits.dtype());
-  });
+  return cpu::cross_entropy_forward(saved, opt.reduction);
 }
 
 // Gradient of cross_entropy with respect to the logits; g is 0-D (mean, sum) or (N,) (none).
 inline Tensor cross_entropy_backward(const Tensor& g, const CrossEntropySaved& s, Reduction reduction) {
   const char* op = "cross_entropy backward";
-  const int64_t N = s.logits.size(0), C = s.logits.size(1);
   if (loss_on_gpu(s.logits)) return cuda_backend::cross_entropy_backward(g, s, reduction);
   check_cpu(op, g);
-  Tensor gx = Tensor::empty(s.logits.shape(), s.logits.dtype());
-  if (gx.numel() == 0) return gx;
-  const Tensor gc = g.to(s.logits.dtype()).contiguous();
-  dispatch_floating(s.logits.dtype(), op, [&](auto tag) {
-    using T = typename decltype(tag)::type;
-    const T* pz = s.logits.data<T>();
-    const T* plse = s.lse.data<T>();
-    const T* pw = s.weight.defined() ? s.weight.data<T>() : nullptr;
-    const int64_t* pt = s.targets.data<int64_t>();
-    const T* pg = gc.data<T>();
-    T* pgx = gx.data<T>();
-    const T eps = static_cast<T>(s.label_smoothing);
-    const T eps_c = eps / static_cast<T>(C);
-    T weight_sum = static_cast<T>(C);
-    if (pw) {
-      weight_sum = T(0);
-      for (int64_t c = 0; c < C; ++c) weight_sum += pw[c];
-    }
-    const bool per_row = reduction == Reduction::none;
-    const T scale = per_row ? T(1) : pg[0] / static_cast<T>(s.denominator);
-    parallel_for(0, N, std::max<int64_t>(1, (int64_t(1) << 14) / C), [&](int64_t lo, int64_t hi) {
-      for (int64_t i = lo; i < hi; ++i) {
-        T* out = pgx + i * C;
-        const int64_t t = pt[i];
-        if (t == s.ignore_index) {
-          for (int64_t c = 0; c < C; ++c) out[c] = T(0);
-          continue;
-        }
-        const T k = per_row ? pg[i] : scale;
-        const T* z = pz + i * C;
-        const T wt = pw ? pw[t] : T(1);
-        // ∂ℓ_i/∂z_ic = p_ic·((1−ε)w_t + (ε/C)Σw) − (1−ε)w_t·[c = t] − (ε/C)w_c
-        const T p_coeff = (T(1) - eps) * wt + eps_c * weight_sum;
-        for (int64_t c = 0; c < C; ++c) {
-          const T p = std::exp(z[c] - plse[i]);
-          out[c] = k * (p * p_coeff - eps_c * (pw ? pw[c] : T(1)));
-        }
-        out[t] -= k * (T(1) - eps) * wt;
-      }
-    });
-  });
-  return gx;
+  return cpu::cross_entropy_backward(g, s, reduction);
 }
 
 // ---- binary cross-entropy with logits ---------------------------------------------------------------------
-// Elementwise ℓ = (1 − y)·x + (1 + (pw − 1)·y)·softplus(−x), softplus(−x) = max(−x, 0) + log1p(exp(−|x|)).
-// pw: pos_weight already expanded to x's shape and made contiguous (undefined: 1).
+// Elementwise ℓ = (1 − y)·x + (1 + (pw − 1)·y)·softplus(−x) on the CPU (cpu::bce_with_logits_elementwise).
 inline Tensor bce_with_logits_elementwise(const Tensor& x, const Tensor& y, const Tensor& pw) {
-  Tensor out = Tensor::empty(x.shape(), x.dtype());
-  dispatch_floating(x.dtype(), "binary_cross_entropy_with_logits", [&](auto tag) {
-    using T = typename decltype(tag)::type;
-    const T* px = x.data<T>();
-    const T* py = y.data<T>();
-    const T* ppw = pw.defined() ? pw.data<T>() : nullptr;
-    T* po = out.data<T>();
-    parallel_for(0, x.numel(), 1 << 14, [&](int64_t lo, int64_t hi) {
-      for (int64_t i = lo; i < hi; ++i) {
-        const T v = px[i], t = py[i];
-        const T sp = std::max(-v, T(0)) + std::log1p(std::exp(-std::abs(v)));
-        const T c = ppw ? T(1) + (ppw[i] - T(1)) * t : T(1);
-        po[i] = (T(1) - t) * v + c * sp;
-      }
-    });
-  });
-  return out;
+  return cpu::bce_with_logits_elementwise(x, y, pw);
 }
 
 // Gradients of the BCE-with-logits reduction for logits and targets (undefined where not wanted):
@@ -254,32 +153,7 @@ inline std::vector<Tensor> bce_with_logits_backward(const Tensor& g, const Tenso
                                                     const Tensor& pw, Reduction reduction, bool want_x,
                                                     bool want_y) {
   const Tensor ge = loss_grad_per_element(g, x.shape(), reduction);
-  Tensor gx = want_x ? Tensor::empty(x.shape(), x.dtype()) : Tensor();
-  Tensor gy = want_y ? Tensor::empty(x.shape(), x.dtype()) : Tensor();
-  dispatch_floating(x.dtype(), "binary_cross_entropy_with_logits backward", [&](auto tag) {
-    using T = typename decltype(tag)::type;
-    const T* px = x.data<T>();
-    const T* py = y.data<T>();
-    const T* ppw = pw.defined() ? pw.data<T>() : nullptr;
-    const T* pg = ge.data<T>();
-    T* pgx = want_x ? gx.data<T>() : nullptr;
-    T* pgy = want_y ? gy.data<T>() : nullptr;
-    parallel_for(0, x.numel(), 1 << 14, [&](int64_t lo, int64_t hi) {
-      for (int64_t i = lo; i < hi; ++i) {
-        const T v = px[i], t = py[i], w = ppw ? ppw[i] : T(1);
-        if (pgx) {
-          const T e = std::exp(-std::abs(v));
-          const T sig_neg = v >= T(0) ? e / (T(1) + e) : T(1) / (T(1) + e);  // σ(−x), stably
-          pgx[i] = pg[i] * ((T(1) - t) - (T(1) + (w - T(1)) * t) * sig_neg);
-        }
-        if (pgy) {
-          const T sp = std::max(-v, T(0)) + std::log1p(std::exp(-std::abs(v)));
-          pgy[i] = pg[i] * (-v + (w - T(1)) * sp);
-        }
-      }
-    });
-  });
-  return {gx, gy};
+  return cpu::bce_with_logits_backward(ge, x, y, pw, want_x, want_y);
 }
 
 }  // namespace impl
@@ -443,44 +317,7 @@ inline Tensor kl_div_forward(const Tensor& s_in, const Tensor& t_in, double tau,
   const int64_t C = s_in.size(-1);
   const int64_t R = C == 0 ? 0 : s_in.numel() / C;
   if (loss_on_gpu(s_in)) return reduce_elementwise_loss(cuda_backend::kl_div_terms(s_in, t_in, R, C, saved), reduction);
-  saved.lse_s = Tensor::empty({R}, s_in.dtype());
-  saved.lse_t = Tensor::empty({R}, s_in.dtype());
-  Tensor terms = Tensor::empty(s_in.shape(), s_in.dtype());  // elementwise p(log p − log q)
-  dispatch_floating(s_in.dtype(), op, [&](auto tag) {
-    using T = typename decltype(tag)::type;
-    const T* ps = saved.s.data<T>();
-    const T* pt = saved.t.data<T>();
-    T* pls = saved.lse_s.data<T>();
-    T* plt = saved.lse_t.data<T>();
-    T* pe = terms.data<T>();
-    const T inv_tau = T(1) / static_cast<T>(tau);
-    parallel_for(0, R, std::max<int64_t>(1, (int64_t(1) << 13) / std::max<int64_t>(C, 1)),
-                 [&](int64_t lo, int64_t hi) {
-                   for (int64_t r = lo; r < hi; ++r) {
-                     const T* s = ps + r * C;
-                     const T* t = pt + r * C;
-                     T ms = s[0] * inv_tau, mt = t[0] * inv_tau;
-                     for (int64_t c = 1; c < C; ++c) {
-                       ms = std::max(ms, s[c] * inv_tau);
-                       mt = std::max(mt, t[c] * inv_tau);
-                     }
-                     T ss = T(0), st = T(0);
-                     for (int64_t c = 0; c < C; ++c) {
-                       ss += std::exp(s[c] * inv_tau - ms);
-                       st += std::exp(t[c] * inv_tau - mt);
-                     }
-                     const T lse_s = ms + std::log(ss), lse_t = mt + std::log(st);
-                     pls[r] = lse_s;
-                     plt[r] = lse_t;
-                     for (int64_t c = 0; c < C; ++c) {
-                       const T log_p = t[c] * inv_tau - lse_t, log_q = s[c] * inv_tau - lse_s;
-                       const T p = std::exp(log_p);
-                       pe[r * C + c] = p == T(0) ? T(0) : p * (log_p - log_q);
-                     }
-                   }
-                 });
-  });
-  return reduce_elementwise_loss(terms, reduction);
+  return reduce_elementwise_loss(cpu::kl_div_terms(saved, R, C), reduction);
 }
 
 // Gradients of kl_div: with G_c the gradient reaching term c of a row (g / divisor, or g's element for none),
@@ -495,43 +332,7 @@ inline std::vector<Tensor> kl_div_backward(const Tensor& g, const KlDivSaved& sv
   const int64_t C = sv.shape.back();
   const int64_t R = C == 0 ? 0 : shape_numel(sv.shape) / C;
   if (loss_on_gpu(sv.s)) return cuda_backend::kl_div_backward(sv, ge, gs, gt, want_s, want_t, R, C);
-  dispatch_floating(sv.s.dtype(), "kl_div backward", [&](auto tag) {
-    using T = typename decltype(tag)::type;
-    const T* ps = sv.s.data<T>();
-    const T* pt = sv.t.data<T>();
-    const T* pls = sv.lse_s.data<T>();
-    const T* plt = sv.lse_t.data<T>();
-    const T* pg = ge.data<T>();
-    T* pgs = want_s ? gs.data<T>() : nullptr;
-    T* pgt = want_t ? gt.data<T>() : nullptr;
-    const T inv_tau = T(1) / static_cast<T>(sv.tau);
-    parallel_for(0, R, std::max<int64_t>(1, (int64_t(1) << 13) / std::max<int64_t>(C, 1)),
-                 [&](int64_t lo, int64_t hi) {
-                   for (int64_t r = lo; r < hi; ++r) {
-                     const T* s = ps + r * C;
-                     const T* t = pt + r * C;
-                     const T* G = pg + r * C;
-                     T sum_gp = T(0), sum_gpl = T(0);
-                     for (int64_t c = 0; c < C; ++c) {
-                       const T log_p = t[c] * inv_tau - plt[r];
-                       const T p = std::exp(log_p);
-                       if (p == T(0)) continue;
-                       sum_gp += G[c] * p;
-                       sum_gpl += G[c] * p * (log_p - (s[c] * inv_tau - pls[r]) + T(1));
-                     }
-                     for (int64_t c = 0; c < C; ++c) {
-                       const T log_p = t[c] * inv_tau - plt[r];
-                       const T log_q = s[c] * inv_tau - pls[r];
-                       const T p = std::exp(log_p);
-                       if (pgs) pgs[r * C + c] = inv_tau * (std::exp(log_q) * sum_gp - G[c] * p);
-                       if (pgt)
-                         pgt[r * C + c] =
-                             p == T(0) ? T(0) : inv_tau * p * (G[c] * (log_p - log_q + T(1)) - sum_gpl);
-                     }
-                   }
-                 });
-  });
-  return {gs, gt};
+  return cpu::kl_div_backward(sv, ge, gs, gt, want_s, want_t, R, C);
 }
 
 }  // namespace impl

@@ -1,7 +1,7 @@
 // retikd/ops/matmul.hpp — matrix products: matmul (torch.matmul semantics: 1-D, 2-D and broadcast batched
 // operands) and linear (x · Wᵀ + b with PyTorch's (out, in) weight layout), forward and backward.
 //
-// Everything lands on cpu::gemm / cpu::gemm_batched. Transposed views (Kᵀ in attention, the gradients'
+// The CPU back end (ops/cpu/matmul.hpp) lands on cpu::gemm / cpu::gemm_batched. Transposed views (Kᵀ in attention, the gradients'
 // Aᵀ and Bᵀ) are passed to the GEMM as transpose flags with their leading dimension, never copied; a
 // matrix operand shared by the whole batch is passed with batch stride 0. Tensors on a GPU take the same
 // operands to cuBLAS (retikd/cuda/blas.hpp); linear's bias add and bias gradient then run as a same-shape add
@@ -12,8 +12,9 @@
 
 #include "retikd/autograd/var.hpp"
 #include "retikd/ops/common.hpp"
-#include "retikd/ops/cpu/gemm.hpp"
+#include "retikd/ops/cpu/matmul.hpp"
 #include "retikd/ops/cuda/matmul.hpp"
+#include "retikd/ops/gemm_matrix.hpp"
 #include "retikd/ops/elementwise.hpp"
 
 namespace retikd {
@@ -92,25 +93,11 @@ inline Tensor matmul_nd(const Tensor& a, const Tensor& b, const Tensor& c_init =
   };
   GemmOperand ga = as_gemm_operand(to3(a, batch_a, M, K));
   GemmOperand gb = as_gemm_operand(to3(b, batch_b, K, N));
-  if (on_gpu) {  // cuBLAS (ops/cuda/matmul.hpp); ga / gb stay alive until it returns
-    return cuda_backend::matmul({ga.keep_alive.raw_data(), ga.trans, ga.ld, ga.batch_stride},
-                                {gb.keep_alive.raw_data(), gb.trans, gb.ld, gb.batch_stride}, M, N, K, B, accumulate,
-                                out);
-  }
-  dispatch_floating(a.dtype(), "matmul", [&](auto tag) {
-    using T = typename decltype(tag)::type;
-    const T* pa = static_cast<const T*>(ga.keep_alive.raw_data());
-    const T* pb = static_cast<const T*>(gb.keep_alive.raw_data());
-    T* pc = out.data<T>();
-    const T beta = accumulate ? T(1) : T(0);
-    if (B == 1) {
-      cpu::gemm<T>(ga.trans, gb.trans, M, N, K, T(1), pa, ga.ld, pb, gb.ld, beta, pc, N);
-    } else {
-      cpu::gemm_batched<T>(B, ga.trans, gb.trans, M, N, K, T(1), pa, ga.ld, ga.batch_stride, pb, gb.ld,
-                           gb.batch_stride, beta, pc, N, M * N);
-    }
-  });
-  return out;
+  // ga / gb keep the operands alive until the back end returns.
+  const GemmMatrix ma{ga.keep_alive.raw_data(), ga.trans, ga.ld, ga.batch_stride};
+  const GemmMatrix mb{gb.keep_alive.raw_data(), gb.trans, gb.ld, gb.batch_stride};
+  return on_gpu ? cuda_backend::matmul(ma, mb, M, N, K, B, accumulate, out)
+                : cpu::matmul(ma, mb, M, N, K, B, accumulate, out);
 }
 
 inline Tensor matmul(const Tensor& a, const Tensor& b) {
@@ -123,26 +110,14 @@ inline Tensor matmul(const Tensor& a, const Tensor& b) {
   return out;
 }
 
-// x (…, in) · Wᵀ + b on the CPU as one GEMM over all leading rows, the bias added in the GEMM's store
-// (cpu::gemm's bias) rather than by a broadcast add over the whole output afterwards.
+// x (…, in) · Wᵀ + b on the CPU (cpu::linear: one GEMM with the bias added in its store).
 inline Tensor linear_cpu(const Tensor& x, const Tensor& w, const Tensor& bias) {
   check_cpu("linear", x);
   check_cpu("linear", w);
   check_cpu("linear", bias);
   check_same_dtype("linear", x, w);
   check_same_dtype("linear", x, bias);
-  const int64_t in = w.size(1), outf = w.size(0);
-  const Tensor xc = x.contiguous(), wc = w.contiguous(), bc = bias.contiguous();
-  Shape out_shape = x.shape();
-  out_shape.back() = outf;
-  Tensor out = Tensor::empty(out_shape, x.dtype());
-  const int64_t rows = in > 0 ? xc.numel() / in : shape_numel(out_shape) / std::max<int64_t>(outf, 1);
-  dispatch_floating(x.dtype(), "linear", [&](auto tag) {
-    using T = typename decltype(tag)::type;
-    cpu::gemm<T>(false, true, rows, outf, in, T(1), xc.data<T>(), std::max<int64_t>(in, 1), wc.data<T>(),
-                 std::max<int64_t>(in, 1), T(0), out.data<T>(), std::max<int64_t>(outf, 1), bc.data<T>());
-  });
-  return out;
+  return cpu::linear(x, w, bias);
 }
 
 }  // namespace impl

@@ -8,7 +8,8 @@
 // picked twice; expand sums the gradient back over the broadcast dimensions. Ops built on Tensor::copy_
 // (concat, slice/narrow backward, pad) work on any device; index_select and gather are CPU-only for now.
 // Indices are int64 (int32 accepted and widened); out-of-range indices throw naming the index and position.
-// The CUDA path (concat's device copies) is in ops/cuda/shape.hpp.
+// The CUDA path (concat's device copies) is in ops/cuda/shape.hpp, the CPU loops of index_select and gather in
+// ops/cpu/shape.hpp.
 #pragma once
 
 #include <algorithm>
@@ -20,6 +21,7 @@
 
 #include "retikd/autograd/var.hpp"
 #include "retikd/ops/common.hpp"
+#include "retikd/ops/cpu/shape.hpp"
 #include "retikd/ops/cuda/shape.hpp"
 
 namespace retikd {
@@ -92,17 +94,7 @@ inline Tensor index_select(const Tensor& x, int64_t dim, const Tensor& index) {
   out_shape[d] = m;
   Tensor out = Tensor::empty(out_shape, x.dtype());
   if (out.numel() == 0) return out;
-  const Tensor xc = x.contiguous();
-  int64_t outer = 1, inner = 1;
-  for (int64_t k = 0; k < d; ++k) outer *= x.size(k);
-  for (int64_t k = d + 1; k < x.dim(); ++k) inner *= x.size(k);
-  const std::size_t row_bytes = static_cast<std::size_t>(inner) * x.element_size();
-  const char* src = static_cast<const char*>(xc.raw_data());
-  char* dst = static_cast<char*>(out.raw_data());
-  for (int64_t o = 0; o < outer; ++o)
-    for (int64_t j = 0; j < m; ++j)
-      std::memcpy(dst + (o * m + j) * row_bytes, src + (o * n + pi[j]) * row_bytes, row_bytes);
-  return out;
+  return cpu::index_select(x, d, idx, out);
 }
 
 // Gradient of index_select: zeros of in_shape with g's rows added at their indices (repeats add up).
@@ -111,29 +103,9 @@ inline Tensor index_select_backward(const Tensor& g, const Shape& in_shape, int6
   check_cpu("index_select backward", g);
   const int64_t d = wrap_dim(dim, static_cast<int64_t>(in_shape.size()), "index_select backward");
   const Tensor idx = index_as_int64(index, "index_select backward");
-  const int64_t* pi = idx.data<int64_t>();
-  const int64_t m = idx.numel(), n = in_shape[d];
   Tensor gx = Tensor::zeros(in_shape, g.dtype());
   if (g.numel() == 0) return gx;
-  const Tensor gc = g.contiguous();
-  int64_t outer = 1, inner = 1;
-  for (int64_t k = 0; k < d; ++k) outer *= in_shape[k];
-  for (int64_t k = d + 1; k < static_cast<int64_t>(in_shape.size()); ++k) inner *= in_shape[k];
-  dispatch_floating(g.dtype(), "index_select backward", [&](auto tag) {
-    using T = typename decltype(tag)::type;
-    const T* pg = gc.data<T>();
-    T* px = gx.data<T>();
-    parallel_for(0, outer, std::max<int64_t>(1, (int64_t(1) << 14) / std::max<int64_t>(1, m * inner)),
-                 [&](int64_t lo, int64_t hi) {
-                   for (int64_t o = lo; o < hi; ++o)
-                     for (int64_t j = 0; j < m; ++j) {
-                       const T* src = pg + (o * m + j) * inner;
-                       T* dst = px + (o * n + pi[j]) * inner;
-                       for (int64_t i = 0; i < inner; ++i) dst[i] += src[i];
-                     }
-                 });
-  });
-  return gx;
+  return cpu::index_select_backward(g, d, idx, gx);
 }
 
 // PyTorch's gather: out[i][j][k] = x[i][index[i][j][k]][k] for dim = 1. index has x's number of dimensions
@@ -154,24 +126,7 @@ inline Tensor gather(const Tensor& x, int64_t dim, const Tensor& index) {
   check_gather_shapes("gather", x.shape(), d, idx);
   Tensor out = Tensor::empty(idx.shape(), x.dtype());
   if (out.numel() == 0) return out;
-  const int64_t n = x.size(d), xs_d = x.stride(d);
-  Shape x_strides = x.strides();
-  x_strides[d] = 0;  // the index supplies the position along dim
-  const Shape out_strides = out.strides();
-  const int64_t* pi = idx.data<int64_t>();
-  dispatch_all(x.dtype(), "gather", [&](auto tag) {
-    using T = typename decltype(tag)::type;
-    const T* px = static_cast<const T*>(x.storage()->data());
-    T* po = out.data<T>();
-    const std::array<const int64_t*, 3> st{out_strides.data(), idx.strides().data(), x_strides.data()};
-    strided_loop<3>(idx.shape(), st, {0, 0, x.offset()}, [&](int64_t oo, int64_t oi, int64_t ox) {
-      const int64_t v = pi[oi];
-      RETIKD_CHECK(v >= 0 && v < n, "gather: index ", v, " at flat position ", oi,
-                   " out of range for dimension ", d, " of size ", n, " (input ", x.describe(), ")");
-      po[oo] = px[ox + v * xs_d];
-    });
-  });
-  return out;
+  return cpu::gather(x, d, idx, out);
 }
 
 // Gradient of gather: PyTorch's scatter_add of g into zeros of in_shape.
@@ -184,23 +139,7 @@ inline Tensor gather_backward(const Tensor& g, const Shape& in_shape, int64_t di
                shape_str(idx.shape()));
   Tensor gx = Tensor::zeros(in_shape, g.dtype());
   if (g.numel() == 0) return gx;
-  Shape gx_strides = gx.strides();
-  const int64_t gxs_d = gx_strides[d], n = in_shape[d];
-  gx_strides[d] = 0;
-  const int64_t* pi = idx.data<int64_t>();
-  dispatch_floating(g.dtype(), "gather backward", [&](auto tag) {
-    using T = typename decltype(tag)::type;
-    const T* pg = static_cast<const T*>(g.storage()->data());
-    T* px = gx.data<T>();
-    const std::array<const int64_t*, 3> st{g.strides().data(), idx.strides().data(), gx_strides.data()};
-    strided_loop<3>(idx.shape(), st, {g.offset(), 0, 0}, [&](int64_t og, int64_t oi, int64_t ox) {
-      const int64_t v = pi[oi];
-      RETIKD_CHECK(v >= 0 && v < n, "gather backward: index ", v, " out of range for dimension ", d,
-                   " of size ", n);
-      px[ox + v * gxs_d] += pg[og];
-    });
-  });
-  return gx;
+  return cpu::gather_backward(g, in_shape, d, idx, gx);
 }
 
 // The per-dimension copy window of a constant pad. pads = {left, right, top, bottom, front, back, ...}: the

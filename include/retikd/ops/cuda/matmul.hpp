@@ -3,7 +3,7 @@
 //
 // The front end checks the operands, broadcasts the batch and lays each operand out as the GEMM reads it
 // (transpose flag, leading dimension, batch stride: its GemmOperand), exactly as for cpu::gemm; it hands those
-// layouts over as GemmMatrix values, so this header needs none of ops/matmul.hpp. linear's bias add and bias
+// layouts over as GemmMatrix values (ops/gemm_matrix.hpp), so this header needs none of ops/matmul.hpp. linear's bias add and bias
 // gradient are built by the front end from same-shape adds and GEMMs, so they need nothing here.
 // Bodies sit in `if constexpr (kCudaBuilt)` (ops/dispatch.hpp says why): a CPU-only build compiles this
 // header and links no launcher.
@@ -14,20 +14,14 @@
 #include "retikd/core/tensor.hpp"
 #include "retikd/cuda/blas.hpp"
 #include "retikd/ops/dispatch.hpp"
+#include "retikd/ops/gemm_matrix.hpp"
 
 namespace retikd {
 namespace ops {
 namespace cuda_backend {
 
-// One operand of a (batched) GEMM as the front end laid it out: its data on the GPU (kept alive by the caller),
-// whether it is read transposed, its leading dimension, and its batch stride in elements (0: one matrix shared
-// by the whole batch).
-struct GemmMatrix {
-  const void* data = nullptr;
-  bool trans = false;
-  int64_t ld = 0;
-  int64_t batch_stride = 0;
-};
+// The operand layout both back ends take (ops/gemm_matrix.hpp).
+using ops::GemmMatrix;
 
 // out[b] = A[b] · B[b] (M×K · K×N) for b < B, or out[b] += A[b] · B[b] when `accumulate`. out is contiguous
 // (B, M, N) in the operands' dtype on their GPU; the caller checked shapes, dtypes and devices.

@@ -1,0 +1,59 @@
+// retikd/ops/cpu/matmul.hpp — the CPU back end of the matrix products (ops/matmul.hpp): matmul as one GEMM or
+// a strided-batched one (cpu::gemm / cpu::gemm_batched of ops/cpu/gemm.hpp), and linear with the bias added
+// in the GEMM's store rather than by a broadcast add over the whole output afterwards.
+//
+// The front end validates the operands, broadcasts the batch and lays each operand out (ops/gemm_matrix.hpp)
+// exactly as for the CUDA back end; this header only runs the loops.
+#pragma once
+
+#include <algorithm>
+#include <cstdint>
+
+#include "retikd/core/tensor.hpp"
+#include "retikd/ops/cpu/gemm.hpp"
+#include "retikd/ops/dispatch.hpp"
+#include "retikd/ops/gemm_matrix.hpp"
+
+namespace retikd {
+namespace cpu {
+
+// out[b] = A[b] · B[b] (M×K · K×N) for b < B, or out[b] += A[b] · B[b] when `accumulate`. out is contiguous
+// (B, M, N) in the operands' dtype; the front end checked shapes, dtypes and devices.
+inline Tensor matmul(const ops::GemmMatrix& ga, const ops::GemmMatrix& gb, int64_t M, int64_t N, int64_t K,
+                     int64_t B, bool accumulate, Tensor out) {
+  dispatch_floating(out.dtype(), "matmul", [&](auto tag) {
+    using T = typename decltype(tag)::type;
+    const T* pa = static_cast<const T*>(ga.data);
+    const T* pb = static_cast<const T*>(gb.data);
+    T* pc = out.data<T>();
+    const T beta = accumulate ? T(1) : T(0);
+    if (B == 1) {
+      cpu::gemm<T>(ga.trans, gb.trans, M, N, K, T(1), pa, ga.ld, pb, gb.ld, beta, pc, N);
+    } else {
+      cpu::gemm_batched<T>(B, ga.trans, gb.trans, M, N, K, T(1), pa, ga.ld, ga.batch_stride, pb, gb.ld,
+                           gb.batch_stride, beta, pc, N, M * N);
+    }
+  });
+  return out;
+}
+
+// x (…, in) · wᵀ + bias as one GEMM over all leading rows, the bias added in the GEMM's store (cpu::gemm's bias
+// argument). x, w (out, in) and bias (out): the front end checked that they are CPU tensors of one dtype with
+// matching shapes.
+inline Tensor linear(const Tensor& x, const Tensor& w, const Tensor& bias) {
+  const int64_t in = w.size(1), outf = w.size(0);
+  const Tensor xc = x.contiguous(), wc = w.contiguous(), bc = bias.contiguous();
+  Shape out_shape = x.shape();
+  out_shape.back() = outf;
+  Tensor out = Tensor::empty(out_shape, x.dtype());
+  const int64_t rows = in > 0 ? xc.numel() / in : shape_numel(out_shape) / std::max<int64_t>(outf, 1);
+  dispatch_floating(x.dtype(), "linear", [&](auto tag) {
+    using T = typename decltype(tag)::type;
+    cpu::gemm<T>(false, true, rows, outf, in, T(1), xc.data<T>(), std::max<int64_t>(in, 1), wc.data<T>(),
+                 std::max<int64_t>(in, 1), T(0), out.data<T>(), std::max<int64_t>(outf, 1), bc.data<T>());
+  });
+  return out;
+}
+
+}  // namespace cpu
+}  // namespace retikd
