@@ -8,6 +8,7 @@
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
+#include <limits>
 #include <set>
 #include <string>
 #include <vector>
@@ -426,6 +427,11 @@ TEST_CASE("json: build, dump, parse back; escaping; numbers") {
   CHECK(Json::parse("-9223372036854775808").as_int() == INT64_MIN);
   CHECK(!Json::parse("9223372036854775808").is_integer());  // out of int64: a double
   CHECK(Json::parse("1e999").is_null());  // beyond double range: not a finite number
+  // The largest double is written with enough digits to read back as itself: at 15 digits it rounds up past
+  // the range and would read back as null (found by the JSON fuzz harness's dump round trip).
+  const double largest = std::numeric_limits<double>::max();
+  CHECK(Json::parse(Json(largest).dump()).as_number() == largest);
+  CHECK(Json::parse(Json(-largest).dump()).as_number() == -largest);
 }
 
 TEST_CASE("json: metrics.json entry has exactly the issue's shape and reads back") {
