@@ -129,9 +129,9 @@ TEST_CASE("conv2d: the large-image cases above really split into several im2col 
   for (const ConvCase& k : conv_cases()) {
     if (k.C < 32 || k.W < 100) continue;
     const auto g = ops::impl::conv2d_geometry({k.N, k.C, k.H, k.W}, {k.O, k.C / k.opt.groups, k.kh, k.kw}, k.opt);
-    CHECK(ops::impl::im2col_tile_rows<float>(g) < g.OH);
-    CHECK(ops::impl::im2col_tile_rows<double>(g) < g.OH);
-    CHECK(g.OH % ops::impl::im2col_tile_rows<double>(g) != 0);
+    CHECK(cpu::conv_detail::im2col_tile_rows<float>(g) < g.OH);
+    CHECK(cpu::conv_detail::im2col_tile_rows<double>(g) < g.OH);
+    CHECK(g.OH % cpu::conv_detail::im2col_tile_rows<double>(g) != 0);
   }
 }
 
