@@ -22,7 +22,7 @@
 
 #include <retikd/core/cli_args.hpp>
 #include <retikd/core/error.hpp>
-#include <retikd/metrics/json.hpp>
+#include <retikd/io/json.hpp>
 #include <retikd/metrics/paired.hpp>
 #include <retikd/metrics/report.hpp>
 #include <retikd/train/run_log.hpp>
@@ -58,9 +58,9 @@ Seed read_seed(const std::string& spec) {
   Seed s;
   s.dir = spec.substr(0, colon);
   s.stage = spec.substr(colon + 1);
-  const metrics::Json m = metrics::read_json_file(s.dir + "/metrics.json");
+  const io::Json m = io::read_json_file(s.dir + "/metrics.json");
   RETIKD_CHECK(m.contains(s.stage), "compare_runs: ", s.dir, "/metrics.json has no stage '", s.stage, "'");
-  const metrics::Json& e = m.at(s.stage);
+  const io::Json& e = m.at(s.stage);
   s.accuracy = e.at("accuracy").as_number();
   s.macro_f1 = e.at("macro_f1").as_number();
   s.glaucoma_recall = e.at("per_class").at("Glaucoma").at("recall").as_number();
@@ -68,7 +68,7 @@ Seed read_seed(const std::string& spec) {
   std::ifstream lf(log);
   if (lf.good()) {
     for (const auto& r : train::read_log_file(log).records) {
-      const metrics::Json* v = r.find("val_macro_f1");
+      const io::Json* v = r.find("val_macro_f1");
       if (v && v->is_number() && (std::isnan(s.val_f1) || v->as_number() > s.val_f1)) s.val_f1 = v->as_number();
     }
   }

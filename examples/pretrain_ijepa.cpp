@@ -43,9 +43,9 @@
 #include <retikd/data/data.hpp>
 #include <retikd/dist/data_parallel.hpp>
 #include <retikd/dist/session.hpp>
+#include <retikd/io/json.hpp>
 #include <retikd/io/safetensors.hpp>
 #include <retikd/metrics/classification.hpp>
-#include <retikd/metrics/json.hpp>
 #include <retikd/metrics/report.hpp>
 #include <retikd/optim/optim.hpp>
 #include <retikd/pipeline/pretrained_teacher.hpp>
@@ -274,14 +274,14 @@ std::vector<ProbeRow> run_probe(const Options& o, const Sources& src,
   std::vector<ProbeRow> rows;
   for (const auto& e : encoders) rows.push_back(probe_encoder(e.first, *e.second, *tr, *te, pooling, log));
 
-  metrics::Json j = metrics::Json::object();
+  io::Json j = io::Json::object();
   j["pooling"] = o.pooling;
   j["data"] = src.description;
-  metrics::Json arr = metrics::Json::array();
+  io::Json arr = io::Json::array();
   std::string md = "| encoder | test accuracy | test macro-F1 | train accuracy | fit steps (converged) | seconds |\n"
                    "|---|---:|---:|---:|---:|---:|\n";
   for (const auto& r : rows) {
-    metrics::Json e = metrics::Json::object();
+    io::Json e = io::Json::object();
     e["encoder"] = r.name;
     e["test_accuracy"] = r.r.test.accuracy;
     e["test_macro_f1"] = r.r.test.macro_f1;
@@ -509,14 +509,14 @@ int main(int argc, char** argv) {
     lo.steps_per_epoch = steps_per_epoch;
     lo.config = {{"img", std::to_string(o.img)}, {"patch", std::to_string(o.patch)}, {"dim", std::to_string(o.dim)},
                  {"depth", std::to_string(o.depth)}, {"heads", std::to_string(o.heads)},
-                 {"mlp_ratio", metrics::format_double(o.mlp_ratio)},
+                 {"mlp_ratio", io::format_double(o.mlp_ratio)},
                  {"pred", std::to_string(o.pred_dim) + "/" + std::to_string(o.pred_depth) + "/" + std::to_string(o.pred_heads)},
                  {"loss", o.loss}, {"epochs", std::to_string(o.epochs)}, {"batch", std::to_string(o.batch)},
-                 {"lr", metrics::format_double(o.lr)}, {"min_lr_ratio", metrics::format_double(o.min_lr_ratio)},
+                 {"lr", io::format_double(o.lr)}, {"min_lr_ratio", io::format_double(o.min_lr_ratio)},
                  {"warmup_epochs", std::to_string(o.warmup_epochs)},
-                 {"wd", metrics::format_double(o.wd_start) + "->" + metrics::format_double(o.wd_end)},
-                 {"ema", metrics::format_double(o.ema_start) + "->" + metrics::format_double(o.ema_end)},
-                 {"clip", metrics::format_double(o.clip)}, {"seed", std::to_string(o.seed)},
+                 {"wd", io::format_double(o.wd_start) + "->" + io::format_double(o.wd_end)},
+                 {"ema", io::format_double(o.ema_start) + "->" + io::format_double(o.ema_end)},
+                 {"clip", io::format_double(o.clip)}, {"seed", std::to_string(o.seed)},
                  {"data", src.description}};
     train::TrainerLoop loop(lo, state);
 
@@ -640,10 +640,10 @@ int main(int argc, char** argv) {
                   " heads, " + std::to_string(o.img / o.patch) + "x" + std::to_string(o.img / o.patch) +
                   " patches), predictor D " + std::to_string(o.pred_dim) + " depth " + std::to_string(o.pred_depth) +
                   "; " + std::to_string(o.epochs) + " epochs of " + std::to_string(steps_per_epoch) + " steps, batch " +
-                  std::to_string(o.batch) + ", AdamW lr " + metrics::format_double(o.lr) + " (warm-up " +
-                  std::to_string(o.warmup_epochs) + " epochs, cosine), weight decay " + metrics::format_double(o.wd_start) +
-                  " -> " + metrics::format_double(o.wd_end) + ", EMA " + metrics::format_double(o.ema_start) + " -> " +
-                  metrics::format_double(o.ema_end) + ", loss " + o.loss + ". This call: " +
+                  std::to_string(o.batch) + ", AdamW lr " + io::format_double(o.lr) + " (warm-up " +
+                  std::to_string(o.warmup_epochs) + " epochs, cosine), weight decay " + io::format_double(o.wd_start) +
+                  " -> " + io::format_double(o.wd_end) + ", EMA " + io::format_double(o.ema_start) + " -> " +
+                  io::format_double(o.ema_end) + ", loss " + o.loss + ". This call: " +
                   data::format_duration(seconds) + (res.resumed ? " (resumed)" : "") + ".");
     const metrics::TrainingCurves curves = train::read_training_curves(loop.log_path());
     rep.figure("ijepa_loss_epochs.svg", metrics::loss_curves_svg(curves, "I-JEPA loss per epoch (validation: held-out images, fixed masks)"),

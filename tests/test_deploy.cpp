@@ -587,10 +587,10 @@ TEST_CASE("deploy: classify helpers read folders, skip a corrupt file and report
   CHECK(csv.find("path,status,predicted,confidence,truth,correct,p_Cataract,p_DR,p_Glaucoma,p_Normal,gradcam,error\n") == 0);
   CHECK(std::count(csv.begin(), csv.end(), '\n') == 9);
   CHECK(csv.find(",skipped,") != std::string::npos);
-  const io::JsonValue j = io::parse_json(deploy::predictions_json(preds, c.info(), s));
+  const io::Json j = io::parse_json(deploy::predictions_json(preds, c.info(), s));
   REQUIRE(j.find("predictions") != nullptr);
-  CHECK(j.find("predictions")->items.size() == 8);
-  CHECK(j.find("summary")->find("skipped")->text == "2");
+  CHECK(j.find("predictions")->items().size() == 8);
+  CHECK(j.find("summary")->find("skipped")->literal() == "2");
   const std::string table = deploy::predictions_table(preds, c.info().classes);
   CHECK(table.find("skipped: ") != std::string::npos);
   deploy::write_text_file(dir.file("out.csv"), csv);

@@ -1,8 +1,9 @@
-// tests/test_io.cpp — weights I/O: the strict JSON parser, safetensors (round trips of every dtype and
-// layout, a file built by hand to the format's spec, every corruption giving an Error that names the
-// problem, atomic writes, modules), the TFLite flatbuffer parser (real models, truncated and bit-flipped
-// copies), the float network's golden ImageNet check on bird.rgb (DESIGN.md §7), and the MobileNetV2
-// import onto torchvision names, end to end through nn::MobileNetV2.
+// tests/test_io.cpp — weights I/O: the strict JSON parser (and the exact number tokens of the io::Json it
+// builds, which safetensors offsets need), safetensors (round trips of every dtype and layout, a file built by
+// hand to the format's spec, every corruption giving an Error that names the problem, atomic writes, modules),
+// the TFLite flatbuffer parser (real models, truncated and bit-flipped copies), the float network's golden
+// ImageNet check on bird.rgb (DESIGN.md §7), and the MobileNetV2 import onto torchvision names, end to end
+// through nn::MobileNetV2.
 #include <doctest/doctest.h>
 
 #include <dirent.h>
@@ -157,32 +158,51 @@ Top1 top1(const Tensor& probs) {
 // =========================================================================================================
 
 TEST_CASE("io json: values, escapes and UTF-8 decode exactly") {
-  const io::JsonValue v = io::parse_json(
+  const io::Json v = io::parse_json(
       " {\"a\": [1, -2.5e3, 0, true, false, null], \"s\": \"q\\\"\\\\\\/\\b\\f\\n\\r\\t\\u00e9\\ud83d\\ude00\", "
       "\"u\": \"\xc3\xa9\", \"big\": 18446744073709551615, \"o\": {}} \n");
   REQUIRE(v.is_object());
-  REQUIRE(v.members.size() == 5);
-  const io::JsonValue* a = v.find("a");
+  REQUIRE(v.members().size() == 5);
+  const io::Json* a = v.find("a");
   REQUIRE(a);
-  REQUIRE(a->items.size() == 6);
+  REQUIRE(a->items().size() == 6);
+  const std::vector<io::Json>& items = a->items();
   uint64_t one = 0;
-  CHECK(a->items[0].to_uint64(one));
+  CHECK(items[0].to_uint64(one));
   CHECK(one == 1);
-  CHECK_FALSE(a->items[1].to_uint64(one));  // negative, fractional
-  CHECK(a->items[1].text == "-2.5e3");
-  CHECK(a->items[3].is_bool());
-  CHECK(a->items[3].boolean);
-  CHECK(a->items[5].is_null());
-  CHECK(v.find("s")->text == std::string("q\"\\/\b\f\n\r\t\xc3\xa9\xf0\x9f\x98\x80"));
-  CHECK(v.find("u")->text == "\xc3\xa9");
+  CHECK(items[0].is_integer());
+  CHECK_FALSE(items[1].to_uint64(one));  // negative, fractional
+  CHECK(items[1].literal() == "-2.5e3");  // the token as written
+  CHECK(items[1].as_number() == -2500.0);
+  CHECK(items[3].is_bool());
+  CHECK(items[3].as_bool());
+  CHECK(items[5].is_null());
+  CHECK(v.find("s")->as_string() == std::string("q\"\\/\b\f\n\r\t\xc3\xa9\xf0\x9f\x98\x80"));
+  CHECK(v.find("u")->as_string() == "\xc3\xa9");
+  CHECK(v.find("u")->literal().empty());  // a string has no number token
+  // Above INT64_MAX: a double to as_number(), exact to to_uint64() (safetensors offsets).
   uint64_t big = 0;
   CHECK(v.find("big")->to_uint64(big));
   CHECK(big == UINT64_MAX);
+  CHECK_FALSE(v.find("big")->is_integer());
   CHECK(v.find("o")->is_object());
   CHECK_FALSE(io::parse_json("18446744073709551616").to_uint64(big));  // 2^64 does not fit
+  CHECK_FALSE(io::parse_json("-0").to_uint64(big));                    // a sign, even on zero
+  CHECK_FALSE(io::parse_json("1e2").to_uint64(big));                   // an exponent
+  // Numbers built in code: a non-negative integer converts.
+  CHECK(io::Json(7).to_uint64(big));
+  CHECK(big == 7);
+  CHECK_FALSE(io::Json(-1).to_uint64(big));
+  CHECK_FALSE(io::Json(7.0).to_uint64(big));
+  // Beyond double range: null (no infinity in JSON), still a number token in messages.
+  const io::Json huge = io::parse_json("1e999");
+  CHECK(huge.is_null());
+  CHECK(huge.literal() == "1e999");
+  CHECK(std::string(io::json_kind_name(huge)) == "a number");
+  CHECK(std::string(io::json_kind_name(io::parse_json("3"))) == "a number");
   // Escaping round-trips through the parser.
   const std::string raw = std::string("a\"b\\c\n\x01\x1f z\xe2\x82\xac");
-  CHECK(io::parse_json(io::json_string(raw)).text == raw);
+  CHECK(io::parse_json(io::json_string(raw)).as_string() == raw);
 }
 
 TEST_CASE("io json: malformed documents are rejected with the byte offset and the reason") {

@@ -47,10 +47,10 @@ pipeline::PipelineOptions smoke_options(const std::string& out) {
   return o;
 }
 
-void check_entry(const metrics::Json& j, const char* key) {
+void check_entry(const io::Json& j, const char* key) {
   INFO("entry " << key);
   REQUIRE(j.contains(key));
-  const metrics::Json& e = j.at(key);
+  const io::Json& e = j.at(key);
   for (const char* k : {"accuracy", "macro_f1", "weighted_f1"}) {
     const double v = e.at(k).as_number();
     CHECK(v >= 0.0);
@@ -139,7 +139,7 @@ TEST_CASE("pipeline: smoke preset runs every stage, skips finished stages, resum
     CHECK_FALSE(st.skipped);
     CHECK(st.epochs_run == 2);
   }
-  const metrics::Json j = metrics::read_json_file(out + "/metrics.json");
+  const io::Json j = io::read_json_file(out + "/metrics.json");
   check_entry(j, "teacher");
   check_entry(j, "student_ce");
   check_entry(j, "student_kd");

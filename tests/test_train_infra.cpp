@@ -512,15 +512,15 @@ TEST_CASE("run log: appends, refuses repeated epochs, trims to the checkpoint on
   {
     train::RunLog log(path, 0);
     for (int e = 1; e <= 3; ++e) {
-      metrics::Json r = metrics::Json::object();
+      io::Json r = io::Json::object();
       r["epoch"] = e;
       r["train_loss"] = 1.0 / e;
       log.append(r);
     }
-    metrics::Json dup = metrics::Json::object();
+    io::Json dup = io::Json::object();
     dup["epoch"] = 3;
     CHECK_THROWS_WITH_AS(log.append(dup), doctest::Contains("already logged"), Error);
-    CHECK_THROWS_AS(log.append(metrics::Json::object()), Error);
+    CHECK_THROWS_AS(log.append(io::Json::object()), Error);
     CHECK(log.last_epoch() == 3);
   }
   CHECK(logged_epochs(path) == std::vector<int64_t>{1, 2, 3});
@@ -533,7 +533,7 @@ TEST_CASE("run log: appends, refuses repeated epochs, trims to the checkpoint on
   {
     train::RunLog log(path, 2);
     CHECK(log.last_epoch() == 2);
-    metrics::Json r = metrics::Json::object();
+    io::Json r = io::Json::object();
     r["epoch"] = 3;
     r["train_loss"] = 0.3;
     log.append(r);

@@ -8,7 +8,7 @@
 #include <vector>
 
 #include "retikd/data/transforms.hpp"
-#include "retikd/metrics/json.hpp"
+#include "retikd/io/json.hpp"
 
 namespace retikd {
 namespace data {
@@ -37,7 +37,7 @@ inline TransformPtr augment_transform(const LoaderAugment& a) {
 inline std::string augment_text(const LoaderAugment& a) {
   std::string s;
   auto add = [&](const std::string& t) { s += (s.empty() ? "" : ", ") + t; };
-  auto num = [](double v) { return metrics::format_double(v); };
+  auto num = [](double v) { return io::format_double(v); };
   if (a.hflip) add("hflip");
   if (a.vflip) add("vflip");
   if (a.rotation_degrees > 0) add("rotation " + num(a.rotation_degrees));

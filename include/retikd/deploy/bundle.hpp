@@ -254,33 +254,33 @@ class MetaReader {
 
   [[noreturn]] void bad(const std::string& what) const { throw BundleError(path_, what); }
 
-  io::JsonValue parse(const std::string& key, const std::string& text) const {
+  io::Json parse(const std::string& key, const std::string& text) const {
     try {
       return io::parse_json(text, key);
     } catch (const Error& e) {
       bad(str("metadata ", key, " is not valid JSON: ", e.what()));
     }
   }
-  const io::JsonValue& member(const io::JsonValue& obj, const std::string& key, const char* name) const {
-    const io::JsonValue* v = obj.find(name);
+  const io::Json& member(const io::Json& obj, const std::string& key, const char* name) const {
+    const io::Json* v = obj.find(name);
     if (!v) bad(str("metadata ", key, " lacks \"", name, "\""));
     return *v;
   }
-  double number(const io::JsonValue& v, const std::string& what) const {
-    double d = 0;
-    if (!v.is_number() || !parse_number(v.text, d) || !std::isfinite(d)) bad(str(what, " is not a finite number"));
-    return d;
+  // A Json number is finite: a literal beyond double range (1e999) reads as null.
+  double number(const io::Json& v, const std::string& what) const {
+    if (!v.is_number()) bad(str(what, " is not a finite number"));
+    return v.as_number();
   }
-  int64_t integer(const io::JsonValue& v, const std::string& what, int64_t lo, int64_t hi) const {
+  int64_t integer(const io::Json& v, const std::string& what, int64_t lo, int64_t hi) const {
     uint64_t u = 0;
     if (!v.to_uint64(u) || u < static_cast<uint64_t>(lo) || u > static_cast<uint64_t>(hi))
       bad(str(what, " must be an integer in [", lo, ", ", hi, "]"));
     return static_cast<int64_t>(u);
   }
-  std::array<float, 3> triple(const io::JsonValue& v, const std::string& what) const {
-    if (!v.is_array() || v.items.size() != 3) bad(str(what, " must be an array of 3 numbers"));
+  std::array<float, 3> triple(const io::Json& v, const std::string& what) const {
+    if (!v.is_array() || v.items().size() != 3) bad(str(what, " must be an array of 3 numbers"));
     std::array<float, 3> out{};
-    for (int i = 0; i < 3; ++i) out[i] = static_cast<float>(number(v.items[i], what));
+    for (std::size_t i = 0; i < 3; ++i) out[i] = static_cast<float>(number(v.items()[i], what));
     return out;
   }
 
@@ -415,7 +415,7 @@ inline void parse_model_metadata(const MetaReader& r, const std::map<std::string
   };
   info.arch = need("retikd.arch");
   {
-    const io::JsonValue o = r.parse("retikd.model_options", need("retikd.model_options"));
+    const io::Json o = r.parse("retikd.model_options", need("retikd.model_options"));
     if (!o.is_object()) r.bad("metadata retikd.model_options is not a JSON object");
     info.options.num_classes =
         r.integer(r.member(o, "retikd.model_options", "num_classes"), "num_classes", 1, kBundleMaxClasses);
@@ -423,23 +423,23 @@ inline void parse_model_metadata(const MetaReader& r, const std::map<std::string
     info.options.width_mult = r.number(r.member(o, "retikd.model_options", "width_mult"), "width_mult");
   }
   {
-    const io::JsonValue a = r.parse("retikd.classes", need("retikd.classes"));
+    const io::Json a = r.parse("retikd.classes", need("retikd.classes"));
     if (!a.is_array()) r.bad("metadata retikd.classes is not a JSON array");
-    if (a.items.size() > static_cast<std::size_t>(kBundleMaxClasses))
-      r.bad(str("metadata retikd.classes holds ", a.items.size(), " names, more than ", kBundleMaxClasses));
-    for (const auto& it : a.items) {
-      if (!it.is_string() || it.text.empty()) r.bad("metadata retikd.classes holds a non-string or empty name");
-      info.classes.push_back(it.text);
+    if (a.items().size() > static_cast<std::size_t>(kBundleMaxClasses))
+      r.bad(str("metadata retikd.classes holds ", a.items().size(), " names, more than ", kBundleMaxClasses));
+    for (const auto& it : a.items()) {
+      if (!it.is_string() || it.as_string().empty()) r.bad("metadata retikd.classes holds a non-string or empty name");
+      info.classes.push_back(it.as_string());
     }
     if (static_cast<int64_t>(info.classes.size()) != info.options.num_classes)
       r.bad(str(info.classes.size(), " class names for num_classes ", info.options.num_classes));
   }
   {
-    const io::JsonValue p = r.parse("retikd.preprocess", need("retikd.preprocess"));
+    const io::Json p = r.parse("retikd.preprocess", need("retikd.preprocess"));
     if (!p.is_object()) r.bad("metadata retikd.preprocess is not a JSON object");
-    const io::JsonValue& fc = r.member(p, "retikd.preprocess", "fundus_crop");
+    const io::Json& fc = r.member(p, "retikd.preprocess", "fundus_crop");
     if (!fc.is_bool()) r.bad("preprocess fundus_crop must be true or false");
-    info.preprocess.fundus_crop = fc.boolean;
+    info.preprocess.fundus_crop = fc.as_bool();
     info.preprocess.resize =
         static_cast<int>(r.integer(r.member(p, "retikd.preprocess", "resize"), "resize", 0, kBundleMaxSide));
     info.preprocess.crop =

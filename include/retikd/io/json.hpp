@@ -1,12 +1,16 @@
-// retikd/io/json.hpp — a small, strict JSON (RFC 8259) parser and string escaper, written for the headers
-// of safetensors files and other small metadata that retikd reads from untrusted files.
+// retikd/io/json.hpp — retikd's one JSON value type (io::Json: build, query, write) and its one parser, for
+// two kinds of file: the metadata retikd reads from untrusted files (safetensors headers, bundle metadata),
+// and the files a run produces (metrics.json, the JSON-lines epoch log, checkpoint sections).
 //
-// Strict on purpose: a weights file whose header is not exactly valid JSON is corrupt, and guessing what it
-// meant would load wrong weights silently. So: UTF-8 is validated (no overlong forms, no surrogates), strings
-// may not hold raw control characters, escapes must be complete (\uXXXX surrogates paired), numbers follow
-// the RFC grammar, objects may not repeat a key (which of two "w" entries would be the weights?), nesting is
-// bounded (no stack overflow on "[[[[…"), and nothing but whitespace may follow the value. Errors name the
-// byte offset and what was wrong there.
+// One type and one parser for both, so there is one reader to harden and fuzz (tests/fuzz/fuzz_json.cpp) and
+// a value means the same thing whichever file it came from.
+//
+// The parser is strict on purpose: a weights file whose header is not exactly valid JSON is corrupt, and
+// guessing what it meant would load wrong weights silently. So: UTF-8 is validated (no overlong forms, no
+// surrogates), strings may not hold raw control characters, escapes must be complete (\uXXXX surrogates
+// paired), numbers follow the RFC grammar, objects may not repeat a key (which of two "w" entries would be the
+// weights?), nesting is bounded (no stack overflow on "[[[[…"), and nothing but whitespace may follow the
+// value. Errors name the byte offset and what was wrong there.
 //
 // Bounded on purpose, too (JsonLimits): the time is linear in the input (duplicate keys are found by sorting
 // each object's keys once it is complete, O(n log n) string comparisons in the worst case, instead of
@@ -16,70 +20,443 @@
 // hold any real safetensors header (a 1,000,000-value document is ~100,000 tensors); a caller that needs
 // more passes its own limits.
 //
-// Numbers keep their literal text; as_uint64() converts exactly (shapes and byte offsets exceed 2^53 only in
-// corrupt files, but a double would silently round them).
+// Conventions of the value, chosen for metrics files that people and scripts both read:
+// - objects keep insertion order (the order a file was written in is the order it is read back in);
+// - integers are held exactly as int64 when written or parsed as integer literals; other numbers are doubles,
+//   written with the fewest digits that read back to the same double (so a round trip is exact);
+// - JSON has no NaN or infinity: a non-finite number becomes null (when stored, and a literal beyond double
+//   range such as 1e999 when parsed), and as_number() reads null as NaN (an undefined metric — e.g. the AUC
+//   of a class with no positive example — stays "undefined");
+// - a value parsed from a number token keeps the token as written (literal()), and to_uint64() converts that
+//   token exactly. So an integer above INT64_MAX (a safetensors byte offset may be up to 2^64 - 1) is a
+//   double to as_number() but exact to to_uint64(), without a third number kind that every query would have
+//   to handle; and error messages can quote a number as the file wrote it. dump() writes values, not tokens
+//   (a parsed 1e2 is written back as 100.0);
+// - formatting and parsing do not depend on the C locale (no "0,5").
 #pragma once
 
 #include <algorithm>
+#include <cmath>
 #include <cstdint>
+#include <cstdio>
 #include <cstring>
+#include <fstream>
+#include <limits>
+#include <locale>
+#include <sstream>
 #include <string>
 #include <utility>
 #include <vector>
 
 #include "retikd/core/error.hpp"
+#include "retikd/io/atomic_file.hpp"
 
 namespace retikd {
 namespace io {
 
-struct JsonValue {
-  enum class Kind : uint8_t { null, boolean, number, string, array, object };
+// Appends `s` as a JSON string literal (quotes included); control characters become \uXXXX or the short
+// escapes, everything else (UTF-8 included) is copied as is.
+inline void append_json_string(std::string& out, const std::string& s) {
+  static const char* hex = "0123456789abcdef";
+  out += '"';
+  for (unsigned char c : s) {
+    switch (c) {
+      case '"': out += "\\\""; break;
+      case '\\': out += "\\\\"; break;
+      case '\b': out += "\\b"; break;
+      case '\f': out += "\\f"; break;
+      case '\n': out += "\\n"; break;
+      case '\r': out += "\\r"; break;
+      case '\t': out += "\\t"; break;
+      default:
+        if (c < 0x20) {
+          out += "\\u00";
+          out += hex[c >> 4];
+          out += hex[c & 15];
+        } else {
+          out += static_cast<char>(c);
+        }
+    }
+  }
+  out += '"';
+}
 
-  Kind kind = Kind::null;
-  bool boolean = false;
-  std::string text;  // string: the decoded UTF-8 value; number: the literal as written
-  std::vector<JsonValue> items;                               // array
-  std::vector<std::pair<std::string, JsonValue>> members;     // object, in file order, keys unique
+// True when `s` is well-formed UTF-8 (what the parser accepts inside strings).
+inline bool is_valid_utf8(const std::string& s) {
+  std::size_t i = 0;
+  const std::size_t n = s.size();
+  while (i < n) {
+    const unsigned char b0 = static_cast<unsigned char>(s[i]);
+    if (b0 < 0x80) {
+      ++i;
+      continue;
+    }
+    int len;
+    uint32_t cp, min;
+    if (b0 >= 0xC2 && b0 <= 0xDF) {
+      len = 2, cp = b0 & 0x1Fu, min = 0x80;
+    } else if (b0 >= 0xE0 && b0 <= 0xEF) {
+      len = 3, cp = b0 & 0x0Fu, min = 0x800;
+    } else if (b0 >= 0xF0 && b0 <= 0xF4) {
+      len = 4, cp = b0 & 0x07u, min = 0x10000;
+    } else {
+      return false;
+    }
+    if (n - i < static_cast<std::size_t>(len)) return false;
+    for (int k = 1; k < len; ++k) {
+      const unsigned char b = static_cast<unsigned char>(s[i + k]);
+      if ((b & 0xC0) != 0x80) return false;
+      cp = (cp << 6) | (b & 0x3Fu);
+    }
+    if (cp < min || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF)) return false;
+    i += static_cast<std::size_t>(len);
+  }
+  return true;
+}
 
-  bool is_null() const { return kind == Kind::null; }
-  bool is_bool() const { return kind == Kind::boolean; }
-  bool is_number() const { return kind == Kind::number; }
-  bool is_string() const { return kind == Kind::string; }
-  bool is_array() const { return kind == Kind::array; }
-  bool is_object() const { return kind == Kind::object; }
+// `s` as a JSON string literal, quotes included.
+inline std::string json_string(const std::string& s) {
+  std::string out;
+  append_json_string(out, s);
+  return out;
+}
 
-  // The member named `key`, or nullptr (a linear search: for the small objects of metadata).
-  const JsonValue* find(const std::string& key) const {
-    for (const auto& m : members)
+// The shortest decimal text that reads back as exactly `v` (finite v), independent of the locale.
+inline std::string format_double(double v) {
+  char buf[40];
+  for (int precision = 15; precision <= 17; ++precision) {
+    std::snprintf(buf, sizeof buf, "%.*g", precision, v);
+    for (char* p = buf; *p; ++p)
+      if (*p == ',') *p = '.';  // a locale with a decimal comma
+    std::istringstream in(buf);
+    in.imbue(std::locale::classic());
+    double back = 0;
+    in >> back;
+    if (back == v) break;
+  }
+  std::string s = buf;
+  // "1e+20" and "3" are valid JSON numbers; make integral doubles recognisable as such when read ("3.0").
+  if (s.find_first_of(".eEn") == std::string::npos) s += ".0";
+  return s;
+}
+
+namespace detail {
+class JsonParser;
+}
+
+// One JSON value, built in code or by parse_json (the conventions are at the top of this file).
+class Json {
+ public:
+  enum class Type { null, boolean, integer, number, string, array, object };
+
+  Json() = default;
+  Json(std::nullptr_t) {}                                       // NOLINT: implicit by design
+  Json(bool b) : type_(Type::boolean), bool_(b) {}              // NOLINT
+  Json(int v) : type_(Type::integer), int_(v) {}                // NOLINT
+  Json(long v) : type_(Type::integer), int_(v) {}               // NOLINT
+  Json(long long v) : type_(Type::integer), int_(v) {}          // NOLINT
+  Json(unsigned v) : type_(Type::integer), int_(v) {}           // NOLINT
+  Json(unsigned long v) : Json(checked_unsigned(v)) {}          // NOLINT
+  Json(unsigned long long v) : Json(checked_unsigned(v)) {}     // NOLINT
+  // A non-finite double becomes null right away, so a value reads the same before and after a round trip.
+  Json(double v) : type_(std::isfinite(v) ? Type::number : Type::null), num_(std::isfinite(v) ? v : 0.0) {}  // NOLINT
+  Json(float v) : Json(static_cast<double>(v)) {}               // NOLINT
+  Json(const char* s) : type_(Type::string), text_(s) {}        // NOLINT
+  Json(std::string s) : type_(Type::string), text_(std::move(s)) {}  // NOLINT
+
+  static Json array() {
+    Json j;
+    j.type_ = Type::array;
+    return j;
+  }
+  static Json object() {
+    Json j;
+    j.type_ = Type::object;
+    return j;
+  }
+  template <class T>
+  static Json array_of(const std::vector<T>& values) {
+    Json j = array();
+    for (const T& v : values) j.push_back(Json(v));
+    return j;
+  }
+
+  Type type() const { return type_; }
+  bool is_null() const { return type_ == Type::null; }
+  bool is_bool() const { return type_ == Type::boolean; }
+  bool is_number() const { return type_ == Type::integer || type_ == Type::number; }
+  bool is_integer() const { return type_ == Type::integer; }
+  bool is_string() const { return type_ == Type::string; }
+  bool is_array() const { return type_ == Type::array; }
+  bool is_object() const { return type_ == Type::object; }
+
+  // ---- reading values (errors name the expected and actual type) -------------------------------------------
+  bool as_bool() const {
+    require(Type::boolean, "a boolean");
+    return bool_;
+  }
+  // A number as double; null reads as NaN (see the header comment).
+  double as_number() const {
+    if (type_ == Type::integer) return static_cast<double>(int_);
+    if (type_ == Type::number) return num_;
+    if (type_ == Type::null) return std::numeric_limits<double>::quiet_NaN();
+    fail("json: expected a number, got ", type_name(type_));
+  }
+  // An integer; a double that holds an integral value in range is accepted too.
+  int64_t as_int() const {
+    if (type_ == Type::integer) return int_;
+    if (type_ == Type::number && std::isfinite(num_) && num_ == std::floor(num_) && std::fabs(num_) < 9.2e18)
+      return static_cast<int64_t>(num_);
+    fail("json: expected an integer, got ", type_ == Type::number ? "the number " + format_double(num_)
+                                                                 : std::string(type_name(type_)));
+  }
+  const std::string& as_string() const {
+    require(Type::string, "a string");
+    return text_;
+  }
+  // The number token as the parsed document wrote it ("-2.5e3"; also for a literal beyond double range, which
+  // reads as null); empty for every other value, and for numbers built in code.
+  const std::string& literal() const {
+    static const std::string none;
+    return type_ == Type::string ? none : text_;
+  }
+  // A non-negative integer that fits in 64 bits, exactly; false otherwise. A parsed number must be written as
+  // one (no sign, fraction or exponent: "1.0", "1e2" and "-0" are refused; up to 18446744073709551615); a
+  // number built in code must be a non-negative integer.
+  bool to_uint64(uint64_t& out) const {
+    if (!text_.empty() && type_ != Type::string) {
+      uint64_t v = 0;
+      for (char c : text_) {
+        if (c < '0' || c > '9') return false;
+        const uint64_t d = static_cast<uint64_t>(c - '0');
+        if (v > (UINT64_MAX - d) / 10) return false;
+        v = v * 10 + d;
+      }
+      out = v;
+      return true;
+    }
+    if (type_ != Type::integer || int_ < 0) return false;
+    out = static_cast<uint64_t>(int_);
+    return true;
+  }
+
+  // ---- arrays ----------------------------------------------------------------------------------------------
+  Json& push_back(Json v) {
+    if (type_ == Type::null) *this = array();
+    require(Type::array, "an array");
+    items_.push_back(std::move(v));
+    return items_.back();
+  }
+  std::size_t size() const {
+    if (type_ == Type::array) return items_.size();
+    if (type_ == Type::object) return members_.size();
+    fail("json: size() of ", type_name(type_));
+  }
+  const Json& at(std::size_t i) const {
+    require(Type::array, "an array");
+    RETIKD_CHECK(i < items_.size(), "json: index ", i, " out of range (array of ", items_.size(), ")");
+    return items_[i];
+  }
+  Json& at(std::size_t i) {
+    require(Type::array, "an array");
+    RETIKD_CHECK(i < items_.size(), "json: index ", i, " out of range (array of ", items_.size(), ")");
+    return items_[i];
+  }
+  const std::vector<Json>& items() const {
+    require(Type::array, "an array");
+    return items_;
+  }
+
+  // ---- objects ---------------------------------------------------------------------------------------------
+  // The member `key`, created as null when missing (a null value becomes an empty object first).
+  Json& operator[](const std::string& key) {
+    if (type_ == Type::null) *this = object();
+    require(Type::object, "an object");
+    for (auto& m : members_)
+      if (m.first == key) return m.second;
+    members_.emplace_back(key, Json());
+    return members_.back().second;
+  }
+  bool contains(const std::string& key) const { return find(key) != nullptr; }
+  // The member named `key`, or nullptr (also for a value that is not an object); a linear search, in file
+  // order, for the small objects of metadata and metrics.
+  const Json* find(const std::string& key) const {
+    if (type_ != Type::object) return nullptr;
+    for (const auto& m : members_)
       if (m.first == key) return &m.second;
     return nullptr;
   }
-
-  // A non-negative integer literal (no sign, fraction or exponent) that fits in 64 bits; false otherwise.
-  bool to_uint64(uint64_t& out) const {
-    if (kind != Kind::number || text.empty()) return false;
-    uint64_t v = 0;
-    for (char c : text) {
-      if (c < '0' || c > '9') return false;
-      const uint64_t d = static_cast<uint64_t>(c - '0');
-      if (v > (UINT64_MAX - d) / 10) return false;
-      v = v * 10 + d;
-    }
-    out = v;
-    return true;
+  const Json& at(const std::string& key) const {
+    require(Type::object, "an object");
+    const Json* v = find(key);
+    if (!v) fail("json: missing key \"", key, "\" (has ", key_list(), ")");
+    return *v;
   }
+  bool erase(const std::string& key) {
+    require(Type::object, "an object");
+    for (auto it = members_.begin(); it != members_.end(); ++it)
+      if (it->first == key) {
+        members_.erase(it);
+        return true;
+      }
+    return false;
+  }
+  // In insertion order (file order for a parsed object; keys unique there).
+  const std::vector<std::pair<std::string, Json>>& members() const {
+    require(Type::object, "an object");
+    return members_;
+  }
+
+  // ---- text ------------------------------------------------------------------------------------------------
+  // indent < 0: one line (JSON-lines); otherwise pretty-printed with `indent` spaces per level. Arrays of
+  // scalars stay on one line even when pretty-printed (confusion-matrix rows read as rows).
+  std::string dump(int indent = -1) const {
+    std::string out;
+    write(out, indent, 0);
+    return out;
+  }
+
+  // Compares values, not tokens: a parsed 1e2 equals a parsed 100 and Json(100).
+  friend bool operator==(const Json& a, const Json& b) {
+    if (a.is_number() && b.is_number()) {
+      if (a.type_ == Type::integer && b.type_ == Type::integer) return a.int_ == b.int_;
+      return a.as_number() == b.as_number();
+    }
+    if (a.type_ != b.type_) return false;
+    switch (a.type_) {
+      case Type::null: return true;
+      case Type::boolean: return a.bool_ == b.bool_;
+      case Type::string: return a.text_ == b.text_;
+      case Type::array: return a.items_ == b.items_;
+      case Type::object: return a.members_ == b.members_;
+      default: return false;
+    }
+  }
+  friend bool operator!=(const Json& a, const Json& b) { return !(a == b); }
+
+  static const char* type_name(Type t) {
+    switch (t) {
+      case Type::null: return "null";
+      case Type::boolean: return "a boolean";
+      case Type::integer: return "an integer";
+      case Type::number: return "a number";
+      case Type::string: return "a string";
+      case Type::array: return "an array";
+      case Type::object: return "an object";
+    }
+    return "?";
+  }
+
+ private:
+  friend class detail::JsonParser;  // builds values in place, number tokens included
+
+  template <class U>
+  static long long checked_unsigned(U v) {
+    RETIKD_CHECK(v <= static_cast<unsigned long long>(std::numeric_limits<long long>::max()), "json: integer ", v,
+                 " does not fit in int64");
+    return static_cast<long long>(v);
+  }
+
+  // The value of a number token that the parser accepted (RFC grammar), keeping the token.
+  static Json from_number_token(std::string token) {
+    Json j;
+    if (token.find_first_of(".eE") == std::string::npos) {
+      // An integer literal: exact when it fits in int64.
+      const bool neg = token[0] == '-';
+      uint64_t v = 0;
+      bool fits = true;
+      for (std::size_t i = neg ? 1 : 0; i < token.size(); ++i) {
+        const uint64_t d = static_cast<uint64_t>(token[i] - '0');
+        if (v > (UINT64_MAX - d) / 10) {
+          fits = false;
+          break;
+        }
+        v = v * 10 + d;
+      }
+      const uint64_t limit = neg ? (1ull << 63) : (1ull << 63) - 1;
+      if (fits && v <= limit) {
+        j.type_ = Type::integer;
+        j.int_ = neg ? static_cast<int64_t>(0 - v) : static_cast<int64_t>(v);
+      }
+    }
+    if (j.type_ != Type::integer) {
+      std::istringstream in(token);
+      in.imbue(std::locale::classic());
+      double d = 0;
+      in >> d;
+      if (in.fail()) d = token[0] == '-' ? -HUGE_VAL : HUGE_VAL;  // out of double range (1e999)
+      j = Json(d);
+    }
+    j.text_ = std::move(token);
+    return j;
+  }
+
+  void require(Type t, const char* what) const {
+    if (type_ != t) fail("json: expected ", what, ", got ", type_name(type_));
+  }
+  std::string key_list() const {
+    std::string s;
+    for (const auto& m : members_) s += (s.empty() ? "" : ", ") + m.first;
+    return s.empty() ? "no keys" : s;
+  }
+  bool is_scalar() const { return type_ != Type::array && type_ != Type::object; }
+
+  static void newline(std::string& out, int indent, int level) {
+    out += '\n';
+    out.append(static_cast<std::size_t>(indent * level), ' ');
+  }
+  void write(std::string& out, int indent, int level) const {
+    switch (type_) {
+      case Type::null: out += "null"; return;
+      case Type::boolean: out += bool_ ? "true" : "false"; return;
+      case Type::integer: out += std::to_string(int_); return;
+      case Type::number: out += format_double(num_); return;
+      case Type::string: append_json_string(out, text_); return;
+      case Type::array: {
+        bool flat = indent < 0;
+        if (!flat) {
+          flat = true;
+          for (const Json& v : items_) flat = flat && v.is_scalar();
+        }
+        out += '[';
+        for (std::size_t i = 0; i < items_.size(); ++i) {
+          if (i) out += flat && indent >= 0 ? ", " : ",";
+          if (!flat) newline(out, indent, level + 1);
+          items_[i].write(out, indent, level + 1);
+        }
+        if (!flat && !items_.empty()) newline(out, indent, level);
+        out += ']';
+        return;
+      }
+      case Type::object: {
+        out += '{';
+        for (std::size_t i = 0; i < members_.size(); ++i) {
+          if (i) out += ',';
+          if (indent >= 0) newline(out, indent, level + 1);
+          append_json_string(out, members_[i].first);
+          out += indent >= 0 ? ": " : ":";
+          members_[i].second.write(out, indent, level + 1);
+        }
+        if (indent >= 0 && !members_.empty()) newline(out, indent, level);
+        out += '}';
+        return;
+      }
+    }
+  }
+
+  Type type_ = Type::null;
+  bool bool_ = false;
+  int64_t int_ = 0;
+  double num_ = 0.0;
+  std::string text_;  // string: the decoded UTF-8 value; a value parsed from a number token: the token
+  std::vector<Json> items_;                               // array
+  std::vector<std::pair<std::string, Json>> members_;     // object, in insertion (file) order
 };
 
-inline const char* json_kind_name(JsonValue::Kind k) {
-  switch (k) {
-    case JsonValue::Kind::null: return "null";
-    case JsonValue::Kind::boolean: return "a boolean";
-    case JsonValue::Kind::number: return "a number";
-    case JsonValue::Kind::string: return "a string";
-    case JsonValue::Kind::array: return "an array";
-    case JsonValue::Kind::object: return "an object";
-  }
-  return "unknown";
+// What a value is, in the words of a message about a file: JSON has one kind of number, so an integer, a
+// fraction and a number token too large for a double are all "a number".
+inline const char* json_kind_name(const Json& v) {
+  return v.is_number() || !v.literal().empty() ? "a number" : Json::type_name(v.type());
 }
 
 // What one document may hold; exceeding any limit is a parse error naming the limit.
@@ -97,9 +474,9 @@ class JsonParser {
   JsonParser(const char* data, std::size_t size, std::string context, const JsonLimits& limits = {})
       : p_(data), n_(size), context_(std::move(context)), limits_(limits) {}
 
-  JsonValue parse_document() {
+  Json parse_document() {
     skip_ws();
-    JsonValue v = parse_value(0);
+    Json v = parse_value(0);
     skip_ws();
     if (i_ != n_) error("unexpected data after the JSON value");
     return v;
@@ -122,15 +499,15 @@ class JsonParser {
     }
   }
 
-  JsonValue parse_value(int depth) {
+  Json parse_value(int depth) {
     if (depth > limits_.max_depth) error("nesting deeper than " + std::to_string(limits_.max_depth) + " levels");
     if (at_end()) error("unexpected end of input, expected a value");
     if (++values_ > limits_.max_values)
       error("more than " + std::to_string(limits_.max_values) + " values in one document (the limit)");
-    JsonValue v;
+    Json v;
     const char c = p_[i_];
     if (c == '{') {
-      v.kind = JsonValue::Kind::object;
+      v.type_ = Json::Type::object;
       ++i_;
       skip_ws();
       if (!at_end() && p_[i_] == '}') {
@@ -147,8 +524,8 @@ class JsonParser {
         if (at_end() || p_[i_] != ':') error("expected ':' after object key");
         ++i_;
         skip_ws();
-        JsonValue member = parse_value(depth + 1);
-        v.members.emplace_back(std::move(key), std::move(member));
+        Json member = parse_value(depth + 1);
+        v.members_.emplace_back(std::move(key), std::move(member));
         skip_ws();
         if (at_end()) error("unexpected end of input inside object");
         if (p_[i_] == ',') {
@@ -165,7 +542,7 @@ class JsonParser {
       }
     }
     if (c == '[') {
-      v.kind = JsonValue::Kind::array;
+      v.type_ = Json::Type::array;
       ++i_;
       skip_ws();
       if (!at_end() && p_[i_] == ']') {
@@ -174,7 +551,7 @@ class JsonParser {
       }
       for (;;) {
         skip_ws();
-        v.items.push_back(parse_value(depth + 1));
+        v.items_.push_back(parse_value(depth + 1));
         skip_ws();
         if (at_end()) error("unexpected end of input inside array");
         if (p_[i_] == ',') {
@@ -189,19 +566,19 @@ class JsonParser {
       }
     }
     if (c == '"') {
-      v.kind = JsonValue::Kind::string;
-      v.text = parse_string(limits_.max_string_bytes, "string");
+      v.type_ = Json::Type::string;
+      v.text_ = parse_string(limits_.max_string_bytes, "string");
       return v;
     }
     if (c == 't') {
       expect_literal("true");
-      v.kind = JsonValue::Kind::boolean;
-      v.boolean = true;
+      v.type_ = Json::Type::boolean;
+      v.bool_ = true;
       return v;
     }
     if (c == 'f') {
       expect_literal("false");
-      v.kind = JsonValue::Kind::boolean;
+      v.type_ = Json::Type::boolean;
       return v;
     }
     if (c == 'n') {
@@ -209,9 +586,7 @@ class JsonParser {
       return v;
     }
     if (c == '-' || (c >= '0' && c <= '9')) {
-      v.kind = JsonValue::Kind::number;
-      v.text = parse_number();
-      return v;
+      return Json::from_number_token(parse_number());
     }
     error(std::string("unexpected character ") + describe_byte(peek()));
   }
@@ -316,8 +691,8 @@ class JsonParser {
   // Reports the first key (in file order) that repeats an earlier one. Small objects compare directly;
   // larger ones sort their member indices by key, so the cost stays O(n log n) for any input — a hash set
   // would be linear on average, but std::hash is unkeyed and colliding keys can be crafted.
-  void check_unique_keys(const JsonValue& v, const std::vector<std::size_t>& key_offsets) {
-    const auto& m = v.members;
+  void check_unique_keys(const Json& v, const std::vector<std::size_t>& key_offsets) {
+    const auto& m = v.members_;
     const std::size_t n = m.size();
     std::size_t first_repeat = n;  // index of the earliest member whose key appeared before it
     if (n <= 16) {
@@ -405,81 +780,36 @@ class JsonParser {
 };
 
 }  // namespace detail
-
 // Parses one JSON document; `context` (e.g. "safetensors: model.safetensors: header") starts every error.
-inline JsonValue parse_json(const char* data, std::size_t size, const std::string& context = "json",
-                            const JsonLimits& limits = {}) {
+inline Json parse_json(const char* data, std::size_t size, const std::string& context = "json",
+                       const JsonLimits& limits = {}) {
   return detail::JsonParser(data, size, context, limits).parse_document();
 }
-inline JsonValue parse_json(const std::string& text, const std::string& context = "json",
-                            const JsonLimits& limits = {}) {
+inline Json parse_json(const std::string& text, const std::string& context = "json", const JsonLimits& limits = {}) {
   return parse_json(text.data(), text.size(), context, limits);
 }
 
-// Appends `s` as a JSON string literal (quotes included); control characters become \uXXXX or the short
-// escapes, everything else (UTF-8 included) is copied as is.
-inline void append_json_string(std::string& out, const std::string& s) {
-  static const char* hex = "0123456789abcdef";
-  out += '"';
-  for (unsigned char c : s) {
-    switch (c) {
-      case '"': out += "\\\""; break;
-      case '\\': out += "\\\\"; break;
-      case '\b': out += "\\b"; break;
-      case '\f': out += "\\f"; break;
-      case '\n': out += "\\n"; break;
-      case '\r': out += "\\r"; break;
-      case '\t': out += "\\t"; break;
-      default:
-        if (c < 0x20) {
-          out += "\\u00";
-          out += hex[c >> 4];
-          out += hex[c & 15];
-        } else {
-          out += static_cast<char>(c);
-        }
-    }
-  }
-  out += '"';
+// ---- files -------------------------------------------------------------------------------------------------
+
+// The whole file as bytes; errors start with `what` and name the file.
+inline std::string read_text_file(const std::string& path, const char* what = "read") {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) fail(what, ": ", path, ": cannot open for reading");
+  std::ostringstream ss;
+  ss << in.rdbuf();
+  if (in.bad()) fail(what, ": ", path, ": read failed");
+  return ss.str();
 }
 
-// True when `s` is well-formed UTF-8 (what the parser accepts inside strings).
-inline bool is_valid_utf8(const std::string& s) {
-  std::size_t i = 0;
-  const std::size_t n = s.size();
-  while (i < n) {
-    const unsigned char b0 = static_cast<unsigned char>(s[i]);
-    if (b0 < 0x80) {
-      ++i;
-      continue;
-    }
-    int len;
-    uint32_t cp, min;
-    if (b0 >= 0xC2 && b0 <= 0xDF) {
-      len = 2, cp = b0 & 0x1Fu, min = 0x80;
-    } else if (b0 >= 0xE0 && b0 <= 0xEF) {
-      len = 3, cp = b0 & 0x0Fu, min = 0x800;
-    } else if (b0 >= 0xF0 && b0 <= 0xF4) {
-      len = 4, cp = b0 & 0x07u, min = 0x10000;
-    } else {
-      return false;
-    }
-    if (n - i < static_cast<std::size_t>(len)) return false;
-    for (int k = 1; k < len; ++k) {
-      const unsigned char b = static_cast<unsigned char>(s[i + k]);
-      if ((b & 0xC0) != 0x80) return false;
-      cp = (cp << 6) | (b & 0x3Fu);
-    }
-    if (cp < min || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF)) return false;
-    i += static_cast<std::size_t>(len);
-  }
-  return true;
+// Parses a JSON file; errors name the file and the byte offset.
+inline Json read_json_file(const std::string& path) {
+  return parse_json(read_text_file(path, "json"), "json: " + path);
 }
 
-inline std::string json_string(const std::string& s) {
-  std::string out;
-  append_json_string(out, s);
-  return out;
+// Writes `j` pretty-printed (2 spaces) with a final newline, atomically (temporary file + fsync + rename).
+inline void write_json_file(const std::string& path, const Json& j, int indent = 2) {
+  const std::string text = j.dump(indent) + "\n";
+  write_file_atomically(path, [&](const ByteSink& sink) { sink(text.data(), text.size()); }, "json");
 }
 
 }  // namespace io

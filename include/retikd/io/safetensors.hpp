@@ -174,13 +174,13 @@ inline bool safetensors_dtype_from_name(const std::string& name, DType& dtype, s
 
 inline std::string quoted(const std::string& s) { return json_string(s); }
 
-inline SafetensorsEntry parse_entry(const std::string& where, const std::string& name, const JsonValue& v,
+inline SafetensorsEntry parse_entry(const std::string& where, const std::string& name, const Json& v,
                                     uint64_t data_bytes) {
   RETIKD_CHECK(!name.empty(), "safetensors: ", where, ": a tensor has an empty name");
-  RETIKD_CHECK(v.is_object(), "safetensors: ", where, ": entry ", quoted(name), " is ", json_kind_name(v.kind),
+  RETIKD_CHECK(v.is_object(), "safetensors: ", where, ": entry ", quoted(name), " is ", json_kind_name(v),
                ", expected an object with dtype, shape and data_offsets");
-  const JsonValue *dt = nullptr, *sh = nullptr, *off = nullptr;
-  for (const auto& m : v.members) {
+  const Json *dt = nullptr, *sh = nullptr, *off = nullptr;
+  for (const auto& m : v.members()) {
     if (m.first == "dtype") {
       dt = &m.second;
     } else if (m.first == "shape") {
@@ -194,26 +194,26 @@ inline SafetensorsEntry parse_entry(const std::string& where, const std::string&
   RETIKD_CHECK(dt && sh && off, "safetensors: ", where, ": tensor ", quoted(name), " lacks ",
                !dt ? "\"dtype\"" : !sh ? "\"shape\"" : "\"data_offsets\"");
   RETIKD_CHECK(dt->is_string(), "safetensors: ", where, ": tensor ", quoted(name), ": dtype is ",
-               json_kind_name(dt->kind), ", expected a string");
+               json_kind_name(*dt), ", expected a string");
   SafetensorsEntry e;
   e.name = name;
-  e.file_dtype = dt->text;
+  e.file_dtype = dt->as_string();
   std::size_t elem = 0;
   bool known = false;
-  if (!safetensors_dtype_from_name(dt->text, e.dtype, elem, known)) {
+  if (!safetensors_dtype_from_name(e.file_dtype, e.dtype, elem, known)) {
     if (known)
-      fail("safetensors: ", where, ": tensor ", quoted(name), ": dtype ", dt->text,
+      fail("safetensors: ", where, ": tensor ", quoted(name), ": dtype ", e.file_dtype,
            " is valid safetensors but retikd cannot hold it (supported: F32, F16, F64, I32, I64, BF16)");
-    fail("safetensors: ", where, ": tensor ", quoted(name), ": unknown dtype ", quoted(dt->text));
+    fail("safetensors: ", where, ": tensor ", quoted(name), ": unknown dtype ", quoted(e.file_dtype));
   }
   RETIKD_CHECK(sh->is_array(), "safetensors: ", where, ": tensor ", quoted(name), ": shape is ",
-               json_kind_name(sh->kind), ", expected an array of sizes");
+               json_kind_name(*sh), ", expected an array of sizes");
   uint64_t numel = 1;
   bool overflow = false, has_zero = false;
-  for (const JsonValue& d : sh->items) {
+  for (const Json& d : sh->items()) {
     uint64_t s = 0;
     RETIKD_CHECK(d.to_uint64(s) && s <= static_cast<uint64_t>(INT64_MAX), "safetensors: ", where, ": tensor ",
-                 quoted(name), ": shape entry ", d.is_number() ? d.text : json_kind_name(d.kind),
+                 quoted(name), ": shape entry ", d.literal().empty() ? json_kind_name(d) : d.literal(),
                  " is not a non-negative integer");
     e.shape.push_back(static_cast<int64_t>(s));
     if (s == 0) {
@@ -227,9 +227,9 @@ inline SafetensorsEntry parse_entry(const std::string& where, const std::string&
   if (has_zero) numel = 0, overflow = false;  // a zero dimension makes any product of the others harmless
   RETIKD_CHECK(!overflow && numel <= UINT64_MAX / elem, "safetensors: ", where, ": tensor ", quoted(name),
                ": shape ", shape_str(e.shape), " is too large");
-  RETIKD_CHECK(off->is_array() && off->items.size() == 2, "safetensors: ", where, ": tensor ", quoted(name),
+  RETIKD_CHECK(off->is_array() && off->items().size() == 2, "safetensors: ", where, ": tensor ", quoted(name),
                ": data_offsets must be an array [begin, end]");
-  RETIKD_CHECK(off->items[0].to_uint64(e.begin) && off->items[1].to_uint64(e.end), "safetensors: ", where,
+  RETIKD_CHECK(off->items()[0].to_uint64(e.begin) && off->items()[1].to_uint64(e.end), "safetensors: ", where,
                ": tensor ", quoted(name), ": data_offsets must be non-negative integers");
   RETIKD_CHECK(e.begin <= e.end, "safetensors: ", where, ": tensor ", quoted(name), ": data_offsets [", e.begin,
                ", ", e.end, ") end before they begin");
@@ -260,20 +260,20 @@ inline SafetensorsHeader parse_header(ByteSource& src, const std::string& where)
   std::string text(static_cast<std::size_t>(n), '\0');
   src.read(8, &text[0], text.size());
   RETIKD_CHECK(text[0] == '{', "safetensors: ", where, ": header does not start with '{' (not a safetensors file)");
-  const JsonValue root = parse_json(text, "safetensors: " + where + ": header");
+  const Json root = parse_json(text, "safetensors: " + where + ": header");
   RETIKD_CHECK(root.is_object(), "safetensors: ", where, ": header is not a JSON object");
 
   SafetensorsHeader h;
   h.header_bytes = n;
   h.data_bytes = size - 8 - n;
-  for (const auto& m : root.members) {
+  for (const auto& m : root.members()) {
     if (m.first == "__metadata__") {
       RETIKD_CHECK(m.second.is_object(), "safetensors: ", where, ": __metadata__ is ",
-                   json_kind_name(m.second.kind), ", expected an object of strings");
-      for (const auto& kv : m.second.members) {
+                   json_kind_name(m.second), ", expected an object of strings");
+      for (const auto& kv : m.second.members()) {
         RETIKD_CHECK(kv.second.is_string(), "safetensors: ", where, ": __metadata__ value of ", quoted(kv.first),
-                     " is ", json_kind_name(kv.second.kind), ", expected a string");
-        h.metadata[kv.first] = kv.second.text;
+                     " is ", json_kind_name(kv.second), ", expected a string");
+        h.metadata[kv.first] = kv.second.as_string();
       }
       continue;
     }

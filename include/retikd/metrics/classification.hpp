@@ -18,6 +18,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <fstream>
 #include <limits>
 #include <numeric>
 #include <string>
@@ -26,7 +27,7 @@
 
 #include "retikd/core/error.hpp"
 #include "retikd/core/tensor.hpp"
-#include "retikd/metrics/json.hpp"
+#include "retikd/io/json.hpp"
 
 namespace retikd {
 namespace metrics {
@@ -329,23 +330,23 @@ inline ClassificationResult evaluate_classification(const Tensor& labels, const 
 //    "params", "weights_bytes"}  (supplied by the caller; left out when negative)
 // With `extended`, also macro/weighted precision and recall, macro_auc, num_samples and class_names. An
 // undefined AUC is written as null.
-inline Json to_json(const ClassificationResult& r, int64_t params = -1, int64_t weights_bytes = -1,
+inline io::Json to_json(const ClassificationResult& r, int64_t params = -1, int64_t weights_bytes = -1,
                     bool extended = false) {
-  Json j = Json::object();
+  io::Json j = io::Json::object();
   j["accuracy"] = r.accuracy;
   j["macro_f1"] = r.macro_f1;
   j["weighted_f1"] = r.weighted_f1;
-  Json& per = j["per_class"] = Json::object();
+  io::Json& per = j["per_class"] = io::Json::object();
   for (const auto& m : r.per_class) {
-    Json& c = per[m.name] = Json::object();
+    io::Json& c = per[m.name] = io::Json::object();
     c["precision"] = m.precision;
     c["recall"] = m.recall;
     c["f1"] = m.f1;
     c["auc"] = m.auc;
     c["support"] = m.support;
   }
-  Json& conf = j["confusion"] = Json::array();
-  for (const auto& row : r.confusion) conf.push_back(Json::array_of(row));
+  io::Json& conf = j["confusion"] = io::Json::array();
+  for (const auto& row : r.confusion) conf.push_back(io::Json::array_of(row));
   if (params >= 0) j["params"] = params;
   if (weights_bytes >= 0) j["weights_bytes"] = weights_bytes;
   if (extended) {
@@ -355,22 +356,22 @@ inline Json to_json(const ClassificationResult& r, int64_t params = -1, int64_t 
     j["weighted_recall"] = r.weighted_recall;
     j["macro_auc"] = r.macro_auc;
     j["num_samples"] = r.num_samples;
-    j["class_names"] = Json::array_of(r.class_names);
+    j["class_names"] = io::Json::array_of(r.class_names);
   }
   return j;
 }
 
 // Reads an entry written by to_json back. Fields the entry does not carry are recomputed from the confusion
 // matrix where they can be (counts, averages); ROC curves are not stored, so they stay empty.
-inline ClassificationResult from_json(const Json& j, int64_t* params = nullptr, int64_t* weights_bytes = nullptr) {
+inline ClassificationResult from_json(const io::Json& j, int64_t* params = nullptr, int64_t* weights_bytes = nullptr) {
   ClassificationResult r;
-  const Json& per = j.at("per_class");
+  const io::Json& per = j.at("per_class");
   for (const auto& m : per.members()) r.class_names.push_back(m.first);
   const std::size_t C = r.class_names.size();
-  const Json& conf = j.at("confusion");
+  const io::Json& conf = j.at("confusion");
   RETIKD_CHECK(conf.size() == C, "metrics json: confusion has ", conf.size(), " rows for ", C, " classes");
   for (std::size_t t = 0; t < C; ++t) {
-    const Json& row = conf.at(t);
+    const io::Json& row = conf.at(t);
     RETIKD_CHECK(row.size() == C, "metrics json: confusion row ", t, " has ", row.size(), " entries for ", C,
                  " classes");
     std::vector<int64_t> v;
@@ -397,7 +398,7 @@ inline ClassificationResult from_json(const Json& j, int64_t* params = nullptr, 
   r.macro_f1 = j.at("macro_f1").as_number();
   r.weighted_f1 = j.at("weighted_f1").as_number();
   for (std::size_t c = 0; c < C; ++c) {
-    const Json& m = per.at(r.class_names[c]);
+    const io::Json& m = per.at(r.class_names[c]);
     ClassMetrics& cm = r.per_class[c];
     cm.precision = m.at("precision").as_number();
     cm.recall = m.at("recall").as_number();
@@ -406,7 +407,7 @@ inline ClassificationResult from_json(const Json& j, int64_t* params = nullptr, 
     cm.support = m.at("support").as_int();
   }
   auto number = [&](const char* key, double& out) {
-    if (const Json* v = j.find(key)) out = v->as_number();
+    if (const io::Json* v = j.find(key)) out = v->as_number();
   };
   number("macro_precision", r.macro_precision);
   number("macro_recall", r.macro_recall);
@@ -430,16 +431,16 @@ inline ClassificationResult from_json(const Json& j, int64_t* params = nullptr, 
 
 // Sets metrics.json's entry `key` (e.g. "student_kd") to `entry`, keeping the other entries; the file is
 // created when missing and replaced atomically, so a resumed or re-run stage updates only its own entry.
-inline void update_metrics_file(const std::string& path, const std::string& key, const Json& entry) {
-  Json root = Json::object();
+inline void update_metrics_file(const std::string& path, const std::string& key, const io::Json& entry) {
+  io::Json root = io::Json::object();
   std::ifstream probe(path);
   if (probe.good()) {
     probe.close();
-    root = read_json_file(path);
+    root = io::read_json_file(path);
     RETIKD_CHECK(root.is_object(), "metrics: ", path, " does not hold a JSON object");
   }
   root[key] = entry;
-  write_json_file(path, root);
+  io::write_json_file(path, root);
 }
 
 }  // namespace metrics

@@ -157,7 +157,7 @@ inline int64_t file_size(const std::string& path) {
   return ::stat(path.c_str(), &st) == 0 ? static_cast<int64_t>(st.st_size) : -1;
 }
 
-inline std::string num(double v) { return metrics::format_double(v); }
+inline std::string num(double v) { return io::format_double(v); }
 
 inline void say(std::FILE* out, const std::string& s) {
   if (!out) return;
@@ -876,7 +876,7 @@ inline void dinov2_teacher_stage(PipelineRun& r) {
     const std::string teacher_log = path.substr(0, path.rfind('/') + 1) + "log.jsonl";
     if (path_exists(teacher_log)) {
       for (const auto& rec : train::read_log_file(teacher_log).records) {
-        const metrics::Json* v = rec.find("val_macro_f1");
+        const io::Json* v = rec.find("val_macro_f1");
         if (v && v->is_number() && (std::isnan(st.best_val_macro_f1) || v->as_number() > st.best_val_macro_f1))
           st.best_val_macro_f1 = v->as_number();
       }

@@ -51,8 +51,8 @@
 #include "retikd/core/random.hpp"
 #include "retikd/core/tensor.hpp"
 #include "retikd/io/atomic_file.hpp"
+#include "retikd/io/json.hpp"
 #include "retikd/io/safetensors.hpp"
-#include "retikd/metrics/json.hpp"
 #include "retikd/nn/module.hpp"
 #include "retikd/optim/optim.hpp"
 
@@ -129,7 +129,7 @@ struct CheckpointWriteOptions {
 
 namespace detail {
 
-inline std::string number_text(double v) { return std::isfinite(v) ? metrics::format_double(v) : "nan"; }
+inline std::string number_text(double v) { return std::isfinite(v) ? io::format_double(v) : "nan"; }
 
 inline bool parse_int(const std::string& s, int64_t& out) {
   if (s.empty()) return false;
@@ -196,10 +196,10 @@ inline CheckpointInfo info_from_metadata(const std::string& path, const std::map
                                     "\" is not a number");
   info.best_metric_name = need("retikd.best_metric_name");
   try {
-    const metrics::Json sections = metrics::Json::parse(need("retikd.sections"), "retikd.sections");
+    const io::Json sections = io::parse_json(need("retikd.sections"), "retikd.sections");
     for (const char* s : kSections) {
       std::vector<std::string>& names = info.sections[s];
-      if (const metrics::Json* list = sections.find(s))
+      if (const io::Json* list = sections.find(s))
         for (const auto& n : list->items()) names.push_back(n.as_string());
     }
   } catch (const CheckpointError&) {
@@ -243,8 +243,8 @@ inline std::pair<std::vector<std::pair<std::string, Tensor>>, std::map<std::stri
                  "\" is reserved (keys starting \"retikd.\" belong to the checkpoint format)");
     meta.insert(kv);
   }
-  metrics::Json sections = metrics::Json::object();
-  for (const char* s : detail::kSections) sections[s] = metrics::Json::array_of(detail::state_names(state, s));
+  io::Json sections = io::Json::object();
+  for (const char* s : detail::kSections) sections[s] = io::Json::array_of(detail::state_names(state, s));
   for (const auto& m : state.modules())
     for (auto& nt : m.second->state_dict()) tensors.emplace_back("module/" + m.first + "/" + nt.first, nt.second);
   for (const auto& o : state.optimizers()) {

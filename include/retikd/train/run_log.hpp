@@ -27,7 +27,7 @@
 #include "retikd/core/error.hpp"
 #include "retikd/core/tensor.hpp"
 #include "retikd/io/atomic_file.hpp"
-#include "retikd/metrics/json.hpp"
+#include "retikd/io/json.hpp"
 #include "retikd/metrics/report.hpp"
 
 namespace retikd {
@@ -58,7 +58,7 @@ class NonFiniteLossError : public Error {
   static std::string value_text(double v) {
     if (std::isnan(v)) return "nan";
     if (std::isinf(v)) return v > 0 ? "inf" : "-inf";
-    return metrics::format_double(v);
+    return io::format_double(v);
   }
 
  private:
@@ -91,7 +91,7 @@ inline void check_finite_loss(const Tensor& value, const std::string& stage, int
 // ---- the JSON-lines log --------------------------------------------------------------------------------------
 
 struct LogContents {
-  std::vector<metrics::Json> records;
+  std::vector<io::Json> records;
   bool torn_tail = false;  // the last line had no newline and did not parse (a write cut short)
 };
 
@@ -99,7 +99,7 @@ struct LogContents {
 // throws, naming the file and line.
 inline LogContents read_log_file(const std::string& path) {
   LogContents out;
-  const std::string text = metrics::read_text_file(path, "run log");
+  const std::string text = io::read_text_file(path, "run log");
   std::size_t begin = 0, line_no = 0;
   while (begin < text.size()) {
     ++line_no;
@@ -109,7 +109,7 @@ inline LogContents read_log_file(const std::string& path) {
     begin = complete ? nl + 1 : text.size();
     if (line.find_first_not_of(" \t\r") == std::string::npos) continue;
     try {
-      metrics::Json j = metrics::Json::parse(line, "run log: " + path + ": line " + std::to_string(line_no));
+      io::Json j = io::parse_json(line, "run log: " + path + ": line " + std::to_string(line_no));
       RETIKD_CHECK(j.is_object() && j.contains("epoch") && j.at("epoch").is_integer(), "run log: ", path,
                    ": line ", line_no, " is not an object with an integer \"epoch\"");
       out.records.push_back(std::move(j));
@@ -124,14 +124,14 @@ inline LogContents read_log_file(const std::string& path) {
   return out;
 }
 
-inline bool is_event_record(const metrics::Json& r) { return r.contains("event"); }
+inline bool is_event_record(const io::Json& r) { return r.contains("event"); }
 
 class RunLog {
  public:
   // Opens (creating if needed) the log of a run that continues after `completed_epochs` (0: a fresh run),
   // keeping only the records of epochs <= completed_epochs.
   RunLog(std::string path, int64_t completed_epochs) : path_(std::move(path)) {
-    std::vector<metrics::Json> keep;
+    std::vector<io::Json> keep;
     bool rewrite = false;
     if (::access(path_.c_str(), F_OK) == 0) {
       LogContents c = read_log_file(path_);
@@ -162,7 +162,7 @@ class RunLog {
 
   // Appends one record as a line and pushes it to disk (write + fdatasync). An epoch record must carry an
   // integer "epoch" after the last one logged.
-  void append(const metrics::Json& record) {
+  void append(const io::Json& record) {
     RETIKD_CHECK(record.is_object() && record.contains("epoch") && record.at("epoch").is_integer(), "run log: ",
                  path_, ": a record needs an integer \"epoch\"");
     const int64_t e = record.at("epoch").as_int();
@@ -188,7 +188,7 @@ class RunLog {
 
   int64_t last_epoch() const { return last_epoch_; }
   const std::string& path() const { return path_; }
-  std::vector<metrics::Json> records() const { return read_log_file(path_).records; }
+  std::vector<io::Json> records() const { return read_log_file(path_).records; }
 
  private:
   std::string path_;
@@ -197,10 +197,10 @@ class RunLog {
 };
 
 // The per-epoch curves of a log (event records skipped; a missing value is NaN).
-inline metrics::TrainingCurves training_curves(const std::vector<metrics::Json>& records) {
+inline metrics::TrainingCurves training_curves(const std::vector<io::Json>& records) {
   metrics::TrainingCurves t;
-  auto value = [](const metrics::Json& r, const char* key) {
-    const metrics::Json* v = r.find(key);
+  auto value = [](const io::Json& r, const char* key) {
+    const io::Json* v = r.find(key);
     return v && (v->is_number() || v->is_null()) ? v->as_number() : std::numeric_limits<double>::quiet_NaN();
   };
   for (const auto& r : records) {

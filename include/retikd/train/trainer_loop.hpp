@@ -62,7 +62,7 @@
 #include "retikd/data/progress.hpp"
 #include "retikd/dist/data_parallel.hpp"
 #include "retikd/dist/process_group.hpp"
-#include "retikd/metrics/json.hpp"
+#include "retikd/io/json.hpp"
 #include "retikd/train/checkpoint.hpp"
 #include "retikd/train/run_log.hpp"
 
@@ -136,7 +136,7 @@ void set_bar_status(Bar& bar, const std::string& s) {
   }
 }
 
-// A number as metrics::format_double writes it ("nan" included).
+// A number as io::format_double writes it ("nan" included).
 inline bool parse_metric(const std::string& text, double& out) {
   if (text == "nan" || text == "null") {
     out = std::numeric_limits<double>::quiet_NaN();
@@ -340,7 +340,7 @@ class TrainerLoop {
   EvalMetrics lead_metrics(const EvalMetrics& m) const {
     std::string text;
     if (lead())
-      for (const auto& kv : m) text += kv.first + "\t" + metrics::format_double(kv.second) + "\n";
+      for (const auto& kv : m) text += kv.first + "\t" + io::format_double(kv.second) + "\n";
     text = group_->broadcast_string(text, 0, "stage '" + opt_.stage + "': validation metrics");
     EvalMetrics out;
     std::size_t at = 0;
@@ -402,7 +402,7 @@ class TrainerLoop {
                                        std::to_string(state_.epoch) + ") is untouched."
                                  : "The run stopped before its first checkpoint.";
     const NonFiniteLossError full = e.with_note(kept);
-    metrics::Json rec = metrics::Json::object();
+    io::Json rec = io::Json::object();
     rec["stage"] = opt_.stage;
     rec["epoch"] = e.epoch();
     rec["event"] = "non_finite_loss";
@@ -455,7 +455,7 @@ class TrainerLoop {
     const double metric = val.at(opt_.select_metric);
     const bool best = ckpt_.is_better(metric, state_.best_metric);
 
-    metrics::Json rec = metrics::Json::object();
+    io::Json rec = io::Json::object();
     rec["stage"] = opt_.stage;
     rec["epoch"] = e;
     rec["train_loss"] = stats.loss;
