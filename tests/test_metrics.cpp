@@ -427,6 +427,11 @@ TEST_CASE("json: build, dump, parse back; escaping; numbers") {
   CHECK(io::parse_json("-9223372036854775808").as_int() == INT64_MIN);
   CHECK(!io::parse_json("9223372036854775808").is_integer());  // out of int64: a double
   CHECK(io::parse_json("1e999").is_null());  // beyond double range: not a finite number
+  // The largest double is written with enough digits to read back as itself: 15 would round it up past the
+  // range, and the parser would read null.
+  const double largest = std::numeric_limits<double>::max();
+  CHECK(io::parse_json(Json(largest).dump()).as_number() == largest);
+  CHECK(io::parse_json(Json(-largest).dump()).as_number() == -largest);
 }
 
 TEST_CASE("json: metrics.json entry has exactly the issue's shape and reads back") {

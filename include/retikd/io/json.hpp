@@ -132,7 +132,7 @@ inline std::string format_double(double v) {
     in.imbue(std::locale::classic());
     double back = 0;
     in >> back;
-    if (back == v) break;
+    if (!in.fail() && back == v) break;  // a text beyond DBL_MAX fails (and reads as DBL_MAX), not a round trip
   }
   std::string s = buf;
   // "1e+20" and "3" are valid JSON numbers; make integral doubles recognisable as such when read ("3.0").
