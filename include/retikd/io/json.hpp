@@ -81,35 +81,60 @@ inline void append_json_string(std::string& out, const std::string& s) {
   out += '"';
 }
 
+// What can be wrong with a UTF-8 sequence (RFC 3629).
+enum class Utf8Fault { none, lead, truncated, continuation, value };
+
+// Checks the UTF-8 sequence at p (avail bytes left, p[0] >= 0x80) by RFC 3629 — shortest form, no surrogates, at
+// most U+10FFFF — and returns its length; on a fault returns 0 with `fault` set and `bad` the offending byte
+// (the lead or continuation byte). The one decoder behind is_valid_utf8 and the parser's strings.
+inline std::size_t utf8_sequence(const unsigned char* p, std::size_t avail, Utf8Fault& fault, unsigned char& bad) {
+  const unsigned char b0 = p[0];
+  std::size_t len;
+  uint32_t cp, min;
+  if (b0 >= 0xC2 && b0 <= 0xDF) {
+    len = 2, cp = b0 & 0x1Fu, min = 0x80;
+  } else if (b0 >= 0xE0 && b0 <= 0xEF) {
+    len = 3, cp = b0 & 0x0Fu, min = 0x800;
+  } else if (b0 >= 0xF0 && b0 <= 0xF4) {
+    len = 4, cp = b0 & 0x07u, min = 0x10000;
+  } else {
+    fault = Utf8Fault::lead, bad = b0;
+    return 0;
+  }
+  if (avail < len) {
+    fault = Utf8Fault::truncated;
+    return 0;
+  }
+  for (std::size_t k = 1; k < len; ++k) {
+    if ((p[k] & 0xC0) != 0x80) {
+      fault = Utf8Fault::continuation, bad = p[k];
+      return 0;
+    }
+    cp = (cp << 6) | (p[k] & 0x3Fu);
+  }
+  if (cp < min || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF)) {
+    fault = Utf8Fault::value;
+    return 0;
+  }
+  fault = Utf8Fault::none;
+  return len;
+}
+
 // True when `s` is well-formed UTF-8 (what the parser accepts inside strings).
 inline bool is_valid_utf8(const std::string& s) {
+  const unsigned char* p = reinterpret_cast<const unsigned char*>(s.data());
   std::size_t i = 0;
   const std::size_t n = s.size();
   while (i < n) {
-    const unsigned char b0 = static_cast<unsigned char>(s[i]);
-    if (b0 < 0x80) {
+    if (p[i] < 0x80) {
       ++i;
       continue;
     }
-    int len;
-    uint32_t cp, min;
-    if (b0 >= 0xC2 && b0 <= 0xDF) {
-      len = 2, cp = b0 & 0x1Fu, min = 0x80;
-    } else if (b0 >= 0xE0 && b0 <= 0xEF) {
-      len = 3, cp = b0 & 0x0Fu, min = 0x800;
-    } else if (b0 >= 0xF0 && b0 <= 0xF4) {
-      len = 4, cp = b0 & 0x07u, min = 0x10000;
-    } else {
-      return false;
-    }
-    if (n - i < static_cast<std::size_t>(len)) return false;
-    for (int k = 1; k < len; ++k) {
-      const unsigned char b = static_cast<unsigned char>(s[i + k]);
-      if ((b & 0xC0) != 0x80) return false;
-      cp = (cp << 6) | (b & 0x3Fu);
-    }
-    if (cp < min || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF)) return false;
-    i += static_cast<std::size_t>(len);
+    Utf8Fault fault;
+    unsigned char bad = 0;
+    const std::size_t len = utf8_sequence(p + i, n - i, fault, bad);
+    if (len == 0) return false;
+    i += len;
   }
   return true;
 }
@@ -665,27 +690,18 @@ class JsonParser {
   // Copies one well-formed UTF-8 sequence starting at a byte >= 0x80 (RFC 3629: shortest form, no
   // surrogates, at most U+10FFFF).
   void copy_utf8(std::string& out) {
-    const unsigned char b0 = peek();
-    int len;
-    uint32_t cp, min;
-    if (b0 >= 0xC2 && b0 <= 0xDF) {
-      len = 2, cp = b0 & 0x1Fu, min = 0x80;
-    } else if (b0 >= 0xE0 && b0 <= 0xEF) {
-      len = 3, cp = b0 & 0x0Fu, min = 0x800;
-    } else if (b0 >= 0xF0 && b0 <= 0xF4) {
-      len = 4, cp = b0 & 0x07u, min = 0x10000;
-    } else {
-      error("invalid UTF-8 lead byte " + describe_byte(b0));
+    Utf8Fault fault;
+    unsigned char bad = 0;
+    const std::size_t len = utf8_sequence(reinterpret_cast<const unsigned char*>(p_ + i_), n_ - i_, fault, bad);
+    switch (fault) {
+      case Utf8Fault::none: break;
+      case Utf8Fault::lead: error("invalid UTF-8 lead byte " + describe_byte(bad));
+      case Utf8Fault::truncated: error("truncated UTF-8 sequence");
+      case Utf8Fault::continuation: error("invalid UTF-8 continuation byte " + describe_byte(bad));
+      case Utf8Fault::value: error("invalid UTF-8 sequence");
     }
-    if (n_ - i_ < static_cast<std::size_t>(len)) error("truncated UTF-8 sequence");
-    for (int k = 1; k < len; ++k) {
-      const unsigned char b = static_cast<unsigned char>(p_[i_ + k]);
-      if ((b & 0xC0) != 0x80) error("invalid UTF-8 continuation byte " + describe_byte(b));
-      cp = (cp << 6) | (b & 0x3Fu);
-    }
-    if (cp < min || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF)) error("invalid UTF-8 sequence");
-    out.append(p_ + i_, static_cast<std::size_t>(len));
-    i_ += static_cast<std::size_t>(len);
+    out.append(p_ + i_, len);
+    i_ += len;
   }
 
   // Reports the first key (in file order) that repeats an earlier one. Small objects compare directly;
