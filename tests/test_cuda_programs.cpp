@@ -32,18 +32,6 @@ std::vector<double> random_values(Generator& gen, int64_t n) {
   normal_(t, 0.0, 1.0, gen);
   return t.to_vector<double>();
 }
-template <class T>
-std::vector<T> to_storage(const std::vector<double>& v) {
-  std::vector<T> out(v.size());
-  for (std::size_t i = 0; i < v.size(); ++i) out[i] = T(static_cast<float>(v[i]));
-  return out;
-}
-template <class T>
-std::vector<double> stored(const std::vector<T>& v) {
-  std::vector<double> out(v.size());
-  for (std::size_t i = 0; i < v.size(); ++i) out[i] = static_cast<double>(static_cast<float>(v[i]));
-  return out;
-}
 
 cuda::Conv2dDims dims_of(const ops::impl::Conv2dGeometry& g) {
   const ops::Conv2dOptions& o = g.opt;
@@ -64,11 +52,11 @@ void depthwise_case(Generator& gen, const ConvCase& c, double rtol, double atol)
   const Shape xs{c.N, c.C, c.H, c.W}, ws{c.O, 1, c.k, c.k};
   const auto g = ops::impl::conv2d_geometry(xs, ws, c.opt);
   const cuda::Conv2dDims d = dims_of(g);
-  const auto x = to_storage<T>(random_values(gen, shape_numel(xs)));
-  const auto w = to_storage<T>(random_values(gen, shape_numel(ws)));
-  const auto gy = to_storage<T>(random_values(gen, g.N * g.O * g.L));
-  const Tensor xt = Tensor::from_vector(stored(x), xs), wt = Tensor::from_vector(stored(w), ws);
-  const Tensor gyt = Tensor::from_vector(stored(gy), {g.N, g.O, g.OH, g.OW});
+  const auto x = test::to_storage<T>(random_values(gen, shape_numel(xs)));
+  const auto w = test::to_storage<T>(random_values(gen, shape_numel(ws)));
+  const auto gy = test::to_storage<T>(random_values(gen, g.N * g.O * g.L));
+  const Tensor xt = Tensor::from_vector(test::stored_values(x), xs), wt = Tensor::from_vector(test::stored_values(w), ws);
+  const Tensor gyt = Tensor::from_vector(test::stored_values(gy), {g.N, g.O, g.OH, g.OW});
 
   std::vector<double> y(static_cast<std::size_t>(g.N * g.O * g.L));
   for (std::size_t i = 0; i < y.size(); ++i) y[i] = prog::depthwise_output<T, uint32_t>(d, x.data(), w.data(), static_cast<uint32_t>(i));
@@ -117,9 +105,9 @@ TEST_CASE("cuda programs: im2col + GEMM and col2im (the dense fallback) match th
     const Shape xs{2, 4, 9, 7}, ws{6, 4 / groups, 3, 2};
     const auto g = ops::impl::conv2d_geometry(xs, ws, opt);
     const cuda::Conv2dDims d = dims_of(g);
-    const auto x = to_storage<float>(random_values(gen, shape_numel(xs)));
+    const auto x = test::to_storage<float>(random_values(gen, shape_numel(xs)));
     const auto w = random_values(gen, shape_numel(ws));
-    const auto gy = to_storage<float>(random_values(gen, g.N * g.O * g.L));
+    const auto gy = test::to_storage<float>(random_values(gen, g.N * g.O * g.L));
     const int64_t L = g.L, K = g.K, Og = g.Og;
     std::vector<double> y(static_cast<std::size_t>(g.N * g.O * L)), gx(x.size());
     std::vector<float> col(static_cast<std::size_t>(g.C * g.kh * g.kw * L));
@@ -144,10 +132,10 @@ TEST_CASE("cuda programs: im2col + GEMM and col2im (the dense fallback) match th
       for (int64_t i = 0; i < g.C * g.H * g.W; ++i)
         gx[static_cast<std::size_t>(n * g.C * g.H * g.W + i)] = prog::col2im_value<float, uint32_t>(d, col.data(), static_cast<uint32_t>(i));
     }
-    const Tensor xt = Tensor::from_vector(stored(x), xs), wt = Tensor::from_vector(w, ws);
+    const Tensor xt = Tensor::from_vector(test::stored_values(x), xs), wt = Tensor::from_vector(w, ws);
     check_close("im2col forward", y, ops::impl::conv2d(xt, wt, Tensor(), opt), 1e-5, 1e-5);
     check_close("col2im input gradient", gx,
-                ops::impl::conv2d_backward_input(Tensor::from_vector(stored(gy), {g.N, g.O, g.OH, g.OW}), wt, xs, opt),
+                ops::impl::conv2d_backward_input(Tensor::from_vector(test::stored_values(gy), {g.N, g.O, g.OH, g.OW}), wt, xs, opt),
                 1e-5, 1e-5);
   }
 }
@@ -159,13 +147,13 @@ TEST_CASE("cuda programs: max pool values and arg-max indices match the CPU op (
     const Shape xs{2, 3, pc.H, pc.W};
     std::vector<double> xv = random_values(gen, shape_numel(xs));
     xv[7] = std::nan("");
-    const Tensor xt = Tensor::from_vector(stored(to_storage<float>(xv)), xs).to(DType::float32);
+    const Tensor xt = Tensor::from_vector(test::stored_values(test::to_storage<float>(xv)), xs).to(DType::float32);
     const auto ref = ops::impl::max_pool2d(xt, pc.k, pc.s, pc.p, pc.ceil);
     const int64_t OH = ref.first.size(2), OW = ref.first.size(3);
     const cuda::Pool2dDims d{6, static_cast<int>(pc.H), static_cast<int>(pc.W), static_cast<int>(OH), static_cast<int>(OW),
                              static_cast<int>(pc.k), static_cast<int>(pc.k), static_cast<int>(pc.s), static_cast<int>(pc.s),
                              static_cast<int>(pc.p), static_cast<int>(pc.p)};
-    const std::vector<float> x = to_storage<float>(xt.to(DType::float64).to_vector<double>());
+    const std::vector<float> x = test::to_storage<float>(xt.to(DType::float64).to_vector<double>());
     const std::vector<float> ry = ref.first.to_vector<float>();
     const std::vector<int64_t> ri = ref.second.to_vector<int64_t>();
     int bad = 0;
@@ -187,8 +175,8 @@ TEST_CASE("cuda programs: bilinear resize matches the CPU op (align_corners fals
                            std::vector<int64_t>{5, 3, 5, 11}, std::vector<int64_t>{1, 4, 3, 1}}) {
       const int64_t H = hw[0], W = hw[1], OH = hw[2], OW = hw[3];
       const Shape xs{2, 3, H, W};
-      const std::vector<float> x = to_storage<float>(random_values(gen, shape_numel(xs)));
-      const Tensor ref = ops::impl::interpolate_bilinear(Tensor::from_vector(stored(x), xs).to(DType::float32), OH, OW, align);
+      const std::vector<float> x = test::to_storage<float>(random_values(gen, shape_numel(xs)));
+      const Tensor ref = ops::impl::interpolate_bilinear(Tensor::from_vector(test::stored_values(x), xs).to(DType::float32), OH, OW, align);
       std::vector<double> y(static_cast<std::size_t>(6 * OH * OW));
       for (std::size_t i = 0; i < y.size(); ++i)
         y[i] = prog::bilinear_output<float, uint32_t>(static_cast<int>(H), static_cast<int>(W), static_cast<int>(OH),
@@ -203,18 +191,18 @@ TEST_CASE("cuda programs: bilinear resize matches the CPU op (align_corners fals
 TEST_CASE("cuda programs: AdamW and SGD element updates equal optim/optim.hpp's CPU update bit for bit") {
   Generator gen(3);
   const int64_t n = 1000;
-  const std::vector<float> p0 = to_storage<float>(random_values(gen, n));
+  const std::vector<float> p0 = test::to_storage<float>(random_values(gen, n));
   std::vector<std::vector<float>> grads;
-  for (int s = 0; s < 4; ++s) grads.push_back(to_storage<float>(random_values(gen, n)));
+  for (int s = 0; s < 4; ++s) grads.push_back(test::to_storage<float>(random_values(gen, n)));
   auto var_of = [&](const std::vector<float>& v) {
-    return Var(Tensor::from_vector(stored(v), {n}).to(DType::float32), true);
+    return Var(Tensor::from_vector(test::stored_values(v), {n}).to(DType::float32), true);
   };
   SUBCASE("AdamW") {
     Var p = var_of(p0);
     optim::AdamW opt({p}, optim::AdamWOptions{1e-2, 0.9, 0.999, 1e-8, 0.05});
     std::vector<float> q = p0, m(n, 0.f), v(n, 0.f);
     for (int step = 1; step <= 4; ++step) {
-      p.mutable_grad() = (Tensor::from_vector(stored(grads[static_cast<std::size_t>(step - 1)]), {n}).to(DType::float32));
+      p.mutable_grad() = (Tensor::from_vector(test::stored_values(grads[static_cast<std::size_t>(step - 1)]), {n}).to(DType::float32));
       opt.step();
       const double bc1 = 1.0 - std::pow(0.9, step), bc2 = 1.0 - std::pow(0.999, step);
       const prog::AdamWScalars s{static_cast<float>(1.0 - 1e-2 * 0.05), 0.9f, 0.999f, static_cast<float>(1e-2 / bc1),
@@ -229,7 +217,7 @@ TEST_CASE("cuda programs: AdamW and SGD element updates equal optim/optim.hpp's 
     optim::SGD opt({p}, optim::SGDOptions{0.1, 0.9, 0.0, 1e-3, true});
     std::vector<float> q = p0, b(n, 0.f);
     for (int step = 1; step <= 4; ++step) {
-      p.mutable_grad() = (Tensor::from_vector(stored(grads[static_cast<std::size_t>(step - 1)]), {n}).to(DType::float32));
+      p.mutable_grad() = (Tensor::from_vector(test::stored_values(grads[static_cast<std::size_t>(step - 1)]), {n}).to(DType::float32));
       opt.step();
       const prog::SGDScalars s{0.1f, 1e-3f, 0.9f, 0.f, 1, step == 1 ? 1 : 0};
       for (int64_t k = 0; k < n; ++k) prog::sgd_element(s, q.data(), grads[static_cast<std::size_t>(step - 1)].data(), b.data(), k);

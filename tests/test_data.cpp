@@ -32,35 +32,7 @@ using namespace retikd::data;
 
 namespace {
 
-class TempDir {
- public:
-  TempDir() {
-    char tmpl[] = "/tmp/retikd_data_test_XXXXXX";
-    char* p = ::mkdtemp(tmpl);
-    REQUIRE(p != nullptr);
-    path_ = p;
-  }
-  ~TempDir() {
-    ::nftw(path_.c_str(), [](const char* p, const struct stat*, int, struct FTW*) { return ::remove(p); }, 16,
-           FTW_DEPTH | FTW_PHYS);
-  }
-  std::string operator/(const std::string& rel) const { return path_ + "/" + rel; }
-  const std::string& path() const { return path_; }
 
- private:
-  std::string path_;
-};
-
-void write_bytes(const std::string& path, const std::vector<uint8_t>& bytes) {
-  REQUIRE(fs::make_dirs(fs::dirname(path)));
-  std::FILE* f = std::fopen(path.c_str(), "wb");
-  REQUIRE(f != nullptr);
-  if (!bytes.empty()) REQUIRE(std::fwrite(bytes.data(), 1, bytes.size(), f) == bytes.size());
-  std::fclose(f);
-}
-void write_text(const std::string& path, const std::string& text) {
-  write_bytes(path, std::vector<uint8_t>(text.begin(), text.end()));
-}
 
 // A small image with distinct pixels: value (y, x, c) = (40·y + 13·x + 90·c + seed) mod 256.
 ImageU8 pattern(int w, int h, int seed = 0) {
@@ -364,7 +336,7 @@ TEST_CASE("data: JPEG colour and greyscale decode close to the source") {
       }
   }
   SUBCASE("from a file, by content not extension") {
-    TempDir dir;
+    TempDir dir("data");
     write_bytes(dir / "actually_a_jpeg.png", encode_jpeg(src));
     ImageInfo info;
     const ImageU8 out = load_image(dir / "actually_a_jpeg.png", &info);
@@ -425,7 +397,7 @@ TEST_CASE("data: damaged files are refused by name, including those stb_image wo
     CHECK(msg.find("CRC") != std::string::npos);
   }
   SUBCASE("unreadable: missing file, and a folder") {
-    TempDir dir;
+    TempDir dir("data");
     for (const std::string& p : {dir / "nope.jpg", dir.path()}) {
       try {
         load_image(p);
@@ -458,7 +430,7 @@ TEST_CASE("data: class names map case-insensitively to the fixed order") {
 }
 
 TEST_CASE("data: class folders, flat and split, with excluded never loaded") {
-  TempDir dir;
+  TempDir dir("data");
   const std::vector<uint8_t> png = encode_png(pattern(4, 4));
   SUBCASE("flat, any case and the long DR name") {
     write_bytes(dir / "Normal/a.png", png);
@@ -516,7 +488,7 @@ TEST_CASE("data: class folders, flat and split, with excluded never loaded") {
 }
 
 TEST_CASE("data: an unknown class folder under both policies") {
-  TempDir dir;
+  TempDir dir("data");
   const std::vector<uint8_t> png = encode_png(pattern(4, 4));
   write_bytes(dir / "normal/a.png", png);
   write_bytes(dir / "cataracts/b.png", png);
@@ -544,7 +516,7 @@ TEST_CASE("data: an unknown class folder under both policies") {
 }
 
 TEST_CASE("data: manifests in TSV and CSV") {
-  TempDir dir;
+  TempDir dir("data");
   const std::vector<uint8_t> png = encode_png(pattern(4, 4));
   for (const char* f : {"a.png", "b.png", "c.png", "d.png", "sub/e.png"}) write_bytes(dir / f, png);
   SUBCASE("TSV with extra columns; excluded rows are never checked") {
@@ -589,7 +561,7 @@ TEST_CASE("data: manifests in TSV and CSV") {
 }
 
 TEST_CASE("data: bad manifest rows under both policies") {
-  TempDir dir;
+  TempDir dir("data");
   const std::vector<uint8_t> png = encode_png(pattern(4, 4));
   write_bytes(dir / "a.png", png);
   write_bytes(dir / "b.png", png);
@@ -635,7 +607,7 @@ TEST_CASE("data: bad manifest rows under both policies") {
 }
 
 TEST_CASE("data: a manifest without a required column fails under both policies") {
-  TempDir dir;
+  TempDir dir("data");
   write_bytes(dir / "a.png", encode_png(pattern(4, 4)));
   write_text(dir / "split.tsv", "path\tlabel\tgroup\na.png\tnormal\tg\n");
   for (BadInput policy : {BadInput::error, BadInput::skip}) {
@@ -656,7 +628,7 @@ TEST_CASE("data: a manifest without a required column fails under both policies"
 }
 
 TEST_CASE("data: bad image files under both policies, found before training starts") {
-  TempDir dir;
+  TempDir dir("data");
   write_bytes(dir / "normal/good1.png", encode_png(pattern(8, 8, 1)));
   write_bytes(dir / "normal/good2.jpg", encode_jpeg(smooth(8, 8)));
   write_bytes(dir / "dr/good3.png", encode_png(pattern(8, 8, 3)));
@@ -1176,7 +1148,7 @@ TEST_CASE("data: epochs after the first decode nothing; without the cache each e
 }
 
 TEST_CASE("data: the binary cache file is reused, and rebuilt when a file changes") {
-  TempDir dir;
+  TempDir dir("data");
   for (int k = 0; k < 6; ++k)
     write_bytes(dir / ("normal/" + std::to_string(k) + ".png"), encode_png(synthetic_fundus(2, k, CountingSource::make_opts(20))));
   write_bytes(dir / "dr/bad.jpg", {0xFF, 0xD8, 0xFF, 0xE0, 0x00});

@@ -35,36 +35,7 @@ using namespace retikd::test;
 
 namespace {
 
-// A private directory under /tmp, removed with everything in it at the end of the test.
-struct DeployTempDir {
-  std::string path;
-  DeployTempDir() {
-    char tmpl[] = "/tmp/retikd_deploy_XXXXXX";
-    const char* p = ::mkdtemp(tmpl);
-    REQUIRE(p != nullptr);
-    path = p;
-  }
-  ~DeployTempDir() {
-    std::vector<std::string> files;
-    data::fs::list_files_recursive(path, files);
-    for (const auto& f : files) std::remove(f.c_str());
-    std::vector<std::string> dirs;
-    for (const auto& f : files) dirs.push_back(data::fs::dirname(f));
-    std::sort(dirs.begin(), dirs.end(), [](const std::string& a, const std::string& b) { return a.size() > b.size(); });
-    for (const auto& d : dirs) ::rmdir(d.c_str());
-    ::rmdir(path.c_str());
-  }
-  std::string file(const std::string& name) const { return path + "/" + name; }
-};
 
-std::vector<uint8_t> read_bytes(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  return std::vector<uint8_t>((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-}
-void write_bytes(const std::string& path, const std::vector<uint8_t>& b) {
-  std::ofstream out(path, std::ios::binary);
-  out.write(reinterpret_cast<const char*>(b.data()), static_cast<std::streamsize>(b.size()));
-}
 
 // Batch norm statistics and affine parameters far from their initial values, so folding has work to do.
 void randomise_batch_norms(nn::Module& m, Generator& gen) {
@@ -320,7 +291,7 @@ TEST_CASE("deploy: layer costs add up to the model's MACs and count every layer 
 // ---- the bundle ------------------------------------------------------------------------------------------------
 
 TEST_CASE("deploy: a MobileNetV2 bundle round-trips in fp16 and stays under 4,500,000 bytes") {
-  DeployTempDir dir;
+  TempDir dir("deploy");
   Generator gen(11);
   auto model = make_student("mobilenet_v2", 1.0, gen);
   deploy::ExportOptions opt;
@@ -375,7 +346,7 @@ TEST_CASE("deploy: a MobileNetV2 bundle round-trips in fp16 and stays under 4,50
 }
 
 TEST_CASE("deploy: other students and width multipliers rebuild from their bundle") {
-  DeployTempDir dir;
+  TempDir dir("deploy");
   Generator gen(13);
   for (const auto& spec : std::vector<std::pair<std::string, double>>{{"mobilenet_v2", 0.5}, {"efficientnet_b0", 1.0}}) {
     CAPTURE(spec.first);
@@ -394,7 +365,7 @@ TEST_CASE("deploy: other students and width multipliers rebuild from their bundl
 }
 
 TEST_CASE("deploy: corrupt, truncated, foreign and version-mismatched bundles fail clearly") {
-  DeployTempDir dir;
+  TempDir dir("deploy");
   Generator gen(17);
   auto model = make_student("mobilenet_v2", 0.35, gen);
   const std::string good = dir.file("good.rkd");
@@ -477,7 +448,7 @@ TEST_CASE("deploy: corrupt, truncated, foreign and version-mismatched bundles fa
 }
 
 TEST_CASE("deploy: export refuses what a bundle cannot hold") {
-  DeployTempDir dir;
+  TempDir dir("deploy");
   Generator gen(19);
   auto model = make_student("mobilenet_v2", 0.35, gen);
   deploy::ExportOptions opt;
@@ -501,7 +472,7 @@ TEST_CASE("deploy: export refuses what a bundle cannot hold") {
 // ---- classify -------------------------------------------------------------------------------------------------
 
 TEST_CASE("deploy: classify helpers read folders, skip a corrupt file and report it, and write CSV / JSON / overlays") {
-  DeployTempDir dir;
+  TempDir dir("deploy");
   Generator gen(23);
   auto model = make_student("mobilenet_v2", 0.35, gen);
   deploy::ExportOptions eopt;
@@ -606,7 +577,7 @@ TEST_CASE("deploy: Grad-CAM and Grad-CAM++ of a GAP-linear head have their close
   // With the tap at the last stage, ∂y_c/∂A_kij = W_ck / (h·w) for every position: Grad-CAM is then
   // ReLU(Σ_k W_ck A_k)/(h·w) (the CAM of Zhou et al.), and Grad-CAM++'s weights are
   // h·w·α_k·ReLU(g_k) with α_k = 1 / (2 + g_k·Σ A_k).
-  DeployTempDir dir;
+  TempDir dir("deploy");
   Generator gen(29);
   auto model = make_student("mobilenet_v2", 0.35, gen);
   deploy::export_bundle(dir.file("s.rkd"), *model);

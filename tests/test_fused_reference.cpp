@@ -28,21 +28,10 @@ using retikd::test::scaled_atol;
 
 namespace {
 
-// Storage type of the fused side: float or Half. Inputs are drawn in double, rounded to the storage type, and
-// the rounded values feed the float64 reference, so the only differences left are the fused side's fp32
-// accumulation (and, for Half, the rounding of the gradients it stores).
-template <class T>
-std::vector<T> to_storage(const std::vector<double>& v) {
-  std::vector<T> out(v.size());
-  for (std::size_t i = 0; i < v.size(); ++i) out[i] = T(static_cast<float>(v[i]));
-  return out;
-}
-template <class T>
-std::vector<double> stored_values(const std::vector<T>& v) {
-  std::vector<double> out(v.size());
-  for (std::size_t i = 0; i < v.size(); ++i) out[i] = static_cast<double>(static_cast<float>(v[i]));
-  return out;
-}
+// Storage type of the fused side: float or Half. Inputs are drawn in double, rounded to the storage type
+// (test::to_storage), and the rounded values (test::stored_values) feed the float64 reference, so the only
+// differences left are the fused side's fp32 accumulation (and, for Half, the rounding of the gradients it
+// stores).
 
 std::vector<double> random_values(Generator& gen, int64_t n, double scale) {
   Tensor t = Tensor::empty({n}, DType::float64);
@@ -79,34 +68,34 @@ void run_attn_case(const AttnCase& c, double rtol, double atol_rel, uint64_t see
   const int64_t nq = int64_t(c.B) * c.H * c.N * c.d, nt = int64_t(c.B) * c.H * c.N * c.dt;
   const Shape sq{c.B, c.H, c.N, c.d}, st{c.B, c.H, c.N, c.dt};
   // Inputs rounded to the storage type first.
-  const auto q_s = to_storage<T>(random_values(gen, nq, 1.0));
-  const auto k_s = to_storage<T>(random_values(gen, nq, 1.0));
-  const auto qx_s = to_storage<T>(random_values(gen, nq, 1.0));
-  const auto kx_s = to_storage<T>(random_values(gen, nq, 1.0));
-  const auto qt_s = to_storage<T>(random_values(gen, nt, 1.0));
-  const auto kt_s = to_storage<T>(random_values(gen, nt, 1.0));
+  const auto q_s = test::to_storage<T>(random_values(gen, nq, 1.0));
+  const auto k_s = test::to_storage<T>(random_values(gen, nq, 1.0));
+  const auto qx_s = test::to_storage<T>(random_values(gen, nq, 1.0));
+  const auto kx_s = test::to_storage<T>(random_values(gen, nq, 1.0));
+  const auto qt_s = test::to_storage<T>(random_values(gen, nt, 1.0));
+  const auto kt_s = test::to_storage<T>(random_values(gen, nt, 1.0));
   const int64_t nz = int64_t(c.B) * c.zt_heads * c.N * c.N;
-  const auto zt_s = to_storage<T>(random_values(gen, nz, 2.0));
+  const auto zt_s = test::to_storage<T>(random_values(gen, nz, 2.0));
 
   // ---- reference (float64, autograd) ----
   const uint64_t step = 7, mseed = 0xC0FFEEULL;
   const uint32_t stream_q = c.same_qk ? kd::kCrossMaskV : kd::kCrossMaskQ;
   const uint32_t stream_k = c.same_qk ? kd::kCrossMaskV : kd::kCrossMaskK;
-  Var q = leaf(stored_values(q_s), sq, true);
-  Var k = c.same_qk ? q : leaf(stored_values(k_s), sq, true);
-  Var qx = leaf(stored_values(qx_s), sq, false);
-  Var kx = c.same_qk ? qx : leaf(stored_values(kx_s), sq, false);
+  Var q = leaf(test::stored_values(q_s), sq, true);
+  Var k = c.same_qk ? q : leaf(test::stored_values(k_s), sq, true);
+  Var qx = leaf(test::stored_values(qx_s), sq, false);
+  Var kx = c.same_qk ? qx : leaf(test::stored_values(kx_s), sq, false);
   Var qu = kd::partial_cross_replace(q, qx, kd::CrossMaskSpec{c.p, mseed, step, stream_q});
   Var ku = c.same_qk ? qu : kd::partial_cross_replace(k, kx, kd::CrossMaskSpec{c.p, mseed, step, stream_k});
   Var student = c.same_qk ? kd::value_relation(qu) : kd::attention_logits(qu, ku);
   Var teacher;
   if (c.teacher == fz::kTeacherQK) {
-    Var qt = leaf(stored_values(qt_s), st, false);
-    Var kt = c.same_qk ? qt : leaf(stored_values(kt_s), st, false);
+    Var qt = leaf(test::stored_values(qt_s), st, false);
+    Var kt = c.same_qk ? qt : leaf(test::stored_values(kt_s), st, false);
     teacher = c.same_qk ? kd::value_relation(qt) : kd::attention_logits(qt, kt);
   } else {
-    teacher = c.zt_heads == 1 ? leaf(stored_values(zt_s), {c.B, c.N, c.N}, false)
-                              : leaf(stored_values(zt_s), {c.B, c.H, c.N, c.N}, false);
+    teacher = c.zt_heads == 1 ? leaf(test::stored_values(zt_s), {c.B, c.N, c.N}, false)
+                              : leaf(test::stored_values(zt_s), {c.B, c.H, c.N, c.N}, false);
     // The MSE target takes a per-head map: one shared map is broadcast over the heads.
     if (c.loss == fz::kAttnMSE && c.zt_heads == 1)
       teacher = ops::expand(ops::unsqueeze(teacher, 1), {c.B, c.H, c.N, c.N});
@@ -193,19 +182,19 @@ void run_gl_case(const GlCase& c, double rtol, double atol_rel, uint64_t seed) {
   Var b = c.grouping == kd::GlGrouping::channel ? proj.proj->bias : proj.bias;
   REQUIRE(b.defined());
   // Parameters rounded to the storage type, then the module moved to float64 for the reference.
-  const auto w_s = to_storage<T>(w.value().to_vector<double>());
-  const auto b_s = to_storage<T>(b.value().to_vector<double>());
+  const auto w_s = test::to_storage<T>(w.value().to_vector<double>());
+  const auto b_s = test::to_storage<T>(b.value().to_vector<double>());
   proj.to(DType::float64);
   w = c.grouping == kd::GlGrouping::channel ? proj.proj->weight : proj.weight;
   b = c.grouping == kd::GlGrouping::channel ? proj.proj->bias : proj.bias;
-  w.mutable_value().copy_(Tensor::from_vector(stored_values(w_s), w.shape()));
-  b.mutable_value().copy_(Tensor::from_vector(stored_values(b_s), b.shape()));
+  w.mutable_value().copy_(Tensor::from_vector(test::stored_values(w_s), w.shape()));
+  b.mutable_value().copy_(Tensor::from_vector(test::stored_values(b_s), b.shape()));
   const int N = c.gh * c.gw;
-  const auto s_s = to_storage<T>(random_values(gen, int64_t(c.B) * c.C * N, 1.0));
-  const auto t_s = to_storage<T>(random_values(gen, int64_t(c.B) * N * c.D, 1.0));
+  const auto s_s = test::to_storage<T>(random_values(gen, int64_t(c.B) * c.C * N, 1.0));
+  const auto t_s = test::to_storage<T>(random_values(gen, int64_t(c.B) * N * c.D, 1.0));
 
-  Var s = leaf(stored_values(s_s), {c.B, c.C, c.gh, c.gw}, true);
-  Var t = leaf(stored_values(t_s), {c.B, N, c.D}, false);
+  Var s = leaf(test::stored_values(s_s), {c.B, c.C, c.gh, c.gw}, true);
+  Var t = leaf(test::stored_values(t_s), {c.B, N, c.D}, false);
   Var ref_loss = kd::feature_mse_loss(proj.project(s), t);
   const double g_out = 0.625;
   ops::mul(ref_loss, g_out).backward();
@@ -274,9 +263,9 @@ TEST_CASE("fused PCA reference: the replacement is hash-decided, not ignored") {
   Generator gen(41);
   const int B = 1, H = 2, N = 17, d = 8;
   const int64_t n = int64_t(B) * H * N * d;
-  const auto q = to_storage<float>(random_values(gen, n, 1.0)), k = to_storage<float>(random_values(gen, n, 1.0));
-  const auto qx = to_storage<float>(random_values(gen, n, 1.0)), kx = to_storage<float>(random_values(gen, n, 1.0));
-  const auto zt = to_storage<float>(random_values(gen, int64_t(B) * N * N, 2.0));
+  const auto q = test::to_storage<float>(random_values(gen, n, 1.0)), k = test::to_storage<float>(random_values(gen, n, 1.0));
+  const auto qx = test::to_storage<float>(random_values(gen, n, 1.0)), kx = test::to_storage<float>(random_values(gen, n, 1.0));
+  const auto zt = test::to_storage<float>(random_values(gen, int64_t(B) * N * N, 2.0));
   std::vector<float> rl(B * H * N), ls(B * H * N), lt(B * H * N);
   fz::AttnArgs a;
   a.B = B;

@@ -54,41 +54,14 @@
 
 using namespace retikd;
 using retikd::test::error_of;
+using retikd::test::read_bytes;
+using retikd::test::TempDir;
+using retikd::test::write_bytes;
+using retikd::test::write_text;
 
 namespace {
 
-class HostileDir {
- public:
-  HostileDir() {
-    char tmpl[] = "/tmp/retikd_hostile_XXXXXX";
-    REQUIRE(::mkdtemp(tmpl) != nullptr);
-    path_ = tmpl;
-  }
-  ~HostileDir() {
-    ::nftw(path_.c_str(), [](const char* p, const struct stat*, int, struct FTW*) { return ::remove(p); }, 16,
-           FTW_DEPTH | FTW_PHYS);
-  }
-  std::string operator/(const std::string& rel) const { return path_ + "/" + rel; }
-  const std::string& path() const { return path_; }
 
- private:
-  std::string path_;
-};
-
-void put_bytes(const std::string& path, const std::vector<uint8_t>& bytes) {
-  REQUIRE(data::fs::make_dirs(data::fs::dirname(path)));
-  std::FILE* f = std::fopen(path.c_str(), "wb");
-  REQUIRE(f != nullptr);
-  if (!bytes.empty()) REQUIRE(std::fwrite(bytes.data(), 1, bytes.size(), f) == bytes.size());
-  std::fclose(f);
-}
-void put_text(const std::string& path, const std::string& text) {
-  put_bytes(path, std::vector<uint8_t>(text.begin(), text.end()));
-}
-std::vector<uint8_t> get_bytes(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  return std::vector<uint8_t>((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-}
 std::string fuzz_dir() {
   std::string here = __FILE__;
   const auto slash = here.find_last_of('/');
@@ -389,22 +362,22 @@ TEST_CASE("hostile: the issue's 200,000-key safetensors header is refused with a
   for (int i = 0; i < 8; ++i) file[i] = static_cast<uint8_t>(static_cast<uint64_t>(h.size()) >> (8 * i));
   file.insert(file.end(), h.begin(), h.end());
   RETIKD_CHECK_THROWS_CONTAINING(io::parse_safetensors(file, "k.st"), "expected an object with dtype, shape and data_offsets");
-  HostileDir dir;
-  put_bytes(dir / "k.st", file);
+  TempDir dir("hostile");
+  write_bytes(dir / "k.st", file);
   RETIKD_CHECK_THROWS_CONTAINING(deploy::load_bundle(dir / "k.st"), "bundle: ");
 }
 
 // ---- 6. stale temporaries ----------------------------------------------------------------------------------
 
 TEST_CASE("hostile: a write sweeps the temporaries a killed writer left, and nothing else") {
-  HostileDir dir;
+  TempDir dir("hostile");
   const std::string target = dir / "student.rkd";
   const pid_t gone = dead_pid();
   const std::string stale = target + ".tmp." + std::to_string(gone) + ".3";
   const std::string live = target + ".tmp." + std::to_string(::getppid()) + ".0";  // a running process's
   const std::string other = dir / "other.rkd.tmp." + std::to_string(gone) + ".0";   // another target's
   const std::string lookalike = target + ".tmp.12x.0";
-  for (const auto& p : {stale, live, other, lookalike}) put_text(p, "partial");
+  for (const auto& p : {stale, live, other, lookalike}) write_text(p, "partial");
   REQUIRE(::mkdir((target + ".tmp." + std::to_string(gone) + ".9").c_str(), 0755) == 0);  // not a plain file
   make_bundle(target);
   const std::vector<std::string> left = names_in(dir.path());
@@ -423,7 +396,7 @@ TEST_CASE("hostile: a write sweeps the temporaries a killed writer left, and not
 // ---- 2. folder walks -----------------------------------------------------------------------------------------
 
 TEST_CASE("hostile: a link loop in a class folder lists each image once, under its own class, with a warning") {
-  HostileDir dir;
+  TempDir dir("hostile");
   put_png(dir / "glaucoma/g1.png", 1);
   put_png(dir / "glaucoma/g2.png", 2);
   put_png(dir / "cataract/c1.png", 3);
@@ -450,7 +423,7 @@ TEST_CASE("hostile: a link loop in a class folder lists each image once, under i
 }
 
 TEST_CASE("hostile: a link from one class folder into another is not followed; a linked file is a conflict") {
-  HostileDir dir;
+  TempDir dir("hostile");
   put_png(dir / "dr/d1.png", 1);
   put_png(dir / "normal/n1.png", 2);
   put_png(dir / "normal/n2.png", 3);
@@ -475,7 +448,7 @@ TEST_CASE("hostile: a link from one class folder into another is not followed; a
   for (const auto& s : ds.samples) CHECK(data::fs::basename(s.path) != "n1.png");
 
   // A link to a folder outside the data set (a shared store) is followed.
-  HostileDir store;
+  TempDir store("hostile");
   put_png(store / "x.png", 9);
   put_link(store.path(), dir / "dr/store");
   ds = data::Dataset::from_folders(dir.path(), opt);
@@ -483,7 +456,7 @@ TEST_CASE("hostile: a link from one class folder into another is not followed; a
 }
 
 TEST_CASE("hostile: classify's folder walk survives link loops and says what it did not follow") {
-  HostileDir dir;
+  TempDir dir("hostile");
   put_png(dir / "photos/a.png", 1);
   put_png(dir / "photos/sub/b.png", 2);
   put_link("..", dir / "photos/sub/up");
@@ -497,11 +470,11 @@ TEST_CASE("hostile: classify's folder walk survives link loops and says what it 
 // ---- 5. manifests ------------------------------------------------------------------------------------------
 
 TEST_CASE("hostile: manifest paths must stay under the data root, unless allowed") {
-  HostileDir outer;
+  TempDir outer("hostile");
   put_png(outer / "secret.png", 1);
   put_png(outer / "data/images/a.png", 2);
   put_link("../../secret.png", outer / "data/images/escape.png");
-  put_text(outer / "data/split.tsv", "path\tlabel\tsplit\n"
+  write_text(outer / "data/split.tsv", "path\tlabel\tsplit\n"
                                      "images/a.png\tnormal\ttrain\n"
                                      "../secret.png\tnormal\ttrain\n"
                                      "images/../../secret.png\tnormal\tval\n" +
@@ -527,10 +500,10 @@ TEST_CASE("hostile: manifest paths must stay under the data root, unless allowed
 }
 
 TEST_CASE("hostile: one photo under three spellings is one file, found by identity, never in three splits") {
-  HostileDir dir;
+  TempDir dir("hostile");
   put_png(dir / "images/a.png", 1);
   put_png(dir / "images/b.png", 2);
-  put_text(dir / "split.tsv", "path\tlabel\tsplit\n"
+  write_text(dir / "split.tsv", "path\tlabel\tsplit\n"
                               "images/a.png\tnormal\ttrain\n"
                               "images/./a.png\tglaucoma\tval\n"
                               "images//a.png\tcataract\ttest\n"
@@ -551,12 +524,12 @@ TEST_CASE("hostile: one photo under three spellings is one file, found by identi
 }
 
 TEST_CASE("hostile: identical content in two splits is a warning that names both files") {
-  HostileDir dir;
+  TempDir dir("hostile");
   put_png(dir / "images/a.png", 1);
   put_png(dir / "images/copy_of_a.png", 1);
   put_png(dir / "images/c.png", 3);
   put_png(dir / "images/same_size_other.png", 4);  // same size as a.png, other bytes: no warning
-  put_text(dir / "split.tsv", "path\tlabel\tsplit\n"
+  write_text(dir / "split.tsv", "path\tlabel\tsplit\n"
                               "images/a.png\tnormal\ttrain\n"
                               "images/copy_of_a.png\tnormal\ttest\n"
                               "images/c.png\tnormal\ttrain\n"
@@ -613,7 +586,7 @@ TEST_CASE("hostile: a JPEG Huffman table of more than 256 codes is refused befor
   dht[3] = static_cast<uint8_t>(len & 0xFF);
   jpeg.insert(jpeg.begin() + 2, dht.begin(), dht.end());
   RETIKD_CHECK_THROWS_CONTAINING(data::decode_image(jpeg, "dht.jpg"), "Huffman table at byte 6 declares 272 codes (at most 256)");
-  const std::vector<uint8_t> crash = get_bytes(fuzz_dir() + "/regressions/image/stb_dht_more_than_256_codes.jpg");
+  const std::vector<uint8_t> crash = read_bytes(fuzz_dir() + "/regressions/image/stb_dht_more_than_256_codes.jpg");
   REQUIRE(!crash.empty());
   RETIKD_CHECK_THROWS_CONTAINING(data::decode_image(crash, "crash.jpg"), "declares 259 codes");
 }
@@ -629,7 +602,7 @@ TEST_CASE("hostile: a JPEG scan that uses an undefined Huffman or quantisation t
   jpeg = jpeg_declaring(8, 8);
   jpeg[6] = 0x02;  // the DQT defines table 2; the frame uses table 0
   RETIKD_CHECK_THROWS_CONTAINING(data::decode_image(jpeg, "t.jpg"), "quantisation table 0 is used but not defined");
-  const std::vector<uint8_t> crash = get_bytes(fuzz_dir() + "/regressions/image/stb_undefined_huffman_table.jpg");
+  const std::vector<uint8_t> crash = read_bytes(fuzz_dir() + "/regressions/image/stb_undefined_huffman_table.jpg");
   REQUIRE(!crash.empty());
   RETIKD_CHECK_THROWS_CONTAINING(data::decode_image(crash, "crash.jpg"), "which are not defined");
 }
@@ -662,7 +635,7 @@ TEST_CASE("hostile: resizing a thin image cannot blow it up beyond the image lim
 // ---- 4. bundles ----------------------------------------------------------------------------------------------
 
 TEST_CASE("hostile: a re-signed bundle with insane fields is refused before anything is allocated") {
-  HostileDir dir;
+  TempDir dir("hostile");
   const std::string good = dir / "good.rkd", bad = dir / "bad.rkd";
   make_bundle(good);
   REQUIRE_NOTHROW(deploy::load_bundle(good));
@@ -720,7 +693,7 @@ TEST_CASE("hostile: a re-signed bundle with insane fields is refused before anyt
 }
 
 TEST_CASE("hostile: a non-finite model output is an error for that image, never a class") {
-  HostileDir dir;
+  TempDir dir("hostile");
   make_bundle(dir / "s.rkd");
   deploy::Bundle b = deploy::load_bundle(dir / "s.rkd");
   // Weights broken after loading (as an fp16 overflow on a GPU would break the activations).
@@ -747,7 +720,7 @@ TEST_CASE("hostile: a non-finite model output is an error for that image, never 
 }
 
 TEST_CASE("hostile: Grad-CAM files stay inside --gradcam DIR whatever the names hold, and fail one at a time") {
-  HostileDir dir;
+  TempDir dir("hostile");
   const std::vector<std::string> classes = {"x/../../../y", "..", "a\\b c", "=HYPERLINK(\"z\")"};
   make_bundle(dir / "s.rkd", classes);
   deploy::Classifier c(deploy::load_bundle(dir / "s.rkd"));
@@ -814,7 +787,7 @@ TEST_CASE("hostile: a checkpoint whose optimizer step or learning rate is not a 
     if (kv.first == "optimizer_lr/adamw") kv.second = Tensor::from_vector(std::vector<double>{std::nan("")}, {1});
   for (auto& kv : contents.first)
     if (kv.first == "optimizer/adamw/step") kv.second = Tensor::scalar(2.5, DType::float64);
-  HostileDir dir;
+  TempDir dir("hostile");
   const std::string bad = dir / "bad_lr.safetensors";
   io::save_safetensors(bad, contents.first, contents.second);
   const std::string e2 = error_of([&] { train::load_checkpoint(bad, s.state); });
@@ -885,7 +858,7 @@ TEST_CASE("hostile: every committed fuzz input and crash regression runs clean t
       for (const auto& name : names_in(d)) {
         if (name == "README.md") continue;
         CAPTURE(d + "/" + name);
-        const std::vector<uint8_t> bytes = get_bytes(d + "/" + name);
+        const std::vector<uint8_t> bytes = read_bytes(d + "/" + name);
         CHECK(t.second(bytes.data(), bytes.size()) == 0);
         ++replayed;
         corpus += std::strcmp(kind, "corpus") == 0;

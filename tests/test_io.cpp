@@ -34,44 +34,14 @@
 #include "test_util.hpp"
 
 using namespace retikd;
+using test::TempDir;
+using test::write_bytes;
 using retikd::test::error_of;
 namespace tfl = retikd::io::tflite;
 
 namespace {
 
-// A private directory under $TMPDIR (or /tmp), removed with its files at the end of the test.
-struct TempDir {
-  std::string path;
-  TempDir() {
-    const char* base = std::getenv("TMPDIR");
-    std::string tmpl = std::string(base && *base ? base : "/tmp") + "/retikd_io_XXXXXX";
-    std::vector<char> buf(tmpl.begin(), tmpl.end());
-    buf.push_back('\0');
-    REQUIRE(::mkdtemp(buf.data()) != nullptr);
-    path = buf.data();
-  }
-  ~TempDir() {
-    for (const auto& f : files()) ::unlink((path + "/" + f).c_str());
-    ::rmdir(path.c_str());
-  }
-  std::string file(const std::string& name) const { return path + "/" + name; }
-  std::vector<std::string> files() const {
-    std::vector<std::string> out;
-    if (DIR* d = ::opendir(path.c_str())) {
-      while (dirent* e = ::readdir(d))
-        if (std::strcmp(e->d_name, ".") != 0 && std::strcmp(e->d_name, "..") != 0) out.push_back(e->d_name);
-      ::closedir(d);
-    }
-    std::sort(out.begin(), out.end());
-    return out;
-  }
-};
 
-void write_bytes(const std::string& path, const std::vector<uint8_t>& bytes) {
-  std::ofstream out(path, std::ios::binary | std::ios::trunc);
-  out.write(reinterpret_cast<const char*>(bytes.data()), static_cast<std::streamsize>(bytes.size()));
-  REQUIRE(out.good());
-}
 
 std::vector<uint8_t> read_bytes(const std::string& path) {
   std::ifstream in(path, std::ios::binary);
@@ -271,7 +241,7 @@ TEST_CASE("io safetensors: every dtype, views, empty and 0-d tensors round-trip 
   const std::map<std::string, std::string> meta = {{"format", "pt"},
                                                    {"note", "quotes \" backslash \\ newline \n tab \t \xc3\xa9"},
                                                    {"", "empty key"}};
-  TempDir dir;
+  TempDir dir("io");
   const std::string path = dir.file("model.safetensors");
   io::save_safetensors(path, tensors, meta);
   CHECK(dir.files() == std::vector<std::string>{"model.safetensors"});  // no temporary left behind
@@ -342,7 +312,7 @@ TEST_CASE("io safetensors: a file laid out by hand as PyTorch's safetensors writ
       "\"s\":{\"dtype\":\"F32\",\"shape\":[],\"data_offsets\":[40,44]},"
       "\"weight\":{\"dtype\":\"F32\",\"shape\":[2,2],\"data_offsets\":[24,40]}}";
   while ((header.size() + 8) % 8) header += ' ';
-  TempDir dir;
+  TempDir dir("io");
   const std::string path = dir.file("torch.safetensors");
   write_bytes(path, st_file(header, data));
   std::map<std::string, std::string> meta;
@@ -375,7 +345,7 @@ TEST_CASE("io safetensors: every corruption gives an Error naming the file and t
   Tensor w = Tensor::arange(0.0, 6.0).reshape({2, 3});
   Tensor b = Tensor::from_vector<int64_t>({1, 2}, {2});
   const std::vector<uint8_t> good = io::serialize_safetensors({{"w", w}, {"b", b}}, {{"k", "v"}});
-  TempDir dir;
+  TempDir dir("io");
 
   SUBCASE("truncated anywhere") {
     const std::string path = dir.file("cut.safetensors");
@@ -480,7 +450,7 @@ TEST_CASE("io safetensors: every corruption gives an Error naming the file and t
     const std::string msg = error_of([&]() { io::load_safetensors(path); });
     CHECK(msg.rfind("safetensors: " + path + ": header: invalid JSON", 0) == 0);
     RETIKD_CHECK_THROWS_CONTAINING(io::load_safetensors(dir.file("missing.safetensors")), "cannot open");
-    RETIKD_CHECK_THROWS_CONTAINING(io::load_safetensors(dir.path), "not a regular file");
+    RETIKD_CHECK_THROWS_CONTAINING(io::load_safetensors(dir.path()), "not a regular file");
   }
   SUBCASE("random byte flips never crash") {
     Generator gen(3);
@@ -501,7 +471,7 @@ TEST_CASE("io safetensors: every corruption gives an Error naming the file and t
 
 TEST_CASE("io safetensors: the writer refuses what it cannot write, and a failed write leaves nothing") {
   Tensor t = Tensor::ones({2});
-  TempDir dir;
+  TempDir dir("io");
   RETIKD_CHECK_THROWS_CONTAINING(io::serialize_safetensors({{"a", t}, {"a", t}}), "duplicate tensor name \"a\"");
   RETIKD_CHECK_THROWS_CONTAINING(io::serialize_safetensors({{"", t}}), "empty name");
   RETIKD_CHECK_THROWS_CONTAINING(io::serialize_safetensors({{"__metadata__", t}}), "reserved");
@@ -539,7 +509,7 @@ struct TinyWrap : nn::Module {
 }  // namespace
 
 TEST_CASE("io safetensors: save_module / load_module use the module's dotted names") {
-  TempDir dir;
+  TempDir dir("io");
   const std::string path = dir.file("m.safetensors");
   TinyWrap a;
   a.head->w.mutable_value().fill_(7.0);
@@ -642,7 +612,7 @@ TEST_CASE("io tflite: truncated and corrupted copies of the model give an Error,
   if (!shared_assets_present({"mobilenet_v2_1.0_224_quant.tflite"})) return;
   const std::vector<uint8_t> good = read_bytes(coral("mobilenet_v2_1.0_224_quant.tflite"));
   REQUIRE(good.size() > 1000000);
-  TempDir dir;
+  TempDir dir("io");
   const std::string path = dir.file("cut.tflite");
   // Truncations of a copy on disk: every one is caught, and the message names the file. (The file ends in a
   // zip of the labels, TFLite's metadata convention, which the flatbuffer does not reference: cutting that

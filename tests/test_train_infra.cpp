@@ -34,37 +34,16 @@
 #include "retikd/train/checkpoint.hpp"
 #include "retikd/train/run_log.hpp"
 #include "retikd/train/trainer_loop.hpp"
+#include "test_util.hpp"
 
 using namespace retikd;
+using test::read_text;
+using test::TempDir;
+using test::write_text;
 
 namespace {
 
-struct TrainTempDir {
-  std::string path;
-  TrainTempDir() {
-    const char* base = std::getenv("TMPDIR");
-    std::string tmpl = std::string(base && *base ? base : "/tmp") + "/retikd_train_XXXXXX";
-    std::vector<char> buf(tmpl.begin(), tmpl.end());
-    buf.push_back('\0');
-    REQUIRE(::mkdtemp(buf.data()) != nullptr);
-    path = buf.data();
-  }
-  ~TrainTempDir() {
-    ::nftw(path.c_str(), [](const char* p, const struct stat*, int, struct FTW*) { return ::remove(p); }, 16,
-           FTW_DEPTH | FTW_PHYS);
-  }
-};
 
-std::string file_bytes(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  std::ostringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
-void write_bytes(const std::string& path, const std::string& bytes) {
-  std::ofstream out(path, std::ios::binary | std::ios::trunc);
-  out << bytes;
-}
 std::vector<std::string> list_dir(const std::string& dir) {
   std::vector<std::string> out;
   if (DIR* d = ::opendir(dir.c_str())) {
@@ -258,8 +237,8 @@ std::vector<int64_t> logged_epochs(const std::string& log_path, bool include_eve
 // ---- checkpoints -------------------------------------------------------------------------------------------------
 
 TEST_CASE("checkpoint: round trip restores modules, SGD and AdamW state, schedule, generators, counters") {
-  TrainTempDir dir;
-  const std::string path = dir.path + "/ck.safetensors";
+  TempDir dir("train");
+  const std::string path = dir.path() + "/ck.safetensors";
   struct Setup {
     Generator init;
     nn::NoiseSource noise;
@@ -358,13 +337,13 @@ TEST_CASE("checkpoint: round trip restores modules, SGD and AdamW state, schedul
 }
 
 TEST_CASE("checkpoint: a write that fails midway leaves the previous checkpoint intact") {
-  TrainTempDir dir;
+  TempDir dir("train");
   TinyRun run;
-  train::CheckpointManager mgr(dir.path, "val_loss", false);
+  train::CheckpointManager mgr(dir.path(), "val_loss", false);
   run.state.epoch = 1;
   CHECK(mgr.save_epoch(run.state, 0.9));  // first epoch: best
-  const std::string best_before = file_bytes(mgr.best_path());
-  const std::string before = file_bytes(mgr.last_path());
+  const std::string best_before = read_text(mgr.best_path());
+  const std::string before = read_text(mgr.last_path());
   const auto weights_before = run.model->state_dict();
   std::vector<Tensor> copies;
   for (const auto& nt : weights_before) copies.push_back(nt.second.clone());
@@ -379,12 +358,12 @@ TEST_CASE("checkpoint: a write that fails midway leaves the previous checkpoint 
     throw std::runtime_error("injected fault: disk full");
   };
   CHECK_THROWS_AS(mgr.save_epoch(run.state, 0.95, fault), std::runtime_error);  // not best: last only
-  CHECK(file_bytes(mgr.last_path()) == before);
+  CHECK(read_text(mgr.last_path()) == before);
   CHECK_THROWS_AS(mgr.save_epoch(run.state, 0.5, fault), std::runtime_error);  // best: best, then last
-  CHECK(file_bytes(mgr.last_path()) == before);
-  CHECK(file_bytes(mgr.best_path()) == best_before);
+  CHECK(read_text(mgr.last_path()) == before);
+  CHECK(read_text(mgr.best_path()) == best_before);
   // No temporary is left behind.
-  for (const auto& f : list_dir(dir.path)) CHECK(f.find(".tmp.") == std::string::npos);
+  for (const auto& f : list_dir(dir.path())) CHECK(f.find(".tmp.") == std::string::npos);
 
   // The previous checkpoint loads and restores the epoch-1 weights.
   TinyRun fresh;
@@ -397,20 +376,20 @@ TEST_CASE("checkpoint: a write that fails midway leaves the previous checkpoint 
   const pid_t child = ::fork();
   if (child == 0) ::_exit(0);
   ::waitpid(child, nullptr, 0);
-  const std::string stale = dir.path + "/last.safetensors.tmp." + std::to_string(child) + ".0";
-  write_bytes(stale, "half a checkpoint");
-  train::CheckpointManager again(dir.path, "val_loss", false);
+  const std::string stale = dir.path() + "/last.safetensors.tmp." + std::to_string(child) + ".0";
+  write_text(stale, "half a checkpoint");
+  train::CheckpointManager again(dir.path(), "val_loss", false);
   CHECK(::access(stale.c_str(), F_OK) != 0);
-  CHECK(file_bytes(again.last_path()) == before);
+  CHECK(read_text(again.last_path()) == before);
 }
 
 TEST_CASE("checkpoint: corrupt, foreign and mismatched files give clear errors and change nothing") {
-  TrainTempDir dir;
-  const std::string path = dir.path + "/last.safetensors";
+  TempDir dir("train");
+  const std::string path = dir.path() + "/last.safetensors";
   TinyRun run;
   run.state.epoch = 3;
   train::save_checkpoint(path, run.state);
-  const std::string good = file_bytes(path);
+  const std::string good = read_text(path);
 
   TinyRun target;
   auto expect_unchanged = [&] { CHECK_FALSE(same_state(*run.model, *target.model)); };
@@ -426,7 +405,7 @@ TEST_CASE("checkpoint: corrupt, foreign and mismatched files give clear errors a
   };
 
   SUBCASE("truncated") {
-    write_bytes(path, good.substr(0, good.size() / 2));
+    write_text(path, good.substr(0, good.size() / 2));
     CHECK_THROWS_WITH_AS(train::load_checkpoint(path, target.state), doctest::Contains(path.c_str()), train::CheckpointError);
     CHECK_THROWS_WITH_AS(train::load_checkpoint(path, target.state), doctest::Contains("corrupt"), train::CheckpointError);
     target_untouched();
@@ -434,7 +413,7 @@ TEST_CASE("checkpoint: corrupt, foreign and mismatched files give clear errors a
   SUBCASE("garbage header") {
     std::string bad = good;
     bad[12] = '\x01';
-    write_bytes(path, bad);
+    write_text(path, bad);
     CHECK_THROWS_WITH_AS(train::read_checkpoint_info(path), doctest::Contains(path.c_str()), train::CheckpointError);
     target_untouched();
   }
@@ -487,7 +466,7 @@ TEST_CASE("checkpoint: corrupt, foreign and mismatched files give clear errors a
   }
   SUBCASE("an optimizer over other parameters") {
     TinyRun trained;
-    trained.run({dir.path + "/r", 1});
+    trained.run({dir.path() + "/r", 1});
     Generator g(2);
     nn::Linear small(3, 3, g);
     optim::AdamW other_opt({{small.parameters(), 0.1, 0, "x"}}, optim::AdamWOptions{});
@@ -497,7 +476,7 @@ TEST_CASE("checkpoint: corrupt, foreign and mismatched files give clear errors a
     s.add_schedule("lr", target.sched);
     s.add_generator("aug", target.aug);
     s.add_generator("dropout", *target.noise);
-    CHECK_THROWS_WITH_AS(train::load_checkpoint(dir.path + "/r/last.safetensors", s),
+    CHECK_THROWS_WITH_AS(train::load_checkpoint(dir.path() + "/r/last.safetensors", s),
                          doctest::Contains("the file has 3 parameter groups, the optimizer 1"), train::CheckpointError);
     target_untouched();
   }
@@ -507,8 +486,8 @@ TEST_CASE("checkpoint: corrupt, foreign and mismatched files give clear errors a
 // ---- the run log and the NaN guard ---------------------------------------------------------------------------
 
 TEST_CASE("run log: appends, refuses repeated epochs, trims to the checkpoint on reopen") {
-  TrainTempDir dir;
-  const std::string path = dir.path + "/log.jsonl";
+  TempDir dir("train");
+  const std::string path = dir.path() + "/log.jsonl";
   {
     train::RunLog log(path, 0);
     for (int e = 1; e <= 3; ++e) {
@@ -544,7 +523,7 @@ TEST_CASE("run log: appends, refuses repeated epochs, trims to the checkpoint on
   CHECK(curves.train_loss.back() == 0.3);
   CHECK(std::isnan(curves.val_loss.front()));
   // A bad line that is not the last is an error naming the file and line.
-  write_bytes(path, "{\"epoch\": 1}\nnot json\n{\"epoch\": 2}\n");
+  write_text(path, "{\"epoch\": 1}\nnot json\n{\"epoch\": 2}\n");
   CHECK_THROWS_WITH_AS(train::read_log_file(path), doctest::Contains("line 2"), Error);
 }
 
@@ -568,15 +547,15 @@ TEST_CASE("non-finite loss: the error names stage, epoch, step and value") {
 // ---- the loop ------------------------------------------------------------------------------------------------
 
 TEST_CASE("trainer loop: killed after epoch 2 and resumed ends bit-identical to 4 straight epochs") {
-  TrainTempDir dir;
+  TempDir dir("train");
   TinyRun straight;
-  const auto rs = straight.run({dir.path + "/straight", 4});
+  const auto rs = straight.run({dir.path() + "/straight", 4});
   CHECK(rs.last_epoch == 4);
   CHECK(rs.first_epoch == 1);
   CHECK_FALSE(rs.resumed);
   CHECK(logged_epochs(rs.log_path) == std::vector<int64_t>{1, 2, 3, 4});
 
-  RunSpec killed{dir.path + "/killed", 4};
+  RunSpec killed{dir.path() + "/killed", 4};
   killed.kill_in_epoch = 3;
   {
     TinyRun first;
@@ -604,8 +583,8 @@ TEST_CASE("trainer loop: killed after epoch 2 and resumed ends bit-identical to 
   CHECK(straight.noise->state() == resumed.noise->state());
   CHECK(straight.sched.current_step() == resumed.sched.current_step());
   // The whole checkpoint files agree byte for byte, best selection included.
-  CHECK(file_bytes(rs.last_path) == file_bytes(rr.last_path));
-  CHECK(file_bytes(rs.best_path) == file_bytes(rr.best_path));
+  CHECK(read_text(rs.last_path) == read_text(rr.last_path));
+  CHECK(read_text(rs.best_path) == read_text(rr.best_path));
   CHECK(rr.best_epoch == rs.best_epoch);
   CHECK(rr.best_metric == rs.best_metric);
   // The log has each epoch once, with the same numbers as the straight run (timings aside).
@@ -620,11 +599,11 @@ TEST_CASE("trainer loop: killed after epoch 2 and resumed ends bit-identical to 
 
   // The contract matters: drawing the shuffle from a stream made at start-up (not registered, not derived
   // from the epoch) makes the resumed run diverge.
-  RunSpec bad_straight{dir.path + "/bad_straight", 4};
+  RunSpec bad_straight{dir.path() + "/bad_straight", 4};
   bad_straight.shuffle_from_startup_stream = true;
   TinyRun bs;
   bs.run(bad_straight);
-  RunSpec bad{dir.path + "/bad", 4};
+  RunSpec bad{dir.path() + "/bad", 4};
   bad.shuffle_from_startup_stream = true;
   bad.kill_in_epoch = 3;
   {
@@ -640,7 +619,7 @@ TEST_CASE("trainer loop: killed after epoch 2 and resumed ends bit-identical to 
   // Resuming a finished run does nothing; a changed configuration is refused; an existing run is not
   // overwritten by accident; restart starts over.
   TinyRun again;
-  RunSpec done{dir.path + "/straight", 4, train::ExistingRun::resume};
+  RunSpec done{dir.path() + "/straight", 4, train::ExistingRun::resume};
   const auto rd = again.run(done);
   CHECK(rd.already_complete);
   CHECK(again.train_calls == 0);
@@ -651,10 +630,10 @@ TEST_CASE("trainer loop: killed after epoch 2 and resumed ends bit-identical to 
   CHECK_THROWS_WITH_AS(c.run(changed), doctest::Contains("lr: \"0.01\" in the checkpoint, now \"0.02\""),
                        train::CheckpointError);
   TinyRun f;
-  CHECK_THROWS_WITH_AS(f.run({dir.path + "/straight", 4}), doctest::Contains("already holds a checkpoint (epoch 4"),
+  CHECK_THROWS_WITH_AS(f.run({dir.path() + "/straight", 4}), doctest::Contains("already holds a checkpoint (epoch 4"),
                        Error);
   TinyRun r;
-  RunSpec restart{dir.path + "/straight", 1, train::ExistingRun::restart};
+  RunSpec restart{dir.path() + "/straight", 1, train::ExistingRun::restart};
   std::FILE* console = std::tmpfile();
   REQUIRE(console != nullptr);
   restart.out = console;
@@ -673,14 +652,14 @@ TEST_CASE("trainer loop: killed after epoch 2 and resumed ends bit-identical to 
 }
 
 TEST_CASE("trainer loop: NaN stops the run and keeps the last good checkpoint untouched") {
-  TrainTempDir dir;
-  RunSpec spec{dir.path + "/nan", 4};
+  TempDir dir("train");
+  RunSpec spec{dir.path() + "/nan", 4};
   spec.nan_in_epoch = 3;
   std::string last_before, best_before;
   spec.on_epoch_start = [&](int64_t epoch) {
     if (epoch == 3) {
-      last_before = file_bytes(spec.dir + "/last.safetensors");
-      best_before = file_bytes(spec.dir + "/best.safetensors");
+      last_before = read_text(spec.dir + "/last.safetensors");
+      best_before = read_text(spec.dir + "/best.safetensors");
     }
   };
   {
@@ -698,8 +677,8 @@ TEST_CASE("trainer loop: NaN stops the run and keeps the last good checkpoint un
     }
   }
   REQUIRE_FALSE(last_before.empty());
-  CHECK(file_bytes(spec.dir + "/last.safetensors") == last_before);
-  CHECK(file_bytes(spec.dir + "/best.safetensors") == best_before);
+  CHECK(read_text(spec.dir + "/last.safetensors") == last_before);
+  CHECK(read_text(spec.dir + "/best.safetensors") == best_before);
   CHECK(train::read_checkpoint_info(spec.dir + "/last.safetensors").epoch == 2);
   // The log says what happened.
   const auto records = train::read_log_file(spec.dir + "/log.jsonl").records;
@@ -714,14 +693,14 @@ TEST_CASE("trainer loop: NaN stops the run and keeps the last good checkpoint un
   TinyRun resumed;
   resumed.run(spec);
   TinyRun straight;
-  straight.run({dir.path + "/straight", 4});
+  straight.run({dir.path() + "/straight", 4});
   CHECK(same_state(*resumed.model, *straight.model));
   CHECK(logged_epochs(spec.dir + "/log.jsonl", true) == std::vector<int64_t>{1, 2, 3, 4});
 
   // A non-finite epoch mean or validation value stops the run too.
   train::TrainState s;
   train::LoopOptions o;
-  o.run_dir = dir.path + "/nan2";
+  o.run_dir = dir.path() + "/nan2";
   o.stage = "probe";
   o.out = nullptr;
   o.epochs = 2;
@@ -730,7 +709,7 @@ TEST_CASE("trainer loop: NaN stops the run and keeps the last good checkpoint un
       loop.run([](int64_t) { return train::EpochStats{}; }, [](int64_t) { return train::EvalMetrics{{"accuracy", 1}}; }),
       doctest::Contains("mean training loss = nan"), train::NonFiniteLossError);
   train::TrainState s2;
-  o.run_dir = dir.path + "/nan3";
+  o.run_dir = dir.path() + "/nan3";
   train::TrainerLoop loop2(o, s2);
   CHECK_THROWS_WITH_AS(loop2.run(
                            [](int64_t) {
@@ -741,7 +720,7 @@ TEST_CASE("trainer loop: NaN stops the run and keeps the last good checkpoint un
                            [](int64_t) { return train::EvalMetrics{{"accuracy", std::nan("")}}; }),
                        doctest::Contains("stage 'probe (validation)', epoch 1"), train::NonFiniteLossError);
   train::TrainState s3;
-  o.run_dir = dir.path + "/nan4";
+  o.run_dir = dir.path() + "/nan4";
   train::TrainerLoop loop3(o, s3);
   CHECK_THROWS_WITH_AS(loop3.run(
                            [](int64_t) {
@@ -777,24 +756,24 @@ struct MirrorGroup : dist::ProcessGroup {
 }  // namespace
 
 TEST_CASE("trainer loop: the data-parallel path trains like one process, records the ranks, refuses another count") {
-  TrainTempDir dir;
+  TempDir dir("train");
   TinyRun plain;
-  plain.run({dir.path + "/plain", 2});
+  plain.run({dir.path() + "/plain", 2});
   MirrorGroup mirror;
-  RunSpec spec(dir.path + "/dp", 2);
+  RunSpec spec(dir.path() + "/dp", 2);
   spec.group = &mirror;
   TinyRun dp;
   dp.run(spec);
   CHECK(mirror.reductions > 6);  // per-step losses, epoch statistics, buffers
   CHECK(same_state(*dp.model, *plain.model));  // the mirrored sums and means are exact
-  CHECK(train::read_checkpoint_info(dir.path + "/dp/last.safetensors").metadata.at("config.world_size") == "2");
-  CHECK(train::read_checkpoint_info(dir.path + "/plain/last.safetensors").metadata.count("config.world_size") == 0);
+  CHECK(train::read_checkpoint_info(dir.path() + "/dp/last.safetensors").metadata.at("config.world_size") == "2");
+  CHECK(train::read_checkpoint_info(dir.path() + "/plain/last.safetensors").metadata.count("config.world_size") == 0);
   // One process may not continue a two-rank run (its shards and batches were those of two ranks).
-  RunSpec again(dir.path + "/dp", 3, train::ExistingRun::resume);
+  RunSpec again(dir.path() + "/dp", 3, train::ExistingRun::resume);
   TinyRun one;
   CHECK_THROWS_WITH_AS(one.run(again), doctest::Contains("written by a run on 2 rank(s)"), train::CheckpointError);
   // Nor may two ranks continue a one-process run.
-  RunSpec plain_again(dir.path + "/plain", 3, train::ExistingRun::resume);
+  RunSpec plain_again(dir.path() + "/plain", 3, train::ExistingRun::resume);
   plain_again.group = &mirror;
   TinyRun two;
   CHECK_THROWS_WITH_AS(two.run(plain_again), doctest::Contains("this run has 2"), train::CheckpointError);

@@ -1,6 +1,7 @@
 // tests/test_util.hpp — the helpers every test area shares (DESIGN.md §7), one copy each: the element-wise
 // comparison check_close with the tolerance rule |got − want| ≤ atol + rtol·|want|, float64 random inputs
-// (randn64), the float64 central-difference gradient check (check_grad) and max_abs_diff / max_abs.
+// (randn64), the float64 central-difference gradient check (check_grad) and max_abs_diff / max_abs; a private
+// temporary directory (TempDir) and whole-file reads and writes for the tests of readers and writers.
 //
 // Tolerances are always named at the call site: rtol ≈ 1e-5 for float32 and 1e-2 for float16 against a float64
 // reference (kRtolFloat32 / kRtolFloat16), atol for sums whose error scales with their length or with the
@@ -8,6 +9,9 @@
 #pragma once
 
 #include <doctest/doctest.h>
+#include <dirent.h>
+#include <ftw.h>
+#include <sys/stat.h>
 
 #include <algorithm>
 #include <cmath>
@@ -16,6 +20,10 @@
 #include <functional>
 #include <initializer_list>
 #include <exception>
+#include <cstdlib>
+#include <cstring>
+#include <fstream>
+#include <iterator>
 #include <string>
 #include <utility>
 #include <vector>
@@ -23,6 +31,7 @@
 #include "retikd/autograd/gradcheck.hpp"
 #include "retikd/core/random.hpp"
 #include "retikd/core/tensor.hpp"
+#include "retikd/data/fs.hpp"
 
 namespace retikd {
 namespace test {
@@ -182,6 +191,81 @@ inline Tensor i64(const std::vector<int64_t>& v, const Shape& s) { return Tensor
 inline Tensor random_tensor(const Shape& shape, uint64_t seed, DType dtype = DType::float64) {
   Generator g(seed);
   return randn(shape, g, dtype);
+}
+
+// A private directory under $TMPDIR (or /tmp), named retikd_<tag>_XXXXXX, removed with everything in it when
+// the test leaves its scope.
+class TempDir {
+ public:
+  explicit TempDir(const std::string& tag = "test") {
+    const char* base = std::getenv("TMPDIR");
+    std::string tmpl = std::string(base && *base ? base : "/tmp") + "/retikd_" + tag + "_XXXXXX";
+    std::vector<char> buf(tmpl.begin(), tmpl.end());
+    buf.push_back('\0');
+    REQUIRE(::mkdtemp(buf.data()) != nullptr);
+    path_ = buf.data();
+  }
+  ~TempDir() {
+    ::nftw(path_.c_str(), [](const char* p, const struct stat*, int, struct FTW*) { return ::remove(p); }, 16,
+           FTW_DEPTH | FTW_PHYS);
+  }
+  TempDir(const TempDir&) = delete;
+  TempDir& operator=(const TempDir&) = delete;
+
+  const std::string& path() const { return path_; }
+  std::string file(const std::string& rel) const { return path_ + "/" + rel; }
+  std::string operator/(const std::string& rel) const { return file(rel); }
+  // The names directly inside the directory, sorted.
+  std::vector<std::string> files() const {
+    std::vector<std::string> out;
+    if (DIR* d = ::opendir(path_.c_str())) {
+      while (dirent* e = ::readdir(d))
+        if (std::strcmp(e->d_name, ".") != 0 && std::strcmp(e->d_name, "..") != 0) out.push_back(e->d_name);
+      ::closedir(d);
+    }
+    std::sort(out.begin(), out.end());
+    return out;
+  }
+
+ private:
+  std::string path_;
+};
+
+// Writes `bytes` to `path` (replacing it), creating the directories above it.
+inline void write_bytes(const std::string& path, const std::vector<uint8_t>& bytes) {
+  REQUIRE(data::fs::make_dirs(data::fs::dirname(path)));
+  std::ofstream out(path, std::ios::binary | std::ios::trunc);
+  out.write(reinterpret_cast<const char*>(bytes.data()), static_cast<std::streamsize>(bytes.size()));
+  out.close();
+  INFO("writing " << path);
+  REQUIRE(out.good());
+}
+inline void write_text(const std::string& path, const std::string& text) {
+  write_bytes(path, std::vector<uint8_t>(text.begin(), text.end()));
+}
+// The whole file (empty when it cannot be read).
+inline std::vector<uint8_t> read_bytes(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  return std::vector<uint8_t>((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+}
+inline std::string read_text(const std::string& path) {
+  const std::vector<uint8_t> b = read_bytes(path);
+  return std::string(b.begin(), b.end());
+}
+
+// Values as the storage type T of a kernel program (float or Half) sees them, and back as the float64 values a
+// reference computes with: inputs drawn in double, rounded to T, and the rounded values fed to both sides.
+template <class T>
+std::vector<T> to_storage(const std::vector<double>& v) {
+  std::vector<T> out(v.size());
+  for (std::size_t i = 0; i < v.size(); ++i) out[i] = T(static_cast<float>(v[i]));
+  return out;
+}
+template <class T>
+std::vector<double> stored_values(const std::vector<T>& v) {
+  std::vector<double> out(v.size());
+  for (std::size_t i = 0; i < v.size(); ++i) out[i] = static_cast<double>(static_cast<float>(v[i]));
+  return out;
 }
 
 }  // namespace test
