@@ -41,6 +41,7 @@
 #include <retikd/core/error.hpp>
 #include <retikd/core/paths.hpp>
 #include <retikd/data/data.hpp>
+#include <retikd/data/subset.hpp>
 #include <retikd/dist/data_parallel.hpp>
 #include <retikd/dist/session.hpp>
 #include <retikd/io/json.hpp>
@@ -126,16 +127,6 @@ struct Sources {
   std::string description;
 };
 
-data::Dataset subset(const data::Dataset& ds, int64_t limit, uint64_t seed) {
-  if (limit <= 0 || ds.size() <= limit) return ds;
-  data::Dataset out = ds;
-  std::vector<data::Sample> s = ds.samples;
-  Generator g(seed);
-  for (std::size_t i = s.size(); i > 1; --i) std::swap(s[i - 1], s[g.below(i)]);
-  s.resize(static_cast<std::size_t>(limit));
-  out.samples = s;
-  return out;
-}
 
 Sources open_sources(const Options& o) {
   Sources s;
@@ -145,11 +136,11 @@ Sources open_sources(const Options& o) {
   if (!root.empty() && !o.synthetic) {
     RETIKD_CHECK(path_exists(root), "pretrain_ijepa: data root '", root, "' does not exist");
     const data::Dataset all = data::Dataset::open(root, o.manifest);
-    const data::Dataset pre = subset(all.split(o.split), o.limit, seed);
+    const data::Dataset pre = data::random_subset(all.split(o.split), o.limit, seed);
     RETIKD_CHECK(pre.size() > 0, "pretrain_ijepa: ", root, " has no images in split '", o.split, "'");
-    data::Dataset val = subset(all.split("val"), o.val_images, seed + 1);
-    data::Dataset tr = subset(all.split("train"), o.probe_limit, seed + 2);
-    data::Dataset te = subset(all.split("test"), o.probe_limit, seed + 3);
+    data::Dataset val = data::random_subset(all.split("val"), o.val_images, seed + 1);
+    data::Dataset tr = data::random_subset(all.split("train"), o.probe_limit, seed + 2);
+    data::Dataset te = data::random_subset(all.split("test"), o.probe_limit, seed + 3);
     s.pretrain = std::make_shared<data::FileSource>(pre);
     if (val.size() > 0 && o.val_images > 0) s.val = std::make_shared<data::FileSource>(val);
     if (tr.size() > 0) s.probe_train = std::make_shared<data::FileSource>(tr);

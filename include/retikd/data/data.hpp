@@ -12,5 +12,6 @@
 #include "retikd/data/problems.hpp"
 #include "retikd/data/progress.hpp"
 #include "retikd/data/source.hpp"
+#include "retikd/data/subset.hpp"
 #include "retikd/data/synthetic.hpp"
 #include "retikd/data/transforms.hpp"

@@ -40,6 +40,7 @@
 #include "retikd/core/error.hpp"
 #include "retikd/core/paths.hpp"
 #include "retikd/data/data.hpp"
+#include "retikd/data/subset.hpp"
 #include "retikd/deploy/bundle.hpp"
 #include "retikd/dist/data_parallel.hpp"
 #include "retikd/dist/sync_batchnorm.hpp"
@@ -165,16 +166,6 @@ inline void say(std::FILE* out, const std::string& s) {
   std::fflush(out);
 }
 
-inline data::Dataset subset(const data::Dataset& ds, int64_t limit, uint64_t seed) {
-  if (limit <= 0 || ds.size() <= limit) return ds;
-  data::Dataset out = ds;
-  std::vector<data::Sample> s = ds.samples;
-  Generator g(seed);
-  for (std::size_t i = s.size(); i > 1; --i) std::swap(s[i - 1], s[g.below(i)]);
-  s.resize(static_cast<std::size_t>(limit));
-  out.samples = s;
-  return out;
-}
 
 // The data of one run: sources for the three splits.
 struct RunData {
@@ -195,9 +186,9 @@ inline RunData open_data(const PipelineOptions& o, const PipelineSettings& s, ui
     dopt.policy = o.skip_bad ? data::BadInput::skip : data::BadInput::error;
     dopt.allow_outside_root = o.allow_outside_root;
     const data::Dataset all = data::Dataset::open(root, o.manifest, dopt);
-    data::Dataset tr = subset(all.split("train"), o.limit_train, seed);
-    data::Dataset va = subset(all.split("val"), o.limit_eval, seed + 1);
-    data::Dataset te = subset(all.split("test"), o.limit_eval, seed + 2);
+    data::Dataset tr = data::random_subset(all.split("train"), o.limit_train, seed);
+    data::Dataset va = data::random_subset(all.split("val"), o.limit_eval, seed + 1);
+    data::Dataset te = data::random_subset(all.split("test"), o.limit_eval, seed + 2);
     RETIKD_CHECK(tr.size() > 0, "distill pipeline: ", root, " has no training images (split 'train')");
     RETIKD_CHECK(te.size() > 0, "distill pipeline: ", root, " has no test images (split 'test')");
     if (va.size() == 0) {
