@@ -57,12 +57,6 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 
-std::string arg(int argc, char** argv, const std::string& name, const std::string& fallback) {
-  for (int i = 1; i + 1 < argc; ++i)
-    if (name == argv[i]) return argv[i + 1];
-  return fallback;
-}
-
 Tensor labels_for(int64_t n, int rank) {
   std::vector<int64_t> y(static_cast<std::size_t>(n));
   for (int64_t i = 0; i < n; ++i) y[static_cast<std::size_t>(i)] = (i + rank) % 4;
@@ -105,25 +99,33 @@ int run_allreduce(dist::ProcessGroup& group, Device device, int iters) {
 }
 
 int main(int argc, char** argv) {
-  // The numbers first, before MPI starts: a malformed or out-of-range value stops every rank alike, naming
-  // the option, with exit status 2 (core/cli_args.hpp).
-  int iters = 0, steps = 0, warmup = 0;
-  int64_t batch = 0, bucket_kib = 0, img = 0;
+  // The whole command line first, before MPI starts: an unknown option or a malformed or out-of-range value
+  // stops every rank alike, naming the option, with exit status 2 (core/cli_args.hpp).
+  int iters = 20, steps = 6, warmup = 2;
+  int64_t batch = 8, bucket_kib = 4096, img = 224;
+  std::string backend = "mpi", step_kind = "student", preset = "quick";
   try {
-    auto number = [&](const char* name, const char* fallback, int64_t lo, int64_t hi) {
-      return cli::parse_int(name, arg(argc, argv, name, fallback), lo, hi);
-    };
-    iters = static_cast<int>(number("--iters", "20", 1, 1000000));
-    batch = number("--batch", "8", 1, 4096);
-    steps = static_cast<int>(number("--steps", "6", 0, 1000000));
-    warmup = static_cast<int>(number("--warmup", "2", 0, 1000000));
-    bucket_kib = number("--bucket-kib", "4096", 1, int64_t(1) << 22);  // up to 4 GiB
-    img = number("--img", "224", 32, 4096);
+    cli::ArgReader args(argc, argv);
+    while (args.next()) {
+      if (args.is("--iters")) iters = static_cast<int>(args.integer(1, 1000000));
+      else if (args.is("--batch")) batch = args.integer(1, 4096);
+      else if (args.is("--steps")) steps = static_cast<int>(args.integer(0, 1000000));
+      else if (args.is("--warmup")) warmup = static_cast<int>(args.integer(0, 1000000));
+      else if (args.is("--bucket-kib")) bucket_kib = args.integer(1, int64_t(1) << 22);  // up to 4 GiB
+      else if (args.is("--img")) img = args.integer(32, 4096);
+      else if (args.is("--backend")) backend = args.value();
+      else if (args.is("--step")) step_kind = args.value();
+      else if (args.is("--preset")) preset = args.value();
+      else throw cli::ArgumentError("unknown option " + args.arg());
+    }
+    if (backend != "mpi" && backend != "nccl")
+      throw cli::ArgumentError("--backend: expected mpi or nccl, got '" + backend + "'");
+    if (step_kind != "student" && step_kind != "kd" && step_kind != "allreduce")
+      throw cli::ArgumentError("--step: expected student, kd or allreduce, got '" + step_kind + "'");
   } catch (const cli::ArgumentError& e) {
     std::fprintf(stderr, "bench_dist: %s\n", e.what());
     return 2;
   }
-  const std::string backend = arg(argc, argv, "--backend", "mpi");
   dist::Session session(dist::SessionOptions{backend == "nccl"});  // MPI under mpirun / srun (NCCL bootstraps on it)
   std::shared_ptr<dist::ProcessGroup> group = dist::world_ptr();
   Device device = Device::cpu();
@@ -144,7 +146,6 @@ int main(int argc, char** argv) {
   }
   dist::ProcessGroup& world = *group;
   const int P = world.size(), rank = world.rank();
-  const std::string step_kind = arg(argc, argv, "--step", "student");
   if (step_kind == "allreduce")
     return run_allreduce(world, device, iters);
   dist::GradientReducer::Options ro;
@@ -183,7 +184,6 @@ int main(int argc, char** argv) {
       what = "MobileNetV2 training step, " + std::to_string(img) + " px, " + device.to_string() + ", " +
              world.backend();
     } else if (step_kind == "kd") {
-      const std::string preset = arg(argc, argv, "--preset", "quick");
       kd::DistillConfig cfg;
       if (preset == "h100") {  // the KD step timed on an H100 (scripts/gpu_bench_kd.cpp, docs/results.md)
         cfg = kd::distill_preset("paper");
