@@ -154,6 +154,7 @@ struct OpCase {
   bool gradcheck = true;       // false for cases too large to perturb element by element
   bool differentiable = true;  // false: comparisons (0 / 1 outputs)
   bool conv_backends = false;  // on the GPU: under cuDNN and under im2col + cuBLAS
+  OpFn gpu_route;              // the composite the GPU takes (any device): checked on the CPU against fn
 
   OpCase& no_cuda() {
     cuda = CudaPath::none;
@@ -186,6 +187,10 @@ struct OpCase {
   }
   OpCase& both_conv_backends() {
     conv_backends = true;
+    return *this;
+  }
+  OpCase& composite(OpFn route) {
+    gpu_route = std::move(route);
     return *this;
   }
 };
@@ -226,7 +231,12 @@ std::vector<OpCase> build_registry() {
   add(entry("gelu", "erf", {N({3, 5, 7}, 3.0)}, [](V v) { return ops::gelu(v[0]); }));
   add(entry("gelu", "tanh approximation", {N({3, 5, 7}, 3.0)}, [](V v) {
         return ops::gelu(v[0], ops::GeluApprox::tanh);
-      }).no_cuda());
+      }).composite([](V v) {
+        const Tensor x = v[0].value();
+        return make_result(ops::impl::gelu_tanh_composite(x), "gelu", {v[0]}, [x](const Tensor& g) {
+          return std::vector<Tensor>{ops::impl::gelu_tanh_backward_composite(g, x)};
+        });
+      }));
   add(entry("sigmoid", "(3, 5, 7)", {N({3, 5, 7}, 4.0)}, [](V v) { return ops::sigmoid(v[0]); }));
   add(entry("silu", "(3, 5, 7)", {N({3, 5, 7}, 4.0)}, [](V v) { return ops::silu(v[0]); }));
   add(entry("tanh", "transposed input", {N({5, 6}, 2.0).t()}, [](V v) { return ops::tanh(v[0]); }));
@@ -283,7 +293,13 @@ std::vector<OpCase> build_registry() {
           .tol32(1e-5, 4e-5)
           .tol16(1e-2, 4e-2));
   add(entry("abs", "(3, 7) of scale 4", {N({3, 7}, 4.0)}, [](V v) { return ops::abs(v[0]); }));
-  add(entry("clamp", "to [-0.3, 0.4]", {N({2, 3})}, [](V v) { return ops::clamp(v[0], -0.3, 0.4); }).no_cuda());
+  add(entry("clamp", "to [-0.3, 0.4]", {N({2, 3})}, [](V v) { return ops::clamp(v[0], -0.3, 0.4); })
+          .composite([](V v) {
+            const Tensor x = v[0].value();
+            return make_result(ops::impl::clamp_composite(x, -0.3, 0.4), "clamp", {v[0]}, [x](const Tensor& g) {
+              return std::vector<Tensor>{ops::impl::mul(g, ops::impl::clamp_mask_composite(x, -0.3, 0.4))};
+            });
+          }));
   for (const char* name : {"eq", "ne", "lt", "le", "gt", "ge"}) {
     const std::string n = name;
     auto cmp = [n](const Var& a, const Var& b) {
@@ -596,7 +612,7 @@ std::vector<OpCase> build_registry() {
          << (a.include ? "" : ", padding not counted");
     add(entry("avg_pool2d", what.str(), {N({2, 2, 5, 6})}, [a](V v) {
           return ops::avg_pool2d(v[0], a.k, a.s, a.p, a.ceil, a.include);
-        }).no_cuda());
+        }).composite([a](V v) { return ops::impl::avg_pool2d_by_matrices(v[0], a.k, a.s, a.p, a.ceil, a.include); }));
   }
   add(entry("adaptive_avg_pool2d", "global (1x1)", {N({2, 3, 5, 7})},
             [](V v) { return ops::adaptive_avg_pool2d(v[0], 1, 1); }));
@@ -606,7 +622,7 @@ std::vector<OpCase> build_registry() {
   for (auto hw : {std::pair<int64_t, int64_t>{3, 4}, {7, 9}, {5, 2}})
     add(entry("adaptive_avg_pool2d", std::to_string(hw.first) + "x" + std::to_string(hw.second) + " bins",
               {N({2, 3, 5, 7})}, [hw](V v) { return ops::adaptive_avg_pool2d(v[0], hw.first, hw.second); })
-            .no_cuda());
+            .composite([hw](V v) { return ops::impl::adaptive_avg_pool2d_by_matrices(v[0], hw.first, hw.second); }));
 
   // ---- resize
   for (bool align : {false, true}) {
@@ -630,11 +646,17 @@ std::vector<OpCase> build_registry() {
         return ops::interpolate_bicubic(v[0], 7, 3);
       }).tol16(1e-2, 4e-2));
 
-  // ---- attention (the fused CPU kernel; the GPU runs attention as matmul + softmax in nn/)
+  // ---- attention (the fused CPU kernel; the GPU composes it from views, matmul and softmax)
   add(entry("qkv_attention", "2 heads, 5 tokens", {N({2, 5, 12})},
             [](V v) { return ops::qkv_attention(v[0], 2, 1.0 / std::sqrt(3.0)); })
           .tol32(1e-5, 1e-4)
-          .no_cuda());
+          .composite([](V v) { return ops::impl::qkv_attention_composite(v[0], 2, 1.0 / std::sqrt(3.0)); }));
+  add(entry("qkv_attention", "4 heads, 50 tokens (ViT-sized rows)", {N({2, 50, 96})},
+            [](V v) { return ops::qkv_attention(v[0], 4, 0.25); })
+          .big()
+          .tol32(1e-5, 1e-4)
+          .tol16(1e-2, 5e-2)
+          .composite([](V v) { return ops::impl::qkv_attention_composite(v[0], 4, 0.25); }));
 
   // ---- losses (float32 on the GPU, as the trainers use them)
   for (Reduction red : {Reduction::mean, Reduction::sum, Reduction::none}) {
@@ -682,11 +704,11 @@ std::vector<OpCase> build_registry() {
     add(entry("kl_div_log_input", rn + ", probabilities as target", {N({3, 4}), P({3, 4}, 0.1)},
               [red](V v) { return ops::kl_div_log_input(v[0], v[1], false, red); })
             .no_fp16()
-            .no_cuda());
+            .composite([red](V v) { return ops::impl::kl_div_log_input_composite(v[0], v[1], false, red); }));
     add(entry("kl_div_log_input", rn + ", log-probabilities as target", {N({3, 4}), N({3, 4})},
               [red](V v) { return ops::kl_div_log_input(v[0], v[1], true, red); })
             .no_fp16()
-            .no_cuda());
+            .composite([red](V v) { return ops::impl::kl_div_log_input_composite(v[0], v[1], true, red); }));
   }
   for (Reduction red : {Reduction::batchmean, Reduction::none})
     add(entry("kl_div", ops::reduction_name(red) + std::string(", tau 4, attention rows (2, 12, 196)"),
@@ -919,6 +941,27 @@ TEST_CASE("op registry: the CPU in float32 against float64, forward and backward
     if (c.differentiable) REQUIRE(got.out.dtype() == DType::float32);  // the float32 path really ran
     compare(label(c) + " float32", got, want, c.f32);
   }
+}
+
+TEST_CASE("op registry: the GPU's composite routes, run on the CPU in float64, equal the CPU ops") {
+  // Ops whose GPU path is composed from other ops (clamp, the tanh GELU, the average pools as GEMMs, attention
+  // from views + matmul + softmax, kl_div_log_input): the composition itself is checked here on any machine, so a GPU run only
+  // has to confirm the ops it is made of (each of which has its own entry).
+  std::set<std::string> checked;
+  for (std::size_t i = 0; i < registry().size(); ++i) {
+    const OpCase& c = registry()[i];
+    if (!c.gpu_route) continue;
+    CAPTURE(label(c));
+    const std::vector<Tensor> in = prepare(c, draw_inputs(c, case_seed(i)), DType::float64, DType::float64, Device::cpu());
+    OpCase route = c;
+    route.fn = c.gpu_route;
+    const RunResult want = run_case(c, in, case_seed(i) + 1, DType::float64);
+    const RunResult got = run_case(route, in, case_seed(i) + 1, DType::float64);
+    compare(label(c) + " composite route", got, want, Tol{1e-12, 1e-13});
+    checked.insert(c.op);
+  }
+  CHECK(checked.size() >= 5);
+  MESSAGE(checked.size() << " ops with a composite GPU route checked on the CPU");
 }
 
 TEST_CASE("op registry: which ops have no CUDA path (the list in docs/cuda.md)") {

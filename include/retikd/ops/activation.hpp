@@ -2,8 +2,8 @@
 // approximation), silu, sigmoid, tanh; each with its backward.
 //
 // The family's front end (docs/architecture.md): impl:: functions pick the back end — float32 / float16
-// tensors on a GPU go to ops/cuda/elementwise.hpp (every activation here but the tanh-approximate GELU,
-// which stays on the CPU), the rest to ops/cpu/activation.hpp (exact GELU on contiguous float32 through the
+// tensors on a GPU go to ops/cuda/elementwise.hpp (the tanh-approximate GELU there is composed from
+// elementwise ops: gelu_tanh_composite), the rest to ops/cpu/activation.hpp (exact GELU on contiguous float32 through the
 // SIMD exp / erf of cpu/vec_math.hpp, within ~2 ulp of libm's). Backward formulas are
 // impl::*_backward(grad, saved) functions, so layers and fused paths can reuse them. Gradients at the kinks
 // follow PyTorch: relu'(0) = 0, relu6'(0) = relu6'(6) = 0, leaky_relu'(0) = slope.
@@ -17,6 +17,7 @@
 #include "retikd/ops/cpu/activation.hpp"
 #include "retikd/ops/cuda/elementwise.hpp"
 #include "retikd/ops/dispatch.hpp"
+#include "retikd/ops/elementwise.hpp"
 
 namespace retikd {
 namespace ops {
@@ -39,8 +40,27 @@ inline Tensor relu6(const Tensor& x) { return gpu_float(x) ? cuda_backend::relu6
 inline Tensor leaky_relu(const Tensor& x, double slope) {
   return gpu_float(x) ? cuda_backend::leaky_relu(x, slope) : cpu::leaky_relu(x, slope);
 }
+// The tanh-approximate GELU and its gradient from ops that run on every device (the GPU route; the CPU has its
+// one-pass loops, cpu::gelu_tanh): y = ½x(1 + t), t = tanh(u), u = √(2/π)(x + 0.044715x³), and
+// dy/dx = ½(1 + t) + ½x(1 − t²)·√(2/π)(1 + 3·0.044715x²). The tests run this route on CPU tensors against them.
+inline Tensor tanh(const Tensor& x);  // below, with the other activations
+inline Tensor gelu_tanh_composite(const Tensor& x) {
+  const Tensor x2 = square(x);
+  const Tensor u = mul_scalar(mul(x, add_scalar(mul_scalar(x2, cpu::kGeluTanhCoeff), 1.0)), cpu::kGeluSqrt2OverPi);
+  return mul(mul_scalar(x, 0.5), add_scalar(tanh(u), 1.0));
+}
+inline Tensor gelu_tanh_backward_composite(const Tensor& g, const Tensor& x) {
+  const Tensor x2 = square(x);
+  const Tensor u = mul_scalar(mul(x, add_scalar(mul_scalar(x2, cpu::kGeluTanhCoeff), 1.0)), cpu::kGeluSqrt2OverPi);
+  const Tensor t = tanh(u);
+  const Tensor du = mul_scalar(add_scalar(mul_scalar(x2, 3.0 * cpu::kGeluTanhCoeff), 1.0), cpu::kGeluSqrt2OverPi);
+  const Tensor one_minus_t2 = add_scalar(neg(square(t)), 1.0);
+  const Tensor d = add(mul_scalar(add_scalar(t, 1.0), 0.5), mul(mul_scalar(x, 0.5), mul(one_minus_t2, du)));
+  return mul(g, d);
+}
+
 inline Tensor gelu(const Tensor& x, GeluApprox approx = GeluApprox::none) {
-  if (approx == GeluApprox::tanh) return cpu::gelu_tanh(x);
+  if (approx == GeluApprox::tanh) return gpu_float(x) ? gelu_tanh_composite(x) : cpu::gelu_tanh(x);
   return gpu_float(x) ? cuda_backend::gelu_erf(x) : cpu::gelu_erf(x);
 }
 inline Tensor sigmoid(const Tensor& x) { return gpu_float(x) ? cuda_backend::sigmoid(x) : cpu::sigmoid(x); }
@@ -62,7 +82,8 @@ inline Tensor leaky_relu_backward(const Tensor& g, const Tensor& x, double slope
 }
 inline Tensor gelu_backward(const Tensor& g, const Tensor& x, GeluApprox approx = GeluApprox::none) {
   check_activation_grad("gelu backward", g, x);
-  if (approx == GeluApprox::tanh) return cpu::gelu_tanh_backward(g, x);
+  if (approx == GeluApprox::tanh)
+    return gpu_float(g) ? gelu_tanh_backward_composite(g, x) : cpu::gelu_tanh_backward(g, x);
   return gpu_float(g) ? cuda_backend::gelu_erf_backward(g, x) : cpu::gelu_erf_backward(g, x);
 }
 // From the saved output y = σ(x).

@@ -14,8 +14,9 @@
 // Backward per head, P = softmax(S), S = (q·scale)·kᵀ, O = P·v, G = ∂L/∂O:
 //   dv = Pᵀ·G,  dP = G·vᵀ,  dS = P ⊙ (dP − rowsum(dP ⊙ P)),  dq = scale·dS·k,  dk = dSᵀ·(q·scale).
 // Every product is computed as the view path computes it, so the two agree to the bit (tests check it).
-// CPU only (float32, float64): the layer keeps its view-based path on a GPU and wherever a tap asks for
-// q, k, v, the logits or the probabilities.
+// The fused loops are CPU-only (float32, float64); a GPU qkv takes qkv_attention_composite, the same
+// computation from views, matmul, mul and softmax (the layer's tapped path), which the tests also run on CPU
+// tensors against the fused op.
 #pragma once
 
 #include <cmath>
@@ -29,6 +30,10 @@
 #include "retikd/ops/common.hpp"
 #include "retikd/ops/cpu/gemm.hpp"
 #include "retikd/ops/cpu/vec_math.hpp"
+#include "retikd/ops/elementwise.hpp"
+#include "retikd/ops/matmul.hpp"
+#include "retikd/ops/shape.hpp"
+#include "retikd/ops/softmax.hpp"
 
 namespace retikd {
 namespace ops {
@@ -169,8 +174,22 @@ void qkv_attention_backward(const QkvAttentionShape& s, const T* qkv, const T* p
 // softmax(q·kᵀ·scale)·v for every head of a fused qkv projection (B, T, 3·D) laid out (B, T, 3, heads, d);
 // returns (B, T, D) with the heads concatenated (timm's `(attn @ v).transpose(1, 2).reshape(B, T, D)`).
 // CPU tensors, float32 or float64.
+namespace impl {
+// qkv_attention from views, matmul, mul and softmax: the GPU route (any device), differentiable through them.
+inline Var qkv_attention_composite(const Var& qkv, int64_t heads, double scale) {
+  const QkvAttentionShape s = qkv_attention_shape(qkv.value(), heads, "qkv_attention");
+  // (B, T, 3, H, d) → (3, B, H, T, d), as timm's Attention.
+  const Var r = ops::permute(ops::reshape(qkv, {s.batch, s.tokens, 3, s.heads, s.head_dim}), {2, 0, 3, 1, 4});
+  auto part = [&](int64_t i) { return ops::squeeze(ops::narrow(r, 0, i, 1), 0); };
+  const Var q = part(0), k = part(1), v = part(2);
+  const Var p = ops::softmax(ops::matmul(ops::mul(q, scale), ops::transpose(k, -2, -1)), -1);  // (B, H, T, T)
+  return ops::reshape(ops::permute(ops::matmul(p, v), {0, 2, 1, 3}), {s.batch, s.tokens, s.dim});
+}
+}  // namespace impl
+
 inline Var qkv_attention(const Var& qkv, int64_t heads, double scale) {
   const char* op = "qkv_attention";
+  if (gpu_float(qkv.value())) return impl::qkv_attention_composite(qkv, heads, scale);
   const impl::QkvAttentionShape s = impl::qkv_attention_shape(qkv.value(), heads, op);
   const Tensor x = qkv.value().contiguous();
   const bool keep = grad_mode_enabled() && qkv.requires_grad();

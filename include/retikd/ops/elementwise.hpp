@@ -3,7 +3,8 @@
 //
 // The family's front end (docs/architecture.md): impl:: functions pick the back end — float32 / float16
 // operands on one GPU go to ops/cuda/elementwise.hpp, everything else to ops/cpu/elementwise.hpp, whose
-// checks name what is wrong (a GPU tensor of an op without a CUDA path: pow, clamp). Broadcast
+// checks name what is wrong (a GPU tensor of an op without a CUDA path: pow). clamp on a GPU is composed from
+// maximum / minimum and comparisons (clamp_composite). Broadcast
 // gradients are summed back to each input's shape. Comparisons return 0/1 in the inputs' dtype and are not
 // differentiable (like PyTorch's bool results).
 #pragma once
@@ -159,13 +160,33 @@ inline Var abs(const Var& a) {
     return {impl::abs_backward(g, va)};
   });
 }
+namespace impl {
+// clamp and its derivative mask from ops that run on every device — minimum(maximum(x, lo), hi) and
+// (x >= lo)·(x <= hi) against 0-D bounds — the GPU route (the CPU has its one-pass loops, cpu::clamp); the
+// tests run this route on CPU tensors against them. NaN stays NaN on the GPU, as in cpu::clamp.
+inline Tensor clamp_composite(const Tensor& x, double lo, double hi) {
+  const Tensor lo_t = Tensor::full({}, lo, x.dtype(), x.device()), hi_t = Tensor::full({}, hi, x.dtype(), x.device());
+  return minimum(maximum(x, lo_t), hi_t);
+}
+inline Tensor clamp_mask_composite(const Tensor& x, double lo, double hi) {
+  const Tensor lo_t = Tensor::full({}, lo, x.dtype(), x.device()), hi_t = Tensor::full({}, hi, x.dtype(), x.device());
+  return mul(ge(x, lo_t), le(x, hi_t));
+}
+inline Tensor clamp(const Tensor& x, double lo, double hi) {
+  return gpu_float(x) ? clamp_composite(x, lo, hi) : cpu::clamp(x, lo, hi);
+}
+inline Tensor clamp_mask(const Tensor& x, double lo, double hi) {
+  return gpu_float(x) ? clamp_mask_composite(x, lo, hi) : cpu::clamp_mask(x, lo, hi);
+}
+}  // namespace impl
+
 // min(max(x, lo), hi); gradient 1 inside [lo, hi], 0 outside.
 inline Var clamp(const Var& a, double lo, double hi) {
   RETIKD_CHECK(lo <= hi, "clamp: lower bound ", lo, " above upper bound ", hi);
   Tensor va = a.value();
-  Tensor out = cpu::clamp(va, lo, hi);
+  Tensor out = impl::clamp(va, lo, hi);
   return make_result(out, "clamp", {a}, [va, lo, hi](const Tensor& g) -> std::vector<Tensor> {
-    return {impl::mul(g, cpu::clamp_mask(va, lo, hi))};
+    return {impl::mul(g, impl::clamp_mask(va, lo, hi))};
   });
 }
 

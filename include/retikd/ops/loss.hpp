@@ -9,8 +9,8 @@
 // sequentially in double, so results do not depend on the thread count.
 // GPU (float32 tensors on a CUDA device): cross_entropy (targets and class weights are copied to the host to
 // validate them and compute the mean's denominator), mse_loss and kl_div, forward and backward, reductions in
-// float32; BCE without pos_weight on the elementwise kernels; kl_div_log_input stays CPU-only. The CUDA paths
-// are in ops/cuda/loss.hpp; Reduction, CrossEntropyOptions and the saved statistics in ops/loss_types.hpp.
+// float32; BCE without pos_weight on the elementwise kernels; kl_div_log_input composed from Var ops
+// (kl_div_log_input_composite). The CUDA paths are in ops/cuda/loss.hpp, the CPU loops in ops/cpu/loss.hpp; Reduction, CrossEntropyOptions and the saved statistics in ops/loss_types.hpp.
 #pragma once
 
 #include <algorithm>
@@ -26,6 +26,7 @@
 #include "retikd/ops/dispatch.hpp"
 #include "retikd/ops/elementwise.hpp"
 #include "retikd/ops/loss_types.hpp"
+#include "retikd/ops/reduce.hpp"
 
 namespace retikd {
 namespace ops {
@@ -260,12 +261,38 @@ inline Var mse_loss(const Var& a, const Var& b, Reduction reduction = Reduction:
 //   ℓ = p·(log p − log q)   (0 where p == 0, like PyTorch's xlogy)
 // none → elementwise; sum → Σ; mean → Σ / numel (not the KL per row!); batchmean → Σ / input.size(0), the
 // true KL per sample when rows are distributions. Differentiable in both inputs.
+namespace impl {
+// kl_div_log_input from Var ops that run on every device (the GPU route; the tests run it on CPU tensors against
+// the CPU loops): exp(lp)·(lp − lq), or p·(log(p + [p = 0]) − lq) so that p = 0 contributes 0 as xlogy does,
+// then the reduction; the gradients come from the ops' own. At p = 0 exactly the target's gradient is −lq
+// here where the CPU loop gives log 0 + 1 − lq = −inf.
+inline Var kl_div_log_input_composite(const Var& log_q, const Var& target, bool log_target, Reduction reduction) {
+  Var e;
+  if (log_target) {
+    e = ops::mul(ops::exp(target), ops::sub(target, log_q));
+  } else {
+    const Var zero_mask = ops::eq(target, Var(Tensor::zeros({}, target.value().dtype(), target.value().device())));
+    e = ops::mul(target, ops::sub(ops::log(ops::add(target, zero_mask)), log_q));
+  }
+  switch (reduction) {
+    case Reduction::none: return e;
+    case Reduction::sum: return ops::sum(e);
+    case Reduction::mean: return ops::mean(e);
+    case Reduction::batchmean:  // reduce_elementwise_loss's divisor: the first dimension
+      return ops::div(ops::sum(e), e.dim() == 0 ? 1.0 : static_cast<double>(e.size(0)));
+  }
+  return e;
+}
+}  // namespace impl
+
 inline Var kl_div_log_input(const Var& log_q, const Var& target, bool log_target = false,
                             Reduction reduction = Reduction::mean) {
   const char* op = "kl_div_log_input";
   impl::check_loss_input(op, "input", log_q.value());
   impl::check_loss_input(op, "target", target.value());
   impl::check_loss_pair(op, "input", log_q.value(), "target", target.value());
+  if (gpu_float(log_q.value(), target.value()))
+    return impl::kl_div_log_input_composite(log_q, target, log_target, reduction);
   const Tensor x = log_q.value().contiguous(), t = target.value().contiguous();
   Tensor e = log_target ? cpu::zip(x, t, op, [](auto lq, auto lp) { return std::exp(lp) * (lp - lq); })
                         : cpu::zip(x, t, op, [](auto lq, auto p) {

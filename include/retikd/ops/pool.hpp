@@ -3,8 +3,11 @@
 // backward. This front end checks the arguments and computes the geometry; the CPU loops (threaded over the
 // N·C planes) are in ops/cpu/pool.hpp.
 // GPU (float32 / float16; the CUDA paths are in ops/cuda/pool.hpp): max pool forward and backward, and the global
-// case of the adaptive average pool (output 1×1: a row mean over each plane, backward a broadcast); other
-// adaptive sizes and avg_pool2d stay CPU-only.
+// case of the adaptive average pool (output 1×1: a row mean over each plane, backward a broadcast). Average
+// pooling is separable — each output averages a window whose row range and column range, and divisor, factor
+// — so avg_pool2d and the other adaptive sizes run on the GPU as two GEMMs with averaging matrices,
+// y = A_h · x · A_wᵀ (like interpolate_bicubic), their backward through matmul's; the same route runs on CPU
+// tensors in the tests (test_ops.cpp), which compare it with the CPU loops.
 //
 // Output size (max and avg): floor or ceil((H + 2·pad − kernel) / stride) + 1, and with ceil_mode the last
 // window must start inside the input or the left padding (PyTorch's rule), so no window is pure padding.
@@ -19,6 +22,7 @@
 #include "retikd/ops/cpu/pool.hpp"
 #include "retikd/ops/cuda/pool.hpp"
 #include "retikd/ops/dispatch.hpp"
+#include "retikd/ops/matmul.hpp"
 
 namespace retikd {
 namespace ops {
@@ -135,6 +139,55 @@ inline Tensor adaptive_avg_pool2d_backward(const Tensor& grad_out, const Shape& 
   return cpu::adaptive_avg_pool2d_backward(grad_out, x_shape);
 }
 
+// The (out, in) averaging matrix of one axis of avg_pool2d: row i holds 1/d on the window's positions inside
+// the input, d that axis's factor of PyTorch's divisor (cpu::avg_pool_divisor: the window clipped to the
+// padded input with count_include_pad, else to the input), 0 where d is 0.
+inline Tensor avg_pool_matrix(int64_t in, int64_t out, int64_t k, int64_t s, int64_t p, bool count_include_pad,
+                              DType dtype) {
+  std::vector<double> a(static_cast<std::size_t>(out * in), 0.0);
+  for (int64_t i = 0; i < out; ++i) {
+    const int64_t start = i * s - p, end = std::min(start + k, in + p);
+    const int64_t lo = std::max<int64_t>(start, 0), hi = std::min(start + k, in);
+    const int64_t d = count_include_pad ? end - start : std::min(end, in) - lo;
+    if (d <= 0) continue;
+    for (int64_t h = lo; h < hi; ++h) a[static_cast<std::size_t>(i * in + h)] = 1.0 / static_cast<double>(d);
+  }
+  return Tensor::from_vector<double>(a, {out, in}).to(dtype);
+}
+
+// The (out, in) averaging matrix of one axis of adaptive_avg_pool2d (PyTorch's bins, cpu::adaptive_start/end).
+inline Tensor adaptive_pool_matrix(int64_t in, int64_t out, DType dtype) {
+  std::vector<double> a(static_cast<std::size_t>(out * in), 0.0);
+  for (int64_t i = 0; i < out; ++i) {
+    const int64_t lo = cpu::adaptive_start(i, in, out), hi = cpu::adaptive_end(i, in, out);
+    for (int64_t h = lo; h < hi; ++h) a[static_cast<std::size_t>(i * in + h)] = 1.0 / static_cast<double>(hi - lo);
+  }
+  return Tensor::from_vector<double>(a, {out, in}).to(dtype);
+}
+
+// A_h · x · A_wᵀ for x (N, C, H, W): the GEMM route of the average pools, on x's device, differentiable in x.
+inline Var pool_by_matrices(const Var& x, const Tensor& a_h, const Tensor& a_w) {
+  const Device dev = x.value().device();
+  const Var ah(a_h.to(dev), false), aw_t(a_w.transpose(0, 1).contiguous().to(dev), false);
+  return ops::matmul(ops::matmul(ah, x), aw_t);
+}
+
+// avg_pool2d as two GEMMs (the GPU route; any device).
+inline Var avg_pool2d_by_matrices(const Var& x, Pair2d kernel, Pair2d stride, Pair2d pad, bool ceil_mode,
+                                  bool count_include_pad) {
+  const Pool2dGeometry g = pool2d_geometry("avg_pool2d", x.shape(), kernel, stride, pad, ceil_mode);
+  const DType dt = x.value().dtype();
+  return pool_by_matrices(x, avg_pool_matrix(g.H, g.OH, g.kh, g.sh, g.ph, count_include_pad, dt),
+                          avg_pool_matrix(g.W, g.OW, g.kw, g.sw, g.pw, count_include_pad, dt));
+}
+
+// adaptive_avg_pool2d as two GEMMs (the GPU route for outputs other than 1×1; any device).
+inline Var adaptive_avg_pool2d_by_matrices(const Var& x, int64_t out_h, int64_t out_w) {
+  adaptive_check(x.shape(), out_h, out_w);
+  const DType dt = x.value().dtype();
+  return pool_by_matrices(x, adaptive_pool_matrix(x.size(2), out_h, dt), adaptive_pool_matrix(x.size(3), out_w, dt));
+}
+
 }  // namespace impl
 
 // Max pool over kernel windows (stride 0 = kernel; padding counts as −∞; at most half the kernel).
@@ -150,6 +203,8 @@ inline Var max_pool2d(const Var& x, Pair2d kernel, Pair2d stride = 0, Pair2d pad
 // Average pool (stride 0 = kernel). count_include_pad: padded positions count in the divisor.
 inline Var avg_pool2d(const Var& x, Pair2d kernel, Pair2d stride = 0, Pair2d padding = 0, bool ceil_mode = false,
                       bool count_include_pad = true) {
+  if (gpu_float(x.value()))
+    return impl::avg_pool2d_by_matrices(x, kernel, stride, padding, ceil_mode, count_include_pad);
   Tensor out = impl::avg_pool2d(x.value(), kernel, stride, padding, ceil_mode, count_include_pad);
   const Shape xs = x.shape();
   return make_result(out, "avg_pool2d", {x},
@@ -161,6 +216,7 @@ inline Var avg_pool2d(const Var& x, Pair2d kernel, Pair2d stride = 0, Pair2d pad
 
 // Average over PyTorch's adaptive bins to an (out_h, out_w) output; (1, 1) is global average pooling.
 inline Var adaptive_avg_pool2d(const Var& x, int64_t out_h, int64_t out_w) {
+  if (gpu_float(x.value()) && (out_h != 1 || out_w != 1)) return impl::adaptive_avg_pool2d_by_matrices(x, out_h, out_w);
   Tensor out = impl::adaptive_avg_pool2d(x.value(), out_h, out_w);
   const Shape xs = x.shape();
   return make_result(out, "adaptive_avg_pool2d", {x}, [xs](const Tensor& g) -> std::vector<Tensor> {
