@@ -2,8 +2,8 @@
 // operands) and linear (x · Wᵀ + b with PyTorch's (out, in) weight layout), forward and backward.
 //
 // The CPU back end (ops/cpu/matmul.hpp) lands on cpu::gemm / cpu::gemm_batched. Transposed views (Kᵀ in
-// attention, the gradients' Aᵀ and Bᵀ) are passed to the GEMM as transpose flags with their leading dimension, never copied; a
-// matrix operand shared by the whole batch is passed with batch stride 0. Tensors on a GPU take the same
+// attention, the gradients' Aᵀ and Bᵀ) are passed to the GEMM as transpose flags with their leading dimension,
+// never copied; a matrix operand shared by the whole batch is passed with batch stride 0. Tensors on a GPU take the same
 // operands to cuBLAS (retikd/cuda/blas.hpp); linear's bias add and bias gradient then run as a same-shape add
 // and a ones-vector GEMM, so no CPU-only broadcast op is reached. The CUDA path is in ops/cuda/matmul.hpp.
 #pragma once
