@@ -683,7 +683,10 @@ std::vector<OpCase> build_registry() {
               {N({6, 3}, 3.0), Prob({6, 3}), P({3}, 0.5).fixed()},
               [red](V v) { return ops::binary_cross_entropy_with_logits(v[0], v[1], v[2].value(), red); })
             .no_fp16()
-            .no_cuda());
+            .composite([red](V v) {
+              return ops::impl::bce_with_logits_pos_weight_composite(
+                  v[0], v[1], v[2].value().expand(v[0].shape()).contiguous(), red);
+            }));
     add(entry("mse_loss", rn, {N({6, 33}), N({6, 33})}, [red](V v) { return ops::mse_loss(v[0], v[1], red); })
             .no_fp16()
             .tol32(1e-5, 1e-4));
@@ -945,7 +948,7 @@ TEST_CASE("op registry: the CPU in float32 against float64, forward and backward
 
 TEST_CASE("op registry: the GPU's composite routes, run on the CPU in float64, equal the CPU ops") {
   // Ops whose GPU path is composed from other ops (clamp, the tanh GELU, the average pools as GEMMs, attention
-  // from views + matmul + softmax, kl_div_log_input): the composition itself is checked here on any machine, so a GPU run only
+  // from views + matmul + softmax, kl_div_log_input, BCE with a pos_weight): the composition itself is checked here on any machine, so a GPU run only
   // has to confirm the ops it is made of (each of which has its own entry).
   std::set<std::string> checked;
   for (std::size_t i = 0; i < registry().size(); ++i) {

@@ -9,8 +9,10 @@
 // sequentially in double, so results do not depend on the thread count.
 // GPU (float32 tensors on a CUDA device): cross_entropy (targets and class weights are copied to the host to
 // validate them and compute the mean's denominator), mse_loss and kl_div, forward and backward, reductions in
-// float32; BCE without pos_weight on the elementwise kernels; kl_div_log_input composed from Var ops
-// (kl_div_log_input_composite). The CUDA paths are in ops/cuda/loss.hpp, the CPU loops in ops/cpu/loss.hpp; Reduction, CrossEntropyOptions and the saved statistics in ops/loss_types.hpp.
+// float32; BCE on the elementwise kernels (with a pos_weight composed from Var ops:
+// bce_with_logits_pos_weight_composite); kl_div_log_input composed from Var ops (kl_div_log_input_composite).
+// The CUDA paths are in ops/cuda/loss.hpp, the CPU loops in ops/cpu/loss.hpp; Reduction, CrossEntropyOptions
+// and the saved statistics in ops/loss_types.hpp.
 #pragma once
 
 #include <algorithm>
@@ -20,6 +22,7 @@
 #include <vector>
 
 #include "retikd/autograd/var.hpp"
+#include "retikd/ops/activation.hpp"
 #include "retikd/ops/common.hpp"
 #include "retikd/ops/cpu/loss.hpp"
 #include "retikd/ops/cuda/loss.hpp"
@@ -184,6 +187,22 @@ inline Var cross_entropy(const Var& logits, const Tensor& targets, const CrossEn
 // computed stably as (1 − y)·x + (1 + (pw − 1)·y)·softplus(−x). pos_weight (optional) broadcasts against
 // x — typically (C,) for x (N, C). none → elementwise; sum → Σ; mean → Σ / numel.
 // Gradients: ∂ℓ/∂x = (1 − y) − (1 + (pw − 1)·y)·σ(−x);  ∂ℓ/∂y = −x + (pw − 1)·softplus(−x).
+namespace impl {
+// BCE with logits and pos_weight from Var ops that run on every device (the GPU route with a pos_weight; the
+// tests run it on CPU tensors against the CPU loops): ℓ = (1 − y)·x + (1 + (pw − 1)·y)·softplus(−x), with
+// softplus(−x) = relu(−x) + log(1 + exp(−|x|)); pw is pos_weight expanded to x's shape, on x's device.
+inline Var bce_with_logits_pos_weight_composite(const Var& x, const Var& y, const Tensor& pw, Reduction reduction) {
+  const Var softplus_neg_x =
+      ops::add(ops::relu(ops::neg(x)), ops::log(ops::add(ops::exp(ops::neg(ops::abs(x))), 1.0)));
+  const Var pw_minus_1(impl::add_scalar(pw, -1.0), false);
+  const Var e = ops::add(ops::mul(ops::add(ops::neg(y), 1.0), x),
+                         ops::mul(ops::add(ops::mul(pw_minus_1, y), 1.0), softplus_neg_x));
+  if (reduction == Reduction::sum) return ops::sum(e);
+  if (reduction == Reduction::mean) return ops::mean(e);
+  return e;  // none (batchmean was refused by the caller)
+}
+}  // namespace impl
+
 inline Var binary_cross_entropy_with_logits(const Var& logits, const Var& targets,
                                             const Tensor& pos_weight = Tensor(),
                                             Reduction reduction = Reduction::mean) {
@@ -197,14 +216,16 @@ inline Var binary_cross_entropy_with_logits(const Var& logits, const Var& target
   if (pos_weight.defined()) {
     RETIKD_CHECK(is_floating(pos_weight.dtype()), op, ": pos_weight must be floating, got ",
                  pos_weight.describe());
-    check_cpu(op, pos_weight);
+    if (!gpu_float(x, y)) check_cpu(op, pos_weight);  // GPU logits take pos_weight from either device
     const Shape b = broadcast_shapes(x.shape(), pos_weight.shape(), op);
     RETIKD_CHECK(b == x.shape(), op, ": pos_weight ", shape_str(pos_weight.shape()),
                  " does not broadcast to logits ", shape_str(x.shape()));
-    pw = pos_weight.to(x.dtype()).expand(x.shape()).contiguous();
+    pw = pos_weight.to(x.dtype()).to(x.device()).expand(x.shape()).contiguous();
     if (pw.shares_storage_with(pos_weight)) pw = pw.clone();
   }
   const bool gx_needed = logits.requires_grad(), gy_needed = targets.requires_grad();
+  if (pw.defined() && gpu_float(x, y))
+    return impl::bce_with_logits_pos_weight_composite(logits, targets, pw, reduction);
   if (!pw.defined() && gpu_float(x, y)) {
     // GPU (no pos_weight): the fused elementwise kernels; ∂ℓ/∂x = (1 − y) − σ(−x), ∂ℓ/∂y = −x.
     Tensor out = impl::reduce_elementwise_loss(cuda_backend::bce_with_logits(x, y), reduction);
