@@ -63,6 +63,7 @@ enum class Draw {
   positive,     // scale·|N(0, 1)| + offset (logarithms, roots, divisors, variances)
   distinct,     // a shuffled ramp with steps of 0.05·scale: no ties, so max and max-pool gradients are defined
   probability,  // uniform in [0, 1) (BCE targets)
+  small_integers,  // whole numbers in [0, range) as floats: ties on purpose (max's first-maximum rule)
   labels,       // int64 class indices in [0, range), the fourth one set to ignore_index −100 when ignore
   indices,      // int64 indices in [0, range)
 };
@@ -108,6 +109,12 @@ Input P(Shape s, double offset = 0.5, double scale = 1.0) {
 Input D(Shape s, double scale = 1.0) {
   Input i = N(std::move(s), scale);
   i.draw = Draw::distinct;
+  return i;
+}
+Input Ties(Shape s, int64_t range) {
+  Input i = N(std::move(s));
+  i.draw = Draw::small_integers;
+  i.range = range;
   return i;
 }
 Input Prob(Shape s) {
@@ -174,6 +181,10 @@ struct OpCase {
   }
   OpCase& no_fp16() {
     fp16 = false;
+    return *this;
+  }
+  OpCase& no_gradcheck() {  // central differences are not defined here (ties)
+    gradcheck = false;
     return *this;
   }
   OpCase& big() {
@@ -352,9 +363,20 @@ std::vector<OpCase> build_registry() {
           .big()
           .tol32(1e-5, 1e-4)
           .tol16(1e-2, 5e-2));
-  add(entry("max", "over dim 1", {D({3, 4, 5})}, [](V v) { return ops::max(v[0], 1); }).no_cuda());
-  add(entry("max", "over dim 0, keepdim", {D({3, 4, 5})}, [](V v) { return ops::max(v[0], 0, true); }).no_cuda());
-  add(entry("max", "everything", {D({3, 4, 5})}, [](V v) { return ops::max(v[0]); }).no_cuda());
+  add(entry("max", "over dim 1", {D({3, 4, 5})}, [](V v) { return ops::max(v[0], 1); }).composite([](V v) {
+    return ops::impl::max_composite(v[0], 1, false);
+  }));
+  add(entry("max", "over dim 0, keepdim", {D({3, 4, 5})}, [](V v) { return ops::max(v[0], 0, true); })
+          .composite([](V v) { return ops::impl::max_composite(v[0], 0, true); }));
+  add(entry("max", "everything", {D({3, 4, 5})}, [](V v) { return ops::max(v[0]); }).composite([](V v) {
+    return ops::impl::max_composite(v[0]);
+  }));
+  add(entry("max", "over the last dim of rows with ties", {Ties({5, 8}, 3)}, [](V v) { return ops::max(v[0], 1); })
+          .no_gradcheck()
+          .composite([](V v) { return ops::impl::max_composite(v[0], 1, false); }));
+  add(entry("max", "everything, with ties", {Ties({3, 4}, 2)}, [](V v) { return ops::max(v[0]); })
+          .no_gradcheck()
+          .composite([](V v) { return ops::impl::max_composite(v[0]); }));
   add(entry("argmax", "over dim 1 (the index, as a float)", {D({4, 6}).fixed()},
             [](V v) { return Var(ops::argmax(v[0], 1).to(DType::float64)); })
           .not_differentiable()
@@ -948,7 +970,7 @@ TEST_CASE("op registry: the CPU in float32 against float64, forward and backward
 
 TEST_CASE("op registry: the GPU's composite routes, run on the CPU in float64, equal the CPU ops") {
   // Ops whose GPU path is composed from other ops (clamp, the tanh GELU, the average pools as GEMMs, attention
-  // from views + matmul + softmax, kl_div_log_input, BCE with a pos_weight): the composition itself is checked here on any machine, so a GPU run only
+  // from views + matmul + softmax, kl_div_log_input, BCE with a pos_weight, max's gradient): the composition itself is checked here on any machine, so a GPU run only
   // has to confirm the ops it is made of (each of which has its own entry).
   std::set<std::string> checked;
   for (std::size_t i = 0; i < registry().size(); ++i) {

@@ -4,8 +4,9 @@
 // reduced dimensions are moved last and each row is reduced. float32 / float16 tensors on a GPU (sum, mean,
 // amax) go to ops/cuda/reduce.hpp (retikd/cuda/nn_ops.hpp's row kernel, float32 accumulation); the rest to
 // ops/cpu/reduce.hpp (a double accumulator, threaded over rows). sum / mean backward need only expand +
-// contiguous + mul_scalar, which run on either device. argmax and max's backward stay CPU-only. max's backward
-// sends the gradient to the first maximal element of each row, as PyTorch's max(dim) does.
+// contiguous + mul_scalar, which run on either device. max's backward sends the gradient to the first maximal
+// element of each row, as PyTorch's max(dim) does: on the CPU through argmax's indices, on a GPU through a 0/1
+// mask composed from ops (max_composite, first_max_onehot). argmax stays CPU-only.
 #pragma once
 
 #include <algorithm>
@@ -114,7 +115,45 @@ inline Var mean(const Var& x, const std::vector<int64_t>& dims = {}, bool keepdi
 }
 // Maximum along one dimension (or over everything when dim is omitted); the gradient goes to the first
 // maximal element.
+namespace impl {
+// A 0/1 tensor of x's shape with one 1 per row along dim d: the first maximal element (row-major order), the
+// element max's gradient goes to. From ops that run on every device: the rows' max, the elements equal to it,
+// and of those the one with the largest rank L − i (distinct per position), so no index tensor is needed.
+// A row holding NaN is not handled as the CPU's argmax does (the first NaN): the GPU route is for finite rows.
+inline Tensor first_max_onehot(const Tensor& x, int64_t d) {
+  const int64_t L = x.size(d);
+  RETIKD_CHECK(x.dtype() != DType::float16 || L <= 2048, "max: the GPU gradient of a float16 max over ", L,
+               " > 2048 elements (the ranks would round) — use float32");
+  std::vector<double> ranks(static_cast<std::size_t>(L));
+  for (int64_t i = 0; i < L; ++i) ranks[static_cast<std::size_t>(i)] = static_cast<double>(L - i);
+  Shape rank_shape(static_cast<std::size_t>(x.dim()), 1);
+  rank_shape[static_cast<std::size_t>(d)] = L;
+  const Tensor rank = Tensor::from_vector(ranks, rank_shape).to(x.dtype()).to(x.device());
+  const Tensor score = mul(eq(x, amax(x, {d}, true)), rank);
+  return eq(score, amax(score, {d}, true));
+}
+
+// max over dim and over everything from ops that run on every device (the GPU route; the tests run it on CPU
+// tensors against the CPU path): the values from the row-max kernel, the gradient routed by first_max_onehot.
+inline Var max_composite(const Var& x, int64_t dim, bool keepdim) {
+  const Tensor xv = x.value();
+  const int64_t d = wrap_dim(dim, x.dim(), "max");
+  return make_result(amax(xv, {d}, keepdim), "max", {x}, [xv, d, keepdim](const Tensor& g) -> std::vector<Tensor> {
+    return {mul(first_max_onehot(xv, d), keepdim ? g : g.unsqueeze(d))};
+  });
+}
+inline Var max_composite(const Var& x) {
+  const Tensor xv = x.value().contiguous();
+  RETIKD_CHECK(xv.numel() > 0, "max: empty tensor ", xv.describe());
+  const Tensor flat = xv.reshape({xv.numel()});
+  return make_result(amax(xv), "max", {x}, [flat, xv](const Tensor& g) -> std::vector<Tensor> {
+    return {mul(first_max_onehot(flat, 0), g.reshape({1})).reshape(xv.shape())};
+  });
+}
+}  // namespace impl
+
 inline Var max(const Var& x, int64_t dim, bool keepdim = false) {
+  if (gpu_float(x.value())) return impl::max_composite(x, dim, keepdim);
   Tensor xv = x.value();
   Tensor values = impl::amax(xv, {dim}, keepdim);
   Tensor index = impl::argmax(xv, dim, true);  // keepdim: one index per row
@@ -126,6 +165,7 @@ inline Var max(const Var& x, int64_t dim, bool keepdim = false) {
 }
 // Maximum over every element (a scalar); the gradient goes to the first maximal element in row-major order.
 inline Var max(const Var& x) {
+  if (gpu_float(x.value())) return impl::max_composite(x);
   Tensor xv = x.value().contiguous();
   RETIKD_CHECK(xv.numel() > 0, "max: empty tensor ", xv.describe());
   Tensor flat_index = impl::argmax(xv.reshape({xv.numel()}), 0, false);
