@@ -1,6 +1,7 @@
 // tests/test_activation_softmax_dropout.cpp — activations, softmax / log-softmax and dropout / drop_path:
-// forward values against hand-computed numbers, backward against the float64 gradient checker (on odd shapes
-// and non-contiguous views), error paths, and the statistics and reproducibility of the dropout masks.
+// forward values against hand-computed numbers, gradients at the kinks (PyTorch's convention), error paths,
+// and the statistics and reproducibility of the dropout masks. The gradient checks of every op are the op
+// registry's (tests/test_ops.cpp).
 #include <doctest/doctest.h>
 
 #include <algorithm>
@@ -19,18 +20,6 @@
 using namespace retikd;
 using namespace retikd::test;
 
-namespace {
-
-
-// Values that keep every element at least 0.05 away from the kinks of relu (0), relu6 (0, 6) and leaky_relu.
-Tensor away_from_kinks(const Shape& s) {
-  const std::vector<double> pool = {-2.3, -0.7, 0.4, 1.9, 5.4, 6.8, -0.15, 3.3, 0.9, -4.1, 7.2, 0.2};
-  std::vector<double> v(static_cast<std::size_t>(shape_numel(s)));
-  for (std::size_t i = 0; i < v.size(); ++i) v[i] = pool[(i * 5) % pool.size()];
-  return f64(v, s);
-}
-
-}  // namespace
 
 // ---- activations ------------------------------------------------------------------------------------------
 TEST_CASE("relu, relu6 and leaky_relu forward match hand values, in float32 and float64") {

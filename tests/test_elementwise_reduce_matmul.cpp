@@ -1,6 +1,8 @@
 // tests/test_elementwise_reduce_matmul.cpp — broadcasting arithmetic, unary math, comparisons, reductions,
 // matmul (all operand ranks, broadcast batches, transposed views) and linear: forward values against
-// hand-computed or independently computed ones, backward against the gradient checker.
+// hand-computed or independently computed ones, and the backward cases a registry entry cannot state (the
+// fused-bias CPU path of linear, sum_to). The gradient checks of every op are the op registry's
+// (tests/test_ops.cpp).
 #include <doctest/doctest.h>
 
 #include <algorithm>
@@ -19,12 +21,6 @@ using namespace retikd::test;
 namespace {
 Tensor dvec(std::vector<double> v, Shape s) { return Tensor::from_vector(v, s); }
 std::vector<double> vals(const Var& v) { return v.value().to_vector<double>(); }
-void require_gradcheck(const std::function<Var(const std::vector<Var>&)>& fn, const std::vector<Tensor>& in,
-                       GradcheckOptions opt = {}) {
-  GradcheckResult r = gradcheck(fn, in, opt);
-  INFO(r.message);
-  CHECK(r.ok);
-}
 Tensor rnd(const Shape& s, uint64_t seed, double lo = -1, double hi = 1) {
   Generator g(seed);
   Tensor t = Tensor::empty(s, DType::float64);

@@ -1,7 +1,8 @@
 // tests/test_norm_pool_resize.cpp — max / avg / adaptive-avg pooling, batch norm (train and eval, running
 // statistics), layer norm, bilinear and bicubic resize: forward values computed by hand, by direct loops written
-// here or by PyTorch (bicubic: tests/golden/dinov2_golden.safetensors), backward by float64 gradient checks,
-// non-contiguous inputs, and the shape errors.
+// here or by PyTorch (bicubic: tests/golden/dinov2_golden.safetensors), gradients where a rule matters (max
+// pool's shared maxima, batch norm's statistics), non-contiguous inputs, and the shape errors. The gradient
+// checks of every op are the op registry's (tests/test_ops.cpp).
 #include <doctest/doctest.h>
 
 #include <cmath>
@@ -28,17 +29,6 @@ Tensor arange_image(int64_t h, int64_t w, DType dtype = DType::float32) {
 }
 
 std::vector<double> values(const Var& v) { return v.value().to_vector<double>(); }
-
-// A float64 tensor whose values are a random permutation of spaced levels: every max-pool window has a
-// unique maximum, separated by far more than gradcheck's ε, so the arg-max cannot flip under perturbation.
-Tensor distinct_tensor(const Shape& shape, uint64_t seed) {
-  const int64_t n = shape_numel(shape);
-  std::vector<double> v(static_cast<std::size_t>(n));
-  for (int64_t i = 0; i < n; ++i) v[i] = 0.1 * static_cast<double>(i) - 0.05 * static_cast<double>(n);
-  Generator g(seed);
-  for (int64_t i = n - 1; i > 0; --i) std::swap(v[i], v[static_cast<int64_t>(g.uniform() * (i + 1)) % (i + 1)]);
-  return Tensor::from_vector(v, shape);
-}
 
 // Direct-loop pooling reference over explicit windows (padding = −∞ for max; divisor rule of PyTorch).
 Tensor reference_pool(const Tensor& x, int64_t k, int64_t s, int64_t p, bool ceil_mode, bool is_max,
