@@ -12,9 +12,12 @@
 //      im2col + cuBLAS; a case registered without a CUDA path must fail with the "no CUDA implementation yet"
 //      error, so the registry cannot claim less (or more) than the code does;
 //   4. coverage: every public op declared in include/retikd/ops/*.hpp has an entry, every entry names one;
-//   5. the list of ops without a CUDA path, which must equal the block in docs/cuda.md.
+//   5. the list of ops without a CUDA path, which must equal the block in docs/cuda.md;
+//   6. for ops whose GPU path is composed from other ops (`.composite(...)`: clamp, the tanh GELU, the average
+//      pools as GEMMs, qkv_attention, kl_div_log_input, BCE with pos_weight, max's gradient), that composition
+//      run on the CPU in float64 against the CPU op — the part of a GPU path that can be proved anywhere.
 //
-// Adding an op: one entry in registry() (docs/architecture.md, "How to add an op").
+// Adding an op: one entry in build_registry() (docs/architecture.md, "The op registry").
 #include <doctest/doctest.h>
 
 #include <algorithm>
