@@ -6,7 +6,6 @@
 // Test files are fabricated in temporary folders; nothing is written next to the shared data.
 #include <doctest/doctest.h>
 
-#include <ftw.h>
 #include <sys/stat.h>
 #include <unistd.h>
 

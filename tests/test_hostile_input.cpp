@@ -8,7 +8,6 @@
 // libFuzzer runs (scripts/fuzz.sh).
 #include <doctest/doctest.h>
 
-#include <dirent.h>
 #include <ftw.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -54,6 +53,7 @@
 
 using namespace retikd;
 using retikd::test::error_of;
+using retikd::test::names_in;
 using retikd::test::read_bytes;
 using retikd::test::TempDir;
 using retikd::test::write_bytes;
@@ -89,16 +89,6 @@ pid_t dead_pid() {
   return child;
 }
 
-std::vector<std::string> names_in(const std::string& dir) {
-  std::vector<std::string> out;
-  if (DIR* d = ::opendir(dir.c_str())) {
-    while (dirent* e = ::readdir(d))
-      if (std::strcmp(e->d_name, ".") != 0 && std::strcmp(e->d_name, "..") != 0) out.push_back(e->d_name);
-    ::closedir(d);
-  }
-  std::sort(out.begin(), out.end());
-  return out;
-}
 
 // Every file below `dir`, links not followed (what a run actually wrote where).
 std::vector<std::string> tree(const std::string& dir) {

@@ -6,7 +6,6 @@
 // through nn::MobileNetV2.
 #include <doctest/doctest.h>
 
-#include <dirent.h>
 #include <sys/stat.h>
 #include <unistd.h>
 

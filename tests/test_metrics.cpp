@@ -3,7 +3,6 @@
 // JSON round trips with escaping, and the report's SVG figures parsed as XML.
 #include <doctest/doctest.h>
 
-#include <ftw.h>
 
 #include <cmath>
 #include <cstdio>
@@ -18,6 +17,7 @@
 #include "retikd/metrics/classification.hpp"
 #include "retikd/metrics/paired.hpp"
 #include "retikd/metrics/report.hpp"
+#include "test_util.hpp"
 
 using namespace retikd;
 using io::Json;
@@ -25,21 +25,6 @@ using io::Json;
 namespace {
 
 // A temporary directory removed at scope exit.
-struct MetricsTempDir {
-  std::string path;
-  MetricsTempDir() {
-    const char* base = std::getenv("TMPDIR");
-    std::string tmpl = std::string(base && *base ? base : "/tmp") + "/retikd_metrics_XXXXXX";
-    std::vector<char> buf(tmpl.begin(), tmpl.end());
-    buf.push_back('\0');
-    REQUIRE(::mkdtemp(buf.data()) != nullptr);
-    path = buf.data();
-  }
-  ~MetricsTempDir() {
-    ::nftw(path.c_str(), [](const char* p, const struct stat*, int, struct FTW*) { return ::remove(p); }, 16,
-           FTW_DEPTH | FTW_PHYS);
-  }
-};
 
 // Rows of one-hot-ish probabilities: the predicted class gets 0.7, the others 0.1.
 std::vector<double> peaked(const std::vector<int64_t>& predictions, int64_t C) {
@@ -473,8 +458,8 @@ TEST_CASE("json: metrics.json entry has exactly the issue's shape and reads back
   CHECK(metrics::to_json(r, 1, 1, true).at("macro_auc").as_number() == r.macro_auc);
 
   // update_metrics_file: each stage sets its own entry, the others stay.
-  MetricsTempDir dir;
-  const std::string path = dir.path + "/metrics.json";
+  test::TempDir dir("metrics");
+  const std::string path = dir.path() + "/metrics.json";
   metrics::update_metrics_file(path, "teacher", j);
   metrics::update_metrics_file(path, "student_ce", metrics::to_json(r, 5, 6));
   metrics::update_metrics_file(path, "teacher", metrics::to_json(r, 7, 8));
@@ -559,11 +544,11 @@ TEST_CASE("svg: curves, confusion heat map and ROC are well-formed and carry the
 }
 
 TEST_CASE("report: Markdown with linked SVG files") {
-  MetricsTempDir dir;
+  test::TempDir dir("metrics");
   const std::vector<int64_t> y = {0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 3, 3};
   const std::vector<int64_t> pred = {0, 0, 1, 1, 1, 1, 3, 2, 3, 3, 3, 0};
   const auto r = metrics::evaluate_classification(y, peaked(pred, 4), 4);
-  metrics::MarkdownReport rep(dir.path);
+  metrics::MarkdownReport rep(dir.path());
   rep.heading(1, "retikd report");
   rep.metrics_table(r);
   rep.raw(metrics::comparison_table_markdown({{"student_ce", r}, {"student_kd", r}}));
@@ -575,7 +560,7 @@ TEST_CASE("report: Markdown with linked SVG files") {
   CHECK(md.find("| Glaucoma | 1.000 | 0.333 | 0.500 | 0.667 | 3 |") != std::string::npos);
   CHECK(md.find("| student_kd | 0.583 | 0.562 |") != std::string::npos);
   CHECK(md.find("![confusion matrix](confusion.svg)") != std::string::npos);
-  check_svg(io::read_text_file(dir.path + "/roc.svg"));
+  check_svg(io::read_text_file(dir.path() + "/roc.svg"));
   CHECK_THROWS_AS(rep.figure("../escape.svg", "<svg/>", "x"), Error);
 }
 

@@ -6,9 +6,7 @@
 // (Real multi-process runs: tests/dist_check.cpp under mpirun.)
 #include <doctest/doctest.h>
 
-#include <ftw.h>
 
-#include <dirent.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -44,15 +42,6 @@ using test::write_text;
 namespace {
 
 
-std::vector<std::string> list_dir(const std::string& dir) {
-  std::vector<std::string> out;
-  if (DIR* d = ::opendir(dir.c_str())) {
-    while (dirent* e = ::readdir(d))
-      if (std::strcmp(e->d_name, ".") != 0 && std::strcmp(e->d_name, "..") != 0) out.push_back(e->d_name);
-    ::closedir(d);
-  }
-  return out;
-}
 
 // Bit-for-bit equality of two tensors (dtype, shape and bytes).
 bool same_bits(const Tensor& a, const Tensor& b) {
@@ -363,7 +352,7 @@ TEST_CASE("checkpoint: a write that fails midway leaves the previous checkpoint 
   CHECK(read_text(mgr.last_path()) == before);
   CHECK(read_text(mgr.best_path()) == best_before);
   // No temporary is left behind.
-  for (const auto& f : list_dir(dir.path())) CHECK(f.find(".tmp.") == std::string::npos);
+  for (const auto& f : dir.files()) CHECK(f.find(".tmp.") == std::string::npos);
 
   // The previous checkpoint loads and restores the epoch-1 weights.
   TinyRun fresh;

@@ -1,7 +1,8 @@
 // tests/test_util.hpp — the helpers every test area shares (DESIGN.md §7), one copy each: the element-wise
 // comparison check_close with the tolerance rule |got − want| ≤ atol + rtol·|want|, float64 random inputs
 // (randn64), the float64 central-difference gradient check (check_grad) and max_abs_diff / max_abs; a private
-// temporary directory (TempDir) and whole-file reads and writes for the tests of readers and writers.
+// temporary directory (TempDir), a directory listing (names_in) and whole-file reads and writes for the tests
+// of readers and writers.
 //
 // Tolerances are always named at the call site: rtol ≈ 1e-5 for float32 and 1e-2 for float16 against a float64
 // reference (kRtolFloat32 / kRtolFloat16), atol for sums whose error scales with their length or with the
@@ -193,6 +194,18 @@ inline Tensor random_tensor(const Shape& shape, uint64_t seed, DType dtype = DTy
   return randn(shape, g, dtype);
 }
 
+// The names directly inside `dir` (not "." and ".."), sorted; empty when it cannot be read.
+inline std::vector<std::string> names_in(const std::string& dir) {
+  std::vector<std::string> out;
+  if (DIR* d = ::opendir(dir.c_str())) {
+    while (dirent* e = ::readdir(d))
+      if (std::strcmp(e->d_name, ".") != 0 && std::strcmp(e->d_name, "..") != 0) out.push_back(e->d_name);
+    ::closedir(d);
+  }
+  std::sort(out.begin(), out.end());
+  return out;
+}
+
 // A private directory under $TMPDIR (or /tmp), named retikd_<tag>_XXXXXX, removed with everything in it when
 // the test leaves its scope.
 class TempDir {
@@ -216,16 +229,7 @@ class TempDir {
   std::string file(const std::string& rel) const { return path_ + "/" + rel; }
   std::string operator/(const std::string& rel) const { return file(rel); }
   // The names directly inside the directory, sorted.
-  std::vector<std::string> files() const {
-    std::vector<std::string> out;
-    if (DIR* d = ::opendir(path_.c_str())) {
-      while (dirent* e = ::readdir(d))
-        if (std::strcmp(e->d_name, ".") != 0 && std::strcmp(e->d_name, "..") != 0) out.push_back(e->d_name);
-      ::closedir(d);
-    }
-    std::sort(out.begin(), out.end());
-    return out;
-  }
+  std::vector<std::string> files() const { return names_in(path_); }
 
  private:
   std::string path_;
