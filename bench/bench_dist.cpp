@@ -183,7 +183,7 @@ int main(int argc, char** argv) {
       };
       what = "MobileNetV2 training step, " + std::to_string(img) + " px, " + device.to_string() + ", " +
              world.backend();
-    } else if (step_kind == "kd") {
+    } else {  // "kd": --step was checked against student | kd | allreduce when it was read
       kd::DistillConfig cfg;
       if (preset == "h100") {  // the KD step timed on an H100 (scripts/gpu_bench_kd.cpp, docs/results.md)
         cfg = kd::distill_preset("paper");
@@ -211,9 +211,6 @@ int main(int argc, char** argv) {
       what = "KD step (" + preset + ": teacher " + std::to_string(cfg.teacher.embed_dim) + "-wide ViT" +
              (cfg.cache_teacher ? " cached" : "") + ", " + cfg.student + ", " +
              std::to_string(1 + cfg.views.augmented_views) + " view(s)), " + std::to_string(cfg.img_size) + " px";
-    } else {
-      std::fprintf(stderr, "bench_dist: --step student|kd\n");
-      return 2;
     }
 
     if (steps == 0) {  // sizes only: what the scaling model needs from a configuration too large to step here
