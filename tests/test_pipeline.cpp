@@ -227,7 +227,7 @@ TEST_CASE("pipeline: settings and errors") {
   pipeline::PipelineOptions o;
   o.preset = "quick";
   pipeline::PipelineSettings s = pipeline::resolve_settings(o);
-  CHECK(s.kd.img_size <= 128);
+  CHECK(s.kd.img_size == 160);
   CHECK(s.kd.cache_teacher);
   CHECK(s.kd.student == "mobilenet_v2");
   CHECK(s.student_init == "imagenet-tflite");
@@ -314,6 +314,13 @@ TEST_CASE("pipeline: the DINOv2 teacher is the default where its weights are fou
     f << "placeholder";
   }
   o.img = 100;
+#ifndef RETIKD_WITH_ONNX
+  // a build without ONNX import cannot read the .onnx it finds: the scratch teacher, and the note says why
+  o.img = 96;
+  s = pipeline::resolve_settings(o);
+  CHECK(s.teacher_kind == "scratch");
+  CHECK(s.teacher_note.find("no ONNX import") != std::string::npos);
+#else
   s = pipeline::resolve_settings(o);
   CHECK(s.teacher_kind == "dinov2");
   CHECK(s.teacher_weights == tmp + "/cache/dinov2-vits14/vit_s_focus.onnx");
@@ -336,6 +343,7 @@ TEST_CASE("pipeline: the DINOv2 teacher is the default where its weights are fou
   CHECK(s.teacher_ft.head == "cls_avg");
   CHECK(s.teacher_ft.epochs == 6);  // quick's DINOv2 fine-tune (pipeline_preset)
   CHECK(s.kd.views.mirror);         // quick with DINOv2: the mirror view, served by the frozen-block cache
+#endif
   // the smoke preset (synthetic, seconds) keeps its tiny scratch teacher; teacher options then are an error
   o = pipeline::PipelineOptions();
   o.preset = "smoke";
