@@ -1001,7 +1001,7 @@ TEST_CASE("presets: the numbers of DESIGN.md §5") {
   CHECK(cp.teacher_token_tap.empty());
   CHECK_FALSE(cp.pca.average_heads);
   DistillConfig q = distill_preset("quick");
-  CHECK(q.img_size <= 128);
+  CHECK(q.img_size == 160);
   CHECK(q.student == "mobilenet_v2");
   CHECK_THROWS_AS(distill_preset("nope"), Error);
 }
@@ -1010,7 +1010,7 @@ TEST_CASE("distiller, quick preset: builds (shape inference agrees with the taps
   SmokeRun q(distill_preset("quick"));
   REQUIRE(q.d->pca() != nullptr);
   CHECK(q.d->pca()->config().in_channels == 96);  // MobileNetV2 stage4
-  CHECK(q.d->gl()->config().grid_h == 8);
+  CHECK(q.d->gl()->config().grid_h == 10);
   CHECK(q.d->gl()->config().out_dim == 192);
   CHECK(q.d->teacher_taps() == std::vector<std::string>{"blocks.11"});
 }
