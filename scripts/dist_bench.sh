@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # scripts/dist_bench.sh [BUILD_DIR] [REPEATS] — the data-parallel speed-up on this machine (docs/distributed.md):
 # 2 ranks × 1 thread against 1 rank × 1 thread, for the MobileNetV2 training step (224 px) and the KD step of the
-# quick preset (128 px), interleaved and repeated so that other work on the machine hits both alike. Per
-# repeat it runs, each under `mpirun --bind-to core` (one core per rank):
+# quick preset (at its image size: 160 px since 32eb080, 128 px when docs/distributed.md measured it),
+# interleaved and repeated so that other work on the machine hits both alike. Per repeat it runs, each under
+# `mpirun --bind-to core` (one core per rank):
 #   1 rank,  batch 8   — the baseline
 #   2 ranks, batch 8 per rank (global 16) — same work per process: images/s should double
 #   1 rank,  batch 16  — the same global batch in one process (the strong-scaling baseline)
