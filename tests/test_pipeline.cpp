@@ -313,7 +313,6 @@ TEST_CASE("pipeline: the DINOv2 teacher is the default where its weights are fou
     std::ofstream f(tmp + "/cache/dinov2-vits14/vit_s_focus.onnx");
     f << "placeholder";
   }
-  o.img = 100;
 #ifndef RETIKD_WITH_ONNX
   // a build without ONNX import cannot read the .onnx it finds: the scratch teacher, and the note says why
   o.img = 96;
@@ -321,6 +320,7 @@ TEST_CASE("pipeline: the DINOv2 teacher is the default where its weights are fou
   CHECK(s.teacher_kind == "scratch");
   CHECK(s.teacher_note.find("no ONNX import") != std::string::npos);
 #else
+  o.img = 100;
   s = pipeline::resolve_settings(o);
   CHECK(s.teacher_kind == "dinov2");
   CHECK(s.teacher_weights == tmp + "/cache/dinov2-vits14/vit_s_focus.onnx");

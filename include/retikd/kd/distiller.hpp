@@ -173,8 +173,9 @@ inline DistillConfig distill_preset(const std::string& name) {
     c.batch_size = 32;
     c.augment = {true, true, 12.0, 0.1, 0.1, 0.1, 0.05, true};
   } else if (name == "quick") {
-    // 160 px: the CE student's best resolution on validation among 128 / 160 / 192 / 224 px (3 paired seeds,
-    // docs/results.md "The student's resolution"); the optic disc, the glaucoma signal, is ~19 px across there.
+    // 160 px: the CE student's best resolution on validation among 128 / 160 / 192 / 224 px (3 paired seeds;
+    // 5 against 128 px; docs/results.md "The student's resolution"); the optic disc, the glaucoma signal, is ~19 px
+    // across there.
     c.teacher = nn::ViTConfig::tiny(4, 160, 16);  // 10×10 grid, D = 192, 3 heads
     c.img_size = 160;
     c.pca_student_tap = c.gl_student_tap = "stage4";  // 10×10 at 160 px
