@@ -7,9 +7,11 @@
 //       build/release/bench/retikd_bench_dist --step student --batch 8 --steps 6
 //
 //   --step student   MobileNetV2 (4 classes) at --img px (224): forward, cross-entropy, backward, AdamW
-//   --step kd        one kd::CrossArchitectureDistiller step of --preset quick (ViT-Tiny/16 teacher at 128 px,
-//                    MobileNetV2 student, 1 + 2 views, PCA + GL projectors, discriminator), teacher cache warm
-//                    (the steady state after the first epoch), random init; --preset h100: the configuration of
+//   --step kd        one kd::CrossArchitectureDistiller step of --preset quick as kd::distill_preset defines it
+//                    now (ViT-Tiny/16 teacher and MobileNetV2 student at 160 px, 1 + 2 views, logit KD; until
+//                    the quick preset moved to logit KD, which docs/distributed.md's figures predate: 128 px with
+//                    PCA + GL projectors and a discriminator), teacher cache warm (the steady state after the
+//                    first epoch), random init; --preset h100: the configuration of
 //                    the H100 KD step in docs/results.md (ViT-B/16 → MobileNetV2 at 224 px, one view)
 //   --steps 0        no timing: print the gradient bytes only (for configurations too large for this CPU)
 //   --step allreduce all-reduce time, algbw and busbw from 4 KiB to 64 MiB (--iters 20)

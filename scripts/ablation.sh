@@ -58,12 +58,17 @@ if [[ -z "$teacher_from" ]]; then
 fi
 
 no_views=(--views 0)
+# The recipe of issue 5's ablation, spelled out: the quick preset's KD stage was this paper-style recipe then
+# (α 0.3, λ_pca 0.7, λ_gl 0.07, λ_adv 0.7, CE and batch norm on every view, KD terms unweighted); it is logit KD now
+# (kd/distiller.hpp), so every run names its weights instead of inheriting the preset's.
+paper_style=(--alpha 0.3 --logit-kd 0 --lambda-pca 0.7 --lambda-gl 0.07 --lambda-adv 0.7 --ce-clean 0 --bn-clean 0
+             --kd-class-weighted 0)
 for seed in 0 1 2; do run ce "$seed" --no-kd; done
-run logit 0 --no-ce "${no_views[@]}" --logit-kd 1 --lambda-pca 0 --lambda-gl 0 --lambda-adv 0
-run pca 0 --no-ce "${no_views[@]}" --lambda-gl 0 --lambda-adv 0
-run gl 0 --no-ce "${no_views[@]}" --lambda-pca 0 --lambda-adv 0
-run pca_gl 0 --no-ce "${no_views[@]}" --lambda-adv 0
-for seed in 0 1 2; do run full "$seed" --no-ce; done
+run logit 0 --no-ce "${no_views[@]}" "${paper_style[@]}" --logit-kd 1 --lambda-pca 0 --lambda-gl 0 --lambda-adv 0
+run pca 0 --no-ce "${no_views[@]}" "${paper_style[@]}" --lambda-gl 0 --lambda-adv 0
+run gl 0 --no-ce "${no_views[@]}" "${paper_style[@]}" --lambda-pca 0 --lambda-adv 0
+run pca_gl 0 --no-ce "${no_views[@]}" "${paper_style[@]}" --lambda-adv 0
+for seed in 0 1 2; do run full "$seed" --no-ce "${paper_style[@]}"; done
 
 # The table: test accuracy and macro-F1 of each configuration (python3's standard library only).
 python3 - "$out" <<'EOF'

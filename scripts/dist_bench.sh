@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # scripts/dist_bench.sh [BUILD_DIR] [REPEATS] — the data-parallel speed-up on this machine (docs/distributed.md):
 # 2 ranks × 1 thread against 1 rank × 1 thread, for the MobileNetV2 training step (224 px) and the KD step of the
-# quick preset (at its image size: 160 px since 32eb080, 128 px when docs/distributed.md measured it),
+# quick preset (as the preset defines it now: logit KD at 160 px; docs/distributed.md measured it at 128 px with the
+# former PCA + GL + discriminator recipe),
 # interleaved and repeated so that other work on the machine hits both alike. Per repeat it runs, each under
 # `mpirun --bind-to core` (one core per rank):
 #   1 rank,  batch 8   — the baseline

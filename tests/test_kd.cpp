@@ -1006,9 +1006,30 @@ TEST_CASE("presets: the numbers of DESIGN.md §5") {
   CHECK_THROWS_AS(distill_preset("nope"), Error);
 }
 
-TEST_CASE("distiller, quick preset: builds (shape inference agrees with the taps) without a step") {
-  SmokeRun q(distill_preset("quick"));
+TEST_CASE("distiller, quick preset: logit KD by default; its projectors build when switched on") {
+  // The default: logit KD alone — no projector, no discriminator, the teacher's logits its only target.
+  const DistillConfig base = distill_preset("quick");
+  CHECK(base.weights.logit_kd);
+  CHECK(base.weights.alpha == doctest::Approx(0.5));
+  CHECK(base.weights.temperature == doctest::Approx(4.0));
+  CHECK(base.weights.kd_class_weighted);
+  CHECK(base.ce_clean_view_only);
+  CHECK(base.bn_clean_views);
+  {
+    SmokeRun logit(base);
+    CHECK(logit.d->pca() == nullptr);
+    CHECK(logit.d->gl() == nullptr);
+    CHECK(logit.d->discriminator() == nullptr);
+    CHECK(logit.d->teacher_taps().empty());
+  }
+  // `--lambda-pca 0.7 --lambda-gl 0.07 --lambda-adv 0.7` (the former default): shape inference agrees with the taps
+  DistillConfig c = base;
+  c.weights.lambda_pca = 0.7;
+  c.weights.lambda_gl = 0.07;
+  c.weights.lambda_adv = 0.7;
+  SmokeRun q(c);
   REQUIRE(q.d->pca() != nullptr);
+  REQUIRE(q.d->discriminator() != nullptr);
   CHECK(q.d->pca()->config().in_channels == 96);  // MobileNetV2 stage4
   CHECK(q.d->gl()->config().grid_h == 10);
   CHECK(q.d->gl()->config().out_dim == 192);

@@ -411,6 +411,89 @@ TEST_CASE("pipeline: a pretrained ViT teacher fine-tunes on cached frozen blocks
   CHECK(again.test.macro_f1 == r.test.macro_f1);
 }
 
+TEST_CASE("pipeline: KD targets from the frozen-block cache; logit KD alone stores the logits and no tokens") {
+  // The tiny DINOv2 of tests/golden (2 blocks, block 0 frozen) as the teacher at 56 px, a MobileNetV2 x0.25 student
+  // at 64 px, the mirror views of quick with DINOv2. The quick preset's default (logit KD alone) taps nothing, so
+  // its records hold logits only; with a token tap the records gain the tokens and keep the same logits.
+  const std::string weights = golden::golden_dir() + "/dinov2_tiny_timm.safetensors";
+  nn::ViTConfig cfg = nn::ViTConfig::dinov2_small(4, 56);
+  cfg.embed_dim = 32;
+  cfg.depth = 2;
+  cfg.num_heads = 2;
+  cfg.pos_embed_grid = 4;
+  Generator gen(4);
+  auto vit = std::make_shared<nn::VisionTransformer>(cfg, gen);
+  io::load_module(weights, *vit, /*strict=*/false);
+  data::SyntheticOptions so;
+  so.size = 64;
+  auto train = std::make_shared<data::SyntheticSource>(10, 5, so, 0);
+  auto loader_at = [&](int64_t px) {
+    data::LoaderOptions lo;
+    lo.batch_size = 4;
+    lo.num_workers = 0;
+    lo.shuffle = false;
+    lo.preprocess = data::compose({data::make<data::Resize>(px), data::make<data::CenterCrop>(px)});
+    lo.transform = data::make<data::Normalize>();
+    return std::make_shared<data::Loader>(train, lo);
+  };
+  auto teacher_plain = loader_at(56), student_plain = loader_at(64);
+  const pipeline::PrefixCache pc = pipeline::PrefixCache::build(*vit, *teacher_plain, 1, "prefix", nullptr);
+  auto distiller = [&](const std::string& token_tap) {
+    kd::DistillConfig c = kd::distill_preset("quick");
+    c.teacher = cfg;
+    c.img_size = 64;
+    c.teacher_img_size = 56;
+    c.student_options.width_mult = 0.25;
+    c.views.mirror = true;
+    c.views.augmented_views = 1;
+    c.pca_student_tap = c.gl_student_tap = "features";
+    c.gl.align = kd::GridAlign::resize_teacher;
+    c.teacher_token_tap = token_tap;
+    if (!token_tap.empty()) c.weights.lambda_gl = 1.0;  // a GL projector reads the tokens
+    Generator g(5);
+    return std::make_unique<kd::CrossArchitectureDistiller>(vit, kd::make_student(c, g), c, g);
+  };
+  auto logit_only = distiller("");
+  REQUIRE(logit_only->teacher_taps().empty());
+  CHECK(pipeline::fill_teacher_cache_from_prefix(*logit_only, *vit, pc, *student_plain, true, 4, nullptr) == 20);
+  auto with_tokens = distiller("norm");
+  REQUIRE(with_tokens->teacher_taps() == std::vector<std::string>{"norm"});
+  CHECK(pipeline::fill_teacher_cache_from_prefix(*with_tokens, *vit, pc, *student_plain, true, 4, nullptr) == 20);
+  // the teacher's own flip-averaged logits on the 56 px image (the prefix is stored in float16: close, not equal)
+  teacher_plain->start_epoch(0);
+  data::Batch b;
+  REQUIRE(teacher_plain->next(b));
+  NoGradGuard no_grad;
+  vit->eval();
+  const Tensor direct = ops::impl::mul_scalar(
+      ops::impl::add(vit->forward(Var(b.images)).value(), vit->forward(Var(pipeline::flip_width(b.images))).value()), 0.5);
+  for (int64_t i = 0; i < b.size(); ++i) {
+    const int64_t id = b.indices[static_cast<std::size_t>(i)];
+    for (int64_t v = 0; v < 2; ++v) {
+      const kd::TeacherRecord* r = logit_only->cache().find(id, v);
+      const kd::TeacherRecord* t = with_tokens->cache().find(id, v);
+      REQUIRE(r != nullptr);
+      REQUIRE(t != nullptr);
+      CHECK(r->taps.empty());
+      CHECK(t->taps.count("norm") == 1);
+      CHECK(r->logits.to_vector<float>() == t->logits.to_vector<float>());
+      const auto got = r->logits.to_vector<double>(), want = direct.narrow(0, i, 1).to_vector<double>();
+      REQUIRE(got.size() == want.size());
+      for (std::size_t j = 0; j < got.size(); ++j) CHECK(got[j] == doctest::Approx(want[j]).epsilon(2e-2).scale(1.0));
+    }
+  }
+  // the distiller reads them back for the student's views, the same records for both views (flip TTA)
+  student_plain->start_epoch(0);
+  REQUIRE(student_plain->next(b));
+  std::vector<int64_t> ids(b.indices.begin(), b.indices.end());
+  const kd::TeacherFeatures f = logit_only->teacher_from_cache(logit_only->views().generate(b.images, ids, 0), ids);
+  CHECK(logit_only->cache().hits == 2 * b.size());
+  CHECK(logit_only->cache().misses == 0);
+  CHECK_FALSE(f.tokens.defined());
+  REQUIRE(f.logits.defined());
+  CHECK(f.logits.value().size(0) == 2 * b.size());
+}
+
 TEST_CASE("pipeline: the probe loaded into a head reproduces the probe's logits; the split forward is the forward") {
   Generator gen(2);
   nn::ViTConfig cfg = nn::ViTConfig::tiny(3, 32, 8);

@@ -1019,7 +1019,7 @@ inline void fill_teacher_targets_from_prefix(PipelineRun& r, kd::CrossArchitectu
     if (ch == '.' || ch == '/') ch = '_';
   const std::string targets_file = teacher_dir + "/kd_targets-" + tap_tag + "-tta" +
                                    (s.teacher_ft.flip_tta ? "1" : "0") + "-" + std::to_string(r.img) + "px.bin";
-  if (distiller.teacher_taps().size() == 1 && distiller.cache().load(targets_file) &&
+  if (distiller.teacher_taps().size() <= 1 && distiller.cache().load(targets_file) &&
       static_cast<int64_t>(distiller.cache().size()) == 2 * r.d.train->size()) {
     say(r.log, "student_kd: teacher targets read from " + targets_file);
     return;

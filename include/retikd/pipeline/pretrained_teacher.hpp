@@ -713,7 +713,8 @@ inline TeacherStageResult finetune_pretrained_teacher(
 // image, view 1 its mirror; kd::MultiViewConfig::mirror), made from the frozen-block cache: the teacher runs only
 // its trained top blocks, on its own image size, once per sample and view, and the KD epochs then never run it.
 // Each record holds the logits (flip-averaged with `flip_tta`, so both views share them) and the tokens of the
-// distiller's token tap ("blocks.{i}" or "blocks.{i}.norm" for i >= k, or "norm"), keyed by the sample id with
+// distiller's token tap ("blocks.{i}" or "blocks.{i}.norm" for i >= k, or "norm"; none when the distiller taps
+// nothing, i.e. logit KD alone), keyed by the sample id with
 // the fingerprint of the student's view as the distiller will present it (`student_plain`: the student's
 // training images, unshuffled, unaugmented). Returns the number of records; 0 (nothing done) when the distiller
 // needs the teacher's per-head Q/K/V, which only a full teacher forward provides.
@@ -721,13 +722,13 @@ inline int64_t fill_teacher_cache_from_prefix(kd::CrossArchitectureDistiller& di
                                               const PrefixCache& pc, data::Loader& student_plain, bool flip_tta,
                                               int64_t batch, std::FILE* bar_out) {
   const std::vector<std::string>& taps = distiller.teacher_taps();
-  if (taps.size() != 1) return 0;
+  if (taps.size() > 1) return 0;
   const int64_t depth = vit.config().depth, k = pc.blocks;
   // which blocks run and whether the final norm applies, from the tap's name
   int64_t last = depth;
   bool with_norm = false;
-  const std::string& tap = taps[0];
-  if (tap == "norm") {
+  const std::string tap = taps.empty() ? std::string() : taps[0];
+  if (tap.empty() || tap == "norm") {
     with_norm = true;
   } else if (tap.compare(0, 7, "blocks.") == 0) {
     std::size_t used = 0;
@@ -779,7 +780,7 @@ inline int64_t fill_teacher_cache_from_prefix(kd::CrossArchitectureDistiller& di
         RETIKD_CHECK(!std::isnan(rec.fingerprint), "fill_teacher_cache_from_prefix: sample ", idx[j],
                      " was not in the student's loader");
         rec.logits = (flip_tta ? shared : logits[v]).narrow(0, jj, 1).squeeze(0).contiguous().clone();
-        rec.taps[tap] = tokens[v].narrow(0, jj, 1).squeeze(0).contiguous().clone();
+        if (!tap.empty()) rec.taps[tap] = tokens[v].narrow(0, jj, 1).squeeze(0).contiguous().clone();
         distiller.cache().insert(idx[j], v, std::move(rec));
         ++records;
       }
