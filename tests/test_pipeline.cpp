@@ -283,7 +283,7 @@ TEST_CASE("pipeline: presets keep the distillation numbers of kd::distill_preset
     CHECK(s.kd.warmup_epochs == (paper_like ? 1 : k.warmup_epochs));
     CHECK(s.prefers_dinov2 == (name != "smoke"));
   }
-  CHECK(pipeline::pipeline_preset("quick").kd.epochs == 4);
+  CHECK(pipeline::pipeline_preset("quick").kd.epochs == 6);
   CHECK(pipeline::pipeline_preset("quick").dinov2_finetune.freeze_blocks == 8);
   CHECK(pipeline::pipeline_preset("paper").dinov2_finetune.freeze_blocks == 0);
   CHECK(pipeline::pipeline_preset("smoke").kd.epochs == 2);
