@@ -5,6 +5,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cctype>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
@@ -72,6 +73,19 @@ void check_entry(const io::Json& j, const char* key) {
   CHECK(e.at("params").as_int() > 1000);
   CHECK(e.at("weights_bytes").as_int() > 4 * e.at("params").as_int());
 }
+
+// The tiny DINOv2 of tests/golden (width 32, 2 blocks of 2 heads, patch 14, a 4x4 position grid) at 56 px, and
+// its timm-named weights: the pretrained teacher of the tests below.
+nn::ViTConfig tiny_dinov2_config() {
+  nn::ViTConfig cfg = nn::ViTConfig::dinov2_small(4, 56);
+  cfg.embed_dim = 32;
+  cfg.depth = 2;
+  cfg.num_heads = 2;
+  cfg.pos_embed_grid = 4;
+  return cfg;
+}
+
+std::string tiny_dinov2_weights() { return golden::golden_dir() + "/dinov2_tiny_timm.safetensors"; }
 
 }  // namespace
 
@@ -148,7 +162,20 @@ TEST_CASE("pipeline: smoke preset runs every stage, skips finished stages, resum
   CHECK(report.find("student_kd_confusion.svg") != std::string::npos);
   CHECK(report.find("teacher_loss.svg") != std::string::npos);
   // the teacher-vs-student check on validation, with the numbers it rests on
-  CHECK(report.find("Teacher against the CE-only student on validation (macro-F1): ") != std::string::npos);
+  const std::string against = "Teacher against the CE-only student on validation (macro-F1): ";
+  const std::size_t at = report.find(against);
+  REQUIRE(at != std::string::npos);
+  {  // "0.1234 vs 0.5678. ": each figure rounded to four decimals, as a reader reads it
+    const std::string figures = report.substr(at + against.size(), 16);
+    INFO(figures);
+    for (const std::size_t i : {std::size_t(0), std::size_t(10)}) {
+      CHECK(std::isdigit(static_cast<unsigned char>(figures[i])));
+      CHECK(figures[i + 1] == '.');
+      for (std::size_t d = i + 2; d < i + 6; ++d) CHECK(std::isdigit(static_cast<unsigned char>(figures[d])));
+    }
+    CHECK(figures.substr(6, 4) == " vs ");
+    CHECK(report.substr(at + against.size() + 16, 2) == ". ");
+  }
   CHECK(path_exists(out + "/student_kd_roc.svg"));
   CHECK(path_exists(out + "/student_kd/model.safetensors"));
   CHECK(r1.bundle_bytes > 0);
@@ -354,12 +381,8 @@ TEST_CASE("pipeline: the DINOv2 teacher is the default where its weights are fou
 
 TEST_CASE("pipeline: a pretrained ViT teacher fine-tunes on cached frozen blocks, picks its head and resumes") {
   // The tiny DINOv2 of tests/golden (width 32, 2 blocks, patch 14) on 56 px synthetic images: block 0 frozen.
-  const std::string weights = golden::golden_dir() + "/dinov2_tiny_timm.safetensors";
-  nn::ViTConfig cfg = nn::ViTConfig::dinov2_small(4, 56);
-  cfg.embed_dim = 32;
-  cfg.depth = 2;
-  cfg.num_heads = 2;
-  cfg.pos_embed_grid = 4;
+  const std::string weights = tiny_dinov2_weights();
+  const nn::ViTConfig cfg = tiny_dinov2_config();
   data::SyntheticOptions so;
   so.size = 64;
   auto source = [&](int64_t n, int64_t first) { return std::make_shared<data::SyntheticSource>(n, 5, so, first); };
@@ -415,12 +438,8 @@ TEST_CASE("pipeline: KD targets from the frozen-block cache; logit KD alone stor
   // The tiny DINOv2 of tests/golden (2 blocks, block 0 frozen) as the teacher at 56 px, a MobileNetV2 x0.25 student
   // at 64 px, the mirror views of quick with DINOv2. The quick preset's default (logit KD alone) taps nothing, so
   // its records hold logits only; with a token tap the records gain the tokens and keep the same logits.
-  const std::string weights = golden::golden_dir() + "/dinov2_tiny_timm.safetensors";
-  nn::ViTConfig cfg = nn::ViTConfig::dinov2_small(4, 56);
-  cfg.embed_dim = 32;
-  cfg.depth = 2;
-  cfg.num_heads = 2;
-  cfg.pos_embed_grid = 4;
+  const std::string weights = tiny_dinov2_weights();
+  const nn::ViTConfig cfg = tiny_dinov2_config();
   Generator gen(4);
   auto vit = std::make_shared<nn::VisionTransformer>(cfg, gen);
   io::load_module(weights, *vit, /*strict=*/false);

@@ -159,6 +159,12 @@ inline int64_t file_size(const std::string& path) {
 }
 
 inline std::string num(double v) { return io::format_double(v); }
+// A metric as a reader reads it: four decimals, rounded (num() keeps every digit, for configs that must round-trip).
+inline std::string num4(double v) {
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%.4f", v);
+  return buf;
+}
 
 inline void say(std::FILE* out, const std::string& s) {
   if (!out) return;
@@ -703,8 +709,8 @@ struct PipelineRun {
       metrics::update_metrics_file(metrics_path, st.name, metrics::to_json(st.test, st.params, st.weights_bytes));
     }
     const auto& g = st.test.of("Glaucoma");
-    say(log, st.name + " test: accuracy " + num(st.test.accuracy).substr(0, 6) + ", macro-F1 " +
-                 num(st.test.macro_f1).substr(0, 6) + ", glaucoma recall " + num(g.recall).substr(0, 6) + " (" +
+    say(log, st.name + " test: accuracy " + num4(st.test.accuracy) + ", macro-F1 " +
+                 num4(st.test.macro_f1) + ", glaucoma recall " + num4(g.recall) + " (" +
                  std::to_string(st.params) + " parameters, " + std::to_string(st.weights_bytes) + " bytes fp32)");
   }
 
@@ -1206,7 +1212,7 @@ inline void export_bundles(PipelineRun& r) {
       best = &st;
   if (best != nullptr) {
     result.recommended_stage = best->name;
-    say(r.log, "recommended student (better validation macro-F1, " + num(best->best_val_macro_f1) + "): " +
+    say(r.log, "recommended student (better validation macro-F1, " + num4(best->best_val_macro_f1) + "): " +
                    best->name + (o.export_bundle ? " -> " + out + "/" + best->name + ".rkd" : ""));
   }
   if (r.lead && o.export_bundle && r.kd_student) {
@@ -1248,7 +1254,7 @@ inline void write_report(PipelineRun& r) {
   if (teacher_st && ce && std::isfinite(teacher_st->best_val_macro_f1) && std::isfinite(ce->best_val_macro_f1)) {
     const bool weaker = teacher_st->best_val_macro_f1 <= ce->best_val_macro_f1;
     report.paragraph("Teacher against the CE-only student on validation (macro-F1): " +
-                     num(teacher_st->best_val_macro_f1) + " vs " + num(ce->best_val_macro_f1) + ". " +
+                     num4(teacher_st->best_val_macro_f1) + " vs " + num4(ce->best_val_macro_f1) + ". " +
                      (weaker ? "The teacher is not better than the student it should lift: distillation is not "
                                "expected to help (docs/distillation.md), and the CE-only student is the safe choice."
                              : "The teacher leads; whether distillation turns that into a better student is "
