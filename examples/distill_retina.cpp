@@ -36,6 +36,7 @@ void usage(std::FILE* f) {
       "                      [--mirror-views 0|1] [--ce-clean 0|1] [--bn-clean 0|1] [--kd-class-weighted 0|1]\n"
       "                      [--balance-rho X] [--projector-warmup E] [--kd-ramp E] [--teacher-tokens pre|norm]\n"
       "                      [--pca-entropy F] [--pca-row-mean 0|1] [--projector-lr-mult X]\n"
+      "                      [--student-augment SPEC]\n"
       "                      [--distributed] [--sync-bn] [--dist-timeout S]\n"
       "\n"
       "Stages (each under DIR/<stage>/, resumed when interrupted, skipped when complete):\n"
@@ -79,6 +80,9 @@ void usage(std::FILE* f) {
       "  --teacher-from DIR   reuse the finished teacher of another run (DIR/teacher/model.safetensors, or a\n"
       "                       weights file) instead of training one: ablations and seed repeats share a teacher\n"
       "  --no-ce, --no-kd     skip the CE-only baseline / the distilled student (and its export)\n"
+      "  --student-augment SPEC  the student stages' training augmentation, as the log writes it: none (quick's\n"
+      "                       default) or e.g. \"hflip, vflip, rotation 12, jitter 0.1/0.1/0.1/0.05\"; with the\n"
+      "                       DINOv2 teacher's cached targets the KD stage takes at most hflip\n"
       "  --bn-recalibrate 0|1 re-centre the ImageNet student's batch norms on training images (default 1;\n"
       "                       nn/batchnorm_recalibration.hpp says why)\n"
       "Distillation that helps (docs/distillation.md):\n"
@@ -196,6 +200,8 @@ int main(int argc, char** argv) {
         o.projector_warmup = args.real(0.0, kMaxEpochs);
       } else if (a == "--kd-ramp") {
         o.kd_ramp = args.real(0.0, kMaxEpochs);
+      } else if (a == "--student-augment") {
+        o.student_augment = args.value();
       } else if (a == "--teacher-tokens") {
         o.teacher_tokens = args.value();
       } else if (a == "--pca-entropy") {

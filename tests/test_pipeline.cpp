@@ -316,6 +316,39 @@ TEST_CASE("pipeline: presets keep the distillation numbers of kd::distill_preset
   CHECK(pipeline::pipeline_preset("smoke").kd.epochs == 2);
 }
 
+TEST_CASE("pipeline: --student-augment reads an augmentation as the log writes it") {
+  // the inverse of data::augment_text, so a run's logged augmentation can be passed back verbatim
+  for (const data::LoaderAugment& a :
+       {data::LoaderAugment{}, data::LoaderAugment{true, false, 0, 0, 0, 0, 0, true},
+        data::LoaderAugment{true, true, 12.0, 0.1, 0.1, 0.1, 0.05, true},
+        data::LoaderAugment{false, true, 0, 0.2, 0, 0.3, 0, true}, data::LoaderAugment{false, false, 7.5, 0, 0, 0, 0, true}}) {
+    const std::string text = data::augment_text(a);
+    INFO(text);
+    CHECK(data::augment_text(data::parse_augment(text)) == text);
+  }
+  const data::LoaderAugment a = data::parse_augment(" vflip ,hflip, jitter 0.1/0.2/0.3/0.04", false);
+  CHECK(a.hflip);
+  CHECK(a.vflip);
+  CHECK(a.rotation_degrees == 0.0);
+  CHECK(a.hue == 0.04);
+  CHECK_FALSE(a.imagenet_normalize);
+  // every malformed text is an error that names the item, never a silently dropped one
+  for (const char* bad : {"", "hflip,", "hflip, hflip", "flip", "rotation", "rotation 0", "rotation 200",
+                          "rotation 1e400", "rotation nan", "jitter 0.1/0.1/0.1", "jitter 0.1/0.1/0.1/0.6",
+                          "hflip 1", "none, hflip", "rotation 5, rotation 6"}) {
+    INFO(bad);
+    CHECK_THROWS_AS(data::parse_augment(bad), Error);
+  }
+  CHECK_THROWS_WITH_AS(data::parse_augment("hflip, mixup"), doctest::Contains("unknown item 'mixup'"), Error);
+  // the smoke preset takes it for both student stages (its scratch teacher's targets are computed live)
+  pipeline::PipelineOptions o;
+  o.preset = "smoke";
+  o.student_augment = "hflip, vflip, rotation 12";
+  const pipeline::PipelineSettings s = pipeline::resolve_settings(o);
+  CHECK(data::augment_text(s.kd.augment) == "hflip, vflip, rotation 12.0");  // as the log writes it
+  CHECK(s.kd.augment.imagenet_normalize == pipeline::pipeline_preset("smoke").kd.augment.imagenet_normalize);
+}
+
 TEST_CASE("pipeline: the DINOv2 teacher is the default where its weights are found, a stated fallback elsewhere") {
   const std::string tmp = temp_dir("teacher_search");
   REQUIRE(data::fs::make_dirs(tmp + "/cache/dinov2-vits14"));
@@ -356,6 +389,16 @@ TEST_CASE("pipeline: the DINOv2 teacher is the default where its weights are fou
   CHECK(s.kd.teacher.patch_size == 14);
   CHECK(s.kd.pca.align == kd::GridAlign::resize_teacher);
   CHECK(s.teacher_ft.freeze_blocks == 8);
+  // the KD stage's targets are cached for each image and its mirror: the distilled student takes at most hflip,
+  // the CE student alone anything
+  o.student_augment = "hflip";
+  CHECK(pipeline::resolve_settings(o).kd.augment.hflip);
+  o.student_augment = "hflip, rotation 12";
+  CHECK_THROWS_WITH_AS(pipeline::resolve_settings(o), doctest::Contains("cached for each image and its mirror"), Error);
+  o.run_kd = false;
+  CHECK(pipeline::resolve_settings(o).kd.augment.rotation_degrees == 12.0);
+  o.run_kd = true;
+  o.student_augment = "";
   o.teacher_img = 230;
   CHECK_THROWS_WITH_AS(pipeline::resolve_settings(o), doctest::Contains("multiple of DINOv2"), Error);
   o.teacher_img = 280;

@@ -99,6 +99,9 @@ struct PipelineOptions {
   double pca_entropy = -1;       // (0, 1): τ of the PCA target from its mean row entropy; 0: the preset's τ
   int pca_row_mean = -1;         // 0 / 1: PCA KL as a mean over rows
   double projector_lr_mult = -1; // projectors' lr as a multiple of the student's
+  // the student stages' loader augmentation in data::augment_text's words ("hflip, rotation 12", "none");
+  // "": the preset's (quick: none)
+  std::string student_augment;
   bool run_ce = true;            // the CE-only student baseline stage
   bool run_kd = true;            // the distilled student stage (and the bundle export)
   std::string teacher;           // dinov2_s14 | vit_tiny | vit_small | vit_b16
@@ -563,6 +566,16 @@ inline PipelineSettings resolve_settings(const PipelineOptions& o) {
   }
   if (o.pca_row_mean >= 0) c.pca.kl_row_mean = o.pca_row_mean != 0;
   if (o.projector_lr_mult > 0) c.projector_lr_mult = o.projector_lr_mult;
+  if (!o.student_augment.empty()) c.augment = data::parse_augment(o.student_augment, c.augment.imagenet_normalize);
+  // The DINOv2 teacher's KD targets are computed once, from its cached frozen blocks, for each training image and
+  // its mirror: a student view the loader rotated or recoloured has no target there. A horizontal flip keeps the
+  // views within the cached pair; anything more is for the CE stage alone.
+  if (s.teacher_kind == "dinov2" && o.run_kd && c.cache_teacher && c.views.mirror && s.teacher_ft.freeze_blocks > 0)
+    RETIKD_CHECK(!c.augment.vflip && c.augment.rotation_degrees == 0 && c.augment.brightness == 0 &&
+                     c.augment.contrast == 0 && c.augment.saturation == 0 && c.augment.hue == 0,
+                 "--student-augment '", data::augment_text(c.augment), "': the KD stage's teacher targets are cached ",
+                 "for each image and its mirror only, so the distilled student takes at most hflip; train the CE ",
+                 "student alone with it (--no-kd)");
   RETIKD_CHECK(!c.views.mirror || c.views.augmented_views == 1, "--mirror-views 1 makes exactly one augmented view; "
                "--views ", c.views.augmented_views, " contradicts it");
   c.weights.validate();
