@@ -1,6 +1,7 @@
 // tests/golden_util.hpp — what the golden tests share with tools/golden/make_golden.py: its counter-based
 // generator (FNV-1a of a tensor's name, splitmix64 per element; make_golden.py's generated() bit for bit), the
-// golden-file reader and the directory the files live in. test_golden.cpp and test_onnx.cpp use it.
+// golden-file reader, the directory the files live in and the tiny DINOv2 those files hold. test_golden.cpp,
+// test_onnx.cpp, test_norm_pool_resize.cpp and test_pipeline.cpp use it.
 #pragma once
 
 #include <cmath>
@@ -13,6 +14,7 @@
 
 #include <retikd/io/safetensors.hpp>
 #include <retikd/nn/layers.hpp>
+#include <retikd/nn/models/vit.hpp>
 #include <retikd/nn/module.hpp>
 
 namespace retikd {
@@ -92,6 +94,19 @@ inline std::string golden_dir() {
   const auto slash = here.find_last_of('/');
   return (slash == std::string::npos ? std::string(".") : here.substr(0, slash)) + "/golden";
 }
+
+// The tiny DINOv2 of tools/golden/make_onnx_golden.py (width 32, 2 blocks of 2 heads, patch 14, a 4x4 stored
+// position grid, 56 px) and its timm-named weights: the pretrained ViT of the importer and pipeline tests.
+inline nn::ViTConfig tiny_dinov2_config(int64_t num_classes = 0) {
+  nn::ViTConfig c = nn::ViTConfig::dinov2_small(num_classes, 56);
+  c.embed_dim = 32;
+  c.depth = 2;
+  c.num_heads = 2;
+  c.pos_embed_grid = 4;
+  return c;
+}
+
+inline std::string tiny_dinov2_weights() { return golden_dir() + "/dinov2_tiny_timm.safetensors"; }
 
 struct Golden {
   std::map<std::string, Tensor> t;

@@ -71,15 +71,7 @@ double scale_relative_error(const Tensor& ours, const Tensor& ref) {
   return diff / scale;
 }
 
-// The tiny DINOv2 of tools/golden/make_onnx_golden.py: width 32, 2 blocks, 2 heads, 4×4 stored grid (56 px).
-nn::ViTConfig tiny_dinov2_config() {
-  nn::ViTConfig c = nn::ViTConfig::dinov2_small(0, 56);
-  c.embed_dim = 32;
-  c.depth = 2;
-  c.num_heads = 2;
-  c.pos_embed_grid = 4;
-  return c;
-}
+using golden::tiny_dinov2_config;  // the tiny DINOv2 of tools/golden/make_onnx_golden.py
 
 std::string expect_error(const std::function<void()>& f) {
   try {

@@ -74,19 +74,6 @@ void check_entry(const io::Json& j, const char* key) {
   CHECK(e.at("weights_bytes").as_int() > 4 * e.at("params").as_int());
 }
 
-// The tiny DINOv2 of tests/golden (width 32, 2 blocks of 2 heads, patch 14, a 4x4 position grid) at 56 px, and
-// its timm-named weights: the pretrained teacher of the tests below.
-nn::ViTConfig tiny_dinov2_config() {
-  nn::ViTConfig cfg = nn::ViTConfig::dinov2_small(4, 56);
-  cfg.embed_dim = 32;
-  cfg.depth = 2;
-  cfg.num_heads = 2;
-  cfg.pos_embed_grid = 4;
-  return cfg;
-}
-
-std::string tiny_dinov2_weights() { return golden::golden_dir() + "/dinov2_tiny_timm.safetensors"; }
-
 }  // namespace
 
 #ifdef RETIKD_WITH_ONNX
@@ -424,8 +411,8 @@ TEST_CASE("pipeline: the DINOv2 teacher is the default where its weights are fou
 
 TEST_CASE("pipeline: a pretrained ViT teacher fine-tunes on cached frozen blocks, picks its head and resumes") {
   // The tiny DINOv2 of tests/golden (width 32, 2 blocks, patch 14) on 56 px synthetic images: block 0 frozen.
-  const std::string weights = tiny_dinov2_weights();
-  const nn::ViTConfig cfg = tiny_dinov2_config();
+  const std::string weights = golden::tiny_dinov2_weights();
+  const nn::ViTConfig cfg = golden::tiny_dinov2_config(4);
   data::SyntheticOptions so;
   so.size = 64;
   auto source = [&](int64_t n, int64_t first) { return std::make_shared<data::SyntheticSource>(n, 5, so, first); };
@@ -481,8 +468,8 @@ TEST_CASE("pipeline: KD targets from the frozen-block cache; logit KD alone stor
   // The tiny DINOv2 of tests/golden (2 blocks, block 0 frozen) as the teacher at 56 px, a MobileNetV2 x0.25 student
   // at 64 px, the mirror views of quick with DINOv2. The quick preset's default (logit KD alone) taps nothing, so
   // its records hold logits only; with a token tap the records gain the tokens and keep the same logits.
-  const std::string weights = tiny_dinov2_weights();
-  const nn::ViTConfig cfg = tiny_dinov2_config();
+  const std::string weights = golden::tiny_dinov2_weights();
+  const nn::ViTConfig cfg = golden::tiny_dinov2_config(4);
   Generator gen(4);
   auto vit = std::make_shared<nn::VisionTransformer>(cfg, gen);
   io::load_module(weights, *vit, /*strict=*/false);
