@@ -1,8 +1,8 @@
 // retikd/data/augment.hpp — a training recipe's loader augmentation as plain data (LoaderAugment: flips, rotation,
 // colour jitter, ImageNet normalisation), the transform chain it stands for, the one-line description that
 // logs, reports and checkpoints record, and its inverse (parse_augment: what `distill_retina --student-augment`
-// reads, so a user writes an augmentation the way the log prints it). It lives in data/ because the loader applies it; the distillation presets
-// (kd/distiller.hpp) and the pipeline (pipeline/presets.hpp) only carry it.
+// reads, so a user writes an augmentation the way the log prints it). It lives in data/ because the loader
+// applies it; the distillation presets (kd/distiller.hpp) and the pipeline (pipeline/presets.hpp) only carry it.
 #pragma once
 
 #include <string>
