@@ -162,11 +162,15 @@ inline int64_t file_size(const std::string& path) {
 }
 
 inline std::string num(double v) { return io::format_double(v); }
-// A metric as a reader reads it: four decimals, rounded (num() keeps every digit, for configs that must round-trip).
-inline std::string num4(double v) {
-  char buf[32];
-  std::snprintf(buf, sizeof buf, "%.4f", v);
-  return buf;
+// A metric as a reader reads it: four decimals, rounded, '.' whatever the locale (num() keeps every digit, for
+// configs that must round-trip).
+inline std::string num4(double v) { return metrics::svg::fixed(v, 4); }
+
+// Whether the KD stage's teacher targets come from the DINOv2 teacher's cached frozen blocks, computed once for each
+// training image and its mirror (fill_teacher_targets_from_prefix) rather than by a teacher forward per step.
+inline bool kd_targets_from_teacher_prefix(const std::string& teacher_kind, const kd::DistillConfig& c,
+                                           int64_t freeze_blocks) {
+  return teacher_kind == "dinov2" && c.cache_teacher && c.views.mirror && freeze_blocks > 0;
 }
 
 inline void say(std::FILE* out, const std::string& s) {
@@ -570,7 +574,7 @@ inline PipelineSettings resolve_settings(const PipelineOptions& o) {
   // The DINOv2 teacher's KD targets are computed once, from its cached frozen blocks, for each training image and
   // its mirror: a student view the loader rotated or recoloured has no target there. A horizontal flip keeps the
   // views within the cached pair; anything more is for the CE stage alone.
-  if (s.teacher_kind == "dinov2" && o.run_kd && c.cache_teacher && c.views.mirror && s.teacher_ft.freeze_blocks > 0)
+  if (o.run_kd && detail::kd_targets_from_teacher_prefix(s.teacher_kind, c, s.teacher_ft.freeze_blocks))
     RETIKD_CHECK(!c.augment.vflip && c.augment.rotation_degrees == 0 && c.augment.brightness == 0 &&
                      c.augment.contrast == 0 && c.augment.saturation == 0 && c.augment.hue == 0,
                  "--student-augment '", data::augment_text(c.augment), "': the KD stage's teacher targets are cached ",
@@ -1110,7 +1114,7 @@ inline void kd_student_stage(PipelineRun& r) {
   init_student(*student, s, r.log, r.calibration);
   Generator hgen(r.seed + 2);
   kd::CrossArchitectureDistiller distiller(r.teacher, student, cfg, hgen);
-  if (s.teacher_kind == "dinov2" && cfg.cache_teacher && cfg.views.mirror && s.teacher_ft.freeze_blocks > 0)
+  if (kd_targets_from_teacher_prefix(s.teacher_kind, cfg, s.teacher_ft.freeze_blocks))
     fill_teacher_targets_from_prefix(r, distiller);
   dist::ProcessGroup& world = r.world;
   dist::GradientReducer ddp(world, distiller.student_parameters());
