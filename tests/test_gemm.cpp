@@ -116,13 +116,15 @@ int64_t run_case(const Case& c, uint32_t seed) {
 }
 
 // Sizes chosen to hit every path: degenerate, tiny, primes, edge tiles in M and N (tile heights 4..8,
-// widths 8..32 depending on the ISA), K across the 256-deep slices, N across the 4096-wide blocks,
-// short-and-wide (column split when threaded), tall-and-skinny.
+// widths 8..64 depending on the ISA), K across the 192- or 256-deep slices, N across the 4096-wide blocks,
+// short-and-wide (column split when threaded), tall-and-skinny. On AVX-512 use_wide_tile sends some of these
+// to the 6×64 tile (K >= 256: e.g. 12×128×384, 16×64×513, 520×530×610) and the rest to the 8×32 one.
 const int64_t kShapes[][3] = {
     {1, 1, 1},     {0, 5, 3},    {5, 0, 3},    {5, 3, 0},     {0, 0, 0},    {1, 7, 1},     {7, 1, 1},
     {2, 3, 4},     {17, 33, 65}, {31, 47, 13}, {8, 32, 256},  {9, 33, 257}, {16, 64, 513}, {6, 16, 8},
     {13, 29, 300}, {1, 300, 40}, {300, 1, 40}, {3, 5, 700},   {257, 9, 31}, {9, 257, 31},  {64, 64, 64},
     {97, 193, 89}, {4, 1000, 60}, {130, 140, 150}, {100, 4200, 21}, {33, 4100, 9},
+    {6, 64, 192},  {7, 65, 193}, {12, 128, 384}, {5, 63, 191},
 };
 
 template <class T>
@@ -161,6 +163,46 @@ void run_random_sizes(int count) {
     c.poison_c = c.beta == 0.0 && coin(rng) == 1;
     CHECK_MESSAGE(run_case<T>(c, 5000u + static_cast<uint32_t>(n)) == 0, describe(c));
   }
+}
+
+// gemm_bias_gelu against cpu::gemm with the same bias (the same blocked code: the pre-activation must agree bit
+// for bit) followed by gelu_values on each element; padding columns of C and of the GELU output keep their
+// sentinel. Returns the number of mismatching elements (reporting the first).
+template <class T>
+int64_t run_gelu_case(int64_t M, int64_t N, int64_t K, bool ta, bool tb, bool in_place, uint32_t seed) {
+  std::mt19937 rng(seed);
+  const int64_t lda = std::max<int64_t>(1, (ta ? M : K) + 1), ldb = std::max<int64_t>(1, (tb ? K : N) + 2);
+  const int64_t ldc = std::max<int64_t>(1, N + 3), ldg = std::max<int64_t>(1, N + 5);
+  auto A = random_vector<T>(static_cast<std::size_t>(std::max<int64_t>(1, (ta ? K : M) * lda)), rng);
+  auto B = random_vector<T>(static_cast<std::size_t>(std::max<int64_t>(1, (tb ? N : K) * ldb)), rng);
+  for (auto& v : A) v *= T(2);  // pre-activations of a few units: the GELU's curved part, not just its tails
+  const auto bias = random_vector<T>(static_cast<std::size_t>(std::max<int64_t>(1, N)), rng);
+  const T sentinel = T(12345.5);
+  std::vector<T> pre(static_cast<std::size_t>(std::max<int64_t>(1, M * ldc)), sentinel), got_c = pre;
+  std::vector<T> got_g(static_cast<std::size_t>(std::max<int64_t>(1, M * ldg)), sentinel);
+  gemm<T>(ta, tb, M, N, K, T(1), A.data(), lda, B.data(), ldb, T(0), pre.data(), ldc, bias.data());
+  retikd::cpu::gemm_bias_gelu<T>(ta, tb, M, N, K, A.data(), lda, B.data(), ldb, got_c.data(), ldc, bias.data(),
+                                 in_place ? nullptr : got_g.data(), ldg);
+  const std::string what = "gemm_bias_gelu M=" + std::to_string(M) + " N=" + std::to_string(N) + " K=" +
+                           std::to_string(K) + " ta=" + std::to_string(ta) + " tb=" + std::to_string(tb) +
+                           (in_place ? " in place" : " beside");
+  int64_t bad = 0;
+  for (int64_t i = 0; i < M; ++i)
+    for (int64_t j = 0; j < std::max(ldc, ldg); ++j) {
+      const T c = j < ldc ? got_c[i * ldc + j] : sentinel;
+      const T g = in_place ? (j < ldc ? got_c[i * ldc + j] : sentinel) : got_g[i * ldg + j];
+      T want_c = sentinel, want_g = sentinel;
+      if (j < N) {
+        T act;
+        retikd::cpu::gemm_detail::gelu_values<T>(&pre[i * ldc + j], &act, 1);
+        want_c = in_place ? act : pre[i * ldc + j];
+        want_g = act;
+      }
+      if (!(c == want_c && g == want_g) && bad++ == 0)
+        FAIL_CHECK(what << ": (" << i << "," << j << ") C = " << c << " (want " << want_c << "), GELU = " << g
+                        << " (want " << want_g << ")");
+    }
+  return bad;
 }
 
 }  // namespace
@@ -223,6 +265,35 @@ TEST_CASE("gemm: per-column bias added in the store, on every path; gemm_serial"
   Case d{33, 47, 300, true, false, 1.0, 1.0, 0, 0, 0};
   d.bias = true;
   CHECK_MESSAGE(run_case<double>(d, seed++) == 0, describe(d));
+}
+
+TEST_CASE("gemm_bias_gelu: the GELU runs once on every finished tile, in place or beside the pre-activation") {
+  // Full and edge tiles of both AVX-512 tiles, several K slices (a GELU on an unfinished slice, or on every
+  // slice, changes the values), the column split, the threaded row split, N across the 4096-wide blocks, K = 0.
+  uint32_t seed = 9000;
+  const bool trans[3][2] = {{false, true}, {false, false}, {true, false}};
+  for (const auto& s : kShapes)
+    for (int in_place = 0; in_place < 2; ++in_place)
+      for (const auto& t : trans) CHECK(run_gelu_case<float>(s[0], s[1], s[2], t[0], t[1], in_place != 0, seed++) == 0);
+  const int64_t large[][3] = {{520, 530, 610}, {7, 2100, 300}, {40, 4100, 700}, {2056, 384, 384}};
+  for (const auto& s : large)
+    for (int in_place = 0; in_place < 2; ++in_place)
+      CHECK(run_gelu_case<float>(s[0], s[1], s[2], false, true, in_place != 0, seed++) == 0);
+  CHECK(run_gelu_case<double>(33, 47, 300, false, true, false, seed++) == 0);
+  CHECK(run_gelu_case<double>(9, 257, 31, true, false, true, seed++) == 0);
+
+  // gelu_values itself against the formula in double precision: ½x(1 + erf(x/√2)).
+  for (double x : {-6.0, -2.5, -1.0, -0.3, 0.0, 1e-3, 0.7, 1.5, 4.0}) {
+    float y = 0.0f;
+    const float xf = static_cast<float>(x);
+    retikd::cpu::gemm_detail::gelu_values<float>(&xf, &y, 1);
+    const double want = 0.5 * static_cast<double>(xf) * (1.0 + std::erf(static_cast<double>(xf) / std::sqrt(2.0)));
+    CHECK(std::fabs(static_cast<double>(y) - want) <= 2e-6 * (1.0 + std::fabs(want)));
+  }
+  std::vector<float> a(8), b(12), c(6), g(6);
+  CHECK_THROWS_WITH_AS(retikd::cpu::gemm_bias_gelu<float>(false, true, 2, 3, 4, a.data(), 4, b.data(), 4, c.data(), 3,
+                                                          nullptr, g.data(), 2),
+                       doctest::Contains("ld_gelu"), std::invalid_argument);
 }
 
 namespace {

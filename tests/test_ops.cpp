@@ -436,6 +436,17 @@ std::vector<OpCase> build_registry() {
             .tol32(1e-5, 5e-4)
             .tol16(1e-2, 0.3));
   }
+  // fc1 + GELU: on the CPU one GEMM with the GELU on each tile (float32 fast path: both AVX-512 tiles, several K
+  // slices, threaded); on a GPU, and as its reference, the composition.
+  add(entry("linear_gelu", "(2, 3, 5) with bias", {N({2, 3, 5}, 2.0), N({4, 5}), N({4})},
+            [](V v) { return ops::linear_gelu(v[0], v[1], v[2]); })
+          .composite([](V v) { return ops::gelu(ops::linear(v[0], v[1], v[2])); }));
+  add(entry("linear_gelu", "(3, 70, 200) @ (130, 200) + bias", {N({3, 70, 200}), N({130, 200}), N({130})},
+            [](V v) { return ops::linear_gelu(v[0], v[1], v[2]); })
+          .big()
+          .tol32(1e-5, 5e-4)
+          .tol16(1e-2, 0.3)
+          .composite([](V v) { return ops::gelu(ops::linear(v[0], v[1], v[2])); }));
 
   // ---- softmax
   for (bool log : {false, true}) {

@@ -1,5 +1,6 @@
 // retikd/ops/matmul.hpp — matrix products: matmul (torch.matmul semantics: 1-D, 2-D and broadcast batched
-// operands) and linear (x · Wᵀ + b with PyTorch's (out, in) weight layout), forward and backward.
+// operands), linear (x · Wᵀ + b with PyTorch's (out, in) weight layout) and linear_gelu (a transformer MLP's
+// fc1 + GELU, fused on the CPU), forward and backward.
 //
 // The CPU back end (ops/cpu/matmul.hpp) lands on cpu::gemm / cpu::gemm_batched. Transposed views (Kᵀ in
 // attention, the gradients' Aᵀ and Bᵀ) are passed to the GEMM as transpose flags with their leading dimension,
@@ -8,9 +9,11 @@
 // and a ones-vector GEMM, so no CPU-only broadcast op is reached. The CUDA path is in ops/cuda/matmul.hpp.
 #pragma once
 
+#include <utility>
 #include <vector>
 
 #include "retikd/autograd/var.hpp"
+#include "retikd/ops/activation.hpp"
 #include "retikd/ops/common.hpp"
 #include "retikd/ops/cpu/matmul.hpp"
 #include "retikd/ops/cuda/matmul.hpp"
@@ -120,6 +123,17 @@ inline Tensor linear_cpu(const Tensor& x, const Tensor& w, const Tensor& bias) {
   return cpu::linear(x, w, bias);
 }
 
+// gelu(x · Wᵀ + b) on the CPU in one pass over the output: {pre-activation (kept only when keep_pre), gelu}.
+inline std::pair<Tensor, Tensor> linear_gelu_cpu(const Tensor& x, const Tensor& w, const Tensor& bias,
+                                                 bool keep_pre) {
+  check_cpu("linear_gelu", x);
+  check_cpu("linear_gelu", w);
+  check_cpu("linear_gelu", bias);
+  check_same_dtype("linear_gelu", x, w);
+  check_same_dtype("linear_gelu", x, bias);
+  return cpu::linear_gelu(x, w, bias, keep_pre);
+}
+
 }  // namespace impl
 
 // torch.matmul: (…, M, K) · (…, K, N) → (…, M, N), batch dims broadcast; a 1-D operand is a vector.
@@ -151,6 +165,25 @@ inline Var matmul(const Var& a, const Var& b) {
     return {da, db};
   });
 }
+
+namespace detail {
+// linear's input, weight and bias gradients from the output gradient g (the ones asked for; others undefined).
+inline std::vector<Tensor> linear_grads(const Tensor& g, const Tensor& xv, const Tensor& wv, bool gx, bool gw,
+                                        bool gbias, bool has_bias) {
+  std::vector<Tensor> grads(has_bias ? 3 : 2);
+  const int64_t in = wv.size(1), outf = wv.size(0);
+  const Tensor g2 = g.reshape({-1, outf});
+  if (gx) grads[0] = impl::matmul_nd(g2, wv).reshape(xv.shape());
+  if (gw) grads[1] = impl::matmul_nd(g2.transpose(0, 1), xv.reshape({-1, in}));
+  if (gbias) {
+    if (g2.is_cuda())  // column sums as ones(1, rows) · g2 (cuBLAS), bitwise-independent of the CPU path
+      grads[2] = impl::matmul_nd(Tensor::ones({1, g2.size(0)}, g2.dtype(), g2.device()), g2).reshape({outf});
+    else
+      grads[2] = impl::sum_to(g2, {outf});
+  }
+  return grads;
+}
+}  // namespace detail
 
 // y = x · Wᵀ + b over the last dim of x: x (…, in), weight (out, in), bias (out) or undefined.
 inline Var linear(const Var& x, const Var& weight, const Var& bias = Var()) {
@@ -186,18 +219,26 @@ inline Var linear(const Var& x, const Var& weight, const Var& bias = Var()) {
   std::vector<Var> inputs{x, weight};
   if (has_bias) inputs.push_back(bias);
   return make_result(out, "linear", inputs, [xv, wv, gx, gw, gbias, has_bias](const Tensor& g) {
-    std::vector<Tensor> grads(has_bias ? 3 : 2);
-    const int64_t in = wv.size(1), outf = wv.size(0);
-    const Tensor g2 = g.reshape({-1, outf});
-    if (gx) grads[0] = impl::matmul_nd(g2, wv).reshape(xv.shape());
-    if (gw) grads[1] = impl::matmul_nd(g2.transpose(0, 1), xv.reshape({-1, in}));
-    if (gbias) {
-      if (g2.is_cuda())  // column sums as ones(1, rows) · g2 (cuBLAS), bitwise-independent of the CPU path
-        grads[2] = impl::matmul_nd(Tensor::ones({1, g2.size(0)}, g2.dtype(), g2.device()), g2).reshape({outf});
-      else
-        grads[2] = impl::sum_to(g2, {outf});
-    }
-    return grads;
+    return detail::linear_grads(g, xv, wv, gx, gw, gbias, has_bias);
+  });
+}
+
+// gelu(linear(x, weight, bias)) (exact GELU). On the CPU with a bias and a batch of rows, the GELU runs on each
+// GEMM tile while it is in cache instead of as a second pass over the (rows × out) output — a transformer
+// MLP's fc1 + act; the pre-activation is kept only when a gradient will need it. The values equal the
+// composition's; elsewhere (GPU, no bias, a 1-D input) it is the composition.
+inline Var linear_gelu(const Var& x, const Var& weight, const Var& bias) {
+  const bool fused = bias.defined() && x.value().is_cpu() && x.dim() >= 2 && weight.dim() == 2 &&
+                     x.size(-1) == weight.size(1) && bias.dim() == 1 && bias.size(0) == weight.size(0);
+  if (!fused) return gelu(linear(x, weight, bias));
+  const Tensor xv = x.value();
+  const Tensor& wv = weight.value();
+  const bool gx = x.requires_grad(), gw = weight.requires_grad(), gbias = bias.requires_grad();
+  const bool keep_pre = grad_mode_enabled() && (gx || gw || gbias);
+  std::pair<Tensor, Tensor> pre_act = impl::linear_gelu_cpu(xv, wv, bias.value(), keep_pre);
+  const Tensor pre = pre_act.first;
+  return make_result(pre_act.second, "linear_gelu", {x, weight, bias}, [xv, wv, pre, gx, gw, gbias](const Tensor& g) {
+    return detail::linear_grads(impl::gelu_backward(g, pre), xv, wv, gx, gw, gbias, true);
   });
 }
 

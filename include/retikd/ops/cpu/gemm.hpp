@@ -17,6 +17,7 @@
 #pragma once
 
 #include <algorithm>
+#include <cmath>
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
@@ -26,6 +27,7 @@
 #include <type_traits>
 
 #include <retikd/core/parallel.hpp>
+#include <retikd/ops/cpu/vec_math.hpp>
 
 namespace retikd {
 namespace cpu {
@@ -34,46 +36,59 @@ namespace gemm_detail {
 
 // ---------------------------------------------------------------------------------------------------------
 // ISA-dependent vector width and register tile: MR rows × NV vectors of C live in registers.
-//  - AVX-512 (32 zmm): 8 × 2 vectors = 16 accumulators (8×32 floats, 8×16 doubles). Per k step: 2 vector
-//    loads of B, 8 broadcasts of A, 16 FMAs. Measured here (Zen 5, docs/results.md) it matches 14×2 and
-//    8×3 on 1024³ and beats them on DL shapes, because 8 rows and 32 columns waste less on edge tiles.
+//  - AVX-512 (32 zmm): two tiles, chosen per call (use_wide_tile below). 8 × 2 vectors = 16 accumulators (8×32
+//    floats, 8×16 doubles; per k step 2 vector loads of B, 8 broadcasts of A, 16 FMAs): on Zen 5 it matches
+//    14 × 2 and 8 × 3 on 1024³ and beats them on DL shapes, because 8 rows and 32 columns waste less on edge
+//    tiles, and it stays the choice for convolutions (power-of-two channel counts, spatial sizes like 196).
+//    6 × 4 vectors = 24 accumulators (6×64 floats) + 4 B vectors + 1 broadcast: 4 loads of B and 6
+//    broadcasts per 24 FMAs, 0.42 loads per FMA against 0.63. On the 2-core Sapphire-Rapids-class Xeon the
+//    ViT-S/14 linear GEMMs of a training step (alone, outside the model) ran 9–13 % faster with it in every
+//    one of 8 interleaved rounds, but it is no gain on every shape (6-row tiles waste rows on 16 or 32
+//    output channels; see use_wide_tile): docs/results.md, "ViT-Tiny and ViT-S/14 on the CPU".
 //  - AVX2 (16 ymm): the classic 6 × 2 (12 accumulators + 2 B vectors + 1 broadcast).
 //  - AArch64 NEON (32 q registers, Cortex-A57): 8 × 2 (8×8 floats): 16 accumulators + 2 B vectors + 8 A
 //    scalars. 8 × 3 (24 accumulators) needs 35 registers that way and GCC 12 spills it; 6 × 3 fits too
 //    but wastes rows on power-of-two sizes, as on AVX-512.
 //  - other 128-bit SIMD (SSE2 without FMA needs temporaries): 4 × 2.
+// ISAs with one tile use it as both the narrow and the wide tile.
 #if defined(__GNUC__) || defined(__clang__)
 #define RETIKD_GEMM_VECTOR_EXTENSIONS 1
 #if defined(__AVX512F__)
-constexpr int kVectorBytes = 64, kTileRows = 8, kTileVectors = 2;
+constexpr int kVectorBytes = 64, kTileRows = 8, kTileVectors = 2, kWideTileRows = 6, kWideTileVectors = 4;
 #elif defined(__AVX__)
-constexpr int kVectorBytes = 32, kTileRows = 6, kTileVectors = 2;
+constexpr int kVectorBytes = 32, kTileRows = 6, kTileVectors = 2, kWideTileRows = 6, kWideTileVectors = 2;
 #elif defined(__aarch64__)
-constexpr int kVectorBytes = 16, kTileRows = 8, kTileVectors = 2;
+constexpr int kVectorBytes = 16, kTileRows = 8, kTileVectors = 2, kWideTileRows = 8, kWideTileVectors = 2;
 #else
-constexpr int kVectorBytes = 16, kTileRows = 4, kTileVectors = 2;
+constexpr int kVectorBytes = 16, kTileRows = 4, kTileVectors = 2, kWideTileRows = 4, kWideTileVectors = 2;
 #endif
 #else  // no vector extensions: a scalar tile with the same structure
-constexpr int kVectorBytes = 0, kTileRows = 4, kTileVectors = 4;
+constexpr int kVectorBytes = 0, kTileRows = 4, kTileVectors = 4, kWideTileRows = 4, kWideTileVectors = 4;
 #endif
+constexpr bool kHasWideTile = kWideTileRows != kTileRows || kWideTileVectors != kTileVectors;
 
-// Tile and cache blocks per element type.
-// KC: a B micro-panel (KC × NR, 32 KB for AVX-512 floats) stays in L1 while A micro-panels stream past it.
+// Tile and cache blocks per element type and tile (MRv rows × NVv vectors).
+// KC: a B micro-panel (KC × NR) stays in L1 while A micro-panels stream past it. 256 for the narrow tile
+//    (32 KB for AVX-512 floats); 192 for the wide AVX-512 tile (a 48 KB panel), which measured best among
+//    128, 160, 192 and 256 there (ViT widths are multiples of 192, so K splits into equal slices).
 // MC: the packed A block (MC × KC, 256 KB for floats) stays in L2 across the sweep over B micro-panels.
 // NC: the packed B block (KC × NC, several KC slices of it at once) is streamed from L2/L3 per A block.
 // Measured on 1024³ (docs/results.md): KC 192..512 and MC 128..512 are all within noise of each other.
-template <class T>
+template <class T, int MRv = kTileRows, int NVv = kTileVectors>
 struct Blocking {
   static constexpr int L = kVectorBytes / static_cast<int>(sizeof(T)) > 0
                                ? kVectorBytes / static_cast<int>(sizeof(T))
                                : 1;  // lanes per vector
-  static constexpr int NV = kTileVectors;
+  static constexpr int NV = NVv;
   static constexpr int NR = NV * L;
-  static constexpr int MR = kTileRows;
-  static constexpr int64_t KC = 256;
+  static constexpr int MR = MRv;
+  static constexpr int64_t KC = (kHasWideTile && MRv == kWideTileRows && NVv == kWideTileVectors) ? 192 : 256;
   static constexpr int64_t MC = MR * ((262144 / static_cast<int64_t>(sizeof(T))) / KC / MR);
   static constexpr int64_t NC = 4096;
 };
+
+template <class T>
+using WideBlocking = Blocking<T, kWideTileRows, kWideTileVectors>;
 
 #if defined(RETIKD_GEMM_VECTOR_EXTENSIONS)
 template <class T>
@@ -112,10 +127,10 @@ T* scratch(int slot, std::size_t count) {
 // zero: they only feed tile elements that are never stored, but stale scratch could hold NaNs or denormals
 // that slow the FMAs down on some cores.
 
-template <class T>
+template <class T, class Cfg = Blocking<T>>
 void pack_a_panel(bool trans_a, const T* A, int64_t lda, int64_t i0, int64_t rows, int64_t k0, int64_t kc,
                   T* __restrict dst) {
-  constexpr int MR = Blocking<T>::MR;
+  constexpr int MR = Cfg::MR;
   if (trans_a && rows == MR) {  // the MR values of one k are contiguous in memory: one fixed-size copy per k
     for (int64_t k = 0; k < kc; ++k) {
       const T* src = A + (k0 + k) * lda + i0;
@@ -147,10 +162,10 @@ void pack_a_panel(bool trans_a, const T* A, int64_t lda, int64_t i0, int64_t row
   }
 }
 
-template <class T>
+template <class T, class Cfg = Blocking<T>>
 void pack_b_panel(bool trans_b, const T* B, int64_t ldb, int64_t j0, int64_t cols, int64_t k0, int64_t kc,
                   T* __restrict dst) {
-  constexpr int NR = Blocking<T>::NR;
+  constexpr int NR = Cfg::NR;
   if (!trans_b) {  // one row of op(B) is contiguous: a copy per k
     for (int64_t k = 0; k < kc; ++k) {
       const T* src = B + (k0 + k) * ldb + j0;
@@ -184,14 +199,36 @@ void pack_b_panel(bool trans_b, const T* B, int64_t ldb, int64_t j0, int64_t col
 }
 
 // ---------------------------------------------------------------------------------------------------------
+// An optional exact GELU on each finished tile of C, applied after the last K slice while the tile is still in
+// L1 (a transformer MLP's fc1 + GELU without a second pass over a B·tokens × 4·D matrix). `out` null: C is
+// overwritten with gelu(C); else gelu(C) goes to out (row stride ld_out) and C keeps the pre-activation
+// that the backward pass needs.
+template <class T>
+struct GeluStore {
+  T* out = nullptr;
+  int64_t ld_out = 0;
+};
+
+// y = x·Φ(x) = ½x(1 + erf(x/√2)) over n values (y may be x); float uses the SIMD erf of cpu/vec_math.hpp,
+// as cpu::gelu_erf does.
+template <class T>
+inline void gelu_values(const T* x, T* y, int64_t n) {
+  for (int64_t j = 0; j < n; ++j) y[j] = T(0.5) * x[j] * (T(1) + std::erf(x[j] * T(0.70710678118654752440)));
+}
+template <>
+inline void gelu_values<float>(const float* x, float* y, int64_t n) {
+  vec::gelu_erf(x, y, n);
+}
+
+// ---------------------------------------------------------------------------------------------------------
 // The micro-kernel: C[0:MR, 0:NR] = alpha * Apanel · Bpanel + beta * C (+ bias[0:NR] on every row when
 // bias is non-null; beta == 0: C is not read).
-template <class T>
+template <class T, class Cfg = Blocking<T>>
 inline void micro_kernel(int64_t kc, const T* __restrict a, const T* __restrict b, T* __restrict c,
                          int64_t ldc, T alpha, T beta, const T* __restrict bias = nullptr) {
-  constexpr int MR = Blocking<T>::MR;
-  constexpr int NV = Blocking<T>::NV;
-  constexpr int L = Blocking<T>::L;
+  constexpr int MR = Cfg::MR;
+  constexpr int NV = Cfg::NV;
+  constexpr int L = Cfg::L;
 #if defined(RETIKD_GEMM_VECTOR_EXTENSIONS)
   typedef typename Vector<T>::type V;
   V acc[MR][NV];
@@ -278,12 +315,13 @@ inline void micro_kernel(int64_t kc, const T* __restrict a, const T* __restrict 
 
 // ---------------------------------------------------------------------------------------------------------
 // One packed A block (mc rows in MR panels) times one packed B block (nc columns in NR panels) into C, plus
-// bias[j] on column j when bias is non-null.
-template <class T>
+// bias[j] on column j when bias is non-null; then GELU on every finished tile when gelu is non-null (its `out`
+// points at this block's first element).
+template <class T, class Cfg = Blocking<T>>
 void macro_kernel(int64_t mc, int64_t nc, int64_t kc, const T* ap, const T* bp, T* C, int64_t ldc, T alpha,
-                  T beta, const T* bias = nullptr) {
-  constexpr int MR = Blocking<T>::MR;
-  constexpr int NR = Blocking<T>::NR;
+                  T beta, const T* bias = nullptr, const GeluStore<T>* gelu = nullptr) {
+  constexpr int MR = Cfg::MR;
+  constexpr int NR = Cfg::NR;
   for (int64_t jr = 0; jr < nc; jr += NR) {
     const int64_t nr = std::min<int64_t>(NR, nc - jr);
     const T* b_panel = bp + jr * kc;  // panel jr/NR starts at (jr/NR) * kc * NR
@@ -292,10 +330,10 @@ void macro_kernel(int64_t mc, int64_t nc, int64_t kc, const T* ap, const T* bp, 
       const T* a_panel = ap + ir * kc;
       T* c = C + ir * ldc + jr;
       if (mr == MR && nr == NR) {
-        micro_kernel<T>(kc, a_panel, b_panel, c, ldc, alpha, beta, bias ? bias + jr : nullptr);
+        micro_kernel<T, Cfg>(kc, a_panel, b_panel, c, ldc, alpha, beta, bias ? bias + jr : nullptr);
       } else {  // edge tile: full tile into a stack buffer, then only the valid part into C
         alignas(64) T tile[MR * NR];
-        micro_kernel<T>(kc, a_panel, b_panel, tile, NR, T(1), T(0));
+        micro_kernel<T, Cfg>(kc, a_panel, b_panel, tile, NR, T(1), T(0));
         for (int64_t i = 0; i < mr; ++i) {
           T* crow = c + i * ldc;
           const T* trow = tile + i * NR;
@@ -304,6 +342,10 @@ void macro_kernel(int64_t mc, int64_t nc, int64_t kc, const T* ap, const T* bp, 
             crow[j] = beta == T(0) ? out : out + beta * crow[j];
           }
         }
+      }
+      if (gelu != nullptr) {
+        for (int64_t i = 0; i < mr; ++i)
+          gelu_values<T>(c + i * ldc, gelu->out ? gelu->out + (ir + i) * gelu->ld_out + jr : c + i * ldc, nr);
       }
     }
   }
@@ -331,12 +373,12 @@ constexpr double kThreadingMinMacs = 96.0 * 96.0 * 96.0;
 constexpr int64_t kPackedBBytes = int64_t(8) << 20;
 
 // The blocked GEMM with validated arguments, M, N, K > 0 and alpha != 0. `threads` > 1 lets it use the pool.
-// bias (N values, or null) is added to every row of C once, with the first K slice.
-template <class T>
+// bias (N values, or null) is added to every row of C once, with the first K slice; gelu (or null) runs on
+// every tile with the last one.
+template <class T, class Cfg = Blocking<T>>
 void gemm_blocked(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, T alpha, const T* A,
                   int64_t lda, const T* B, int64_t ldb, T beta, T* C, int64_t ldc, int threads,
-                  const T* bias = nullptr) {
-  using Cfg = Blocking<T>;
+                  const T* bias = nullptr, const GeluStore<T>* gelu = nullptr) {
   constexpr int64_t MR = Cfg::MR, NR = Cfg::NR, KC = Cfg::KC, MC = Cfg::MC, NC = Cfg::NC;
   const int64_t m_panels = (M + MR - 1) / MR;
   const int64_t n_panels = (N + NR - 1) / NR;
@@ -347,8 +389,10 @@ void gemm_blocked(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, T
     parallel_for(0, n_panels, (n_panels + threads - 1) / threads, [&](int64_t lo, int64_t hi) {
       const int64_t j0 = lo * NR, j1 = std::min(N, hi * NR);
       const T* b_slice = trans_b ? B + j0 * ldb : B + j0;
-      gemm_blocked<T>(trans_a, trans_b, M, j1 - j0, K, alpha, A, lda, b_slice, ldb, beta, C + j0, ldc, 1,
-                      bias ? bias + j0 : nullptr);
+      GeluStore<T> slice_gelu;
+      if (gelu) slice_gelu = {gelu->out ? gelu->out + j0 : nullptr, gelu->ld_out};
+      gemm_blocked<T, Cfg>(trans_a, trans_b, M, j1 - j0, K, alpha, A, lda, b_slice, ldb, beta, C + j0, ldc, 1,
+                           bias ? bias + j0 : nullptr, gelu ? &slice_gelu : nullptr);
     });
     return;
   }
@@ -379,7 +423,7 @@ void gemm_blocked(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, T
         for (int64_t t = lo; t < hi; ++t) {
           const int64_t s = t / nc_panels, p = t % nc_panels;
           const int64_t pc = pg + s * KC, kc = std::min(KC, K - pc);
-          pack_b_panel<T>(trans_b, B, ldb, jc + p * NR, std::min(NR, nc - p * NR), pc, kc,
+          pack_b_panel<T, Cfg>(trans_b, B, ldb, jc + p * NR, std::min(NR, nc - p * NR), pc, kc,
                           bp + s * KC * ncr + p * NR * kc);
         }
       };
@@ -392,11 +436,15 @@ void gemm_blocked(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, T
           for (int64_t s = 0; s < slices; ++s) {
             const int64_t pc = pg + s * KC, kc = std::min(KC, K - pc);
             for (int64_t p = p0; p < p1; ++p)
-              pack_a_panel<T>(trans_a, A, lda, p * MR, std::min(MR, M - p * MR), pc, kc,
+              pack_a_panel<T, Cfg>(trans_a, A, lda, p * MR, std::min(MR, M - p * MR), pc, kc,
                               ap + (p - p0) * MR * kc);
             const T beta_now = pc == 0 ? beta : T(1);  // later K slices accumulate onto the first
             const T* bias_now = pc == 0 && bias ? bias + jc : nullptr;
-            macro_kernel<T>(i1 - i0, nc, kc, ap, bp + s * KC * ncr, C + i0 * ldc + jc, ldc, alpha, beta_now, bias_now);
+            GeluStore<T> block_gelu;
+            if (gelu) block_gelu = {gelu->out ? gelu->out + i0 * gelu->ld_out + jc : nullptr, gelu->ld_out};
+            const GeluStore<T>* gelu_now = gelu && pc + kc == K ? &block_gelu : nullptr;
+            macro_kernel<T, Cfg>(i1 - i0, nc, kc, ap, bp + s * KC * ncr, C + i0 * ldc + jc, ldc, alpha, beta_now,
+                                 bias_now, gelu_now);
           }
         }
       };
@@ -415,23 +463,48 @@ void gemm_blocked(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, T
   }
 }
 
+// The wide tile is taken for deep products (K >= 256: its gain is in the FMA loop, not in the stores) when
+// its padded work (rows and columns rounded up to whole tiles), discounted by the ~10 % it measured faster on
+// the ViT-S/14 linears, is below the narrow tile's: M = B·tokens and widths that are multiples of 64 take it;
+// 16 or 32 output channels (6-row tiles waste 12.5 %) keep the narrow one. In per-op profiles of whole
+// training steps (Xeon, 2 threads) the wide tile took 4 % off ViT-S/14's step, left ViT-Tiny's unchanged and
+// made MobileNetV2's convolution backward 5–10 % slower when every product could take it; the K bound keeps
+// most of MobileNetV2's convolutions (K = input channels) on the narrow tile.
+template <class T>
+bool use_wide_tile(int64_t M, int64_t N, int64_t K) {
+  if (!kHasWideTile || K < 256) return false;
+  using Narrow = Blocking<T>;
+  using Wide = WideBlocking<T>;
+  auto padded = [](int64_t x, int64_t r) { return static_cast<double>((x + r - 1) / r * r); };
+  const double narrow = padded(M, Narrow::MR) * padded(N, Narrow::NR);
+  const double wide = padded(M, Wide::MR) * padded(N, Wide::NR);
+  return wide < 1.1 * narrow;
+}
+
 // Everything after argument checking: the degenerate cases, then the blocked GEMM.
 template <class T>
 void gemm_unchecked(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, T alpha, const T* A,
                     int64_t lda, const T* B, int64_t ldb, T beta, T* C, int64_t ldc, bool allow_threads,
-                    const T* bias = nullptr) {
+                    const T* bias = nullptr, const GeluStore<T>* gelu = nullptr) {
   if (M == 0 || N == 0) return;
   if (K == 0 || alpha == T(0)) {  // BLAS semantics: A and B are not read
     scale_c(M, N, beta, C, ldc);
     if (bias)
       for (int64_t i = 0; i < M; ++i)
         for (int64_t j = 0; j < N; ++j) C[i * ldc + j] += bias[j];
+    if (gelu)
+      for (int64_t i = 0; i < M; ++i)
+        gelu_values<T>(C + i * ldc, gelu->out ? gelu->out + i * gelu->ld_out : C + i * ldc, N);
     return;
   }
   int threads = 1;
   if (allow_threads && static_cast<double>(M) * static_cast<double>(N) * static_cast<double>(K) >= kThreadingMinMacs)
     threads = thread_pool().num_threads();
-  gemm_blocked<T>(trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc, threads, bias);
+  if (use_wide_tile<T>(M, N, K))
+    gemm_blocked<T, WideBlocking<T>>(trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc, threads, bias,
+                                     gelu);
+  else
+    gemm_blocked<T>(trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc, threads, bias, gelu);
 }
 
 inline void check_gemm_args(const char* op, bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K,
@@ -469,6 +542,21 @@ void gemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, T alpha, 
   static_assert(std::is_same<T, float>::value || std::is_same<T, double>::value, "gemm: float or double");
   gemm_detail::check_gemm_args("gemm", trans_a, trans_b, M, N, K, A, lda, B, ldb, C, ldc);
   gemm_detail::gemm_unchecked<T>(trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc, true, bias);
+}
+
+// C = gelu(op(A) · op(B) + bias) with the GELU (exact, erf) applied to each tile as it is finished; with
+// gelu_out non-null, C keeps the pre-activation op(A)·op(B) + bias and gelu_out (M × N, row stride ld_gelu)
+// receives its GELU. The values equal gemm followed by cpu::gelu_erf's elementwise formula.
+template <class T>
+void gemm_bias_gelu(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, const T* A, int64_t lda,
+                    const T* B, int64_t ldb, T* C, int64_t ldc, const T* bias, T* gelu_out = nullptr,
+                    int64_t ld_gelu = 0) {
+  static_assert(std::is_same<T, float>::value || std::is_same<T, double>::value, "gemm_bias_gelu: float or double");
+  gemm_detail::check_gemm_args("gemm_bias_gelu", trans_a, trans_b, M, N, K, A, lda, B, ldb, C, ldc);
+  if (gelu_out != nullptr && ld_gelu < std::max<int64_t>(1, N))
+    throw std::invalid_argument("gemm_bias_gelu: ld_gelu must be >= max(1, N = " + std::to_string(N) + ")");
+  const gemm_detail::GeluStore<T> gelu{gelu_out, ld_gelu};
+  gemm_detail::gemm_unchecked<T>(trans_a, trans_b, M, N, K, T(1), A, lda, B, ldb, T(0), C, ldc, true, bias, &gelu);
 }
 
 // The same product on the calling thread only, for callers that already run independent GEMMs in parallel

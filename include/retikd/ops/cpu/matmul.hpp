@@ -1,6 +1,7 @@
 // retikd/ops/cpu/matmul.hpp — the CPU back end of the matrix products (ops/matmul.hpp): matmul as one GEMM or
 // a strided-batched one (cpu::gemm / cpu::gemm_batched of ops/cpu/gemm.hpp), and linear with the bias added
-// in the GEMM's store rather than by a broadcast add over the whole output afterwards.
+// in the GEMM's store rather than by a broadcast add over the whole output afterwards (and linear + GELU with
+// the activation applied there too).
 //
 // The front end validates the operands, broadcasts the batch and lays each operand out (ops/gemm_matrix.hpp)
 // exactly as for the CUDA back end; this header only runs the loops.
@@ -8,6 +9,7 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <utility>
 
 #include "retikd/core/tensor.hpp"
 #include "retikd/ops/cpu/gemm.hpp"
@@ -53,6 +55,30 @@ inline Tensor linear(const Tensor& x, const Tensor& w, const Tensor& bias) {
                  std::max<int64_t>(in, 1), T(0), out.data<T>(), std::max<int64_t>(outf, 1), bc.data<T>());
   });
   return out;
+}
+
+// gelu(x · wᵀ + bias) with the GELU applied to each GEMM tile while it is in cache (cpu::gemm_bias_gelu).
+// Returns {pre-activation, activation}; the pre-activation is only kept (and allocated) when `keep_pre`,
+// for a backward pass.
+inline std::pair<Tensor, Tensor> linear_gelu(const Tensor& x, const Tensor& w, const Tensor& bias, bool keep_pre) {
+  const int64_t in = w.size(1), outf = w.size(0);
+  const Tensor xc = x.contiguous(), wc = w.contiguous(), bc = bias.contiguous();
+  Shape out_shape = x.shape();
+  out_shape.back() = outf;
+  Tensor act = Tensor::empty(out_shape, x.dtype());
+  Tensor pre = keep_pre ? Tensor::empty(out_shape, x.dtype()) : Tensor();
+  const int64_t rows = in > 0 ? xc.numel() / in : shape_numel(out_shape) / std::max<int64_t>(outf, 1);
+  dispatch_floating(x.dtype(), "linear_gelu", [&](auto tag) {
+    using T = typename decltype(tag)::type;
+    const int64_t ld_in = std::max<int64_t>(in, 1), ld_out = std::max<int64_t>(outf, 1);
+    if (keep_pre)
+      cpu::gemm_bias_gelu<T>(false, true, rows, outf, in, xc.data<T>(), ld_in, wc.data<T>(), ld_in, pre.data<T>(),
+                             ld_out, bc.data<T>(), act.data<T>(), ld_out);
+    else
+      cpu::gemm_bias_gelu<T>(false, true, rows, outf, in, xc.data<T>(), ld_in, wc.data<T>(), ld_in, act.data<T>(),
+                             ld_out, bc.data<T>());
+  });
+  return {pre, act};
 }
 
 }  // namespace cpu
