@@ -308,7 +308,8 @@ TEST_CASE("pipeline: --student-augment reads an augmentation as the log writes i
   for (const data::LoaderAugment& a :
        {data::LoaderAugment{}, data::LoaderAugment{true, false, 0, 0, 0, 0, 0, true},
         data::LoaderAugment{true, true, 12.0, 0.1, 0.1, 0.1, 0.05, true},
-        data::LoaderAugment{false, true, 0, 0.2, 0, 0.3, 0, true}, data::LoaderAugment{false, false, 7.5, 0, 0, 0, 0, true}}) {
+        data::LoaderAugment{false, true, 0, 0.2, 0, 0.3, 0, true},
+        data::LoaderAugment{false, false, 7.5, 0, 0, 0, 0, true}}) {
     const std::string text = data::augment_text(a);
     INFO(text);
     CHECK(data::augment_text(data::parse_augment(text)) == text);
@@ -407,6 +408,20 @@ TEST_CASE("pipeline: the DINOv2 teacher is the default where its weights are fou
   CHECK(pipeline::resolve_settings(o).teacher_kind == "scratch");
   o.teacher_img = 224;
   CHECK_THROWS_WITH_AS(pipeline::resolve_settings(o), doctest::Contains("--teacher dinov2_s14"), Error);
+  // a safetensors teacher is named by the source its metadata gives (pretrain_ijepa's adapted encoder is not
+  // DINOv2's own weights); without one it is DINOv2's
+  o = pipeline::PipelineOptions();
+  o.preset = "quick";
+  o.teacher = "dinov2_s14";
+  o.teacher_weights = tmp + "/adapted.safetensors";
+  io::save_safetensors(o.teacher_weights, {{"w", Tensor::zeros({1})}},
+                       {{"source", "pretrain_ijepa (I-JEPA context encoder)"}});
+  s = pipeline::resolve_settings(o);
+  CHECK(s.teacher_kind == "dinov2");
+  CHECK(s.teacher_note.find("'pretrain_ijepa (I-JEPA context encoder)'") != std::string::npos);
+  CHECK(s.teacher_note.find("LVD-142M") == std::string::npos);
+  io::save_safetensors(o.teacher_weights, {{"w", Tensor::zeros({1})}}, {{"format", "pt"}});
+  CHECK(pipeline::resolve_settings(o).teacher_note.find("LVD-142M") != std::string::npos);
 }
 
 TEST_CASE("pipeline: a pretrained ViT teacher fine-tunes on cached frozen blocks, picks its head and resumes") {

@@ -432,6 +432,24 @@ inline std::string find_dinov2_weights(const std::string& explicit_path) {
   return "";
 }
 
+// What the log and report say the DINOv2-shaped teacher starts from: DINOv2's own weights, unless the file is
+// a safetensors export whose metadata names another source (pretrain_ijepa's encoder continued on the fundus
+// images writes "source": "pretrain_ijepa (I-JEPA context encoder)"). A header that cannot be read leaves the
+// default wording: loading the file later reports what is wrong with it.
+inline std::string dinov2_teacher_note(const std::string& path) {
+  const std::string dinov2 = "DINOv2 ViT-S/14 (self-supervised on LVD-142M) from " + path;
+  if (!ends_with_ci(path, ".safetensors")) return dinov2;
+  std::map<std::string, std::string> metadata;
+  try {
+    metadata = io::read_safetensors_header(path).metadata;
+  } catch (const std::exception&) {
+    return dinov2;
+  }
+  const auto source = metadata.find("source");
+  if (source == metadata.end() || source->second.empty()) return dinov2;
+  return "a ViT-S/14 of DINOv2's shape from " + path + ", whose metadata gives its source as '" + source->second + "'";
+}
+
 // The settings of a run: the preset with the options' overrides applied (throws on a bad value).
 inline PipelineSettings resolve_settings(const PipelineOptions& o) {
   PipelineSettings s = pipeline_preset(o.preset);
@@ -489,7 +507,7 @@ inline PipelineSettings resolve_settings(const PipelineOptions& o) {
                    ft.freeze_blocks, " must be in [0, ", c.teacher.depth - 1, "]");
       RETIKD_CHECK(ft.layer_decay <= 1.0 && ft.drop_path <= 1.0, "--teacher-layer-decay and --teacher-drop-path "
                    "must be at most 1");
-      s.teacher_note = "DINOv2 ViT-S/14 (self-supervised on LVD-142M) from " + path;
+      s.teacher_note = dinov2_teacher_note(path);
       if (s.dinov2_mirror_views) {
         c.views.mirror = true;
         c.views.augmented_views = 1;
