@@ -152,7 +152,7 @@ class Mlp : public Layer, public Traceable {
   }
   Var forward(const Var& x) override {
     // fc1 + exact GELU as one op: on the CPU the GELU runs on each GEMM tile while it is in cache, saving a
-    // pass over the (tokens × 4·D) hidden activations (ops::linear_gelu; same values as the two ops).
+    // pass over the (tokens × 4·D) hidden activations (ops::linear_gelu; the two ops' values up to rounding).
     const Var hidden = act_->kind() == Activation::gelu ? ops::linear_gelu(x, fc1->weight, fc1->bias)
                                                         : act_->forward(fc1->forward(x));
     return drop2_->forward(fc2->forward(drop1_->forward(hidden)));

@@ -225,8 +225,9 @@ inline Var linear(const Var& x, const Var& weight, const Var& bias = Var()) {
 
 // gelu(linear(x, weight, bias)) (exact GELU). On the CPU with a bias and a batch of rows, the GELU runs on each
 // GEMM tile while it is in cache instead of as a second pass over the (rows × out) output — a transformer
-// MLP's fc1 + act; the pre-activation is kept only when a gradient will need it. The values equal the
-// composition's; elsewhere (GPU, no bias, a 1-D input) it is the composition.
+// MLP's fc1 + act; the pre-activation is kept only when a gradient will need it. The values are the
+// composition's up to rounding (FMA contraction may differ); elsewhere (GPU, no bias, a 1-D input) it is the
+// composition.
 inline Var linear_gelu(const Var& x, const Var& weight, const Var& bias) {
   const bool fused = bias.defined() && x.value().is_cpu() && x.dim() >= 2 && weight.dim() == 2 &&
                      x.size(-1) == weight.size(1) && bias.dim() == 1 && bias.size(0) == weight.size(0);
