@@ -1,5 +1,6 @@
 // bench/bench_gemm.cpp — square GEMM throughput of retikd::cpu::gemm, next to OpenBLAS's cblas_sgemm /
-// cblas_dgemm on the same inputs in the same process (when OpenBLAS is installed), with a GFLOP/s counter.
+// cblas_dgemm on the same inputs in the same process (when OpenBLAS is installed), with a GFLOP/s counter;
+// and the ViT linear-layer shapes (x·Wᵀ + bias) with each AVX-512 register tile forced.
 //
 // Thread counts come from the environment, so one binary measures both regimes without lying about either:
 //   RETIKD_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 ./retikd_bench_gemm      # single-threaded, both libraries
@@ -107,6 +108,80 @@ void BM_gemm_openblas(benchmark::State& state) {
 }
 #endif
 
+// ---- linear layers: x (M×K) · Wᵀ (W stored N×K) + bias, the ViT shapes (M = batch 8 × tokens) --------------
+// `retikd` is cpu::gemm as ops::linear calls it (the tile use_wide_tile picks); `narrow` and `wide` force the
+// 8×32 and 6×64 AVX-512 tiles (the same tile on other ISAs), so a tile or blocking change can be judged in-tree
+// on the shapes that matter (docs/results.md, "The same race on the Intel Xeon"). OpenBLAS gets beta = 0 and
+// no bias (one pass less than retikd).
+struct LinearProblem {
+  int64_t M, N, K;
+  std::vector<float> x, w, bias, y;
+  LinearProblem(int64_t m, int64_t n, int64_t k) : M(m), N(n), K(k), x(m * k), w(n * k), bias(n), y(m * n) {
+    std::mt19937 rng(static_cast<uint32_t>(m * 31 + n * 7 + k));
+    std::uniform_real_distribution<float> dist(-1.0f, 1.0f);
+    for (auto& v : x) v = dist(rng);
+    for (auto& v : w) v = dist(rng);
+    for (auto& v : bias) v = dist(rng);
+  }
+};
+
+void set_linear_counters(benchmark::State& state, const LinearProblem& p, const std::string& label) {
+  const double flops = 2.0 * static_cast<double>(p.M) * static_cast<double>(p.N) * static_cast<double>(p.K);
+  state.counters["GFLOP/s"] =
+      benchmark::Counter(flops * static_cast<double>(state.iterations()) / 1e9, benchmark::Counter::kIsRate);
+  state.SetLabel(label);
+}
+
+enum class LinearTile { chosen, narrow, wide };
+
+template <LinearTile tile>
+void BM_linear_retikd(benchmark::State& state) {
+  LinearProblem p(state.range(0), state.range(1), state.range(2));
+  namespace gd = retikd::cpu::gemm_detail;
+  const int threads = retikd::thread_pool().num_threads();
+  for (auto _ : state) {
+    if (tile == LinearTile::chosen)
+      retikd::cpu::gemm<float>(false, true, p.M, p.N, p.K, 1.0f, p.x.data(), p.K, p.w.data(), p.K, 0.0f,
+                               p.y.data(), p.N, p.bias.data());
+    else if (tile == LinearTile::narrow)
+      gd::gemm_blocked<float>(false, true, p.M, p.N, p.K, 1.0f, p.x.data(), p.K, p.w.data(), p.K, 0.0f,
+                              p.y.data(), p.N, threads, p.bias.data());
+    else
+      gd::gemm_blocked<float, gd::WideBlocking<float>>(false, true, p.M, p.N, p.K, 1.0f, p.x.data(), p.K,
+                                                       p.w.data(), p.K, 0.0f, p.y.data(), p.N, threads,
+                                                       p.bias.data());
+    benchmark::DoNotOptimize(p.y.data());
+    benchmark::ClobberMemory();
+  }
+  const bool chose_wide = gd::use_wide_tile<float>(p.M, p.N, p.K);
+  const char* name = tile == LinearTile::narrow ? "narrow"
+                     : tile == LinearTile::wide ? "wide"
+                     : chose_wide               ? "chose wide"
+                                                : "chose narrow";
+  set_linear_counters(state, p, std::string(name) + " threads=" + std::to_string(threads));
+}
+
+#if defined(RETIKD_BENCH_HAVE_OPENBLAS)
+void BM_linear_openblas(benchmark::State& state) {
+  LinearProblem p(state.range(0), state.range(1), state.range(2));
+  const int m = static_cast<int>(p.M), n = static_cast<int>(p.N), k = static_cast<int>(p.K);
+  for (auto _ : state) {
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, m, n, k, 1.0f, p.x.data(), k, p.w.data(), k, 0.0f,
+                p.y.data(), n);
+    benchmark::DoNotOptimize(p.y.data());
+    benchmark::ClobberMemory();
+  }
+  set_linear_counters(state, p, "threads=" + std::to_string(openblas_get_num_threads()));
+}
+#endif
+
+void vit_linear_shapes(benchmark::internal::Benchmark* b) {
+  b->Args({2056, 1152, 384})->Args({2056, 384, 384});                        // ViT-S/14 qkv, proj
+  b->Args({2056, 1536, 384})->Args({2056, 384, 1536});                       // ViT-S/14 fc1, fc2
+  b->Args({1576, 576, 192})->Args({1576, 768, 192})->Args({1576, 192, 768});  // ViT-Tiny/16 qkv, fc1, fc2
+  b->UseRealTime();
+}
+
 // Real time: with the pool, the main thread's CPU time would overstate the rate.
 BENCHMARK_TEMPLATE(BM_gemm_retikd, float)->Name("sgemm_nn/retikd")->Arg(256)->Arg(512)->Arg(1024)->UseRealTime();
 #if defined(RETIKD_BENCH_HAVE_OPENBLAS)
@@ -115,6 +190,13 @@ BENCHMARK_TEMPLATE(BM_gemm_openblas, float)->Name("sgemm_nn/openblas")->Arg(256)
 BENCHMARK_TEMPLATE(BM_gemm_retikd, double)->Name("dgemm_nn/retikd")->Arg(512)->Arg(1024)->UseRealTime();
 #if defined(RETIKD_BENCH_HAVE_OPENBLAS)
 BENCHMARK_TEMPLATE(BM_gemm_openblas, double)->Name("dgemm_nn/openblas")->Arg(512)->Arg(1024)->UseRealTime();
+#endif
+
+BENCHMARK_TEMPLATE(BM_linear_retikd, LinearTile::chosen)->Name("sgemm_linear/retikd")->Apply(vit_linear_shapes);
+BENCHMARK_TEMPLATE(BM_linear_retikd, LinearTile::narrow)->Name("sgemm_linear/retikd_narrow")->Apply(vit_linear_shapes);
+BENCHMARK_TEMPLATE(BM_linear_retikd, LinearTile::wide)->Name("sgemm_linear/retikd_wide")->Apply(vit_linear_shapes);
+#if defined(RETIKD_BENCH_HAVE_OPENBLAS)
+BENCHMARK(BM_linear_openblas)->Name("sgemm_linear/openblas")->Apply(vit_linear_shapes);
 #endif
 
 }  // namespace

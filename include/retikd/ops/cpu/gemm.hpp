@@ -136,7 +136,9 @@ T* scratch(int slot, std::size_t count) {
 template <int MR>
 struct RowPackPermutes {
   typedef int32_t VI __attribute__((vector_size(64)));
-  VI mask[MR][MR];  // [output vector j][source row s], s >= 1: lane l of output j is (row f % MR, k f / MR), f = 16j + l
+  // mask[j][s] (s >= 1): the permute that brings row s into output vector j, whose lane l holds row f % MR
+  // at k = f / MR, f = 16j + l.
+  VI mask[MR][MR];
   RowPackPermutes() {
     for (int j = 0; j < MR; ++j)
       for (int s = 1; s < MR; ++s)
@@ -518,7 +520,8 @@ void gemm_blocked(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, T
 // 16 or 32 output channels (6-row tiles waste 12.5 %) keep the narrow one. In per-op profiles of whole
 // training steps (Xeon, 2 threads) the wide tile took 4 % off ViT-S/14's step, left ViT-Tiny's unchanged and
 // made MobileNetV2's convolution backward 5–10 % slower when every product could take it; the K bound keeps
-// most of MobileNetV2's convolutions (K = input channels) on the narrow tile.
+// most of MobileNetV2's convolutions (K = input channels) on the narrow tile. K >= 192 instead took 4 % off
+// ViT-Tiny's eval forward but added 2–4 % to MobileNetV2's (the student, so 256 stays).
 template <class T>
 bool use_wide_tile(int64_t M, int64_t N, int64_t K) {
   if (!kHasWideTile || K < 256) return false;
