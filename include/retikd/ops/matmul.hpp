@@ -113,24 +113,25 @@ inline Tensor matmul(const Tensor& a, const Tensor& b) {
   return out;
 }
 
+// The CPU back end's operands: x, w and bias on the CPU, of one dtype.
+inline void check_linear_cpu(const char* op, const Tensor& x, const Tensor& w, const Tensor& bias) {
+  check_cpu(op, x);
+  check_cpu(op, w);
+  check_cpu(op, bias);
+  check_same_dtype(op, x, w);
+  check_same_dtype(op, x, bias);
+}
+
 // x (…, in) · Wᵀ + b on the CPU (cpu::linear: one GEMM with the bias added in its store).
 inline Tensor linear_cpu(const Tensor& x, const Tensor& w, const Tensor& bias) {
-  check_cpu("linear", x);
-  check_cpu("linear", w);
-  check_cpu("linear", bias);
-  check_same_dtype("linear", x, w);
-  check_same_dtype("linear", x, bias);
+  check_linear_cpu("linear", x, w, bias);
   return cpu::linear(x, w, bias);
 }
 
 // gelu(x · Wᵀ + b) on the CPU in one pass over the output: {pre-activation (kept only when keep_pre), gelu}.
 inline std::pair<Tensor, Tensor> linear_gelu_cpu(const Tensor& x, const Tensor& w, const Tensor& bias,
                                                  bool keep_pre) {
-  check_cpu("linear_gelu", x);
-  check_cpu("linear_gelu", w);
-  check_cpu("linear_gelu", bias);
-  check_same_dtype("linear_gelu", x, w);
-  check_same_dtype("linear_gelu", x, bias);
+  check_linear_cpu("linear_gelu", x, w, bias);
   return cpu::linear_gelu(x, w, bias, keep_pre);
 }
 
@@ -167,6 +168,16 @@ inline Var matmul(const Var& a, const Var& b) {
 }
 
 namespace detail {
+// linear's shape rules (linear_gelu's too): weight (out, in), x (…, in), bias (out,) when given.
+inline void check_linear_args(const Var& x, const Var& weight, const Var& bias) {
+  RETIKD_CHECK(weight.dim() == 2, "linear: weight ", shape_str(weight.shape()), " must be 2-D (out, in)");
+  RETIKD_CHECK(x.dim() >= 1 && x.size(-1) == weight.size(1), "linear: input ", shape_str(x.shape()),
+               " does not end in the weight's in-features ", weight.size(1));
+  if (bias.defined())
+    RETIKD_CHECK(bias.dim() == 1 && bias.size(0) == weight.size(0), "linear: bias ", shape_str(bias.shape()),
+                 " must be (", weight.size(0), ",)");
+}
+
 // linear's input, weight and bias gradients from the output gradient g (the ones asked for; others undefined).
 inline std::vector<Tensor> linear_grads(const Tensor& g, const Tensor& xv, const Tensor& wv, bool gx, bool gw,
                                         bool gbias, bool has_bias) {
@@ -187,13 +198,8 @@ inline std::vector<Tensor> linear_grads(const Tensor& g, const Tensor& xv, const
 
 // y = x · Wᵀ + b over the last dim of x: x (…, in), weight (out, in), bias (out) or undefined.
 inline Var linear(const Var& x, const Var& weight, const Var& bias = Var()) {
-  RETIKD_CHECK(weight.dim() == 2, "linear: weight ", shape_str(weight.shape()), " must be 2-D (out, in)");
-  RETIKD_CHECK(x.dim() >= 1 && x.size(-1) == weight.size(1), "linear: input ", shape_str(x.shape()),
-               " does not end in the weight's in-features ", weight.size(1));
+  detail::check_linear_args(x, weight, bias);
   const bool has_bias = bias.defined();
-  if (has_bias)
-    RETIKD_CHECK(bias.dim() == 1 && bias.size(0) == weight.size(0), "linear: bias ", shape_str(bias.shape()),
-                 " must be (", weight.size(0), ",)");
   Tensor xv = x.value();
   const Tensor& wv = weight.value();
   const bool gx = x.requires_grad(), gw = weight.requires_grad(), gbias = has_bias && bias.requires_grad();
@@ -229,9 +235,8 @@ inline Var linear(const Var& x, const Var& weight, const Var& bias = Var()) {
 // composition's up to rounding (FMA contraction may differ); elsewhere (GPU, no bias, a 1-D input) it is the
 // composition.
 inline Var linear_gelu(const Var& x, const Var& weight, const Var& bias) {
-  const bool fused = bias.defined() && x.value().is_cpu() && x.dim() >= 2 && weight.dim() == 2 &&
-                     x.size(-1) == weight.size(1) && bias.dim() == 1 && bias.size(0) == weight.size(0);
-  if (!fused) return gelu(linear(x, weight, bias));
+  detail::check_linear_args(x, weight, bias);
+  if (!bias.defined() || !x.value().is_cpu() || x.dim() < 2) return gelu(linear(x, weight, bias));
   const Tensor xv = x.value();
   const Tensor& wv = weight.value();
   const bool gx = x.requires_grad(), gw = weight.requires_grad(), gbias = bias.requires_grad();

@@ -39,20 +39,30 @@ inline Tensor matmul(const ops::GemmMatrix& ga, const ops::GemmMatrix& gb, int64
   return out;
 }
 
+// A linear layer's operands as one GEMM over all leading rows of x (…, in): contiguous x, w (out, in) and bias,
+// the output shape (…, out), and the GEMM's sizes and leading dimensions.
+struct LinearGemm {
+  Tensor xc, wc, bc;
+  Shape out_shape;
+  int64_t rows, in, outf, ld_in, ld_out;
+  LinearGemm(const Tensor& x, const Tensor& w, const Tensor& bias)
+      : xc(x.contiguous()), wc(w.contiguous()), bc(bias.contiguous()), out_shape(x.shape()), in(w.size(1)),
+        outf(w.size(0)), ld_in(std::max<int64_t>(w.size(1), 1)), ld_out(std::max<int64_t>(w.size(0), 1)) {
+    out_shape.back() = outf;
+    rows = in > 0 ? xc.numel() / in : shape_numel(out_shape) / ld_out;
+  }
+};
+
 // x (…, in) · wᵀ + bias as one GEMM over all leading rows, the bias added in the GEMM's store (cpu::gemm's bias
 // argument). x, w (out, in) and bias (out): the front end checked that they are CPU tensors of one dtype with
 // matching shapes.
 inline Tensor linear(const Tensor& x, const Tensor& w, const Tensor& bias) {
-  const int64_t in = w.size(1), outf = w.size(0);
-  const Tensor xc = x.contiguous(), wc = w.contiguous(), bc = bias.contiguous();
-  Shape out_shape = x.shape();
-  out_shape.back() = outf;
-  Tensor out = Tensor::empty(out_shape, x.dtype());
-  const int64_t rows = in > 0 ? xc.numel() / in : shape_numel(out_shape) / std::max<int64_t>(outf, 1);
+  const LinearGemm g(x, w, bias);
+  Tensor out = Tensor::empty(g.out_shape, x.dtype());
   dispatch_floating(x.dtype(), "linear", [&](auto tag) {
     using T = typename decltype(tag)::type;
-    cpu::gemm<T>(false, true, rows, outf, in, T(1), xc.data<T>(), std::max<int64_t>(in, 1), wc.data<T>(),
-                 std::max<int64_t>(in, 1), T(0), out.data<T>(), std::max<int64_t>(outf, 1), bc.data<T>());
+    cpu::gemm<T>(false, true, g.rows, g.outf, g.in, T(1), g.xc.data<T>(), g.ld_in, g.wc.data<T>(), g.ld_in, T(0),
+                 out.data<T>(), g.ld_out, g.bc.data<T>());
   });
   return out;
 }
@@ -61,22 +71,15 @@ inline Tensor linear(const Tensor& x, const Tensor& w, const Tensor& bias) {
 // Returns {pre-activation, activation}; the pre-activation is only kept (and allocated) when `keep_pre`,
 // for a backward pass.
 inline std::pair<Tensor, Tensor> linear_gelu(const Tensor& x, const Tensor& w, const Tensor& bias, bool keep_pre) {
-  const int64_t in = w.size(1), outf = w.size(0);
-  const Tensor xc = x.contiguous(), wc = w.contiguous(), bc = bias.contiguous();
-  Shape out_shape = x.shape();
-  out_shape.back() = outf;
-  Tensor act = Tensor::empty(out_shape, x.dtype());
-  Tensor pre = keep_pre ? Tensor::empty(out_shape, x.dtype()) : Tensor();
-  const int64_t rows = in > 0 ? xc.numel() / in : shape_numel(out_shape) / std::max<int64_t>(outf, 1);
+  const LinearGemm g(x, w, bias);
+  Tensor act = Tensor::empty(g.out_shape, x.dtype());
+  Tensor pre = keep_pre ? Tensor::empty(g.out_shape, x.dtype()) : Tensor();
   dispatch_floating(x.dtype(), "linear_gelu", [&](auto tag) {
     using T = typename decltype(tag)::type;
-    const int64_t ld_in = std::max<int64_t>(in, 1), ld_out = std::max<int64_t>(outf, 1);
-    if (keep_pre)
-      cpu::gemm_bias_gelu<T>(false, true, rows, outf, in, xc.data<T>(), ld_in, wc.data<T>(), ld_in, pre.data<T>(),
-                             ld_out, bc.data<T>(), act.data<T>(), ld_out);
-    else
-      cpu::gemm_bias_gelu<T>(false, true, rows, outf, in, xc.data<T>(), ld_in, wc.data<T>(), ld_in, act.data<T>(),
-                             ld_out, bc.data<T>());
+    // Kept: the GEMM writes the pre-activation and the GELU beside it; not kept: the GELU in place.
+    T* c = keep_pre ? pre.data<T>() : act.data<T>();
+    cpu::gemm_bias_gelu<T>(false, true, g.rows, g.outf, g.in, g.xc.data<T>(), g.ld_in, g.wc.data<T>(), g.ld_in, c,
+                           g.ld_out, g.bc.data<T>(), keep_pre ? act.data<T>() : nullptr, g.ld_out);
   });
   return {pre, act};
 }
