@@ -142,7 +142,7 @@ void BM_linear_retikd(benchmark::State& state) {
   for (auto _ : state) {
     if (tile == LinearTile::chosen)
       retikd::cpu::gemm<float>(false, true, p.M, p.N, p.K, 1.0f, p.x.data(), p.K, p.w.data(), p.K, 0.0f,
-                               p.y.data(), p.N, p.bias.data());
+                               p.y.data(), p.N, p.bias.data(), retikd::cpu::WideTileRule::linear_layer);
     else if (tile == LinearTile::narrow)
       gd::gemm_blocked<float>(false, true, p.M, p.N, p.K, 1.0f, p.x.data(), p.K, p.w.data(), p.K, 0.0f,
                               p.y.data(), p.N, threads, p.bias.data());
@@ -153,7 +153,7 @@ void BM_linear_retikd(benchmark::State& state) {
     benchmark::DoNotOptimize(p.y.data());
     benchmark::ClobberMemory();
   }
-  const bool chose_wide = gd::use_wide_tile<float>(p.M, p.N, p.K);
+  const bool chose_wide = gd::use_wide_tile<float>(p.M, p.N, p.K, retikd::cpu::WideTileRule::linear_layer);
   const char* name = tile == LinearTile::narrow ? "narrow"
                      : tile == LinearTile::wide ? "wide"
                      : chose_wide               ? "chose wide"

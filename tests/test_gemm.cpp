@@ -32,6 +32,7 @@ struct Case {
   bool poison_c = false;                    // fill C with NaN (only meaningful with beta == 0)
   bool bias = false;                        // add a random per-column bias (cpu::gemm's bias argument)
   bool serial = false;                      // call cpu::gemm_serial (the calling thread only)
+  bool linear_rule = false;                 // WideTileRule::linear_layer (the wide tile from K >= 192)
 };
 
 std::string describe(const Case& c) {
@@ -39,7 +40,8 @@ std::string describe(const Case& c) {
          " ta=" + std::to_string(c.trans_a) + " tb=" + std::to_string(c.trans_b) +
          " alpha=" + std::to_string(c.alpha) + " beta=" + std::to_string(c.beta) +
          " pads=" + std::to_string(c.pad_a) + "," + std::to_string(c.pad_b) + "," + std::to_string(c.pad_c) +
-         (c.poison_c ? " NaN-C" : "") + (c.bias ? " bias" : "") + (c.serial ? " serial" : "");
+         (c.poison_c ? " NaN-C" : "") + (c.bias ? " bias" : "") + (c.serial ? " serial" : "") +
+         (c.linear_rule ? " linear-rule" : "");
 }
 
 template <class T>
@@ -77,7 +79,8 @@ int64_t run_case(const Case& c, uint32_t seed) {
                                 got.data(), ldc);
   } else {
     gemm<T>(c.trans_a, c.trans_b, c.M, c.N, c.K, alpha, A.data(), lda, B.data(), ldb, beta, got.data(), ldc,
-            c.bias ? bias.data() : nullptr);
+            c.bias ? bias.data() : nullptr,
+            c.linear_rule ? retikd::cpu::WideTileRule::linear_layer : retikd::cpu::WideTileRule::deep_only);
   }
   gemm_reference<T>(c.trans_a, c.trans_b, c.M, c.N, c.K, alpha, A.data(), lda, B.data(), ldb, beta, ref.data(),
                     ldc);
@@ -184,8 +187,10 @@ int64_t run_gelu_case(int64_t M, int64_t N, int64_t K, bool ta, bool tb, bool in
   std::vector<T> pre(static_cast<std::size_t>(std::max<int64_t>(1, M * ldc)), sentinel), got_c = pre;
   std::vector<T> got_g(static_cast<std::size_t>(std::max<int64_t>(1, M * ldg)), sentinel);
   gemm<T>(ta, tb, M, N, K, T(1), A.data(), lda, B.data(), ldb, T(0), pre.data(), ldc, bias.data());
+  // x·Wᵀ (ta false, tb true) as ops::linear_gelu calls it, with the linear layer's tile rule.
+  const auto rule = !ta && tb ? retikd::cpu::WideTileRule::linear_layer : retikd::cpu::WideTileRule::deep_only;
   retikd::cpu::gemm_bias_gelu<T>(ta, tb, M, N, K, A.data(), lda, B.data(), ldb, got_c.data(), ldc, bias.data(),
-                                 in_place ? nullptr : got_g.data(), ldg);
+                                 in_place ? nullptr : got_g.data(), ldg, rule);
   const std::string what = "gemm_bias_gelu M=" + std::to_string(M) + " N=" + std::to_string(N) + " K=" +
                            std::to_string(K) + " ta=" + std::to_string(ta) + " tb=" + std::to_string(tb) +
                            (in_place ? " in place" : " beside");
@@ -268,6 +273,7 @@ TEST_CASE("gemm: per-column bias added in the store, on every path; gemm_serial"
       Case c{s[0], s[1], s[2], (t & 1) != 0, (t & 2) != 0, t == 2 ? -0.5 : 1.0, t == 3 ? 0.5 : 0.0, 1, 2, 3};
       c.bias = true;
       c.poison_c = c.beta == 0.0 && t == 1;
+      c.linear_rule = t == 2;  // x·Wᵀ as ops::linear calls it: K = 192, 193 take the wide tile on AVX-512
       CHECK_MESSAGE(run_case<float>(c, seed++) == 0, describe(c));
     }
   const int64_t large[][3] = {{520, 530, 610}, {7, 2100, 300}, {40, 4100, 700}};
@@ -282,6 +288,27 @@ TEST_CASE("gemm: per-column bias added in the store, on every path; gemm_serial"
   Case d{33, 47, 300, true, false, 1.0, 1.0, 0, 0, 0};
   d.bias = true;
   CHECK_MESSAGE(run_case<double>(d, seed++) == 0, describe(d));
+}
+
+TEST_CASE("gemm: the wide tile rule per caller: linear layers from K = 192, other products from K = 256") {
+  namespace gd = retikd::cpu::gemm_detail;
+  using retikd::cpu::WideTileRule;
+  // ViT-Tiny's qkv and fc1 (K = D = 192), ViT-S/14's proj (K = 384), MobileNetV2's 192 -> 64 projection.
+  CHECK(gd::use_wide_tile<float>(1576, 576, 192, WideTileRule::linear_layer) == gd::kHasWideTile);
+  CHECK(gd::use_wide_tile<float>(1576, 768, 192, WideTileRule::linear_layer) == gd::kHasWideTile);
+  CHECK_FALSE(gd::use_wide_tile<float>(1576, 576, 192, WideTileRule::deep_only));
+  CHECK_FALSE(gd::use_wide_tile<float>(64, 784, 192));  // conv: M = out channels, N = 28 × 28
+  CHECK(gd::use_wide_tile<float>(2056, 384, 384) == gd::kHasWideTile);
+  CHECK_FALSE(gd::use_wide_tile<float>(1576, 576, 191, WideTileRule::linear_layer));
+  // 32 output columns waste half of a 64-wide tile under either rule.
+  CHECK_FALSE(gd::use_wide_tile<float>(1576, 32, 512, WideTileRule::linear_layer));
+  // Both rules, the same product: a linear over 200 tokens with K = 192 against the reference.
+  for (int rule = 0; rule < 2; ++rule) {
+    Case c{200, 130, 192, false, true, 1.0, 0.0};
+    c.bias = true;
+    c.linear_rule = rule == 1;
+    CHECK_MESSAGE(run_case<float>(c, 8900u + static_cast<uint32_t>(rule)) == 0, describe(c));
+  }
 }
 
 TEST_CASE("gemm_bias_gelu: the GELU runs once on every finished tile, in place or beside the pre-activation") {

@@ -32,6 +32,12 @@
 namespace retikd {
 namespace cpu {
 
+// Which products gemm lets take the wide AVX-512 register tile (gemm_detail::use_wide_tile; ISAs with one tile
+// ignore it). deep_only: K >= 256, for convolutions and general matmuls, where the wide tile lost on the
+// MobileNetV2 student's K = 192 products; linear_layer: K >= 192, for a linear layer's x·Wᵀ over tokens (ViT-Tiny's
+// D = 192), where it wins. Only the speed differs: both tiles compute the same product up to rounding.
+enum class WideTileRule { deep_only, linear_layer };
+
 namespace gemm_detail {
 
 // ---------------------------------------------------------------------------------------------------------
@@ -178,6 +184,64 @@ int64_t pack_rows_simd(const T* const*, int64_t, T*) {
   return 0;
 }
 
+// The transposed-B counterpart: NR column streams (column j of op(B) at src[j], consecutive in k; a linear
+// layer's weight rows) into the k-major panel dst[k*NR + j], 16 × 16 blocks at a time by an in-register
+// transpose: four butterfly stages of 16 two-source permutes each (stage h swaps the off-diagonal h × h blocks
+// of every 2h × 2h block), 64 permutes per 256 values instead of a scalar load and insert per value (in a
+// perf profile of ViT-Tiny's eval forward the weight packing went from 2.5 % to 2.2 %: the rest is reading the
+// weights from memory). Returns how many k it packed. GCC on AVX-512 with NR a multiple of 16 only; elsewhere
+// it packs nothing.
+#if defined(__GNUC__) && !defined(__clang__) && defined(__AVX512F__)
+struct TransposePermutes {
+  typedef int32_t VI __attribute__((vector_size(64)));
+  VI low[4], high[4];  // stage s (h = 8 >> s): the new rows i and i + h of a pair, (i & h) == 0
+  TransposePermutes() {
+    for (int s = 0; s < 4; ++s) {
+      const int h = 8 >> s;
+      for (int l = 0; l < 16; ++l) {
+        low[s][l] = (l & h) == 0 ? l : 16 + l - h;
+        high[s][l] = (l & h) == 0 ? l + h : 16 + l;
+      }
+    }
+  }
+};
+
+template <int NR>
+int64_t pack_columns_simd(const float* const* src, int64_t kc, float* __restrict dst) {
+  if (NR % 16 != 0) return 0;
+  typedef float VF __attribute__((vector_size(64)));
+  static const TransposePermutes permutes;
+  int64_t k = 0;
+  for (; k + 16 <= kc; k += 16) {
+#pragma GCC unroll 4
+    for (int g = 0; g < NR / 16; ++g) {
+      VF v[16];
+#pragma GCC unroll 16
+      for (int r = 0; r < 16; ++r) std::memcpy(&v[r], src[16 * g + r] + k, sizeof(VF));
+#pragma GCC unroll 4
+      for (int stage = 0; stage < 4; ++stage) {
+        const int h = 8 >> stage;
+#pragma GCC unroll 16
+        for (int i = 0; i < 16; ++i) {
+          if ((i & h) != 0) continue;
+          const VF a = v[i], b = v[i + h];
+          v[i] = __builtin_shuffle(a, b, permutes.low[stage]);
+          v[i + h] = __builtin_shuffle(a, b, permutes.high[stage]);
+        }
+      }
+#pragma GCC unroll 16
+      for (int t = 0; t < 16; ++t) std::memcpy(dst + (k + t) * NR + 16 * g, &v[t], sizeof(VF));
+    }
+  }
+  return k;
+}
+#endif
+
+template <int NR, class T>
+int64_t pack_columns_simd(const T* const*, int64_t, T*) {
+  return 0;
+}
+
 template <class T, class Cfg = Blocking<T>>
 void pack_a_panel(bool trans_a, const T* A, int64_t lda, int64_t i0, int64_t rows, int64_t k0, int64_t kc,
                   T* __restrict dst) {
@@ -234,7 +298,7 @@ void pack_b_panel(bool trans_b, const T* B, int64_t ldb, int64_t j0, int64_t col
     // (30% faster than walking one stored row at a time and scattering it with stride NR).
     const T* src[NR];
     for (int j = 0; j < NR; ++j) src[j] = B + (j0 + j) * ldb + k0;
-    for (int64_t k = 0; k < kc; ++k) {
+    for (int64_t k = pack_columns_simd<NR>(src, kc, dst); k < kc; ++k) {
 #pragma GCC unroll 64
       for (int j = 0; j < NR; ++j) dst[k * NR + j] = src[j][k];
     }
@@ -514,17 +578,20 @@ void gemm_blocked(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, T
   }
 }
 
-// The wide tile is taken for deep products (K >= 256: its gain is in the FMA loop, not in the stores) when
-// its padded work (rows and columns rounded up to whole tiles), discounted by the ~10 % it measured faster on
-// the ViT-S/14 linears, is below the narrow tile's: M = B·tokens and widths that are multiples of 64 take it;
-// 16 or 32 output channels (6-row tiles waste 12.5 %) keep the narrow one. In per-op profiles of whole
-// training steps (Xeon, 2 threads) the wide tile took 4 % off ViT-S/14's step, left ViT-Tiny's unchanged and
-// made MobileNetV2's convolution backward 5–10 % slower when every product could take it; the K bound keeps
-// most of MobileNetV2's convolutions (K = input channels) on the narrow tile. K >= 192 instead took 4 % off
-// ViT-Tiny's eval forward but added 2–4 % to MobileNetV2's (the student, so 256 stays).
+// The wide tile is taken for deep products (K >= 256 by default: its gain is in the FMA loop, not in the
+// stores) when its padded work (rows and columns rounded up to whole tiles), discounted by the ~10 % it
+// measured faster on the ViT-S/14 linears, is below the narrow tile's: M = B·tokens and widths that are
+// multiples of 64 take it; 16 or 32 output channels (6-row tiles waste 12.5 %) keep the narrow one. In per-op
+// profiles of whole training steps (Xeon, 2 threads) the wide tile took 4 % off ViT-S/14's step, left
+// ViT-Tiny's unchanged and made MobileNetV2's convolution backward 5–10 % slower when every product could take
+// it; the K bound keeps most of MobileNetV2's convolutions (K = input channels) on the narrow tile. A linear
+// layer's product (WideTileRule::linear_layer: K = D = 192 in ViT-Tiny) takes it from K >= 192: ViT-Tiny's qkv
+// and fc1 alone ran 13–25 % faster on it (retikd_bench_gemm sgemm_linear, Xeon, 2 threads), while letting every
+// product with K >= 192 take it added 2–4 % to MobileNetV2's eval forward (the student): one rule per caller.
 template <class T>
-bool use_wide_tile(int64_t M, int64_t N, int64_t K) {
-  if (!kHasWideTile || K < 256) return false;
+bool use_wide_tile(int64_t M, int64_t N, int64_t K, WideTileRule rule = WideTileRule::deep_only) {
+  const int64_t min_k = rule == WideTileRule::linear_layer ? 192 : 256;
+  if (!kHasWideTile || K < min_k) return false;
   using Narrow = Blocking<T>;
   using Wide = WideBlocking<T>;
   auto padded = [](int64_t x, int64_t r) { return static_cast<double>((x + r - 1) / r * r); };
@@ -537,7 +604,8 @@ bool use_wide_tile(int64_t M, int64_t N, int64_t K) {
 template <class T>
 void gemm_unchecked(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, T alpha, const T* A,
                     int64_t lda, const T* B, int64_t ldb, T beta, T* C, int64_t ldc, bool allow_threads,
-                    const T* bias = nullptr, const GeluStore<T>* gelu = nullptr) {
+                    const T* bias = nullptr, const GeluStore<T>* gelu = nullptr,
+                    WideTileRule rule = WideTileRule::deep_only) {
   if (M == 0 || N == 0) return;
   if (K == 0 || alpha == T(0)) {  // BLAS semantics: A and B are not read
     scale_c(M, N, beta, C, ldc);
@@ -552,7 +620,7 @@ void gemm_unchecked(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K,
   int threads = 1;
   if (allow_threads && static_cast<double>(M) * static_cast<double>(N) * static_cast<double>(K) >= kThreadingMinMacs)
     threads = thread_pool().num_threads();
-  if (use_wide_tile<T>(M, N, K))
+  if (use_wide_tile<T>(M, N, K, rule))
     gemm_blocked<T, WideBlocking<T>>(trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc, threads, bias,
                                      gelu);
   else
@@ -588,12 +656,15 @@ inline void check_gemm_args(const char* op, bool trans_a, bool trans_b, int64_t 
 // strides of the stored (untransposed) matrices. beta == 0 ignores C's old content (NaN-safe); K == 0 or
 // alpha == 0 gives C = beta * C without reading A or B. Threads from the shared pool on large problems.
 // bias (optional, N values) is added to every row of C: a linear layer's x·Wᵀ + b in one pass over C.
+// rule: which register tile the product may take (WideTileRule; the same product up to rounding either way).
 template <class T>
 void gemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, T alpha, const T* A, int64_t lda,
-          const T* B, int64_t ldb, T beta, T* C, int64_t ldc, const T* bias = nullptr) {
+          const T* B, int64_t ldb, T beta, T* C, int64_t ldc, const T* bias = nullptr,
+          WideTileRule rule = WideTileRule::deep_only) {
   static_assert(std::is_same<T, float>::value || std::is_same<T, double>::value, "gemm: float or double");
   gemm_detail::check_gemm_args("gemm", trans_a, trans_b, M, N, K, A, lda, B, ldb, C, ldc);
-  gemm_detail::gemm_unchecked<T>(trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc, true, bias);
+  gemm_detail::gemm_unchecked<T>(trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc, true, bias,
+                                 nullptr, rule);
 }
 
 // C = gelu(op(A) · op(B) + bias) with the GELU (exact, erf) applied to each tile as it is finished; with
@@ -603,13 +674,14 @@ void gemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, T alpha, 
 template <class T>
 void gemm_bias_gelu(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, const T* A, int64_t lda,
                     const T* B, int64_t ldb, T* C, int64_t ldc, const T* bias, T* gelu_out = nullptr,
-                    int64_t ld_gelu = 0) {
+                    int64_t ld_gelu = 0, WideTileRule rule = WideTileRule::deep_only) {
   static_assert(std::is_same<T, float>::value || std::is_same<T, double>::value, "gemm_bias_gelu: float or double");
   gemm_detail::check_gemm_args("gemm_bias_gelu", trans_a, trans_b, M, N, K, A, lda, B, ldb, C, ldc);
   if (gelu_out != nullptr && ld_gelu < std::max<int64_t>(1, N))
     throw std::invalid_argument("gemm_bias_gelu: ld_gelu must be >= max(1, N = " + std::to_string(N) + ")");
   const gemm_detail::GeluStore<T> gelu{gelu_out, ld_gelu};
-  gemm_detail::gemm_unchecked<T>(trans_a, trans_b, M, N, K, T(1), A, lda, B, ldb, T(0), C, ldc, true, bias, &gelu);
+  gemm_detail::gemm_unchecked<T>(trans_a, trans_b, M, N, K, T(1), A, lda, B, ldb, T(0), C, ldc, true, bias, &gelu,
+                                 rule);
 }
 
 // The same product on the calling thread only, for callers that already run independent GEMMs in parallel

@@ -62,7 +62,7 @@ inline Tensor linear(const Tensor& x, const Tensor& w, const Tensor& bias) {
   dispatch_floating(x.dtype(), "linear", [&](auto tag) {
     using T = typename decltype(tag)::type;
     cpu::gemm<T>(false, true, g.rows, g.outf, g.in, T(1), g.xc.data<T>(), g.ld_in, g.wc.data<T>(), g.ld_in, T(0),
-                 out.data<T>(), g.ld_out, g.bc.data<T>());
+                 out.data<T>(), g.ld_out, g.bc.data<T>(), cpu::WideTileRule::linear_layer);
   });
   return out;
 }
@@ -79,7 +79,8 @@ inline std::pair<Tensor, Tensor> linear_gelu(const Tensor& x, const Tensor& w, c
     // Kept: the GEMM writes the pre-activation and the GELU beside it; not kept: the GELU in place.
     T* c = keep_pre ? pre.data<T>() : act.data<T>();
     cpu::gemm_bias_gelu<T>(false, true, g.rows, g.outf, g.in, g.xc.data<T>(), g.ld_in, g.wc.data<T>(), g.ld_in, c,
-                           g.ld_out, g.bc.data<T>(), keep_pre ? act.data<T>() : nullptr, g.ld_out);
+                           g.ld_out, g.bc.data<T>(), keep_pre ? act.data<T>() : nullptr, g.ld_out,
+                           cpu::WideTileRule::linear_layer);
   });
   return {pre, act};
 }
