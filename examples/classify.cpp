@@ -62,13 +62,14 @@ struct Options {
   int64_t warmup = 5;
   std::string tap = "stage4", cam = "gradcam", cam_score = "logit";
   bool quiet = false, info_only = false;
+  bool flip_tta = false;  // --flip-tta: mean logits of each image and its mirror
 };
 
 void usage(std::FILE* f) {
   std::fprintf(f,
                "usage: classify (--bundle FILE | --onnx FILE) [PATH...] [--manifest FILE [--split NAME] [--root DIR]\n"
                "                [--allow-outside-root]] [--batch N] [--device cpu|cuda [--precision fp16|fp32]]\n"
-               "                [--csv FILE] [--json FILE] [--quiet] [--max-image-pixels N]\n"
+               "                [--csv FILE] [--json FILE] [--quiet] [--max-image-pixels N] [--flip-tta]\n"
                "                [--gradcam DIR [--tap NAME] [--cam gradcam|gradcam++] [--cam-score logit|logprob]]\n"
                "                [--rgb FILE --size N] [--cpu-engine plan|modules] [--info]\n"
                "       classify (--bundle FILE | --onnx FILE) --benchmark ITERS [--warmup K] [--batch N] [--json FILE]\n"
@@ -104,6 +105,8 @@ void usage(std::FILE* f) {
                "  --benchmark N    time N forward passes of --batch (default 1) random images of the model's input\n"
                "                   size after --warmup (5) more; prints one JSON line with every latency (ms);\n"
                "                   bench/race_cpu.py reads it\n"
+               "  --flip-tta       test-time augmentation: each image's logits are the mean of its own and its\n"
+               "                   horizontal mirror's (two forward passes per image)\n"
                "  --quiet          no per-image table\n"
                "  --info           print the bundle's (or ONNX file's) header and exit\n");
 }
@@ -175,6 +178,8 @@ Options parse(int argc, char** argv) {
       o.quiet = true;
     } else if (a == "--info") {
       o.info_only = true;
+    } else if (a == "--flip-tta") {
+      o.flip_tta = true;
     } else if (!a.empty() && a[0] == '-') {
       throw cli::ArgumentError("unknown option " + a);
     } else {
@@ -197,6 +202,8 @@ Options parse(int argc, char** argv) {
   if (!o.labels.empty() && o.tflite.empty()) usage_error("--labels names a --tflite model's classes");
   if (!o.tflite.empty() && !o.manifest.empty()) usage_error("--manifest is for the fundus students (--bundle, --onnx)");
   if (o.benchmark > 0 && !o.tflite.empty()) usage_error("--benchmark times a --bundle or --onnx student");
+  if (o.flip_tta && !o.tflite.empty()) usage_error("--flip-tta is for the fundus students (--bundle, --onnx)");
+  if (o.flip_tta && o.benchmark > 0) usage_error("--flip-tta is not timed by --benchmark (one pass per image)");
   if (!o.info_only && o.benchmark == 0 && o.inputs.empty() && o.manifest.empty() && o.rgb.empty())
     usage_error("nothing to classify: give image files or folders, --rgb, or --manifest");
   deploy::parse_cam_method(o.cam);  // unknown names are usage errors, before any work
@@ -412,7 +419,7 @@ int main(int argc, char** argv) {
     if (!o.rgb.empty()) {
       // One raw image through the bundle's preprocessing (its geometry resizes an image of another size).
       const data::Image x = classifier.info().preprocess.input(read_rgb(o.rgb, o.size));
-      const std::vector<float> p = classifier.probabilities({&x}).to_vector<float>();
+      const std::vector<float> p = classifier.probabilities({&x}, o.flip_tta).to_vector<float>();
       const std::size_t best = static_cast<std::size_t>(std::max_element(p.begin(), p.end()) - p.begin());
       std::printf("%s: %s %.4f\n", o.rgb.c_str(), classes[best].c_str(), p[best]);
       for (std::size_t k = 0; k < p.size(); ++k) std::printf("  %-12s %.6f\n", classes[k].c_str(), p[k]);
@@ -459,13 +466,14 @@ int main(int argc, char** argv) {
       return problems.empty() ? 0 : 1;
     }
 
-    std::printf("classify: %zu images with %s (%s, %lld parameters, input %d px) on %s, batch %lld\n", files.size(),
+    std::printf("classify: %zu images with %s (%s, %lld parameters, input %d px) on %s, batch %lld%s\n", files.size(),
                 (o.bundle.empty() ? o.onnx : o.bundle).c_str(), bundle.info.arch.c_str(), static_cast<long long>(bundle.info.parameters),
                 bundle.info.preprocess.input_size(),
                 (classifier.device().to_string() + (classifier.dtype() == DType::float16 ? " fp16" : "")).c_str(),
-                static_cast<long long>(batch));
+                static_cast<long long>(batch), o.flip_tta ? ", flip TTA" : "");
     deploy::ClassifyOptions copt;
     copt.batch = batch;
+    copt.flip_tta = o.flip_tta;
     if (!o.quiet && files.size() > static_cast<std::size_t>(batch))
       copt.progress = [](int64_t done, int64_t total) {
         std::fprintf(stderr, "\rclassify: %lld / %lld", static_cast<long long>(done), static_cast<long long>(total));

@@ -23,6 +23,7 @@
 #include "retikd/core/random.hpp"
 #include "retikd/data/png_write.hpp"
 #include "retikd/data/synthetic.hpp"
+#include "retikd/data/transforms.hpp"
 #include "retikd/deploy/cpu_engine.hpp"
 #include "retikd/deploy/deploy.hpp"
 #include "retikd/io/json.hpp"
@@ -531,6 +532,20 @@ TEST_CASE("deploy: classify helpers read folders, skip a corrupt file and report
   }
   CHECK(ok == 6);
 
+  // --flip-tta reaches every batch (what the option computes is checked on a trained model below).
+  deploy::ClassifyOptions tta = copt;
+  tta.flip_tta = true;
+  const std::vector<deploy::Prediction> tta_preds = c.classify(list.files, truths, tta);
+  REQUIRE(tta_preds.size() == preds.size());
+  for (std::size_t i = 0; i < preds.size(); ++i) {
+    CAPTURE(preds[i].path);
+    REQUIRE(tta_preds[i].ok == preds[i].ok);
+    if (!preds[i].ok) continue;
+    const data::Image image = c.prepare(preds[i].path);
+    const auto v = c.probabilities({&image}, true).to_vector<float>();
+    for (std::size_t k = 0; k < 4; ++k) CHECK(tta_preds[i].probs[k] == doctest::Approx(v[k]).epsilon(1e-5));
+  }
+
   const deploy::ClassifySummary s = deploy::summarize(preds, 4);
   CHECK(s.total == 8);
   CHECK(s.classified == 6);
@@ -843,6 +858,37 @@ TEST_CASE("deploy: Grad-CAM peaks on the DR lesions and the glaucomatous disc of
     for (int i = 0; i < 200; ++i) correct += pred[i] == ty[i];
     MESSAGE("tiny student: held-out accuracy " << correct / 200.0);
     CHECK(correct >= 160);
+  }
+
+  {  // Flip TTA: softmax of the mean of the image's and its mirror's logits, so an image and its mirror get the
+     // same probabilities; the trained model reads the disc's side, so TTA changes its output.
+    deploy::BundleInfo info;
+    info.classes = {"Cataract", "DR", "Glaucoma", "Normal"};
+    deploy::Classifier c(std::shared_ptr<nn::Model>(&model, [](nn::Model*) {}), info);
+    double largest_change = 0;
+    for (int i = 0; i < 8; ++i) {
+      CAPTURE(i);
+      const Tensor x = normalised(data::synthetic_fundus(99, 6000 + i, so));
+      data::Image original(3, S, S);
+      const auto xv = x.to_vector<float>();
+      std::copy(xv.begin(), xv.end(), original.data.begin());
+      const data::Image mirror = data::hflip(original);
+      const auto l = c.logits(stack({x})).to_vector<double>();
+      const auto lm = c.logits(stack({Tensor::from_vector(mirror.data, {3, S, S})})).to_vector<double>();
+      double zmax = -1e30, z = 0;
+      for (std::size_t k = 0; k < 4; ++k) zmax = std::max(zmax, 0.5 * (l[k] + lm[k]));
+      for (std::size_t k = 0; k < 4; ++k) z += std::exp(0.5 * (l[k] + lm[k]) - zmax);
+      const auto tta = c.probabilities({&original}, true).to_vector<float>();
+      const auto of_mirror = c.probabilities({&mirror}, true).to_vector<float>();
+      const auto plain = c.probabilities({&original}).to_vector<float>();
+      for (std::size_t k = 0; k < 4; ++k) {
+        CHECK(tta[k] == doctest::Approx(std::exp(0.5 * (l[k] + lm[k]) - zmax) / z).epsilon(1e-4));
+        CHECK(of_mirror[k] == doctest::Approx(tta[k]).epsilon(1e-4));
+        largest_change = std::max(largest_change, std::abs(double(tta[k]) - plain[k]));
+      }
+    }
+    MESSAGE("flip TTA: largest change of a probability " << largest_change);
+    CHECK(largest_change > 1e-3);
   }
 
   for (const int label : {1, 2}) {  // DR, Glaucoma

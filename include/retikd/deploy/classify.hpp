@@ -44,6 +44,8 @@
 #include "retikd/deploy/gradcam.hpp"
 #include "retikd/io/atomic_file.hpp"
 #include "retikd/io/json.hpp"
+#include "retikd/kd/multi_view.hpp"
+#include "retikd/ops/elementwise.hpp"
 #include "retikd/ops/softmax.hpp"
 
 namespace retikd {
@@ -111,6 +113,10 @@ struct Prediction {
 
 struct ClassifyOptions {
   int64_t batch = 16;
+  // Horizontal-flip test-time augmentation: each image's logits are the mean of its own and its mirror's, as the
+  // pretrained teacher's flip_tta; twice the forward passes. A fundus photo of a left eye mirrors into a plausible
+  // right eye, so the mirror is an in-distribution view (the students train on mirrored views too).
+  bool flip_tta = false;
   // Called after each batch with (files done, files in total); e.g. a progress line.
   std::function<void(int64_t, int64_t)> progress;
 };
@@ -167,8 +173,9 @@ class Classifier {
   // The image with the model input's geometry, not normalised (Preprocess::view): what overlays are drawn on.
   data::ImageU8 view(const std::string& path) const { return info_.preprocess.view(data::load_image(path)); }
 
-  // Softmax probabilities (B, classes) of a batch of prepared images of one size.
-  Tensor probabilities(const std::vector<const data::Image*>& images) const {
+  // Softmax probabilities (B, classes) of a batch of prepared images of one size; with `flip_tta`, of the mean of
+  // the batch's and its mirror's logits.
+  Tensor probabilities(const std::vector<const data::Image*>& images, bool flip_tta = false) const {
     RETIKD_CHECK(!images.empty(), "Classifier: empty batch");
     const data::Image& first = *images.front();
     Tensor x = Tensor::empty({static_cast<int64_t>(images.size()), first.channels, first.height, first.width});
@@ -177,7 +184,9 @@ class Classifier {
       RETIKD_CHECK(im->shape() == first.shape(), "Classifier: mixed image sizes in one batch");
       p = std::copy(im->data.begin(), im->data.end(), p);
     }
-    return ops::impl::softmax(logits(x), 1);
+    if (!flip_tta) return ops::impl::softmax(logits(x), 1);
+    const Tensor mean = ops::impl::mul_scalar(ops::impl::add(logits(x), logits(kd::hflip_batch(x))), 0.5);
+    return ops::impl::softmax(mean, 1);
   }
 
   // Classifies `files` in order; truths (optional, same length) are copied into the predictions.
@@ -220,7 +229,7 @@ class Classifier {
             images.push_back(&prepared[b]);
             done[b] = true;
           }
-        const Tensor probs = probabilities(images);
+        const Tensor probs = probabilities(images, opt.flip_tta);
         const int64_t K = probs.size(1);
         const float* pp = probs.data<float>();
         for (std::size_t g = 0; g < group.size(); ++g) {
