@@ -114,8 +114,9 @@ struct Prediction {
 struct ClassifyOptions {
   int64_t batch = 16;
   // Horizontal-flip test-time augmentation: each image's logits are the mean of its own and its mirror's, as the
-  // pretrained teacher's flip_tta; twice the forward passes. A fundus photo of a left eye mirrors into a plausible
-  // right eye, so the mirror is an in-distribution view (the students train on mirrored views too).
+  // pretrained teacher's flip_tta; twice the forward passes. A left eye's photo mirrors into a plausible right eye,
+  // but a student that never trained on mirrors (the CE stage trains on unflipped images) may not read it as well:
+  // measure on validation before using it (docs/results.md, "Flip test-time augmentation for the student").
   bool flip_tta = false;
   // Called after each batch with (files done, files in total); e.g. a progress line.
   std::function<void(int64_t, int64_t)> progress;
