@@ -58,6 +58,14 @@ def best_on_grid(logp, truth, bias, k):
     return best_bias
 
 
+def paired_text(diff):
+    """'mean [low, high]' of paired differences (points) with a 95% Student t interval"""
+    n = len(diff)
+    mean = statistics.mean(diff)
+    half = T975.get(n - 1, 1.96) * statistics.stdev(diff) / math.sqrt(n)
+    return f"{mean:+.2f} [{mean - half:+.2f}, {mean + half:+.2f}]"
+
+
 def fit_glaucoma(logp, truth):
     return best_on_grid(logp, truth, [0.0] * 4, GLAUCOMA)
 
@@ -101,10 +109,7 @@ def main():
     for m in (1, 2):
         parts = []
         for j, metric in enumerate(("accuracy", "macro-F1", "glaucoma recall")):
-            diff = [100 * (r[m][j] - r[0][j]) for r in table]
-            mean = statistics.mean(diff)
-            half = T975.get(n - 1, 1.96) * statistics.stdev(diff) / math.sqrt(n)
-            parts.append(f"{metric} {mean:+.2f} [{mean - half:+.2f}, {mean + half:+.2f}]")
+            parts.append(f"{metric} {paired_text([100 * (r[m][j] - r[0][j]) for r in table])}")
         print(f"  {methods[m]:15s} " + "; ".join(parts))
 
 

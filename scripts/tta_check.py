@@ -15,7 +15,7 @@ import statistics
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from class_bias_check import CLASSES, T975, load, scores  # noqa: E402
+from class_bias_check import CLASSES, load, paired_text, scores  # noqa: E402
 
 METRICS = ("accuracy", "macro-F1", "glaucoma recall")
 
@@ -76,9 +76,7 @@ def main():
         parts = []
         for j, metric in enumerate(METRICS):
             diff = [100 * (r[split, "tta"][j] - r[split, "plain"][j]) for r in rows]
-            mean = statistics.mean(diff)
-            half = T975.get(n - 1, 1.96) * statistics.stdev(diff) / math.sqrt(n)
-            parts.append(f"{metric} {mean:+.2f} [{mean - half:+.2f}, {mean + half:+.2f}]")
+            parts.append(f"{metric} {paired_text(diff)}")
         print(f"  {split:4s} " + "; ".join(parts))
 
 
