@@ -33,9 +33,14 @@ def load(path):
     return logp, truth
 
 
+def predict(logp, bias):
+    """argmax(log p + bias) per image"""
+    return [max(range(4), key=lambda k: lp[k] + bias[k]) for lp in logp]
+
+
 def scores(logp, truth, bias):
     """accuracy, macro-F1 and glaucoma recall of argmax(log p + bias)"""
-    pred = [max(range(4), key=lambda k: lp[k] + bias[k]) for lp in logp]
+    pred = predict(logp, bias)
     f1, recall = [], []
     for k in range(4):
         tp = sum(1 for p, t in zip(pred, truth) if p == k and t == k)

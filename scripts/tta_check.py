@@ -15,13 +15,9 @@ import statistics
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from class_bias_check import CLASSES, load, paired_text, scores  # noqa: E402
+from class_bias_check import load, paired_text, predict, scores  # noqa: E402
 
 METRICS = ("accuracy", "macro-F1", "glaucoma recall")
-
-
-def predictions(logp):
-    return [max(range(len(CLASSES)), key=lambda k: lp[k]) for lp in logp]
 
 
 def mcnemar_exact(truth, a, b):
@@ -56,8 +52,8 @@ def main():
         truth = data["test", "plain"][1]
         if truth != data["test", "tta"][1]:
             sys.exit(f"seed {s}: the plain and TTA test files list different images")
-        only_plain, only_tta, p = mcnemar_exact(truth, predictions(data["test", "plain"][0]),
-                                                predictions(data["test", "tta"][0]))
+        only_plain, only_tta, p = mcnemar_exact(truth, predict(data["test", "plain"][0], [0.0] * 4),
+                                                predict(data["test", "tta"][0], [0.0] * 4))
         print(f"seed {s}: val macro-F1 {row['val', 'plain'][1]:.4f} -> {row['val', 'tta'][1]:.4f}; test acc / "
               f"macro-F1 / glaucoma recall {' / '.join(f'{x:.4f}' for x in row['test', 'plain'])} -> "
               f"{' / '.join(f'{x:.4f}' for x in row['test', 'tta'])}; McNemar (test) {only_plain} right only "
